@@ -1,0 +1,84 @@
+//! Deliberately broken variants of the core. They exist only so that the
+//! simulator can prove its checkers bite: each must be caught within a bounded
+//! number of seeds. Selecting one requires the `canary` feature; without it
+//! the switch cannot be set to anything but `None`.
+
+/// Which rule of Raft to break.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Canary {
+    #[default]
+    None,
+    /// Commit an entry of an earlier term by counting replicas (Figure 8).
+    #[cfg(feature = "canary")]
+    CommitEarlierTerm,
+    /// Grant votes without checking that the candidate's log is up to date.
+    #[cfg(feature = "canary")]
+    VoteWithoutLogCheck,
+    /// Acknowledge appends and votes before they are durable, and let the
+    /// leader count its own unsynced entries toward a quorum.
+    #[cfg(feature = "canary")]
+    AckBeforePersist,
+}
+
+impl Canary {
+    /// Every broken variant that this build can switch on.
+    pub fn all() -> &'static [Canary] {
+        #[cfg(feature = "canary")]
+        {
+            &[
+                Canary::CommitEarlierTerm,
+                Canary::VoteWithoutLogCheck,
+                Canary::AckBeforePersist,
+            ]
+        }
+        #[cfg(not(feature = "canary"))]
+        {
+            &[]
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Canary::None => "none",
+            #[cfg(feature = "canary")]
+            Canary::CommitEarlierTerm => "commit-earlier-term",
+            #[cfg(feature = "canary")]
+            Canary::VoteWithoutLogCheck => "vote-without-log-check",
+            #[cfg(feature = "canary")]
+            Canary::AckBeforePersist => "ack-before-persist",
+        }
+    }
+
+    pub fn commits_earlier_term(self) -> bool {
+        #[cfg(feature = "canary")]
+        {
+            self == Canary::CommitEarlierTerm
+        }
+        #[cfg(not(feature = "canary"))]
+        {
+            false
+        }
+    }
+
+    pub fn skips_log_check(self) -> bool {
+        #[cfg(feature = "canary")]
+        {
+            self == Canary::VoteWithoutLogCheck
+        }
+        #[cfg(not(feature = "canary"))]
+        {
+            false
+        }
+    }
+
+    pub fn acks_before_persist(self) -> bool {
+        #[cfg(feature = "canary")]
+        {
+            self == Canary::AckBeforePersist
+        }
+        #[cfg(not(feature = "canary"))]
+        {
+            false
+        }
+    }
+}

@@ -1,0 +1,340 @@
+//! One simulated server: the Raft core, its disk, its state machine and the
+//! client requests waiting on it. `World::drive` executes the core's output
+//! exactly as the contract in `ferrite_raft::Output` says a real node must.
+
+use std::collections::BTreeMap;
+
+use ferrite_raft::{Config, DurableState, Index, NodeId, Payload, Raft, Snapshot, Term};
+
+use crate::check::Violation;
+use crate::disk::{Disk, Write};
+use crate::state_machine::{Command, Key, Registers, Reply};
+use crate::world::{Event, World};
+
+/// A client write waiting to be applied at an index.
+pub struct Waiter {
+    pub term: Term,
+    pub client: usize,
+    pub seq: u64,
+}
+
+/// A client read waiting for its ReadIndex (and then for apply).
+#[derive(Clone, Copy)]
+pub struct ReadWaiter {
+    pub client: usize,
+    pub seq: u64,
+    pub key: Key,
+}
+
+pub struct SimNode {
+    /// `None` while crashed.
+    pub raft: Option<Raft>,
+    /// Bumped on every crash and start, so stale ticks and disk completions
+    /// of an earlier life are ignored.
+    pub incarnation: u64,
+    pub disk: Disk,
+    pub sm: Registers,
+    pub proposals: BTreeMap<Index, Waiter>,
+    pub reads: BTreeMap<u64, ReadWaiter>,
+    pub ready: Vec<(Index, ReadWaiter)>,
+    pub next_ctx: u64,
+}
+
+impl SimNode {
+    pub fn new(durable: DurableState) -> SimNode {
+        SimNode {
+            raft: None,
+            incarnation: 0,
+            disk: Disk {
+                durable,
+                ..Disk::default()
+            },
+            sm: Registers::default(),
+            proposals: BTreeMap::new(),
+            reads: BTreeMap::new(),
+            ready: Vec::new(),
+            next_ctx: 0,
+        }
+    }
+
+    /// Boots from what is on the disk, as a real node does after a crash.
+    pub fn start(&mut self, cfg: Config, seed: u64) -> Result<(), Violation> {
+        self.incarnation += 1;
+        let durable = self.disk.durable.clone();
+        let (data, index) = match &durable.snapshot {
+            Some(s) => (s.data.clone(), s.meta.index),
+            None => (bytes::Bytes::new(), Index::ZERO),
+        };
+        self.sm = restore(&data, index)?;
+        let raft =
+            Raft::new(cfg, durable, seed).map_err(|e| Violation::new("recovery", e.to_string()))?;
+        self.raft = Some(raft);
+        Ok(())
+    }
+
+    pub fn crash(&mut self) {
+        self.incarnation += 1;
+        self.raft = None;
+        self.disk.crash();
+        self.proposals.clear();
+        self.reads.clear();
+        self.ready.clear();
+    }
+}
+
+fn restore(data: &[u8], index: Index) -> Result<Registers, Violation> {
+    let sm = Registers::restore(data).map_err(|e| Violation::new("snapshot", e.to_string()))?;
+    if sm.applied() != index {
+        return Err(Violation::new(
+            "snapshot",
+            format!(
+                "snapshot at {index} holds state applied to {}",
+                sm.applied()
+            ),
+        ));
+    }
+    Ok(sm)
+}
+
+/// Answers owed to clients, sent once the node is no longer borrowed.
+type Answers = Vec<(usize, u64, Result<Reply, Option<NodeId>>)>;
+
+impl World {
+    /// Executes everything the core of `id` has to say, until it is quiet.
+    pub(crate) fn drive(&mut self, id: NodeId) {
+        loop {
+            let Some(node) = self.nodes.get_mut(&id) else {
+                return;
+            };
+            let Some(raft) = node.raft.as_mut() else {
+                return;
+            };
+            let out = raft.take_output();
+            if out.is_empty() {
+                return;
+            }
+            self.touched.insert(id);
+            let mut answers: Answers = Vec::new();
+
+            // 1. Persist; `send_after_persist` rides with the write.
+            if let Some(snapshot) = &out.persist.snapshot {
+                self.stats.snapshots_installed += 1;
+                match restore(&snapshot.data, snapshot.meta.index) {
+                    Ok(sm) => node.sm = sm,
+                    Err(v) => {
+                        self.fail(v);
+                        return;
+                    }
+                }
+                let covered: Vec<Index> = node
+                    .proposals
+                    .range(..=snapshot.meta.index)
+                    .map(|(i, _)| *i)
+                    .collect();
+                for index in covered {
+                    if let Some(w) = node.proposals.remove(&index) {
+                        answers.push((w.client, w.seq, Err(None)));
+                    }
+                }
+            }
+            if !out.persist.is_empty() || !out.send_after_persist.is_empty() {
+                let latency = if out.persist.is_empty() {
+                    0
+                } else {
+                    self.prng.range(1, self.opts.disk_latency_max)
+                };
+                let node = self.nodes.get_mut(&id).expect("node present");
+                node.disk.busy_until = node.disk.busy_until.max(self.now) + latency;
+                node.disk.pending.push_back(Write {
+                    persist: out.persist,
+                    after: out.send_after_persist,
+                    compaction: None,
+                });
+                let (at, incarnation) = (node.disk.busy_until - self.now, node.incarnation);
+                self.schedule(
+                    at,
+                    Event::DiskDone {
+                        node: id,
+                        incarnation,
+                    },
+                );
+            }
+
+            // 2. Messages that may leave now.
+            for msg in out.send {
+                self.send(msg);
+            }
+
+            // 3. Apply, answering the writes proposed here.
+            for entry in &out.apply {
+                if let Err(v) = self.safety.on_apply(id, entry) {
+                    self.fail(v);
+                    return;
+                }
+                let node = self.nodes.get_mut(&id).expect("node present");
+                let reply = match &entry.payload {
+                    Payload::Normal(data) => match Command::decode(data) {
+                        Ok(cmd) => node.sm.apply(entry.index, &cmd),
+                        Err(e) => {
+                            self.fail(Violation::new(
+                                "apply",
+                                format!("undecodable entry {}: {e}", entry.index),
+                            ));
+                            return;
+                        }
+                    },
+                    _ => {
+                        node.sm.skip(entry.index);
+                        None
+                    }
+                };
+                if let Some(w) = node.proposals.remove(&entry.index) {
+                    if w.term == entry.term {
+                        if let Some(r) = reply {
+                            answers.push((w.client, w.seq, Ok(r)));
+                        }
+                    } else {
+                        // Our entry lost to another leader's: retry.
+                        answers.push((w.client, w.seq, Err(None)));
+                    }
+                }
+            }
+            let node = self.nodes.get_mut(&id).expect("node present");
+            let applied = node.sm.applied();
+            if let Some(raft) = node.raft.as_mut() {
+                raft.on_applied(applied);
+            }
+
+            // 4. Reads: confirmed ones wait for apply; dropped ones retry.
+            for r in out.reads {
+                if let Some(w) = node.reads.remove(&r.ctx) {
+                    node.ready.push((r.index, w));
+                }
+            }
+            for ctx in out.reads_dropped {
+                if let Some(w) = node.reads.remove(&ctx) {
+                    answers.push((w.client, w.seq, Err(None)));
+                }
+            }
+            let sm = &node.sm;
+            node.ready.retain(|(index, w)| {
+                if *index <= sm.applied() {
+                    answers.push((w.client, w.seq, Ok(Reply::Value(sm.get(w.key)))));
+                    false
+                } else {
+                    true
+                }
+            });
+
+            // Check before compaction drops entries the checker has not seen.
+            self.observe(id);
+            self.maybe_compact(id);
+            for (client, seq, result) in answers {
+                self.respond(client, seq, result);
+            }
+        }
+    }
+
+    /// Takes a snapshot once enough has been applied since the last one.
+    fn maybe_compact(&mut self, id: NodeId) {
+        let every = self.opts.compact_every;
+        let Some(node) = self.nodes.get_mut(&id) else {
+            return;
+        };
+        let Some(raft) = node.raft.as_mut() else {
+            return;
+        };
+        let applied = node.sm.applied();
+        if applied.distance_from(raft.log().snapshot_index()) < every {
+            return;
+        }
+        let data = node.sm.snapshot();
+        match raft.compact(applied, data.clone()) {
+            Ok(meta) => {
+                node.disk.busy_until = node.disk.busy_until.max(self.now) + 1;
+                node.disk.pending.push_back(Write {
+                    persist: Default::default(),
+                    after: Vec::new(),
+                    compaction: Some(Snapshot { meta, data }),
+                });
+                let (at, incarnation) = (node.disk.busy_until - self.now, node.incarnation);
+                self.schedule(
+                    at,
+                    Event::DiskDone {
+                        node: id,
+                        incarnation,
+                    },
+                );
+            }
+            Err(e) => self.fail(Violation::new("compaction", format!("{id}: {e}"))),
+        }
+    }
+
+    pub(crate) fn on_disk_done(&mut self, id: NodeId, incarnation: u64) {
+        let Some(node) = self.nodes.get_mut(&id) else {
+            return;
+        };
+        if node.incarnation != incarnation {
+            return;
+        }
+        let Some(write) = node.disk.complete() else {
+            return;
+        };
+        if let Some(hs) = write.persist.hard_state {
+            if let Err(v) = self.safety.on_durable_commit(id, hs.commit) {
+                self.fail(v);
+            }
+        }
+        self.log(|| format!("disk {id} durable {:?}", write.persist.last()));
+        for msg in write.after {
+            self.send(msg);
+        }
+        let Some(raft) = self.nodes.get_mut(&id).and_then(|n| n.raft.as_mut()) else {
+            return;
+        };
+        if let Some((index, term)) = write.persist.last() {
+            raft.on_persisted(index, term);
+        }
+        self.touched.insert(id);
+        self.drive(id);
+    }
+
+    pub(crate) fn crash(&mut self, id: NodeId) {
+        let Some(node) = self.nodes.get_mut(&id) else {
+            return;
+        };
+        if node.raft.is_none() {
+            return;
+        }
+        node.crash();
+        self.safety.forget(id);
+        self.stats.crashes += 1;
+        self.log(|| format!("CRASH {id}"));
+    }
+
+    pub(crate) fn restart(&mut self, id: NodeId) {
+        let cfg = self.raft_config(id);
+        let seed = self.prng.next_u64();
+        let Some(node) = self.nodes.get_mut(&id) else {
+            return;
+        };
+        if node.raft.is_some() {
+            return;
+        }
+        if let Err(v) = node.start(cfg, seed) {
+            self.fail(v);
+            return;
+        }
+        let incarnation = node.incarnation;
+        self.log(|| format!("RESTART {id}"));
+        self.touched.insert(id);
+        let first = self.prng.below(self.opts.tick);
+        self.schedule(
+            first,
+            Event::Tick {
+                node: id,
+                incarnation,
+            },
+        );
+    }
+}

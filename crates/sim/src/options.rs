@@ -1,0 +1,131 @@
+//! Per-seed parameters. Swarm testing (TigerBeetle's `options_swarm`): each
+//! seed also draws its own fault rates, so some runs are calm and some are
+//! storms, and rare interleavings get a chance.
+
+use ferrite_raft::{Canary, Prng};
+
+/// Virtual time, in microseconds.
+pub type Micros = u64;
+
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub seed: u64,
+    pub voters: usize,
+    pub clients: usize,
+    pub keys: u64,
+    /// Events processed while faults are injected.
+    pub steps: u64,
+    pub tick: Micros,
+    pub latency_min: Micros,
+    pub latency_max: Micros,
+    pub drop_per_million: u64,
+    pub duplicate_per_million: u64,
+    pub disk_latency_max: Micros,
+    /// Mean time between fault injections.
+    pub nemesis_interval: Micros,
+    pub crash_weight: u64,
+    pub partition_weight: u64,
+    pub transfer_weight: u64,
+    pub membership_weight: u64,
+    /// Compact when this many entries are applied past the last snapshot.
+    pub compact_every: u64,
+    pub snapshot_chunk_bytes: usize,
+    /// Entries per AppendEntries: small values split a new leader's catch-up
+    /// into many messages, which opens the windows Figure 8 is about.
+    pub append_entries_max: usize,
+    pub inflight_appends_max: usize,
+    pub client_timeout: Micros,
+    /// After healing, everything must settle within this much virtual time.
+    pub heal_deadline: Micros,
+    pub canary: Canary,
+    /// Test-only: nodes answer reads from their local state machine without
+    /// ReadIndex, so deposed leaders and lagging followers serve stale data.
+    /// The linearizability checker must catch it.
+    pub stale_reads: bool,
+}
+
+impl Options {
+    /// Draws the options of `seed`. `voters` 0 lets the seed choose 3 or 5.
+    pub fn swarm(seed: u64, steps: u64, voters: usize) -> Options {
+        let mut p = Prng::new(seed ^ 0x5EED_0F_5EED);
+        let voters = if voters == 0 {
+            [3, 5][p.below(2) as usize]
+        } else {
+            voters
+        };
+        let latency_min = p.range(100, 2_000);
+        Options {
+            seed,
+            voters,
+            clients: p.range(1, 8) as usize,
+            keys: p.range(1, 4),
+            steps,
+            tick: 10_000,
+            latency_min,
+            latency_max: latency_min + p.range(0, 30_000),
+            drop_per_million: [0, 10_000, 50_000, 200_000][p.below(4) as usize],
+            duplicate_per_million: [0, 10_000, 100_000][p.below(3) as usize],
+            disk_latency_max: p.range(50, 8_000),
+            nemesis_interval: p.range(50_000, 500_000),
+            crash_weight: p.range(0, 10),
+            partition_weight: p.range(0, 10),
+            transfer_weight: p.range(0, 5),
+            membership_weight: p.range(0, 5),
+            compact_every: p.range(10, 300),
+            snapshot_chunk_bytes: [64, 512, 1 << 20][p.below(3) as usize],
+            append_entries_max: [1, 4, 16, 64][p.below(4) as usize],
+            inflight_appends_max: [1, 4, 16][p.below(3) as usize],
+            client_timeout: p.range(100_000, 600_000),
+            heal_deadline: 60_000_000,
+            canary: Canary::None,
+            stale_reads: false,
+        }
+    }
+
+    /// A harsher profile for showing that the checkers catch broken cores:
+    /// three voters, leaders crashing often, one entry per append and a
+    /// window of one, so that a new leader's catch-up of old entries spans
+    /// many round trips (the windows Figure 8 is about).
+    pub fn storm(seed: u64, steps: u64) -> Options {
+        let mut o = Options::swarm(seed, steps, 3);
+        let mut p = Prng::new(seed ^ 0x5707_3A11);
+        o.nemesis_interval = p.range(30_000, 300_000);
+        o.crash_weight = p.range(2, 6);
+        o.partition_weight = 10;
+        o.transfer_weight = p.range(0, 3);
+        o.membership_weight = 0;
+        o.append_entries_max = 1;
+        o.inflight_appends_max = 1;
+        o.disk_latency_max = p.range(1_000, 20_000);
+        o.compact_every = 1_000_000;
+        o
+    }
+
+    pub fn describe(&self) -> String {
+        format!(
+            "seed={} voters={} clients={} keys={} steps={} latency={}..{}us drop={}ppm dup={}ppm disk<={}us \
+             nemesis={}us weights(crash={} partition={} transfer={} membership={}) compact={} chunk={} append={}x{} canary={}{}",
+            self.seed,
+            self.voters,
+            self.clients,
+            self.keys,
+            self.steps,
+            self.latency_min,
+            self.latency_max,
+            self.drop_per_million,
+            self.duplicate_per_million,
+            self.disk_latency_max,
+            self.nemesis_interval,
+            self.crash_weight,
+            self.partition_weight,
+            self.transfer_weight,
+            self.membership_weight,
+            self.compact_every,
+            self.snapshot_chunk_bytes,
+            self.append_entries_max,
+            self.inflight_appends_max,
+            self.canary.name(),
+            if self.stale_reads { " stale-reads" } else { "" },
+        )
+    }
+}

@@ -1,0 +1,317 @@
+//! Simulated clients: each runs one operation at a time (put, get,
+//! compare-and-set, add on a few keys) against whichever node it believes
+//! leads, follows redirects, and retries with the same session sequence
+//! number so that a retried write is applied once. Every operation is
+//! recorded, from its first call to its final answer, for the
+//! linearizability check.
+
+use std::collections::BTreeMap;
+
+use ferrite_raft::{NodeId, ProposeError};
+
+use crate::check::linearizable::{Op, Operation, Outcome};
+use crate::check::Violation;
+use crate::node::{ReadWaiter, Waiter};
+use crate::state_machine::{Command, Key, Reply, Write};
+use crate::world::{Event, World};
+
+pub struct Client {
+    pub id: u64,
+    pub seq: u64,
+    pub target: NodeId,
+    pub current: Option<Pending>,
+    pub last_seen: BTreeMap<Key, i64>,
+}
+
+pub struct Pending {
+    pub seq: u64,
+    pub key: Key,
+    pub op: Op,
+    pub attempt: u32,
+    /// Index of this operation in the history.
+    pub history: usize,
+    pub is_final: bool,
+}
+
+pub struct ClientRequest {
+    pub client: usize,
+    pub seq: u64,
+    pub node: NodeId,
+    pub key: Key,
+    pub op: Op,
+}
+
+pub struct ClientResponse {
+    pub client: usize,
+    pub seq: u64,
+    /// An answer, or a redirect (to the leader if known) to retry.
+    pub result: Result<Reply, Option<NodeId>>,
+}
+
+impl Client {
+    pub fn new(id: u64, target: NodeId) -> Client {
+        Client {
+            id,
+            seq: 0,
+            target,
+            current: None,
+            last_seen: BTreeMap::new(),
+        }
+    }
+}
+
+const RETRY_BACKOFF: u64 = 20_000;
+
+impl World {
+    pub(crate) fn on_client_next(&mut self, c: usize) {
+        if self.healing.is_some() || self.clients[c].current.is_some() {
+            return;
+        }
+        let key = self.prng.below(self.opts.keys);
+        let client = &self.clients[c];
+        let unique = (client.id * 1_000_000 + client.seq + 1) as i64;
+        let seen = client.last_seen.get(&key).copied().unwrap_or(0);
+        let op = match self.prng.below(10) {
+            0..=2 => Op::Get,
+            3..=5 => Op::Put(unique),
+            6..=7 => {
+                let expected = match self.prng.below(3) {
+                    0 => 0,
+                    1 => seen,
+                    _ => self.prng.below(3) as i64,
+                };
+                Op::Cas {
+                    expected,
+                    new: unique,
+                }
+            }
+            _ => Op::Add(self.prng.range(1, 3) as i64),
+        };
+        self.begin(c, key, op, false);
+    }
+
+    pub(crate) fn start_final_read(&mut self) {
+        let k = self.final_reads.unwrap_or(0);
+        if k < self.opts.keys {
+            self.begin(0, k, Op::Get, true);
+        }
+    }
+
+    fn begin(&mut self, c: usize, key: Key, op: Op, is_final: bool) {
+        let client = &mut self.clients[c];
+        client.seq += 1;
+        self.history.push(Operation {
+            client: client.id,
+            key,
+            op,
+            call: self.now,
+            ret: self.now,
+            outcome: Outcome::Unknown,
+        });
+        client.current = Some(Pending {
+            seq: client.seq,
+            key,
+            op,
+            attempt: 0,
+            history: self.history.len() - 1,
+            is_final,
+        });
+        self.send_request(c, 0);
+    }
+
+    fn send_request(&mut self, c: usize, delay: u64) {
+        let client = &self.clients[c];
+        let Some(p) = &client.current else { return };
+        let req = ClientRequest {
+            client: c,
+            seq: p.seq,
+            node: client.target,
+            key: p.key,
+            op: p.op,
+        };
+        let (seq, attempt) = (p.seq, p.attempt);
+        if !self.prng.chance(self.drop_per_million) {
+            let at = delay + self.latency();
+            self.schedule(at, Event::Request(req));
+        }
+        let timeout = delay + self.opts.client_timeout;
+        self.schedule(
+            timeout,
+            Event::ClientTimeout {
+                client: c,
+                seq,
+                attempt,
+            },
+        );
+    }
+
+    pub(crate) fn on_request(&mut self, req: ClientRequest) {
+        let id = req.node;
+        let Some(node) = self.nodes.get_mut(&id) else {
+            return;
+        };
+        let Some(raft) = node.raft.as_mut() else {
+            return;
+        };
+        let client_id = self.clients[req.client].id;
+        let mut replaced = None;
+        let result = match req.op {
+            Op::Get if self.opts.stale_reads => {
+                let value = node.sm.get(req.key);
+                self.respond(req.client, req.seq, Ok(Reply::Value(value)));
+                return;
+            }
+            Op::Get => {
+                node.next_ctx += 1;
+                let ctx = node.next_ctx;
+                raft.read_index(ctx).map(|()| {
+                    node.reads.insert(
+                        ctx,
+                        ReadWaiter {
+                            client: req.client,
+                            seq: req.seq,
+                            key: req.key,
+                        },
+                    );
+                })
+            }
+            op => {
+                let write = match op {
+                    Op::Put(v) => Write::Put(v),
+                    Op::Cas { expected, new } => Write::Cas { expected, new },
+                    Op::Add(d) => Write::Add(d),
+                    Op::Get => unreachable!("reads handled above"),
+                };
+                let cmd = Command {
+                    client: client_id,
+                    seq: req.seq,
+                    key: req.key,
+                    write,
+                };
+                raft.propose(cmd.encode()).map(|(index, term)| {
+                    let waiter = Waiter {
+                        term,
+                        client: req.client,
+                        seq: req.seq,
+                    };
+                    // An entry we proposed at this index in an earlier term
+                    // was overwritten: that client must retry.
+                    replaced = node.proposals.insert(index, waiter);
+                })
+            }
+        };
+        self.log(|| {
+            format!(
+                "request client {} seq {} at {id}: {:?}",
+                client_id,
+                req.seq,
+                result.as_ref().err()
+            )
+        });
+        if let Err(e) = result {
+            let hint = match e {
+                ProposeError::NotLeader { leader } => Some(leader),
+                _ => None,
+            };
+            self.respond(req.client, req.seq, Err(hint));
+        }
+        if let Some(w) = replaced {
+            self.respond(w.client, w.seq, Err(None));
+        }
+        self.touched.insert(id);
+        self.drive(id);
+    }
+
+    pub(crate) fn respond(
+        &mut self,
+        client: usize,
+        seq: u64,
+        result: Result<Reply, Option<NodeId>>,
+    ) {
+        if self.prng.chance(self.drop_per_million) {
+            return;
+        }
+        let at = self.latency();
+        self.schedule(
+            at,
+            Event::Response(ClientResponse {
+                client,
+                seq,
+                result,
+            }),
+        );
+    }
+
+    pub(crate) fn on_response(&mut self, resp: ClientResponse) {
+        let c = resp.client;
+        let Some(p) = &self.clients[c].current else {
+            return;
+        };
+        if p.seq != resp.seq {
+            return;
+        }
+        match resp.result {
+            Ok(reply) => {
+                let outcome = match (p.op, reply) {
+                    (Op::Get, Reply::Value(v)) | (Op::Add(_), Reply::Value(v)) => Outcome::Value(v),
+                    (Op::Put(_), Reply::Done) => Outcome::Done,
+                    (Op::Cas { .. }, Reply::Cas(ok)) => Outcome::Cas(ok),
+                    (op, reply) => {
+                        self.fail(Violation::new(
+                            "reply",
+                            format!("{op:?} answered with {reply:?}"),
+                        ));
+                        return;
+                    }
+                };
+                let (h, key, is_final) = (p.history, p.key, p.is_final);
+                self.history[h].ret = self.now;
+                self.history[h].outcome = outcome;
+                let client = &mut self.clients[c];
+                client.current = None;
+                if let Outcome::Value(v) = outcome {
+                    client.last_seen.insert(key, v);
+                }
+                if is_final {
+                    self.final_reads = Some(self.final_reads.unwrap_or(0) + 1);
+                    self.start_final_read();
+                } else {
+                    let think = self.prng.below(20_000);
+                    self.schedule(think, Event::ClientNext { client: c });
+                }
+            }
+            Err(hint) => {
+                let delay = if hint.is_some() { 0 } else { RETRY_BACKOFF };
+                self.retry(c, hint, delay);
+            }
+        }
+    }
+
+    pub(crate) fn on_client_timeout(&mut self, c: usize, seq: u64, attempt: u32) {
+        let Some(p) = &self.clients[c].current else {
+            return;
+        };
+        if p.seq == seq && p.attempt == attempt {
+            self.retry(c, None, 0);
+        }
+    }
+
+    fn retry(&mut self, c: usize, hint: Option<NodeId>, delay: u64) {
+        let target = match hint {
+            Some(leader) => leader,
+            None => {
+                let ids: Vec<NodeId> = self.nodes.keys().copied().collect();
+                self.prng
+                    .pick(&ids)
+                    .copied()
+                    .unwrap_or(self.clients[c].target)
+            }
+        };
+        let client = &mut self.clients[c];
+        client.target = target;
+        if let Some(p) = client.current.as_mut() {
+            p.attempt += 1;
+        }
+        self.send_request(c, delay);
+    }
+}

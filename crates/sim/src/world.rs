@@ -1,0 +1,378 @@
+//! The simulated world: every node, the network between them, the clients,
+//! and one queue of events ordered by virtual time and sequence number. One
+//! seeded PRNG makes every choice, and nothing that decides iterates a hash
+//! map, so a seed replays a run exactly.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use ferrite_raft::{Config, DurableState, Message, NodeId, Prng, Raft, Role};
+
+use crate::check::linearizable::Operation;
+use crate::check::safety::Safety;
+use crate::check::Violation;
+use crate::node::SimNode;
+use crate::options::{Micros, Options};
+use crate::workload::{Client, ClientRequest, ClientResponse};
+
+pub enum Event {
+    Tick {
+        node: NodeId,
+        incarnation: u64,
+    },
+    Deliver(Message),
+    DiskDone {
+        node: NodeId,
+        incarnation: u64,
+    },
+    Request(ClientRequest),
+    Response(ClientResponse),
+    ClientTimeout {
+        client: usize,
+        seq: u64,
+        attempt: u32,
+    },
+    ClientNext {
+        client: usize,
+    },
+    Nemesis,
+    Restart {
+        node: NodeId,
+    },
+    Heal {
+        partition: u64,
+    },
+    Admin,
+}
+
+/// What a run did, for the summary line.
+#[derive(Clone, Debug, Default)]
+pub struct Stats {
+    pub steps: u64,
+    pub elections: u64,
+    pub commits: u64,
+    pub operations: u64,
+    pub crashes: u64,
+    pub partitions: u64,
+    pub transfers: u64,
+    pub membership_changes: u64,
+    pub snapshots_installed: u64,
+    pub virtual_ms: u64,
+}
+
+impl Stats {
+    pub fn add(&mut self, o: &Stats) {
+        self.steps += o.steps;
+        self.elections += o.elections;
+        self.commits += o.commits;
+        self.operations += o.operations;
+        self.crashes += o.crashes;
+        self.partitions += o.partitions;
+        self.transfers += o.transfers;
+        self.membership_changes += o.membership_changes;
+        self.snapshots_installed += o.snapshots_installed;
+        self.virtual_ms += o.virtual_ms;
+    }
+}
+
+pub struct World {
+    pub(crate) opts: Options,
+    pub(crate) prng: Prng,
+    pub(crate) now: Micros,
+    seq: u64,
+    queue: BTreeMap<(Micros, u64), Event>,
+    pub(crate) nodes: BTreeMap<NodeId, SimNode>,
+    pub(crate) next_node_id: u64,
+    /// Directed links that drop everything (partitions).
+    pub(crate) blocked: BTreeSet<(NodeId, NodeId)>,
+    pub(crate) partition_id: u64,
+    pub(crate) drop_per_million: u64,
+    pub(crate) duplicate_per_million: u64,
+    pub(crate) clients: Vec<Client>,
+    pub(crate) history: Vec<Operation>,
+    pub(crate) safety: Safety,
+    pub(crate) admin: crate::nemesis::AdminPhase,
+    pub(crate) stats: Stats,
+    pub(crate) trace: Option<Vec<String>>,
+    pub(crate) healing: Option<Micros>,
+    pub(crate) final_reads: Option<u64>,
+    /// Nodes the current event touched: checked after it.
+    pub(crate) touched: BTreeSet<NodeId>,
+    pub(crate) violation: Option<Violation>,
+}
+
+impl World {
+    pub fn new(opts: Options, trace: bool) -> World {
+        let prng = Prng::new(opts.seed);
+        let mut world = World {
+            prng,
+            now: 0,
+            seq: 0,
+            queue: BTreeMap::new(),
+            nodes: BTreeMap::new(),
+            next_node_id: 1,
+            blocked: BTreeSet::new(),
+            partition_id: 0,
+            drop_per_million: opts.drop_per_million,
+            duplicate_per_million: opts.duplicate_per_million,
+            clients: Vec::new(),
+            history: Vec::new(),
+            safety: Safety::default(),
+            admin: crate::nemesis::AdminPhase::Idle,
+            stats: Stats::default(),
+            trace: trace.then(Vec::new),
+            healing: None,
+            final_reads: None,
+            touched: BTreeSet::new(),
+            violation: None,
+            opts,
+        };
+        let voters: Vec<NodeId> = (1..=world.opts.voters as u64).map(NodeId).collect();
+        world.next_node_id = voters.len() as u64 + 1;
+        for id in &voters {
+            world.add_node(*id, DurableState::bootstrap(voters.iter().copied()));
+        }
+        for c in 0..world.opts.clients {
+            world
+                .clients
+                .push(Client::new(c as u64 + 1, voters[c % voters.len()]));
+            let start = world.prng.below(100_000);
+            world.schedule(start, Event::ClientNext { client: c });
+        }
+        let first = world.nemesis_delay();
+        world.schedule(first, Event::Nemesis);
+        world
+    }
+
+    pub(crate) fn raft_config(&self, id: NodeId) -> Config {
+        let mut cfg = Config::new(id);
+        cfg.heartbeat_ticks = 2;
+        cfg.election_ticks_min = 10;
+        cfg.inflight_appends_max = self.opts.inflight_appends_max;
+        cfg.append_entries_max = self.opts.append_entries_max;
+        cfg.snapshot_chunk_bytes = self.opts.snapshot_chunk_bytes;
+        cfg.learner_lag_max = 5;
+        cfg.canary = self.opts.canary;
+        cfg
+    }
+
+    /// Starts a node on `durable` (fresh, or what survived on its disk).
+    pub(crate) fn add_node(&mut self, id: NodeId, durable: DurableState) {
+        let mut node = SimNode::new(durable);
+        let seed = self.prng.next_u64();
+        match node.start(self.raft_config(id), seed) {
+            Ok(()) => {}
+            Err(v) => self.fail(v),
+        }
+        let incarnation = node.incarnation;
+        self.nodes.insert(id, node);
+        let first_tick = self.prng.below(self.opts.tick);
+        self.schedule(
+            first_tick,
+            Event::Tick {
+                node: id,
+                incarnation,
+            },
+        );
+    }
+
+    pub(crate) fn schedule(&mut self, after: Micros, event: Event) {
+        self.seq += 1;
+        self.queue.insert((self.now + after, self.seq), event);
+    }
+
+    pub(crate) fn log(&mut self, line: impl FnOnce() -> String) {
+        if let Some(trace) = &mut self.trace {
+            trace.push(format!("{:>10.3}ms {}", self.now as f64 / 1000.0, line()));
+        }
+    }
+
+    pub(crate) fn fail(&mut self, v: Violation) {
+        if self.violation.is_none() {
+            self.log(|| format!("VIOLATION {v}"));
+            self.violation = Some(v);
+        }
+    }
+
+    pub fn trace(&self) -> &[String] {
+        self.trace.as_deref().unwrap_or(&[])
+    }
+
+    /// Runs to the end: the fault phase, then healing, final reads and the
+    /// linearizability check.
+    pub fn run(&mut self) -> Result<Stats, Violation> {
+        loop {
+            if let Some(v) = self.violation.take() {
+                return Err(v);
+            }
+            if self.healing.is_none() && self.stats.steps >= self.opts.steps {
+                self.start_healing();
+            }
+            if let Some(start) = self.healing {
+                if self.finished() {
+                    break;
+                }
+                if self.now > start + self.opts.heal_deadline {
+                    let pending: Vec<String> = self
+                        .clients
+                        .iter()
+                        .filter_map(|c| {
+                            c.current
+                                .as_ref()
+                                .map(|p| format!("client {} seq {}", c.id, p.seq))
+                        })
+                        .collect();
+                    let leader = self.leader().map(|(id, _)| id.to_string());
+                    return Err(Violation::new(
+                        "liveness",
+                        format!(
+                            "not settled {}ms after healing: leader={leader:?} pending=[{}]",
+                            self.opts.heal_deadline / 1000,
+                            pending.join(", ")
+                        ),
+                    ));
+                }
+            }
+            let Some(((at, _), event)) = self.queue.pop_first() else {
+                return Err(Violation::new("liveness", "nothing left to happen"));
+            };
+            self.now = at;
+            self.stats.steps += 1;
+            self.handle(event);
+            self.check_touched();
+        }
+        if let Some(v) = self.violation.take() {
+            return Err(v);
+        }
+        crate::check::linearizable::check(&self.history)
+            .map_err(|v| Violation::new("linearizability", v.to_string()))?;
+        self.stats.elections = self.safety.leaders_elected() as u64;
+        self.stats.commits = self.safety.committed_len();
+        self.stats.operations = self.history.len() as u64;
+        self.stats.virtual_ms = self.now / 1000;
+        Ok(self.stats.clone())
+    }
+
+    fn handle(&mut self, event: Event) {
+        match event {
+            Event::Tick { node, incarnation } => self.on_tick(node, incarnation),
+            Event::Deliver(msg) => self.on_deliver(msg),
+            Event::DiskDone { node, incarnation } => self.on_disk_done(node, incarnation),
+            Event::Request(req) => self.on_request(req),
+            Event::Response(resp) => self.on_response(resp),
+            Event::ClientTimeout {
+                client,
+                seq,
+                attempt,
+            } => self.on_client_timeout(client, seq, attempt),
+            Event::ClientNext { client } => self.on_client_next(client),
+            Event::Nemesis => self.on_nemesis(),
+            Event::Restart { node } => self.restart(node),
+            Event::Heal { partition } => self.heal(partition),
+            Event::Admin => self.on_admin(),
+        }
+    }
+
+    fn on_tick(&mut self, id: NodeId, incarnation: u64) {
+        let Some(node) = self.nodes.get_mut(&id) else {
+            return;
+        };
+        if node.incarnation != incarnation {
+            return;
+        }
+        let Some(raft) = node.raft.as_mut() else {
+            return;
+        };
+        raft.tick();
+        self.log(|| format!("tick {id}"));
+        self.drive(id);
+        let tick = self.opts.tick;
+        self.schedule(
+            tick,
+            Event::Tick {
+                node: id,
+                incarnation,
+            },
+        );
+    }
+
+    fn on_deliver(&mut self, msg: Message) {
+        let (from, to) = (msg.from, msg.to);
+        if self.blocked.contains(&(from, to)) {
+            return;
+        }
+        let Some(raft) = self.nodes.get_mut(&to).and_then(|n| n.raft.as_mut()) else {
+            return;
+        };
+        if let Some(trace) = &mut self.trace {
+            trace.push(format!(
+                "{:>10.3}ms deliver {from}->{to} t{} {:?}",
+                self.now as f64 / 1000.0,
+                msg.term,
+                msg.body
+            ));
+        }
+        if let Err(e) = raft.step(msg) {
+            self.fail(Violation::new("step error", format!("{to}: {e}")));
+        }
+        self.drive(to);
+    }
+
+    /// Sends through the simulated network: maybe dropped, maybe
+    /// duplicated, each copy delayed independently (which also reorders).
+    pub(crate) fn send(&mut self, msg: Message) {
+        if self.blocked.contains(&(msg.from, msg.to)) || self.prng.chance(self.drop_per_million) {
+            return;
+        }
+        if self.prng.chance(self.duplicate_per_million) {
+            let delay = self.latency();
+            self.schedule(delay, Event::Deliver(msg.clone()));
+        }
+        let delay = self.latency();
+        self.schedule(delay, Event::Deliver(msg));
+    }
+
+    pub(crate) fn latency(&mut self) -> Micros {
+        self.prng
+            .range(self.opts.latency_min, self.opts.latency_max)
+    }
+
+    /// The node that leads the highest term, if any node is up and leading.
+    pub(crate) fn leader(&self) -> Option<(NodeId, &Raft)> {
+        self.nodes
+            .iter()
+            .filter_map(|(id, n)| n.raft.as_ref().map(|r| (*id, r)))
+            .filter(|(_, r)| r.role() == Role::Leader)
+            .max_by_key(|(_, r)| r.term())
+    }
+
+    fn check_touched(&mut self) {
+        let touched = std::mem::take(&mut self.touched);
+        for id in touched {
+            self.observe(id);
+        }
+    }
+
+    /// Runs the safety checks on one node now.
+    pub(crate) fn observe(&mut self, id: NodeId) {
+        let Some(raft) = self.nodes.get(&id).and_then(|n| n.raft.as_ref()) else {
+            return;
+        };
+        if let Err(v) = self.safety.observe(raft) {
+            self.fail(v);
+        }
+    }
+
+    fn finished(&mut self) -> bool {
+        if self.clients.iter().any(|c| c.current.is_some()) {
+            return false;
+        }
+        match self.final_reads {
+            None => {
+                self.final_reads = Some(0);
+                self.start_final_read();
+                false
+            }
+            Some(k) => k >= self.opts.keys,
+        }
+    }
+}

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# The whole test suite, as CI runs it: installs what it needs, then checks
+# formatting and lints, runs every test (including the CI slice of the
+# cluster simulation), and a seed sweep of the simulator in release mode.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+need_component() {
+    if ! cargo "$1" --version >/dev/null 2>&1; then
+        echo "==> installing rust component $2"
+        rustup component add "$2"
+    fi
+}
+need_component fmt rustfmt
+need_component clippy clippy
+
+echo "==> cargo fmt --check"
+cargo fmt --all -- --check
+
+echo "==> cargo clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+echo "==> cargo test"
+cargo test --workspace --locked
+
+echo "==> simulation sweep (release)"
+cargo build --release --locked -p ferrite-sim
+./target/release/ferrite-sim --seeds 0..1000 --steps 5000

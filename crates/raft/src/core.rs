@@ -309,6 +309,19 @@ impl Raft {
         self.check_invariants();
     }
 
+    /// The transport could not reach `id` (a connection failed or a send
+    /// queue overflowed): whatever was in flight to it is presumed lost, so
+    /// the leader goes back to probing it instead of waiting for a pipeline
+    /// that will never be acknowledged.
+    pub fn report_unreachable(&mut self, id: NodeId) {
+        if let Some(p) = self.progress.get_mut(&id) {
+            if p.state == crate::progress::ProgressState::Replicate {
+                p.next = p.match_index.next();
+                p.become_probe();
+            }
+        }
+    }
+
     /// The state machine has applied everything up to `index`.
     pub fn on_applied(&mut self, index: Index) {
         if index > self.applied && index <= self.handed {
@@ -384,19 +397,17 @@ impl Raft {
                 offset,
                 total_bytes,
                 data,
-            } => {
-                if meta.index.0 >= LIMIT
-                    || offset
-                        .checked_add(data.len() as u64)
-                        .is_none_or(|end| end > *total_bytes)
-                {
-                    return malformed("snapshot chunk out of range");
-                }
+            } if meta.index.0 >= LIMIT
+                || offset
+                    .checked_add(data.len() as u64)
+                    .is_none_or(|end| end > *total_bytes) =>
+            {
+                return malformed("snapshot chunk out of range");
             }
-            Body::PreVote { last_index, .. } | Body::Vote { last_index, .. } => {
-                if last_index.0 >= LIMIT {
-                    return malformed("index out of range");
-                }
+            Body::PreVote { last_index, .. } | Body::Vote { last_index, .. }
+                if last_index.0 >= LIMIT =>
+            {
+                return malformed("index out of range");
             }
             _ => {}
         }

@@ -34,6 +34,7 @@ impl World {
             o.partition_weight,
             o.transfer_weight,
             o.membership_weight,
+            o.pause_weight,
         ];
         let total: u64 = weights.iter().sum();
         if total > 0 {
@@ -47,6 +48,7 @@ impl World {
                 0 => self.nemesis_crash(),
                 1 => self.nemesis_partition(),
                 2 => self.nemesis_transfer(),
+                4 => self.nemesis_pause(),
                 _ => {
                     if self.admin == AdminPhase::Idle {
                         self.admin_step();
@@ -81,6 +83,25 @@ impl World {
         self.crash(id);
         let downtime = self.prng.range(10_000, 2_000_000);
         self.schedule(downtime, Event::Restart { node: id });
+    }
+
+    fn nemesis_pause(&mut self) {
+        let leader = self.leader().map(|(id, _)| id);
+        let target = match leader {
+            Some(id) if self.prng.chance(500_000) => Some(id),
+            _ => {
+                let up = self.up_nodes();
+                self.prng.pick(&up).copied()
+            }
+        };
+        let Some(id) = target else { return };
+        let duration = self.prng.range(10_000, 1_500_000);
+        let until = self.now + duration;
+        if let Some(node) = self.nodes.get_mut(&id) {
+            node.paused_until = node.paused_until.max(until);
+        }
+        self.stats.pauses += 1;
+        self.log(|| format!("PAUSE {id} for {}ms", duration / 1000));
     }
 
     fn nemesis_partition(&mut self) {

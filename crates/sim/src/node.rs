@@ -8,6 +8,7 @@ use ferrite_raft::{Config, DurableState, Index, NodeId, Payload, Raft, Snapshot,
 
 use crate::check::Violation;
 use crate::disk::{Disk, Write};
+use crate::options::Micros;
 use crate::state_machine::{Command, Key, Registers, Reply};
 use crate::world::{Event, World};
 
@@ -38,6 +39,10 @@ pub struct SimNode {
     pub reads: BTreeMap<u64, ReadWaiter>,
     pub ready: Vec<(Index, ReadWaiter)>,
     pub next_ctx: u64,
+    /// Until then the process is stopped: its events wait.
+    pub paused_until: Micros,
+    /// This node's tick interval (clock skew).
+    pub tick: Micros,
 }
 
 impl SimNode {
@@ -54,6 +59,8 @@ impl SimNode {
             reads: BTreeMap::new(),
             ready: Vec::new(),
             next_ctx: 0,
+            paused_until: 0,
+            tick: 0,
         }
     }
 

@@ -24,6 +24,11 @@ pub struct Options {
     /// Mean time between fault injections.
     pub nemesis_interval: Micros,
     pub crash_weight: u64,
+    /// Process pauses (as by SIGSTOP or a long GC): the node sees nothing
+    /// and does nothing, then resumes with its old view of the world.
+    pub pause_weight: u64,
+    /// Each node's tick runs up to this many per mille fast or slow.
+    pub clock_skew_per_mille: u64,
     pub partition_weight: u64,
     pub transfer_weight: u64,
     pub membership_weight: u64,
@@ -47,7 +52,7 @@ pub struct Options {
 impl Options {
     /// Draws the options of `seed`. `voters` 0 lets the seed choose 3 or 5.
     pub fn swarm(seed: u64, steps: u64, voters: usize) -> Options {
-        let mut p = Prng::new(seed ^ 0x5EED_0F_5EED);
+        let mut p = Prng::new(seed ^ 0x005E_ED0F_5EED);
         let voters = if voters == 0 {
             [3, 5][p.below(2) as usize]
         } else {
@@ -68,6 +73,8 @@ impl Options {
             disk_latency_max: p.range(50, 8_000),
             nemesis_interval: p.range(50_000, 500_000),
             crash_weight: p.range(0, 10),
+            pause_weight: p.range(0, 5),
+            clock_skew_per_mille: [0, 100, 500][p.below(3) as usize],
             partition_weight: p.range(0, 10),
             transfer_weight: p.range(0, 5),
             membership_weight: p.range(0, 5),
@@ -104,7 +111,7 @@ impl Options {
     pub fn describe(&self) -> String {
         format!(
             "seed={} voters={} clients={} keys={} steps={} latency={}..{}us drop={}ppm dup={}ppm disk<={}us \
-             nemesis={}us weights(crash={} partition={} transfer={} membership={}) compact={} chunk={} append={}x{} canary={}{}",
+             nemesis={}us skew={}permille weights(crash={} pause={} partition={} transfer={} membership={}) compact={} chunk={} append={}x{} canary={}{}",
             self.seed,
             self.voters,
             self.clients,
@@ -116,7 +123,9 @@ impl Options {
             self.duplicate_per_million,
             self.disk_latency_max,
             self.nemesis_interval,
+            self.clock_skew_per_mille,
             self.crash_weight,
+            self.pause_weight,
             self.partition_weight,
             self.transfer_weight,
             self.membership_weight,

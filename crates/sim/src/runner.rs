@@ -30,7 +30,7 @@ impl Summary {
         let s = &self.stats;
         format!(
             "seeds={} steps={} elections={} commits={} operations={} crashes={} partitions={} transfers={} \
-             membership_changes={} snapshots_installed={} virtual_s={} violations={}",
+             membership_changes={} snapshots_installed={} pauses={} virtual_s={} violations={}",
             self.seeds,
             s.steps,
             s.elections,
@@ -41,6 +41,7 @@ impl Summary {
             s.transfers,
             s.membership_changes,
             s.snapshots_installed,
+            s.pauses,
             s.virtual_ms / 1000,
             self.failures.len()
         )

@@ -59,6 +59,11 @@ impl Registers {
         self.applied
     }
 
+    /// The highest sequence number applied for `client` (0 if none).
+    pub fn session_seq(&self, client: ClientId) -> u64 {
+        self.sessions.get(&client).map_or(0, |s| s.0)
+    }
+
     pub fn get(&self, key: Key) -> i64 {
         self.values.get(&key).copied().unwrap_or(0)
     }

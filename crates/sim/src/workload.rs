@@ -21,6 +21,8 @@ pub struct Client {
     pub target: NodeId,
     pub current: Option<Pending>,
     pub last_seen: BTreeMap<Key, i64>,
+    /// Sequence number of the latest write acknowledged to this client.
+    pub acked_write: u64,
 }
 
 pub struct Pending {
@@ -56,6 +58,7 @@ impl Client {
             target,
             current: None,
             last_seen: BTreeMap::new(),
+            acked_write: 0,
         }
     }
 }
@@ -264,11 +267,14 @@ impl World {
                         return;
                     }
                 };
-                let (h, key, is_final) = (p.history, p.key, p.is_final);
+                let (h, key, is_final, seq, op) = (p.history, p.key, p.is_final, p.seq, p.op);
                 self.history[h].ret = self.now;
                 self.history[h].outcome = outcome;
                 let client = &mut self.clients[c];
                 client.current = None;
+                if op != Op::Get {
+                    client.acked_write = seq;
+                }
                 if let Outcome::Value(v) = outcome {
                     client.last_seen.insert(key, v);
                 }

@@ -56,6 +56,7 @@ pub struct Stats {
     pub transfers: u64,
     pub membership_changes: u64,
     pub snapshots_installed: u64,
+    pub pauses: u64,
     pub virtual_ms: u64,
 }
 
@@ -70,6 +71,7 @@ impl Stats {
         self.transfers += o.transfers;
         self.membership_changes += o.membership_changes;
         self.snapshots_installed += o.snapshots_installed;
+        self.pauses += o.pauses;
         self.virtual_ms += o.virtual_ms;
     }
 }
@@ -158,6 +160,9 @@ impl World {
     /// Starts a node on `durable` (fresh, or what survived on its disk).
     pub(crate) fn add_node(&mut self, id: NodeId, durable: DurableState) {
         let mut node = SimNode::new(durable);
+        let skew = self.opts.clock_skew_per_mille;
+        let per_mille = 1000 + self.prng.range(0, 2 * skew) - skew;
+        node.tick = self.opts.tick * per_mille / 1000;
         let seed = self.prng.next_u64();
         match node.start(self.raft_config(id), seed) {
             Ok(()) => {}
@@ -243,6 +248,7 @@ impl World {
         if let Some(v) = self.violation.take() {
             return Err(v);
         }
+        self.check_acknowledged_writes()?;
         crate::check::linearizable::check(&self.history)
             .map_err(|v| Violation::new("linearizability", v.to_string()))?;
         self.stats.elections = self.safety.leaders_elected() as u64;
@@ -253,6 +259,21 @@ impl World {
     }
 
     fn handle(&mut self, event: Event) {
+        let target = match &event {
+            Event::Tick { node, .. } | Event::DiskDone { node, .. } => Some(*node),
+            Event::Deliver(msg) => Some(msg.to),
+            Event::Request(req) => Some(req.node),
+            _ => None,
+        };
+        if let Some(paused_until) = target
+            .and_then(|id| self.nodes.get(&id))
+            .map(|n| n.paused_until)
+        {
+            if paused_until > self.now {
+                self.schedule(paused_until - self.now, event);
+                return;
+            }
+        }
         match event {
             Event::Tick { node, incarnation } => self.on_tick(node, incarnation),
             Event::Deliver(msg) => self.on_deliver(msg),
@@ -285,7 +306,7 @@ impl World {
         raft.tick();
         self.log(|| format!("tick {id}"));
         self.drive(id);
-        let tick = self.opts.tick;
+        let tick = self.nodes.get(&id).map_or(self.opts.tick, |n| n.tick);
         self.schedule(
             tick,
             Event::Tick {
@@ -360,6 +381,30 @@ impl World {
         if let Err(v) = self.safety.observe(raft) {
             self.fail(v);
         }
+    }
+
+    /// No acknowledged write is lost: the most advanced replica has applied
+    /// every write any client was told succeeded. (All replicas apply the
+    /// same sequence, which the safety checks establish.)
+    fn check_acknowledged_writes(&self) -> Result<(), Violation> {
+        let Some(node) = self
+            .nodes
+            .values()
+            .filter(|n| n.raft.is_some())
+            .max_by_key(|n| n.sm.applied())
+        else {
+            return Err(Violation::new("liveness", "no node is up at the end"));
+        };
+        for c in &self.clients {
+            let applied = node.sm.session_seq(c.id);
+            if applied < c.acked_write {
+                return Err(Violation::new(
+                    "lost write",
+                    format!("client {} was told seq {} succeeded; the state machine applied only up to {applied}", c.id, c.acked_write),
+                ));
+            }
+        }
+        Ok(())
     }
 
     fn finished(&mut self) -> bool {

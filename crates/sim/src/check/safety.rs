@@ -21,10 +21,21 @@ pub struct Safety {
     leaders: BTreeMap<Term, NodeId>,
     /// Chain value of every (index, term) seen in any log.
     seen: BTreeMap<(Index, Term), u64>,
-    /// Committed prefix: `committed[i - 1]` is the (term, chain) at index i.
-    committed: Vec<(Term, u64)>,
+    /// Committed prefix: `committed[i - 1]` is the entry at index i.
+    committed: Vec<Committed>,
     mirrors: BTreeMap<NodeId, Mirror>,
     durable_commit: BTreeMap<NodeId, Index>,
+}
+
+#[derive(Clone, Copy)]
+struct Committed {
+    term: Term,
+    chain: u64,
+    /// The term of the node that first reported the entry committed: the
+    /// committing leader's term, or later. Leader completeness applies to
+    /// leaders of later terms only: a candidate of an older term may still
+    /// win its (stale) election after a newer term has committed entries.
+    commit_term: Term,
 }
 
 /// What the checker last saw of one node's log.
@@ -92,11 +103,11 @@ impl Safety {
     fn update_mirror(&mut self, raft: &Raft) -> Result<(), Violation> {
         let id = raft.id();
         let log = raft.log();
-        let base_of = |committed: &[(Term, u64)], index: Index| -> Option<u64> {
+        let base_of = |committed: &[Committed], index: Index| -> Option<u64> {
             if index == Index::ZERO {
                 Some(0)
             } else {
-                committed.get(index.0 as usize - 1).map(|c| c.1)
+                committed.get(index.0 as usize - 1).map(|c| c.chain)
             }
         };
         let rebuild = match self.mirrors.get(&id) {
@@ -173,7 +184,9 @@ impl Safety {
             };
             if m.base.is_some() {
                 match self.committed.get(index.0 as usize - 1) {
-                    Some(&(t, c)) if t != term || c != chain => {
+                    Some(&Committed {
+                        term: t, chain: c, ..
+                    }) if t != term || c != chain => {
                         return Err(Violation::new(
                             "state machine safety",
                             format!("{id} committed index {index} term {term}, but term {t} was committed there before"),
@@ -181,7 +194,11 @@ impl Safety {
                     }
                     Some(_) => {}
                     None if self.committed.len() as u64 == index.0 - 1 => {
-                        self.committed.push((term, chain))
+                        self.committed.push(Committed {
+                            term,
+                            chain,
+                            commit_term: raft.term(),
+                        })
                     }
                     None => {
                         return Err(Violation::new(
@@ -198,7 +215,7 @@ impl Safety {
     }
 
     /// Raft §5.4: a node that has just become leader holds every entry
-    /// committed so far.
+    /// committed in an earlier term.
     fn check_new_leader(&mut self, raft: &Raft) -> Result<(), Violation> {
         let id = raft.id();
         let Some(m) = self.mirrors.get_mut(&id) else {
@@ -209,12 +226,13 @@ impl Safety {
         }
         m.leader_term = Some(raft.term());
         let log = raft.log();
-        for (i, (term, _)) in self.committed.iter().enumerate() {
+        for (i, c) in self.committed.iter().enumerate() {
             let index = Index(i as u64 + 1);
-            if index <= log.snapshot_index() {
+            if index <= log.snapshot_index() || c.commit_term >= raft.term() {
                 continue;
             }
-            if log.term_at(index) != Some(*term) {
+            let term = c.term;
+            if log.term_at(index) != Some(term) {
                 return Err(Violation::new(
                     "leader completeness",
                     format!(
@@ -231,7 +249,7 @@ impl Safety {
     /// An entry handed to a state machine must be the committed one.
     pub fn on_apply(&self, id: NodeId, entry: &Entry) -> Result<(), Violation> {
         match self.committed.get(entry.index.0 as usize - 1) {
-            Some((term, _)) if *term != entry.term => Err(Violation::new(
+            Some(Committed { term, .. }) if *term != entry.term => Err(Violation::new(
                 "state machine safety",
                 format!(
                     "{id} applied index {} term {}, committed was term {term}",

@@ -21,8 +21,14 @@ echo "==> cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
 echo "==> cargo test"
-cargo test --workspace --locked
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+cargo test --workspace --locked 2>&1 | tee "$log"
+passed=$(grep -Eo '[0-9]+ passed' "$log" | awk '{s += $1} END {print s + 0}')
+failed=$(grep -Eo '[0-9]+ failed' "$log" | awk '{s += $1} END {print s + 0}')
 
 echo "==> simulation sweep (release)"
 cargo build --release --locked -p ferrite-sim
 ./target/release/ferrite-sim --seeds 0..1000 --steps 5000
+
+echo "tests: ${passed} passed, ${failed} failed"

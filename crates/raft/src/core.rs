@@ -75,6 +75,10 @@ pub(crate) struct PendingRead {
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Transfer {
     pub to: NodeId,
+    /// Ticks since the transfer began; abandoned after an election timeout.
+    pub elapsed: u32,
+    /// TimeoutNow went out: the target needs it once.
+    pub sent: bool,
 }
 
 pub struct Raft {
@@ -369,15 +373,18 @@ impl Raft {
         match &msg.body {
             Body::Append {
                 prev_index,
+                prev_term,
                 entries,
                 commit,
-                ..
             } => {
                 if prev_index.0 >= LIMIT || commit.0 >= LIMIT {
                     return malformed("index out of range");
                 }
+                if *prev_term > msg.term {
+                    return malformed("previous entry's term above the message's");
+                }
                 let mut expect = prev_index.next();
-                let mut term = Term::ZERO;
+                let mut term = *prev_term;
                 for e in entries {
                     if e.index != expect {
                         return malformed("entries not contiguous");
@@ -398,11 +405,12 @@ impl Raft {
                 total_bytes,
                 data,
             } if meta.index.0 >= LIMIT
+                || meta.term > msg.term
                 || offset
                     .checked_add(data.len() as u64)
                     .is_none_or(|end| end > *total_bytes) =>
             {
-                return malformed("snapshot chunk out of range");
+                return malformed("snapshot chunk out of range, or of a later term");
             }
             Body::PreVote { last_index, .. } | Body::Vote { last_index, .. }
                 if last_index.0 >= LIMIT =>

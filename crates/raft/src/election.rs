@@ -19,11 +19,16 @@ impl Raft {
     pub(crate) fn tick_leader(&mut self) {
         self.heartbeat_elapsed += 1;
         self.election_elapsed += 1;
-        if self.election_elapsed >= self.cfg.election_ticks_min {
-            self.election_elapsed = 0;
+        if let Some(t) = self.transfer.as_mut() {
+            t.elapsed += 1;
             // A transfer that has not finished within an election timeout is
             // abandoned, so proposals flow again.
-            self.transfer = None;
+            if t.elapsed >= self.cfg.election_ticks_min {
+                self.transfer = None;
+            }
+        }
+        if self.election_elapsed >= self.cfg.election_ticks_min {
+            self.election_elapsed = 0;
             if !self.check_quorum() {
                 self.become_follower(self.term, None);
                 return;

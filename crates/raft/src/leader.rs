@@ -183,8 +183,15 @@ impl Raft {
                 "cannot transfer leadership to {to}: not a voter"
             )));
         }
-        self.transfer = Some(Transfer { to });
-        self.election_elapsed = 0;
+        // Asking again for the same target neither restarts the clock nor
+        // resends TimeoutNow; a new target starts a new transfer.
+        if self.transfer.is_none_or(|t| t.to != to) {
+            self.transfer = Some(Transfer {
+                to,
+                elapsed: 0,
+                sent: false,
+            });
+        }
         self.maybe_send_timeout_now(to);
         Ok(())
     }
@@ -193,7 +200,7 @@ impl Raft {
         let Some(transfer) = self.transfer else {
             return;
         };
-        if transfer.to != id {
+        if transfer.to != id || transfer.sent {
             return;
         }
         let caught_up = self
@@ -201,6 +208,9 @@ impl Raft {
             .get(&id)
             .is_some_and(|p| p.match_index == self.log.last_index());
         if caught_up {
+            if let Some(t) = self.transfer.as_mut() {
+                t.sent = true;
+            }
             self.send(id, Body::TimeoutNow);
         }
     }

@@ -32,10 +32,13 @@ pub struct Progress {
     pub recent_active: bool,
     /// Highest ReadIndex heartbeat round this follower answered.
     pub read_round: u64,
-    /// `match_index` at the previous heartbeat: if a whole heartbeat
-    /// interval passes with appends in flight and no progress, they were
-    /// lost, and the leader falls back to probing.
-    pub match_at_heartbeat: Index,
+    /// The oldest append in flight at the previous heartbeat: if it is still
+    /// unacknowledged a whole heartbeat interval later, it was lost, and the
+    /// leader falls back to probing rather than wait on a window that will
+    /// never drain.
+    pub oldest_inflight_at_heartbeat: Option<Index>,
+    /// The snapshot chunk in flight at the previous heartbeat, if sending one.
+    pub snapshot_offset_at_heartbeat: Option<u64>,
 }
 
 impl Progress {
@@ -47,7 +50,8 @@ impl Progress {
             inflight: VecDeque::new(),
             recent_active: true,
             read_round: 0,
-            match_at_heartbeat: Index::ZERO,
+            oldest_inflight_at_heartbeat: None,
+            snapshot_offset_at_heartbeat: None,
         }
     }
 
@@ -97,14 +101,28 @@ impl Progress {
     /// Called at every heartbeat interval. Returns whether the pipeline had
     /// stalled (and so was reset to probing from `match_index`).
     pub fn maybe_reset_stalled(&mut self) -> bool {
+        let oldest = self.inflight.front().copied();
         let stalled = self.state == ProgressState::Replicate
-            && !self.inflight.is_empty()
-            && self.match_index == self.match_at_heartbeat;
-        self.match_at_heartbeat = self.match_index;
+            && oldest.is_some()
+            && oldest == self.oldest_inflight_at_heartbeat;
+        self.oldest_inflight_at_heartbeat = oldest;
         if stalled {
             self.next = self.match_index.next();
             self.become_probe();
         }
+        stalled
+    }
+
+    /// Called at every heartbeat interval while sending a snapshot. Returns
+    /// whether the chunk in flight has gone unanswered for a whole interval
+    /// (and so must be sent again).
+    pub fn snapshot_stalled(&mut self) -> bool {
+        let offset = match self.state {
+            ProgressState::Snapshot { offset, .. } => Some(offset),
+            _ => None,
+        };
+        let stalled = offset.is_some() && offset == self.snapshot_offset_at_heartbeat;
+        self.snapshot_offset_at_heartbeat = offset;
         stalled
     }
 
@@ -121,6 +139,7 @@ impl Progress {
 
     pub fn become_snapshot(&mut self, index: Index) {
         self.state = ProgressState::Snapshot { index, offset: 0 };
+        self.snapshot_offset_at_heartbeat = None;
         self.inflight.clear();
     }
 }

@@ -45,8 +45,15 @@ impl Raft {
 
     pub(crate) fn broadcast_heartbeat(&mut self) {
         let peers: Vec<NodeId> = self.progress.keys().copied().collect();
-        for p in self.progress.values_mut() {
+        let mut resend = Vec::new();
+        for (id, p) in self.progress.iter_mut() {
             p.maybe_reset_stalled();
+            if p.snapshot_stalled() {
+                resend.push(*id);
+            }
+        }
+        for id in resend {
+            self.send_snapshot_chunk(id);
         }
         for id in peers {
             self.send_heartbeat(id);
@@ -151,7 +158,7 @@ impl Raft {
         let Some(p) = self.progress.get_mut(&from) else {
             return Ok(());
         };
-        p.recent_active = true;
+        // Only a valid acknowledgement shows the follower is alive.
         match result {
             AppendResult::Success { match_index } => {
                 if match_index > last {
@@ -162,6 +169,7 @@ impl Raft {
                         ),
                     });
                 }
+                p.recent_active = true;
                 let probing = matches!(p.state, ProgressState::Probe { .. });
                 let updated = p.maybe_update(match_index);
                 if probing {
@@ -182,6 +190,7 @@ impl Raft {
                 hint_index,
                 hint_term,
             } => {
+                p.recent_active = true;
                 let probe_to = if hint_term > Term::ZERO {
                     self.log.find_conflict_by_term(hint_index, hint_term).0
                 } else {
@@ -206,10 +215,6 @@ impl Raft {
         p.read_round = p.read_round.max(read_round);
         if let ProgressState::Probe { paused } = &mut p.state {
             *paused = false;
-        }
-        if matches!(p.state, ProgressState::Snapshot { .. }) {
-            // The chunk may have been lost: send it again.
-            self.send_snapshot_chunk(from);
         }
         self.maybe_confirm_reads();
     }

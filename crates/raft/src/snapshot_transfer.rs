@@ -123,7 +123,12 @@ impl Raft {
             offset,
         } = &mut p.state
         {
-            if *sending == index {
+            // One chunk in flight: move on only when the follower has the
+            // chunk we sent (or has started over). Duplicated or reordered
+            // responses change nothing; a lost chunk is resent at the next
+            // heartbeat interval (`Progress::snapshot_stalled`).
+            let progressed = next_offset > *offset || (next_offset == 0 && *offset > 0);
+            if *sending == index && progressed {
                 *offset = next_offset;
                 self.send_snapshot_chunk(from);
             }

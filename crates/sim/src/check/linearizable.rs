@@ -30,6 +30,18 @@
 //! linearized, which is the same as placing the leftover unknown ones at the end
 //! (where nobody observes them) or dropping them.
 //!
+//! Unknown operations stay candidates forever, so naively each one doubles the
+//! configurations a failing search must exhaust. The search therefore
+//! linearizes them "just in time" as well: only right before a known operation
+//! that does not fit without them, preferring to leave them pending, treating
+//! identical ones as interchangeable, and letting the cache treat a
+//! configuration with fewer unknown operations applied as covering one with
+//! more (see `search` and `Cache`). The residual hard case is many timed-out
+//! writes whose values collide with what is read (tiny value domains, or
+//! timed-out adds, which can reach any value): that may end in
+//! [`Violation::TooExpensive`]. Simulator workloads should write distinct
+//! values.
+//!
 //! Timestamps are closed intervals: an operation that returns at the same
 //! instant another is called counts as concurrent with it. That is the
 //! permissive choice, so a coarse recorder clock can never cause a false alarm.
@@ -44,8 +56,8 @@ pub type Key = u64;
 /// Per-key bound on memoized search states. Non-linearizable histories can
 /// force an exhaustive search that is exponential in the concurrency; past this
 /// bound the checker reports [`Violation::TooExpensive`] instead of hanging the
-/// simulation run. Five million states is a few seconds and well under a
-/// gigabyte for sim-sized histories.
+/// simulation run. Five million states take a few seconds and roughly 150 MB
+/// for a 3000-operation key in an optimized build.
 pub const STATES_EXPLORED_MAX: u64 = 5_000_000;
 
 /// An operation a client issued against one key.
@@ -497,6 +509,12 @@ impl Linearized {
         }
     }
 
+    fn contains(&self, op: usize) -> bool {
+        let (is_known, bit) = self.slot[op];
+        let set = if is_known { &self.known } else { &self.unknown };
+        set[bit / 64] & (1 << (bit % 64)) != 0
+    }
+
     fn flip(&mut self, op: usize) {
         let (is_known, bit) = self.slot[op];
         let set = if is_known {
@@ -544,24 +562,121 @@ impl Hasher for PassThrough {
     }
 }
 
+/// For each unknown operation, the latest earlier-called unknown operation
+/// with exactly the same request, if any.
+fn earlier_twins(ops: &[Operation]) -> Vec<Option<usize>> {
+    let mut latest: HashMap<(u8, i64, i64), usize> = HashMap::new();
+    ops.iter()
+        .enumerate()
+        .map(|(i, o)| {
+            if o.outcome != Outcome::Unknown {
+                return None;
+            }
+            let request = match o.op {
+                Op::Get => (0, 0, 0),
+                Op::Put(v) => (1, v, 0),
+                Op::Cas { expected, new } => (2, expected, new),
+                Op::Add(d) => (3, d, 0),
+            };
+            latest.insert(request, i)
+        })
+        .collect()
+}
+
+/// What the unknown operations not yet linearized could set the register to,
+/// so the search can tell when no run of them can help a known operation.
+#[derive(Default)]
+struct UnknownWrites {
+    /// Values of pending unknown puts and compare-and-sets, with multiplicity.
+    values: HashMap<i64, u32>,
+    /// Pending unknown adds, which could reach any value.
+    adds: u32,
+}
+
+impl UnknownWrites {
+    fn new(ops: &[Operation]) -> Self {
+        let mut writes = UnknownWrites::default();
+        for o in ops.iter().filter(|o| o.outcome == Outcome::Unknown) {
+            writes.insert(o.op);
+        }
+        writes
+    }
+
+    fn insert(&mut self, op: Op) {
+        match op {
+            Op::Get => {}
+            Op::Put(v) | Op::Cas { new: v, .. } => *self.values.entry(v).or_default() += 1,
+            Op::Add(_) => self.adds += 1,
+        }
+    }
+
+    fn remove(&mut self, op: Op) {
+        match op {
+            Op::Get => {}
+            Op::Put(v) | Op::Cas { new: v, .. } => {
+                if let Some(count) = self.values.get_mut(&v) {
+                    *count -= 1;
+                    if *count == 0 {
+                        self.values.remove(&v);
+                    }
+                }
+            }
+            Op::Add(_) => self.adds -= 1,
+        }
+    }
+
+    /// Whether some run of pending unknown operations might leave the
+    /// register in a state where known operation `o` fits. The value after a
+    /// run is the one its last put or successful compare-and-set wrote, as
+    /// adjusted by any adds after it.
+    fn could_help(&self, o: &Operation) -> bool {
+        let needed = match (o.op, o.outcome) {
+            (Op::Get, Outcome::Value(v)) => v,
+            (Op::Add(d), Outcome::Value(v)) => v.wrapping_sub(d),
+            (Op::Cas { expected, .. }, Outcome::Cas(true)) => expected,
+            // A failed compare-and-set needs any other value: assume it can.
+            _ => return true,
+        };
+        self.adds > 0 || self.values.contains_key(&needed)
+    }
+}
+
 /// One linearized operation and the register value before it, for undo.
 struct Frame {
     op: usize,
     state_before: i64,
+    /// The register value before the run of unknown operations that ends
+    /// with this one (only meaningful when this one is unknown).
+    run_start: i64,
+    /// `needy` of the configuration this operation was linearized from.
+    needy_before: bool,
 }
 
 /// Just-in-time linearization search over one key's operations (sorted by call).
-thread_local! { static HIST: std::cell::RefCell<Vec<u64>> = const { std::cell::RefCell::new(Vec::new()) }; static KINDS: std::cell::RefCell<std::collections::BTreeMap<String,u64>> = const { std::cell::RefCell::new(std::collections::BTreeMap::new()) }; }
 fn search(ops: &[Operation], budget: u64) -> SearchResult {
     let mut events = Events::new(ops);
     let mut known_left = ops.iter().filter(|o| o.outcome != Outcome::Unknown).count();
     let mut linearized = Linearized::new(ops);
+    let twins = earlier_twins(ops);
     let mut cache = Cache::default();
     let mut stack: Vec<Frame> = Vec::new();
     let mut longest: Vec<usize> = Vec::new();
     let mut state = 0i64;
     let mut explored = 0u64;
     let mut node = events.next[HEAD];
+    // Candidates at each configuration are tried in two passes: operations
+    // with a known outcome first, then unknown ones. Trying "leave the timed
+    // out operation pending" before "apply it" means that configurations with
+    // fewer unknown operations applied are usually visited first, which is
+    // the order in which the cache's dominance check prunes the most.
+    let mut unknown_pass = false;
+    // Whether some known candidate of the current configuration does not fit
+    // the current value but might after a run of unknown operations. If none,
+    // no such run can be needed here (see `pointless` below), so the unknown
+    // pass is skipped. With unique written values this keeps a stale read
+    // from making the search try every timed-out write in front of it.
+    let mut needy = false;
+    let mut unknown_writes = UnknownWrites::new(ops);
     loop {
         if known_left == 0 {
             return SearchResult::Linearizable { explored };
@@ -570,81 +685,17 @@ fn search(ops: &[Operation], budget: u64) -> SearchResult {
         // Reaching the tail means only unknown calls are left, which cannot
         // happen while `known_left > 0`; treat it like a return to be safe.
         let (i, is_call) = events.op[node];
-        if node != events.tail && is_call {
-            // An unknown operation immediately followed by a blind write had
-            // no visible effect; the sibling branch that linearizes the write
-            // first and keeps the unknown one pending dominates this one
-            // (the write is a candidate there too: unknown operations have no
-            // return event to hold it back). Without this pruning every
-            // timed-out operation could be slotted in before every write.
-            let pointless = matches!(ops[i].op, Op::Put(_))
-                && stack
+        if node == events.tail || !is_call {
+            if !unknown_pass {
+                unknown_pass = true;
+                let in_run = stack
                     .last()
                     .is_some_and(|top| ops[top.op].outcome == Outcome::Unknown);
-            if pointless {
-                node = events.next[node];
-                continue;
-            }
-            if let Some(next_state) = step(state, &ops[i]) {
-                linearized.flip(i);
-                if cache.insert(&linearized.known, &linearized.unknown, next_state) {
-                    explored += 1;
-                    if std::env::var("LDEBUG").is_ok() {
-                        let c: u32 = linearized.unknown.iter().map(|w| w.count_ones()).sum();
-                        HIST.with(|h| {
-                            let mut h = h.borrow_mut();
-                            if h.len() <= c as usize {
-                                h.resize(c as usize + 1, 0)
-                            }
-                            h[c as usize] += 1;
-                        });
-                        KINDS.with(|k| {
-                            let mut k = k.borrow_mut();
-                            if ops[i].outcome == Outcome::Unknown {
-                                *k.entry(
-                                    format!("{:?}", ops[i].op)
-                                        .split('(')
-                                        .next()
-                                        .unwrap()
-                                        .split(' ')
-                                        .next()
-                                        .unwrap()
-                                        .to_string(),
-                                )
-                                .or_insert(0) += 1;
-                            }
-                        });
-                    }
-                    if explored > budget {
-                        if std::env::var("LDEBUG").is_ok() {
-                            HIST.with(|h| eprintln!("hist {:?}", h.borrow()));
-                            KINDS.with(|k| eprintln!("kinds {:?}", k.borrow()));
-                            eprintln!(
-                                "unknown ops: {:?}",
-                                ops.iter()
-                                    .filter(|o| o.outcome == Outcome::Unknown && o.op != Op::Get)
-                                    .map(|o| (o.op, o.call))
-                                    .collect::<Vec<_>>()
-                            );
-                        }
-                        return SearchResult::GaveUp { explored };
-                    }
-                    stack.push(Frame {
-                        op: i,
-                        state_before: state,
-                    });
-                    state = next_state;
-                    events.lift(i);
-                    if ops[i].outcome != Outcome::Unknown {
-                        known_left -= 1;
-                    }
+                if in_run || needy {
                     node = events.next[HEAD];
                     continue;
                 }
-                linearized.flip(i);
             }
-            node = events.next[node];
-        } else {
             // Stuck: some pending operation must have taken effect by now and
             // none can. Undo the latest choice and try the next candidate.
             // The stack is at a local maximum here, so this is the only place
@@ -660,12 +711,86 @@ fn search(ops: &[Operation], budget: u64) -> SearchResult {
             let j = frame.op;
             linearized.flip(j);
             state = frame.state_before;
+            needy = frame.needy_before;
             events.unlift(j);
-            if ops[j].outcome != Outcome::Unknown {
+            unknown_pass = ops[j].outcome == Outcome::Unknown;
+            if unknown_pass {
+                unknown_writes.insert(ops[j].op);
+            } else {
                 known_left += 1;
             }
             node = events.next[events.call_node[j]];
+            continue;
         }
+        let unknown = ops[i].outcome == Outcome::Unknown;
+        let top = stack.last();
+        let pointless = if unknown {
+            // Identical unknown operations that are both candidates are
+            // interchangeable: neither has a return and both calls are
+            // behind us. Only the earliest pending one of each kind is
+            // tried, so k timed-out `add(1)`s give k + 1 configurations
+            // instead of 2^k.
+            twins[i].is_some_and(|twin| !linearized.contains(twin))
+                // Right after another unknown operation whose effect this one
+                // erases (a put, say), the sibling branch that applies only
+                // this one and keeps the other pending dominates.
+                || top.is_some_and(|top| {
+                    ops[top.op].outcome == Outcome::Unknown
+                        && apply(top.state_before, ops[i].op).0 == apply(state, ops[i].op).0
+                })
+        } else {
+            // Unknown operations are linearized just in time too: a run of
+            // them is only worth applying if the known operation after it
+            // needs it. If that operation also fits the value before the run,
+            // the branch that linearizes it there (tried first, in the known
+            // pass of that configuration) dominates this one. A known
+            // operation either sets the register to a value its outcome
+            // determines (put, add, successful cas), which makes the run
+            // invisible, or leaves it alone (get, failed cas), which makes
+            // this the same configuration as applying the run after it.
+            top.is_some_and(|top| {
+                ops[top.op].outcome == Outcome::Unknown && step(top.run_start, &ops[i]).is_some()
+            })
+        };
+        if unknown != unknown_pass || pointless {
+            node = events.next[node];
+            continue;
+        }
+        let Some(next_state) = step(state, &ops[i]) else {
+            needy |= !unknown && unknown_writes.could_help(&ops[i]);
+            node = events.next[node];
+            continue;
+        };
+        linearized.flip(i);
+        if !cache.insert(&linearized.known, &linearized.unknown, next_state) {
+            linearized.flip(i);
+            node = events.next[node];
+            continue;
+        }
+        explored += 1;
+        if explored > budget {
+            return SearchResult::GaveUp { explored };
+        }
+        let run_start = match top {
+            Some(top) if ops[top.op].outcome == Outcome::Unknown => top.run_start,
+            _ => state,
+        };
+        stack.push(Frame {
+            op: i,
+            state_before: state,
+            run_start,
+            needy_before: needy,
+        });
+        needy = false;
+        state = next_state;
+        events.lift(i);
+        if unknown {
+            unknown_writes.remove(ops[i].op);
+        } else {
+            known_left -= 1;
+        }
+        unknown_pass = false;
+        node = events.next[HEAD];
     }
 }
 
@@ -924,6 +1049,59 @@ mod tests {
     }
 
     #[test]
+    fn runs_of_unknown_ops() {
+        // Needs both timed-out operations, in call order: put(5) then add(2).
+        assert_ok(&[
+            unknown(1, 0, Op::Put(5)),
+            unknown(2, 1, Op::Add(2)),
+            get(3, 5, 6, 7),
+        ]);
+        // Needs them in the opposite order from their calls.
+        assert_ok(&[
+            unknown(1, 0, Op::Add(2)),
+            unknown(2, 1, Op::Put(5)),
+            get(3, 5, 6, 7),
+        ]);
+        // A timed-out cas that only succeeds after a timed-out put.
+        assert_ok(&[
+            unknown(
+                1,
+                0,
+                Op::Cas {
+                    expected: 5,
+                    new: 9,
+                },
+            ),
+            unknown(2, 1, Op::Put(5)),
+            get(3, 5, 6, 9),
+        ]);
+        // Several identical timed-out adds, some of which took effect.
+        let mut h: Vec<Operation> = (0..6).map(|c| unknown(c, c, Op::Add(1))).collect();
+        h.push(get(9, 10, 11, 4));
+        h.push(add(9, 12, 13, 1, 6));
+        h.push(get(9, 14, 15, 6));
+        assert_ok(&h);
+        h.push(get(9, 16, 17, 8)); // only six adds exist
+        assert_not_linearizable(&h);
+        // A known write in between: the unknown add must go after it.
+        assert_ok(&[put(1, 0, 1, 3), unknown(2, 0, Op::Add(1)), get(3, 5, 6, 4)]);
+        // The unknown put is needed after one read and before another, and
+        // cannot serve both orders.
+        assert_ok(&[
+            put(1, 0, 1, 3),
+            unknown(2, 0, Op::Put(8)),
+            get(3, 2, 3, 3),
+            get(3, 4, 5, 8),
+        ]);
+        assert_not_linearizable(&[
+            put(1, 0, 1, 3),
+            unknown(2, 0, Op::Put(8)),
+            get(3, 2, 3, 8),
+            get(3, 4, 5, 3),
+        ]);
+    }
+
+    #[test]
     fn keys_are_checked_independently() {
         // Key 2 reads key 1's value: fine if keys were one register, wrong here.
         let h = [
@@ -1060,6 +1238,8 @@ mod tests {
         generate_with(seed, n_ops, clients, keys, 200)
     }
 
+    /// [`generate`] where each step of a pending operation is abandoned (the
+    /// client never hears back) with probability `1 / abandon_one_in`.
     fn generate_with(
         seed: u64,
         n_ops: usize,
@@ -1169,6 +1349,25 @@ mod tests {
         }
     }
 
+    #[test]
+    fn long_single_key_violation_is_found_not_given_up() {
+        // A few thousand operations on one key from ten clients, with a
+        // violation near the end: the search must exhaust everything before
+        // it within budget. (No timeouts here: with the generator's tiny value
+        // domain, timed-out writes make this the documented hard case.)
+        let h = generate_with(11, 3000, 10, 1, 0);
+        let mut bad = h.clone();
+        let late_read = (0..bad.len())
+            .rev()
+            .find(|&i| bad[i].op == Op::Get && bad[i].outcome != Outcome::Unknown)
+            .unwrap();
+        bad[late_read].outcome = Outcome::Value(-77);
+        assert_ok(&h);
+        let (_, ops, longest) = assert_not_linearizable(&bad);
+        assert_eq!(ops.len(), 3000);
+        assert!(longest.len() > 2900, "{}", longest.len());
+    }
+
     /// Reference checker: tries every order directly from the definition
     /// (an operation may go next if no other remaining known operation
     /// returned before it was called; unknown ones may be left out).
@@ -1199,15 +1398,17 @@ mod tests {
         false
     }
 
-    #[test]
-    fn agrees_with_brute_force_on_small_random_histories() {
-        let mut rng = XorShift(0x1234_5678_9abc_def1);
+    /// Compares `check` with `brute_force` on `rounds` random histories of up
+    /// to `max_ops` operations over a tiny value domain, with many timeouts,
+    /// so the pruning rules for unknown operations are exercised hard.
+    fn cross_check(seed: u64, rounds: usize, max_ops: u64) {
+        let mut rng = XorShift(seed);
         let (mut accepted, mut rejected) = (0, 0);
-        for _ in 0..4000 {
-            let n = 1 + rng.below(6) as usize;
+        for _ in 0..rounds {
+            let n = 1 + rng.below(max_ops) as usize;
             let h: Vec<Operation> = (0..n)
                 .map(|c| {
-                    let call = rng.below(10);
+                    let call = rng.below(12);
                     let ret = call + rng.below(6);
                     let v = rng.below(3) as i64;
                     let (o, outcome) = match rng.below(4) {
@@ -1220,14 +1421,14 @@ mod tests {
                             },
                             Outcome::Cas(rng.below(2) == 0),
                         ),
-                        _ => (Op::Add(1), Outcome::Value(v)),
+                        _ => (Op::Add(rng.below(3) as i64 - 1), Outcome::Value(v)),
                     };
-                    let outcome = if rng.below(6) == 0 {
+                    let outcome = if rng.below(4) == 0 {
                         Outcome::Unknown
                     } else {
                         outcome
                     };
-                    op(c as u64, 1, o, call, ret, outcome)
+                    op(c as u64 % 3, 1, o, call, ret, outcome)
                 })
                 .collect();
             let expected = brute_force(&h, &mut vec![true; n], 0);
@@ -1239,60 +1440,21 @@ mod tests {
                 rejected += 1;
             }
         }
-        // The generator must exercise both verdicts.
-        assert!(accepted > 500 && rejected > 500, "{accepted} / {rejected}");
+        // Both verdicts must be well represented for this to mean anything.
+        assert!(
+            accepted * 5 > rounds && rejected * 5 > rounds,
+            "{accepted} accepted / {rejected} rejected"
+        );
+    }
+
+    #[test]
+    fn agrees_with_brute_force_on_small_random_histories() {
+        cross_check(0x1234_5678_9abc_def1, 6000, 7);
     }
 
     #[test]
     #[ignore]
-    fn stress_timing() {
-        for (n, clients, keys, seed, ab) in [
-            (3000u64, 8u64, 1u64, 5u64, 0u64),
-            (3000, 10, 1, 6, 0),
-            (3000, 8, 1, 5, 1000),
-            (3000, 8, 1, 5, 200),
-        ] {
-            let h = generate_with(seed, n as usize, clients, keys, ab);
-            let t = std::time::Instant::now();
-            let r = check(&h);
-            eprintln!(
-                "ok n={n} c={clients} k={keys}: {:?} {:?} unknown={}",
-                r.as_ref().map(|s| s.states_explored).map_err(|e| e
-                    .to_string()
-                    .lines()
-                    .next()
-                    .unwrap()
-                    .to_string()),
-                t.elapsed(),
-                h.iter().filter(|o| o.outcome == Outcome::Unknown).count()
-            );
-            let mut bad = h.clone();
-            let reads: Vec<usize> = (0..bad.len())
-                .filter(|&i| bad[i].op == Op::Get && matches!(bad[i].outcome, Outcome::Value(_)))
-                .collect();
-            for frac in [10, 2, 1] {
-                let mut bad = bad.clone();
-                let victim = reads[reads.len() * (frac - 1) / frac.max(1)
-                    + if frac == 1 {
-                        reads.len() - 1 - reads.len() * 0
-                    } else {
-                        0
-                    }
-                    .min(0)];
-                bad[victim].outcome = Outcome::Value(1_000_003);
-                let t = std::time::Instant::now();
-                let r = check_with_budget(&bad, STATES_EXPLORED_MAX);
-                eprintln!(
-                    "  bad@{victim}: {:?} {:?}",
-                    r.map_err(|e| match e {
-                        Violation::NotLinearizable { longest_prefix, .. } =>
-                            format!("NL prefix {}", longest_prefix.len()),
-                        e => e.to_string(),
-                    }),
-                    t.elapsed()
-                );
-            }
-            let _ = &mut bad;
-        }
+    fn agrees_with_brute_force_heavy() {
+        cross_check(99, 300_000, 9);
     }
 }

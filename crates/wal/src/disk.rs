@@ -1,0 +1,128 @@
+//! The narrow interface through which the WAL touches storage. Everything is
+//! addressed by path so that an in-memory disk can model crashes exactly:
+//! file data becomes durable on `sync_data`, and names (create, rename,
+//! remove) become durable only on `sync_dir` of their directory, which is
+//! what POSIX promises and what careless storage code forgets.
+
+use std::io;
+
+/// Path-based storage operations. Paths use `/` as separator; a file's
+/// directory is everything before the last `/`.
+///
+/// Contract for implementations:
+/// - `create`, `rename` and `remove` change the namespace at once, but a
+///   crash may undo them until `sync_dir` of the parent directory returns.
+/// - `append` and `truncate` change a file at once, but a crash may undo them
+///   (partly: an append may survive as any prefix) until `sync_data` returns.
+/// - `lock_dir` fails with `io::ErrorKind::WouldBlock` while someone else
+///   holds the lock.
+pub trait Disk {
+    /// Creates an empty file, replacing any file of that name.
+    fn create(&mut self, path: &str) -> io::Result<()>;
+    /// Prepares an existing file for appends; fails if it does not exist.
+    fn open(&mut self, path: &str) -> io::Result<()>;
+    fn append(&mut self, path: &str, data: &[u8]) -> io::Result<()>;
+    /// Fills `buf` from `offset`; reading past the end is an error.
+    fn read_at(&self, path: &str, offset: u64, buf: &mut [u8]) -> io::Result<()>;
+    fn len(&self, path: &str) -> io::Result<u64>;
+    fn truncate(&mut self, path: &str, len: u64) -> io::Result<()>;
+    /// `fdatasync`: the file's data (and size) are durable once this returns.
+    fn sync_data(&mut self, path: &str) -> io::Result<()>;
+    /// Replaces `to` atomically if it exists.
+    fn rename(&mut self, from: &str, to: &str) -> io::Result<()>;
+    fn remove(&mut self, path: &str) -> io::Result<()>;
+    /// The names (not paths) in `dir`, sorted.
+    fn list_dir(&self, dir: &str) -> io::Result<Vec<String>>;
+    /// Creates `dir` and its parents; succeeds if it exists.
+    fn create_dir(&mut self, dir: &str) -> io::Result<()>;
+    /// Makes the directory's entries durable.
+    fn sync_dir(&mut self, dir: &str) -> io::Result<()>;
+    /// Takes the exclusive lock on `dir`, held until `unlock_dir` (or until
+    /// the process, or the simulated node, dies).
+    fn lock_dir(&mut self, dir: &str) -> io::Result<()>;
+    fn unlock_dir(&mut self, dir: &str);
+}
+
+/// Lets a caller keep ownership of its disk and lend it to a `Wal`: the
+/// simulator keeps one `MemDisk` per node across crashes.
+impl<D: Disk + ?Sized> Disk for &mut D {
+    fn create(&mut self, path: &str) -> io::Result<()> {
+        (**self).create(path)
+    }
+    fn open(&mut self, path: &str) -> io::Result<()> {
+        (**self).open(path)
+    }
+    fn append(&mut self, path: &str, data: &[u8]) -> io::Result<()> {
+        (**self).append(path, data)
+    }
+    fn read_at(&self, path: &str, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        (**self).read_at(path, offset, buf)
+    }
+    fn len(&self, path: &str) -> io::Result<u64> {
+        (**self).len(path)
+    }
+    fn truncate(&mut self, path: &str, len: u64) -> io::Result<()> {
+        (**self).truncate(path, len)
+    }
+    fn sync_data(&mut self, path: &str) -> io::Result<()> {
+        (**self).sync_data(path)
+    }
+    fn rename(&mut self, from: &str, to: &str) -> io::Result<()> {
+        (**self).rename(from, to)
+    }
+    fn remove(&mut self, path: &str) -> io::Result<()> {
+        (**self).remove(path)
+    }
+    fn list_dir(&self, dir: &str) -> io::Result<Vec<String>> {
+        (**self).list_dir(dir)
+    }
+    fn create_dir(&mut self, dir: &str) -> io::Result<()> {
+        (**self).create_dir(dir)
+    }
+    fn sync_dir(&mut self, dir: &str) -> io::Result<()> {
+        (**self).sync_dir(dir)
+    }
+    fn lock_dir(&mut self, dir: &str) -> io::Result<()> {
+        (**self).lock_dir(dir)
+    }
+    fn unlock_dir(&mut self, dir: &str) {
+        (**self).unlock_dir(dir)
+    }
+}
+
+/// `dir/name`, without doubling a trailing separator.
+pub fn join(dir: &str, name: &str) -> String {
+    if dir.is_empty() {
+        return name.to_string();
+    }
+    format!("{}/{}", dir.trim_end_matches('/'), name)
+}
+
+/// The directory part of `path` (empty for a bare name).
+pub fn parent(path: &str) -> &str {
+    path.rsplit_once('/').map_or("", |(dir, _)| dir)
+}
+
+/// Normalizes a directory name so that paths built from it compare equal.
+pub(crate) fn normalize_dir(dir: &str) -> String {
+    let trimmed = dir.trim_end_matches('/');
+    if trimmed.is_empty() && dir.starts_with('/') {
+        "/".to_string()
+    } else {
+        trimmed.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths() {
+        assert_eq!(join("a/b", "c"), "a/b/c");
+        assert_eq!(join("a/b/", "c"), "a/b/c");
+        assert_eq!(parent("a/b/c"), "a/b");
+        assert_eq!(parent("c"), "");
+        assert_eq!(normalize_dir("x/y//"), "x/y");
+    }
+}

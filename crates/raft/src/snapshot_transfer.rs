@@ -123,11 +123,13 @@ impl Raft {
             offset,
         } = &mut p.state
         {
-            // One chunk in flight: move on only when the follower has the
-            // chunk we sent (or has started over). Duplicated or reordered
-            // responses change nothing; a lost chunk is resent at the next
-            // heartbeat interval (`Progress::snapshot_stalled`).
-            let progressed = next_offset > *offset || (next_offset == 0 && *offset > 0);
+            // One chunk in flight: send the next one when the follower says
+            // it needs a different offset than the chunk in flight (it got
+            // that chunk, or it lost what it had). A duplicated answer to the
+            // previous chunk names the chunk in flight and changes nothing; a
+            // lost chunk is resent at the next heartbeat interval
+            // (`Progress::snapshot_stalled`).
+            let progressed = next_offset != *offset;
             if *sending == index && progressed {
                 *offset = next_offset;
                 self.send_snapshot_chunk(from);
@@ -172,7 +174,9 @@ impl Raft {
             .incoming
             .as_ref()
             .is_some_and(|i| i.meta == meta && i.total_bytes == total_bytes);
-        if offset == 0 {
+        // A chunk at offset 0 starts a transfer, unless it is a duplicate of
+        // the one already under way (then we keep what we have).
+        if offset == 0 && !same {
             self.incoming = Some(Incoming {
                 meta: meta.clone(),
                 total_bytes,

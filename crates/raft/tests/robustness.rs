@@ -247,3 +247,59 @@ fn crash_before_sync_loses_only_unacknowledged_state() {
         assert_eq!(c.applied_data(id), ["x"], "node {id}");
     }
 }
+
+/// Regression (found by the simulator, seed 158 of 5-voter runs): a
+/// duplicated first chunk used to restart the follower's assembly while the
+/// leader had moved on, so each kept asking the other for a different offset
+/// forever.
+#[test]
+fn duplicate_first_snapshot_chunk_does_not_restart_the_transfer() {
+    use bytes::Bytes;
+    use ferrite_raft::{Config, DurableState, Membership, Raft, SnapshotMeta};
+
+    // Setup: a fresh follower and a 12-byte snapshot sent in 4-byte chunks.
+    let ids = [nid(1), nid(2), nid(3)];
+    let mut f = Raft::new(Config::new(nid(2)), DurableState::bootstrap(ids), 1).unwrap();
+    let meta = SnapshotMeta {
+        index: Index(10),
+        term: Term(1),
+        membership: Membership::new(ids),
+    };
+    let data = Bytes::from_static(b"abcdefghijkl");
+    let mut chunk = |f: &mut Raft, offset: usize| {
+        let msg = Message {
+            from: nid(1),
+            to: nid(2),
+            term: Term(1),
+            body: Body::Snapshot {
+                meta: meta.clone(),
+                offset: offset as u64,
+                total_bytes: 12,
+                data: data.slice(offset..offset + 4),
+            },
+        };
+        f.step(msg).unwrap();
+        let out = f.take_output();
+        let reply = out.send_after_persist.last().map(|m| m.body.clone());
+        (reply, out.persist.snapshot)
+    };
+    let next = |reply: Option<Body>| match reply {
+        Some(Body::SnapshotResponse { next_offset, .. }) => next_offset,
+        other => panic!("expected a snapshot response, got {other:?}"),
+    };
+
+    // Step: chunks 0 and 4, then a duplicate of chunk 0, then chunk 8.
+    assert_eq!(next(chunk(&mut f, 0).0), 4);
+    assert_eq!(next(chunk(&mut f, 4).0), 8);
+    let (dup, _) = chunk(&mut f, 0);
+
+    // Check: the duplicate is answered with what the follower has, and the
+    // last chunk completes the snapshot with the right bytes.
+    assert_eq!(next(dup), 8);
+    let (done, installed) = chunk(&mut f, 8);
+    assert!(matches!(
+        done,
+        Some(Body::SnapshotResponse { done: true, .. })
+    ));
+    assert_eq!(installed.map(|s| s.data), Some(data));
+}

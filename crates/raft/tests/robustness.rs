@@ -266,7 +266,7 @@ fn duplicate_first_snapshot_chunk_does_not_restart_the_transfer() {
         membership: Membership::new(ids),
     };
     let data = Bytes::from_static(b"abcdefghijkl");
-    let mut chunk = |f: &mut Raft, offset: usize| {
+    let chunk = |f: &mut Raft, offset: usize| {
         let msg = Message {
             from: nid(1),
             to: nid(2),

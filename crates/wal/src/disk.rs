@@ -22,6 +22,8 @@ pub trait Disk {
     /// Prepares an existing file for appends; fails if it does not exist.
     fn open(&mut self, path: &str) -> io::Result<()>;
     fn append(&mut self, path: &str, data: &[u8]) -> io::Result<()>;
+    /// Writes `data` at `offset`, overwriting and/or extending the file.
+    fn write_at(&mut self, path: &str, offset: u64, data: &[u8]) -> io::Result<()>;
     /// Fills `buf` from `offset`; reading past the end is an error.
     fn read_at(&self, path: &str, offset: u64, buf: &mut [u8]) -> io::Result<()>;
     fn len(&self, path: &str) -> io::Result<u64>;
@@ -41,6 +43,24 @@ pub trait Disk {
     /// the process, or the simulated node, dies).
     fn lock_dir(&mut self, dir: &str) -> io::Result<()>;
     fn unlock_dir(&mut self, dir: &str);
+
+    /// Starts making `path` a durable file of `len` zero bytes, possibly in
+    /// the background. Later writes into it are overwrites of allocated
+    /// blocks, and an `fdatasync` after an overwrite needs no journal commit
+    /// for block allocation, which on common file systems costs more than
+    /// the data itself. Disks where that does not matter do nothing.
+    fn preallocate(&mut self, path: &str, len: u64) -> io::Result<()> {
+        let _ = (path, len);
+        Ok(())
+    }
+
+    /// Waits for `preallocate(path)` to finish: `true` if `path` is now a
+    /// durable, zero-filled file (its name still needs a `sync_dir`),
+    /// `false` if nothing was preallocated.
+    fn preallocated(&mut self, path: &str) -> io::Result<bool> {
+        let _ = path;
+        Ok(false)
+    }
 }
 
 /// Lets a caller keep ownership of its disk and lend it to a `Wal`: the
@@ -54,6 +74,9 @@ impl<D: Disk + ?Sized> Disk for &mut D {
     }
     fn append(&mut self, path: &str, data: &[u8]) -> io::Result<()> {
         (**self).append(path, data)
+    }
+    fn write_at(&mut self, path: &str, offset: u64, data: &[u8]) -> io::Result<()> {
+        (**self).write_at(path, offset, data)
     }
     fn read_at(&self, path: &str, offset: u64, buf: &mut [u8]) -> io::Result<()> {
         (**self).read_at(path, offset, buf)
@@ -87,6 +110,12 @@ impl<D: Disk + ?Sized> Disk for &mut D {
     }
     fn unlock_dir(&mut self, dir: &str) {
         (**self).unlock_dir(dir)
+    }
+    fn preallocate(&mut self, path: &str, len: u64) -> io::Result<()> {
+        (**self).preallocate(path, len)
+    }
+    fn preallocated(&mut self, path: &str) -> io::Result<bool> {
+        (**self).preallocated(path)
     }
 }
 

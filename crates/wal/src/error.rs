@@ -42,7 +42,9 @@ pub enum WalError {
     /// An earlier write or sync failed. After a failed `fdatasync` the kernel
     /// may have dropped the dirty pages, so what is on disk is unknown; the
     /// only safe continuation is a restart that recovers from the files.
-    #[error("the WAL is unusable after an earlier failure ({reason}); restart the node to recover")]
+    #[error(
+        "the WAL is unusable after an earlier failure ({reason}); restart the node to recover"
+    )]
     Poisoned { reason: String },
 
     #[error("entries [{lo}, {hi}] are not all in the log [{first}, {last}]")]
@@ -71,6 +73,11 @@ pub enum WalError {
         log_term: Term,
     },
 
+    /// Indices, terms and node ids stay below 2^62 on disk, as in Raft's
+    /// messages, so that nothing read back can overflow.
+    #[error("{what} {value} is out of range (limit 2^62)")]
+    ValueOutOfRange { what: &'static str, value: u64 },
+
     #[error("{what} of {bytes} bytes exceeds the record limit of {limit} bytes")]
     TooLarge {
         what: &'static str,
@@ -80,7 +87,10 @@ pub enum WalError {
 }
 
 impl WalError {
-    pub(crate) fn io(path: &str, op: &'static str) -> impl FnOnce(io::Error) -> WalError + '_ {
+    pub(crate) fn io<'a>(
+        path: &'a str,
+        op: &'static str,
+    ) -> impl FnOnce(io::Error) -> WalError + 'a {
         move |source| WalError::Io {
             path: path.to_string(),
             op,

@@ -1,1 +1,47 @@
-pub fn x() {}
+//! Ferrite's write-ahead log: the durable Raft log, hard state and snapshot
+//! files of one node, and their recovery after a crash.
+//!
+//! Layout of a data directory:
+//!
+//! ```text
+//! LOCK                                   flock'ed while a Wal has it open
+//! 0000000000000001.wal ...               segments, oldest first
+//! snap-{index:016x}-{term:016x}.snap     the latest snapshot
+//! next-segment.tmp                       the next segment, being zero-filled
+//! ```
+//!
+//! Durability in one paragraph: `write` appends records, `sync` makes every
+//! record written so far durable with one `fdatasync` (group commit), and
+//! each `write` is atomic under crashes. A failed sync poisons the `Wal`.
+//! Recovery cuts off a torn tail of the last segment and refuses (naming the
+//! file and offset) to open a log damaged anywhere else.
+//!
+//! `Wal` is the API; `Disk` is the storage it runs on: `FileDisk` for real
+//! files, `MemDisk` for the simulator, where a crash loses what was not
+//! synced. `ferrite-wal inspect|verify|bench` is the command-line tool.
+
+mod codec;
+mod disk;
+mod error;
+mod file_disk;
+pub mod inspect;
+mod lock;
+mod mem_disk;
+mod record;
+mod recovery;
+mod segment;
+mod snapshot_file;
+mod wal;
+
+pub mod bench;
+
+pub use crate::codec::{CodecError, MarkKind, SnapshotMark};
+pub use crate::disk::{join, parent, Disk};
+pub use crate::error::WalError;
+pub use crate::file_disk::FileDisk;
+pub use crate::lock::LOCK_FILE;
+pub use crate::mem_disk::MemDisk;
+pub use crate::recovery::{RecoveryStats, TornTail};
+pub use crate::segment::segment_name;
+pub use crate::snapshot_file::snapshot_name;
+pub use crate::wal::{Recovered, Wal, WalOptions};

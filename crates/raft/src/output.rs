@@ -1,8 +1,11 @@
 //! What one step asks the caller to do. The order matters and is part of the
 //! contract:
 //!
-//! 1. Make `persist` durable (snapshot first, then entries, then hard state).
-//!    Persists complete in the order they were handed out.
+//! 1. Make `persist` durable (snapshot first, then entries, then hard state),
+//!    atomically: after a crash either all of it is on disk or none of it
+//!    (entries of a newer term without the hard state that names that term
+//!    would not pass `Raft::new`). Persists complete in the order they were
+//!    handed out.
 //! 2. Meanwhile `send` may leave at once.
 //! 3. Once this persist and every earlier one is durable, send
 //!    `send_after_persist` and report `Raft::on_persisted` with `Persist::last`.

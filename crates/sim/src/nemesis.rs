@@ -4,7 +4,7 @@
 //! it once caught up). Then healing: every fault undone, so that liveness can
 //! be required within a bounded time.
 
-use ferrite_raft::{DurableState, MembershipChange, NodeId};
+use ferrite_raft::{MembershipChange, NodeId};
 
 use crate::world::{Event, World};
 
@@ -215,7 +215,7 @@ impl World {
                 self.safety.forget(victim);
                 let fresh = NodeId(self.next_node_id);
                 self.next_node_id += 1;
-                self.add_node(fresh, DurableState::joining());
+                self.add_node(fresh, None);
                 self.admin = AdminPhase::Adding(fresh);
                 self.log(|| format!("REMOVED {victim}, joining {fresh}"));
                 Some(MembershipChange::AddLearner(fresh))

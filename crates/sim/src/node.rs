@@ -4,10 +4,11 @@
 
 use std::collections::BTreeMap;
 
-use ferrite_raft::{Config, DurableState, Index, NodeId, Payload, Raft, Snapshot, Term};
+use ferrite_raft::{Config, Index, NodeId, Payload, Raft, Snapshot, Term};
+use ferrite_wal::{Recovered, WalOptions};
 
 use crate::check::Violation;
-use crate::disk::{Disk, Write};
+use crate::disk::{Disk, Pending};
 use crate::options::Micros;
 use crate::state_machine::{Command, Key, Registers, Reply};
 use crate::world::{Event, World};
@@ -46,14 +47,11 @@ pub struct SimNode {
 }
 
 impl SimNode {
-    pub fn new(durable: DurableState) -> SimNode {
+    pub fn new(wal: WalOptions) -> SimNode {
         SimNode {
             raft: None,
             incarnation: 0,
-            disk: Disk {
-                durable,
-                ..Disk::default()
-            },
+            disk: Disk::new(wal),
             sm: Registers::default(),
             proposals: BTreeMap::new(),
             reads: BTreeMap::new(),
@@ -64,10 +62,16 @@ impl SimNode {
         }
     }
 
-    /// Boots from what is on the disk, as a real node does after a crash.
-    pub fn start(&mut self, cfg: Config, seed: u64) -> Result<(), Violation> {
+    /// Boots from what is on the disk, as a real node does after a crash:
+    /// the WAL recovers, the state machine restores from the snapshot.
+    /// Returns the durable state recovered.
+    pub fn start(&mut self, cfg: Config, seed: u64) -> Result<Recovered, Violation> {
         self.incarnation += 1;
-        let durable = self.disk.durable.clone();
+        let recovered = self
+            .disk
+            .open()
+            .map_err(|e| Violation::new("recovery", e.to_string()))?;
+        let durable = recovered.durable.clone();
         let (data, index) = match &durable.snapshot {
             Some(s) => (s.data.clone(), s.meta.index),
             None => (bytes::Bytes::new(), Index::ZERO),
@@ -76,13 +80,13 @@ impl SimNode {
         let raft =
             Raft::new(cfg, durable, seed).map_err(|e| Violation::new("recovery", e.to_string()))?;
         self.raft = Some(raft);
-        Ok(())
+        Ok(recovered)
     }
 
-    pub fn crash(&mut self) {
+    pub fn crash(&mut self, rng: &mut dyn FnMut() -> u64) {
         self.incarnation += 1;
         self.raft = None;
-        self.disk.crash();
+        self.disk.crash(rng);
         self.proposals.clear();
         self.reads.clear();
         self.ready.clear();
@@ -150,12 +154,19 @@ impl World {
                 } else {
                     self.prng.range(1, self.opts.disk_latency_max)
                 };
-                let node = self.nodes.get_mut(&id).expect("node present");
+                let Some(node) = self.nodes.get_mut(&id) else {
+                    return;
+                };
+                // The write reaches the WAL now; it is durable only once the
+                // sync scheduled below completes.
+                if let Some(Err(e)) = node.disk.wal().map(|w| w.write(&out.persist)) {
+                    self.fail(Violation::new("wal", format!("{id}: write: {e}")));
+                    return;
+                }
                 node.disk.busy_until = node.disk.busy_until.max(self.now) + latency;
-                node.disk.pending.push_back(Write {
-                    persist: out.persist,
+                node.disk.pending.push_back(Pending {
                     after: out.send_after_persist,
-                    compaction: None,
+                    last: out.persist.last(),
                 });
                 let (at, incarnation) = (node.disk.busy_until - self.now, node.incarnation);
                 self.schedule(
@@ -257,21 +268,14 @@ impl World {
         }
         let data = node.sm.snapshot();
         match raft.compact(applied, data.clone()) {
+            // The snapshot file is made durable before the WAL drops the log
+            // prefix it replaces.
             Ok(meta) => {
-                node.disk.busy_until = node.disk.busy_until.max(self.now) + 1;
-                node.disk.pending.push_back(Write {
-                    persist: Default::default(),
-                    after: Vec::new(),
-                    compaction: Some(Snapshot { meta, data }),
-                });
-                let (at, incarnation) = (node.disk.busy_until - self.now, node.incarnation);
-                self.schedule(
-                    at,
-                    Event::DiskDone {
-                        node: id,
-                        incarnation,
-                    },
-                );
+                let snapshot = Snapshot { meta, data };
+                if let Some(Err(e)) = node.disk.wal().map(|w| w.save_snapshot(&snapshot)) {
+                    self.fail(Violation::new("wal", format!("{id}: snapshot: {e}")));
+                }
+                self.stats.snapshots_taken += 1;
             }
             Err(e) => self.fail(Violation::new("compaction", format!("{id}: {e}"))),
         }
@@ -284,26 +288,54 @@ impl World {
         if node.incarnation != incarnation {
             return;
         }
-        let Some(write) = node.disk.complete() else {
+        let Some(write) = node.disk.pending.pop_front() else {
             return;
         };
-        if let Some(hs) = write.persist.hard_state {
-            if let Err(v) = self.safety.on_durable_commit(id, hs.commit) {
-                self.fail(v);
+        // One fdatasync makes everything written so far durable.
+        let skip = self.opts.skip_sync;
+        let synced = node.disk.wal().map(|w| {
+            if skip {
+                Ok(w.hard_state())
+            } else {
+                w.sync().map(|()| w.hard_state())
             }
+        });
+        match synced {
+            Some(Ok(hs)) => {
+                if let Err(v) = self.safety.on_durable_commit(id, hs.commit) {
+                    self.fail(v);
+                }
+            }
+            Some(Err(e)) => {
+                self.fail(Violation::new("wal", format!("{id}: sync: {e}")));
+                return;
+            }
+            None => return,
         }
-        self.log(|| format!("disk {id} durable {:?}", write.persist.last()));
+        self.log(|| format!("disk {id} durable {:?}", write.last));
         for msg in write.after {
             self.send(msg);
         }
         let Some(raft) = self.nodes.get_mut(&id).and_then(|n| n.raft.as_mut()) else {
             return;
         };
-        if let Some((index, term)) = write.persist.last() {
+        if let Some((index, term)) = write.last {
             raft.on_persisted(index, term);
         }
         self.touched.insert(id);
         self.drive(id);
+    }
+
+    /// What a node recovered must include everything it had synced: its
+    /// durable commit index may not go backwards across the crash.
+    pub(crate) fn on_recovered(&mut self, id: NodeId, recovered: &Recovered) {
+        if recovered.torn_tail.is_some() {
+            self.stats.torn_tails += 1;
+        }
+        let commit = recovered.durable.hard_state.commit;
+        if let Err(v) = self.safety.on_durable_commit(id, commit) {
+            self.fail(Violation::new("recovery", format!("{v} (after a crash)")));
+        }
     }
 
     pub(crate) fn crash(&mut self, id: NodeId) {
@@ -313,7 +345,8 @@ impl World {
         if node.raft.is_none() {
             return;
         }
-        node.crash();
+        let prng = &mut self.prng;
+        node.crash(&mut || prng.next_u64());
         self.safety.forget(id);
         self.stats.crashes += 1;
         self.log(|| format!("CRASH {id}"));
@@ -328,12 +361,16 @@ impl World {
         if node.raft.is_some() {
             return;
         }
-        if let Err(v) = node.start(cfg, seed) {
-            self.fail(v);
-            return;
-        }
+        let recovered = match node.start(cfg, seed) {
+            Ok(r) => r,
+            Err(v) => {
+                self.fail(v);
+                return;
+            }
+        };
         let incarnation = node.incarnation;
-        self.log(|| format!("RESTART {id}"));
+        self.on_recovered(id, &recovered);
+        self.log(|| format!("RESTART {id} (torn tail: {:?})", recovered.torn_tail));
         self.touched.insert(id);
         let first = self.prng.below(self.opts.tick);
         self.schedule(

@@ -35,6 +35,8 @@ pub struct Options {
     /// Compact when this many entries are applied past the last snapshot.
     pub compact_every: u64,
     pub snapshot_chunk_bytes: usize,
+    /// WAL segment size: small ones make segments roll and get deleted often.
+    pub segment_bytes_max: u64,
     /// Entries per AppendEntries: small values split a new leader's catch-up
     /// into many messages, which opens the windows Figure 8 is about.
     pub append_entries_max: usize,
@@ -47,6 +49,9 @@ pub struct Options {
     /// ReadIndex, so deposed leaders and lagging followers serve stale data.
     /// The linearizability checker must catch it.
     pub stale_reads: bool,
+    /// Test-only: writes are acknowledged without their fdatasync, so a
+    /// crash loses acknowledged state. The safety checks must catch it.
+    pub skip_sync: bool,
 }
 
 impl Options {
@@ -80,12 +85,14 @@ impl Options {
             membership_weight: p.range(0, 5),
             compact_every: p.range(10, 300),
             snapshot_chunk_bytes: [64, 512, 1 << 20][p.below(3) as usize],
+            segment_bytes_max: [512, 4096, 1 << 20][p.below(3) as usize],
             append_entries_max: [1, 4, 16, 64][p.below(4) as usize],
             inflight_appends_max: [1, 4, 16][p.below(3) as usize],
             client_timeout: p.range(100_000, 600_000),
             heal_deadline: 60_000_000,
             canary: Canary::None,
             stale_reads: false,
+            skip_sync: false,
         }
     }
 
@@ -111,7 +118,7 @@ impl Options {
     pub fn describe(&self) -> String {
         format!(
             "seed={} voters={} clients={} keys={} steps={} latency={}..{}us drop={}ppm dup={}ppm disk<={}us \
-             nemesis={}us skew={}permille weights(crash={} pause={} partition={} transfer={} membership={}) compact={} chunk={} append={}x{} canary={}{}",
+             nemesis={}us skew={}permille weights(crash={} pause={} partition={} transfer={} membership={}) compact={} chunk={} segment={} append={}x{} canary={}{}",
             self.seed,
             self.voters,
             self.clients,
@@ -131,10 +138,16 @@ impl Options {
             self.membership_weight,
             self.compact_every,
             self.snapshot_chunk_bytes,
+            self.segment_bytes_max,
             self.append_entries_max,
             self.inflight_appends_max,
             self.canary.name(),
-            if self.stale_reads { " stale-reads" } else { "" },
+            match (self.stale_reads, self.skip_sync) {
+                (true, true) => " stale-reads skip-sync",
+                (true, false) => " stale-reads",
+                (false, true) => " skip-sync",
+                (false, false) => "",
+            },
         )
     }
 }

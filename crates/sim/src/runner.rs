@@ -30,7 +30,7 @@ impl Summary {
         let s = &self.stats;
         format!(
             "seeds={} steps={} elections={} commits={} operations={} crashes={} partitions={} transfers={} \
-             membership_changes={} snapshots_installed={} pauses={} virtual_s={} violations={}",
+             membership_changes={} snapshots_taken={} snapshots_installed={} torn_tails={} pauses={} virtual_s={} violations={}",
             self.seeds,
             s.steps,
             s.elections,
@@ -40,7 +40,9 @@ impl Summary {
             s.partitions,
             s.transfers,
             s.membership_changes,
+            s.snapshots_taken,
             s.snapshots_installed,
+            s.torn_tails,
             s.pauses,
             s.virtual_ms / 1000,
             self.failures.len()

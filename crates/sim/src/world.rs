@@ -6,6 +6,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use ferrite_raft::{Config, DurableState, Message, NodeId, Prng, Raft, Role};
+use ferrite_wal::WalOptions;
 
 use crate::check::linearizable::Operation;
 use crate::check::safety::Safety;
@@ -56,6 +57,8 @@ pub struct Stats {
     pub transfers: u64,
     pub membership_changes: u64,
     pub snapshots_installed: u64,
+    pub snapshots_taken: u64,
+    pub torn_tails: u64,
     pub pauses: u64,
     pub virtual_ms: u64,
 }
@@ -72,6 +75,8 @@ impl Stats {
         self.membership_changes += o.membership_changes;
         self.snapshots_installed += o.snapshots_installed;
         self.pauses += o.pauses;
+        self.snapshots_taken += o.snapshots_taken;
+        self.torn_tails += o.torn_tails;
         self.virtual_ms += o.virtual_ms;
     }
 }
@@ -131,7 +136,7 @@ impl World {
         let voters: Vec<NodeId> = (1..=world.opts.voters as u64).map(NodeId).collect();
         world.next_node_id = voters.len() as u64 + 1;
         for id in &voters {
-            world.add_node(*id, DurableState::bootstrap(voters.iter().copied()));
+            world.add_node(*id, Some(DurableState::bootstrap(voters.iter().copied())));
         }
         for c in 0..world.opts.clients {
             world
@@ -157,16 +162,25 @@ impl World {
         cfg
     }
 
-    /// Starts a node on `durable` (fresh, or what survived on its disk).
-    pub(crate) fn add_node(&mut self, id: NodeId, durable: DurableState) {
-        let mut node = SimNode::new(durable);
+    /// Starts a node: a founding member writes its bootstrap state to its
+    /// WAL first; a joining node starts empty.
+    pub(crate) fn add_node(&mut self, id: NodeId, bootstrap: Option<DurableState>) {
+        let options = WalOptions {
+            segment_bytes_max: self.opts.segment_bytes_max,
+        };
+        let mut node = SimNode::new(options);
         let skew = self.opts.clock_skew_per_mille;
         let per_mille = 1000 + self.prng.range(0, 2 * skew) - skew;
         node.tick = self.opts.tick * per_mille / 1000;
+        if let Some(durable) = bootstrap {
+            let written = node.disk.open().and_then(|_| node.disk.bootstrap(&durable));
+            if let Err(e) = written {
+                self.fail(Violation::new("wal", format!("{id}: bootstrap: {e}")));
+            }
+        }
         let seed = self.prng.next_u64();
-        match node.start(self.raft_config(id), seed) {
-            Ok(()) => {}
-            Err(v) => self.fail(v),
+        if let Err(v) = node.start(self.raft_config(id), seed) {
+            self.fail(v);
         }
         let incarnation = node.incarnation;
         self.nodes.insert(id, node);

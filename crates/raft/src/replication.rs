@@ -275,12 +275,21 @@ impl Raft {
 
     // ---- Follower -------------------------------------------------------
 
-    fn follow(&mut self, from: NodeId) {
+    /// A message only a leader of our term sends: follow it. Two leaders in
+    /// one term cannot happen in Raft, so meeting one means the sender lies.
+    pub(crate) fn follow(&mut self, from: NodeId) -> Result<(), StepError> {
+        if self.role == Role::Leader {
+            return Err(StepError::Malformed {
+                from,
+                reason: format!("a second leader in term {}", self.term),
+            });
+        }
         if self.role != Role::Follower {
             self.become_follower(self.term, Some(from));
         }
         self.leader = Some(from);
         self.election_elapsed = 0;
+        Ok(())
     }
 
     pub(crate) fn on_append(
@@ -291,13 +300,7 @@ impl Raft {
         mut entries: Vec<Entry>,
         leader_commit: Index,
     ) -> Result<(), StepError> {
-        if self.role == Role::Leader {
-            return Err(StepError::Malformed {
-                from,
-                reason: format!("a second leader in term {}", self.term),
-            });
-        }
-        self.follow(from);
+        self.follow(from)?;
         let last_new = prev_index + entries.len() as u64;
         if prev_index < self.commit {
             // Committed entries are in every leader's log: skip them.
@@ -382,13 +385,7 @@ impl Raft {
         commit: Index,
         read_round: u64,
     ) -> Result<(), StepError> {
-        if self.role == Role::Leader {
-            return Err(StepError::Malformed {
-                from,
-                reason: format!("a second leader in term {}", self.term),
-            });
-        }
-        self.follow(from);
+        self.follow(from)?;
         let commit = commit.min(self.log.last_index());
         if commit > self.commit {
             self.commit = commit;

@@ -145,29 +145,12 @@ impl Raft {
         total_bytes: u64,
         data: Bytes,
     ) -> Result<(), StepError> {
-        if self.role == Role::Leader {
-            return Err(StepError::Malformed {
-                from,
-                reason: format!("a second leader in term {}", self.term),
-            });
-        }
-        if self.role != Role::Follower {
-            self.become_follower(self.term, Some(from));
-        }
-        self.leader = Some(from);
-        self.election_elapsed = 0;
+        self.follow(from)?;
         let index = meta.index;
         if index <= self.commit {
             // We already hold all of it.
             self.incoming = None;
-            self.send(
-                from,
-                Body::SnapshotResponse {
-                    index,
-                    next_offset: total_bytes,
-                    done: true,
-                },
-            );
+            self.send_snapshot_done(from, index, total_bytes);
             return Ok(());
         }
         let same = self
@@ -218,15 +201,21 @@ impl Raft {
             meta: incoming.meta,
             data: incoming.data.freeze(),
         });
+        self.send_snapshot_done(from, index, total_bytes);
+        Ok(())
+    }
+
+    /// Tells the leader the snapshot at `index` is held (durably, since this
+    /// waits for the persist).
+    fn send_snapshot_done(&mut self, to: NodeId, index: Index, total_bytes: u64) {
         self.send(
-            from,
+            to,
             Body::SnapshotResponse {
                 index,
                 next_offset: total_bytes,
                 done: true,
             },
         );
-        Ok(())
     }
 
     /// Raft §7: if the log already holds the snapshot's last entry, keep the

@@ -69,32 +69,28 @@ impl World {
             .collect()
     }
 
-    fn nemesis_crash(&mut self) {
-        // Prefer the leader half of the time: that is where bugs hide.
+    /// A node that is up: the leader half of the time, since that is where
+    /// bugs hide.
+    fn pick_victim(&mut self) -> Option<NodeId> {
         let leader = self.leader().map(|(id, _)| id);
-        let target = match leader {
+        match leader {
             Some(id) if self.prng.chance(500_000) => Some(id),
             _ => {
                 let up = self.up_nodes();
                 self.prng.pick(&up).copied()
             }
-        };
-        let Some(id) = target else { return };
+        }
+    }
+
+    fn nemesis_crash(&mut self) {
+        let Some(id) = self.pick_victim() else { return };
         self.crash(id);
         let downtime = self.prng.range(10_000, 2_000_000);
         self.schedule(downtime, Event::Restart { node: id });
     }
 
     fn nemesis_pause(&mut self) {
-        let leader = self.leader().map(|(id, _)| id);
-        let target = match leader {
-            Some(id) if self.prng.chance(500_000) => Some(id),
-            _ => {
-                let up = self.up_nodes();
-                self.prng.pick(&up).copied()
-            }
-        };
-        let Some(id) = target else { return };
+        let Some(id) = self.pick_victim() else { return };
         let duration = self.prng.range(10_000, 1_500_000);
         let until = self.now + duration;
         if let Some(node) = self.nodes.get_mut(&id) {

@@ -98,12 +98,8 @@ fn inspect_segment<D: Disk>(
     out: &mut String,
 ) -> Result<(), WalError> {
     let path = join(dir, name);
-    let len = disk.len(&path).map_err(WalError::io(&path, "stat"))?;
-    let size =
-        usize::try_from(len).map_err(|_| WalError::corrupt(&path, 0, "segment too large"))?;
-    let mut buf = vec![0u8; size];
-    disk.read_at(&path, 0, &mut buf)
-        .map_err(WalError::io(&path, "read"))?;
+    let buf = segment::read_whole(disk, &path)?;
+    let len = buf.len() as u64;
     let scan = segment::scan(&buf, seq);
     let header = match &scan.header {
         Ok(()) => "header ok".to_string(),

@@ -234,12 +234,8 @@ fn scan_segment<D: Disk>(
     out: &mut Scanned,
 ) -> Result<(), WalError> {
     let path = join(dir, &segment::segment_name(seq));
-    let len = disk.len(&path).map_err(WalError::io(&path, "stat"))?;
-    let size =
-        usize::try_from(len).map_err(|_| WalError::corrupt(&path, 0, "segment too large"))?;
-    let mut buf = vec![0u8; size];
-    disk.read_at(&path, 0, &mut buf)
-        .map_err(WalError::io(&path, "read"))?;
+    let buf = segment::read_whole(disk, &path)?;
+    let len = buf.len() as u64;
     let scan = segment::scan(&buf, seq);
 
     let damage = match scan.header {

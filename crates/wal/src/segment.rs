@@ -6,12 +6,25 @@
 use std::fmt;
 
 use crate::codec::{CodecError, Reader};
+use crate::disk::Disk;
+use crate::error::WalError;
 use crate::record::{self, Frame, FrameError};
 
 pub const SEGMENT_MAGIC: [u8; 4] = *b"FWAL";
 pub const SEGMENT_VERSION: u32 = 1;
 /// magic, version u32, seq u64, crc u32.
 pub const SEGMENT_HEADER_BYTES: usize = 20;
+
+/// Reads a whole segment into memory. Segments are bounded by
+/// `segment_bytes_max` (plus one oversized write), so this is bounded too.
+pub fn read_whole<D: Disk>(disk: &D, path: &str) -> Result<Vec<u8>, WalError> {
+    let len = disk.len(path).map_err(WalError::io(path, "stat"))?;
+    let size = usize::try_from(len).map_err(|_| WalError::corrupt(path, 0, "segment too large"))?;
+    let mut buf = vec![0u8; size];
+    disk.read_at(path, 0, &mut buf)
+        .map_err(WalError::io(path, "read"))?;
+    Ok(buf)
+}
 
 pub fn segment_name(seq: u64) -> String {
     format!("{seq:016x}.wal")

@@ -1,0 +1,55 @@
+//! One node's configuration.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use ferrite_raft::NodeId;
+
+/// Defaults are etcd's: a 100 ms heartbeat and a 1 s election timeout (10
+/// ticks), long enough to ride out a scheduling hiccup on a loaded laptop,
+/// short enough that a failover takes a second or two.
+pub const TICK: Duration = Duration::from_millis(100);
+
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    pub id: NodeId,
+    /// Every peer message carries it; a node of another cluster is refused.
+    pub cluster_id: u64,
+    /// Peer addresses of the initial members (this node included).
+    pub peers: BTreeMap<NodeId, SocketAddr>,
+    pub listen_peer: SocketAddr,
+    pub data_dir: PathBuf,
+    pub tick: Duration,
+    pub heartbeat_ticks: u32,
+    pub election_ticks: u32,
+    /// Take a snapshot after this many entries applied since the last.
+    pub snapshot_entries: u64,
+    /// Start empty and wait to be added, instead of founding the cluster.
+    pub join: bool,
+    /// How long a client request may wait for a reply.
+    pub request_timeout: Duration,
+}
+
+impl NodeConfig {
+    pub fn new(id: NodeId, peers: BTreeMap<NodeId, SocketAddr>, data_dir: PathBuf) -> NodeConfig {
+        let listen_peer = peers
+            .get(&id)
+            .copied()
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)));
+        NodeConfig {
+            id,
+            cluster_id: 0x6665_7272_6974_6500, // "ferrite\0"
+            peers,
+            listen_peer,
+            data_dir,
+            tick: TICK,
+            heartbeat_ticks: 1,
+            election_ticks: 10,
+            snapshot_entries: 10_000,
+            join: false,
+            request_timeout: Duration::from_secs(5),
+        }
+    }
+}

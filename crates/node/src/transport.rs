@@ -1,0 +1,222 @@
+//! Peer transport: one long-lived outbound TCP connection per peer for what
+//! we send, and the peers' connections to us for what we receive. Frames are
+//! length-prefixed (`codec.rs`). Each outbound connection has a bounded queue;
+//! when it is full, or the peer is down, frames are dropped (Raft retries)
+//! and the driver is told the peer is unreachable. Connections reconnect with
+//! exponential backoff. A peer that sends garbage loses its connection, and
+//! nothing else happens.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use ferrite_raft::NodeId;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+
+use crate::codec::{self, CodecError, Frame};
+
+/// Frames queued for one peer before new ones are dropped.
+const PEER_QUEUE_FRAMES_MAX: usize = 4096;
+/// Bytes written to a peer in one system call when frames are waiting.
+const WRITE_BATCH_BYTES_MAX: usize = 1 << 20;
+const BACKOFF_MIN: Duration = Duration::from_millis(50);
+const BACKOFF_MAX: Duration = Duration::from_secs(2);
+
+/// What the transport hands to the driver.
+#[derive(Debug)]
+pub enum Inbound {
+    Frame(Frame),
+    Unreachable(NodeId),
+}
+
+#[derive(Clone)]
+pub struct Transport {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    me: NodeId,
+    cluster_id: u64,
+    addresses: Mutex<BTreeMap<NodeId, SocketAddr>>,
+    queues: Mutex<BTreeMap<NodeId, mpsc::Sender<Bytes>>>,
+    inbox: mpsc::Sender<Inbound>,
+    runtime: tokio::runtime::Handle,
+}
+
+impl Transport {
+    pub fn new(
+        me: NodeId,
+        cluster_id: u64,
+        addresses: BTreeMap<NodeId, SocketAddr>,
+        inbox: mpsc::Sender<Inbound>,
+        runtime: tokio::runtime::Handle,
+    ) -> Transport {
+        Transport {
+            inner: Arc::new(Inner {
+                me,
+                cluster_id,
+                addresses: Mutex::new(addresses),
+                queues: Mutex::new(BTreeMap::new()),
+                inbox,
+                runtime,
+            }),
+        }
+    }
+
+    /// Teaches the transport where a (new) member listens.
+    pub fn set_address(&self, id: NodeId, addr: SocketAddr) {
+        lock(&self.inner.addresses).insert(id, addr);
+        // A changed address takes effect on the next connection.
+        lock(&self.inner.queues).remove(&id);
+    }
+
+    /// Queues a frame for `to`. Never blocks: a full queue drops the frame.
+    pub fn send(&self, to: NodeId, frame: &Frame) {
+        if to == self.inner.me {
+            return;
+        }
+        let bytes = codec::encode(frame);
+        let queue = {
+            let mut queues = lock(&self.inner.queues);
+            match queues.get(&to) {
+                Some(q) if !q.is_closed() => q.clone(),
+                _ => {
+                    let Some(addr) = lock(&self.inner.addresses).get(&to).copied() else {
+                        tracing::debug!(peer = %to, "no address for peer; frame dropped");
+                        return;
+                    };
+                    let (tx, rx) = mpsc::channel(PEER_QUEUE_FRAMES_MAX);
+                    let inner = self.inner.clone();
+                    self.inner
+                        .runtime
+                        .spawn(async move { outbound(inner, to, addr, rx).await });
+                    queues.insert(to, tx.clone());
+                    tx
+                }
+            }
+        };
+        if queue.try_send(bytes).is_err() {
+            let _ = self.inner.inbox.try_send(Inbound::Unreachable(to));
+        }
+    }
+
+    /// Accepts peers' connections until the listener fails.
+    pub async fn serve(self, listener: TcpListener) {
+        loop {
+            match listener.accept().await {
+                Ok((stream, addr)) => {
+                    let inner = self.inner.clone();
+                    tokio::spawn(async move {
+                        if let Err(e) = inbound(inner, stream).await {
+                            tracing::warn!(%addr, "peer connection closed: {e}");
+                        }
+                    });
+                }
+                Err(e) => {
+                    tracing::warn!("accepting a peer connection failed: {e}");
+                    tokio::time::sleep(BACKOFF_MIN).await;
+                }
+            }
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+#[derive(Debug, thiserror::Error)]
+enum LinkError {
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("bad frame: {0}")]
+    Codec(#[from] CodecError),
+    #[error("expected a hello frame first")]
+    NoHello,
+    #[error("peer belongs to cluster {0:#x}")]
+    WrongCluster(u64),
+}
+
+/// Reads one frame; `None` at a clean end of stream.
+async fn read_frame(stream: &mut TcpStream) -> Result<Option<Frame>, LinkError> {
+    let mut prefix = [0u8; 4];
+    match stream.read_exact(&mut prefix).await {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e.into()),
+    }
+    let len = codec::frame_len(prefix)?;
+    let mut body = BytesMut::zeroed(len);
+    stream.read_exact(&mut body).await?;
+    Ok(Some(codec::decode(body.freeze())?))
+}
+
+async fn inbound(inner: Arc<Inner>, mut stream: TcpStream) -> Result<(), LinkError> {
+    let _ = stream.set_nodelay(true);
+    match read_frame(&mut stream).await? {
+        Some(Frame::Hello { cluster_id, .. }) if cluster_id == inner.cluster_id => {}
+        Some(Frame::Hello { cluster_id, .. }) => return Err(LinkError::WrongCluster(cluster_id)),
+        _ => return Err(LinkError::NoHello),
+    }
+    while let Some(frame) = read_frame(&mut stream).await? {
+        if matches!(frame, Frame::Hello { .. }) {
+            return Err(LinkError::NoHello);
+        }
+        if inner.inbox.send(Inbound::Frame(frame)).await.is_err() {
+            return Ok(()); // the node is stopping
+        }
+    }
+    Ok(())
+}
+
+/// Keeps one connection to `to` open and writes its queue into it.
+async fn outbound(inner: Arc<Inner>, to: NodeId, addr: SocketAddr, mut rx: mpsc::Receiver<Bytes>) {
+    let mut backoff = BACKOFF_MIN;
+    let hello = codec::encode(&Frame::Hello {
+        cluster_id: inner.cluster_id,
+        from: inner.me,
+    });
+    loop {
+        let mut stream = match TcpStream::connect(addr).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::debug!(peer = %to, %addr, "connect failed: {e}");
+                let _ = inner.inbox.try_send(Inbound::Unreachable(to));
+                // Drop what queued up while the peer was away: Raft resends.
+                while rx.try_recv().is_ok() {}
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(BACKOFF_MAX);
+                if rx.is_closed() {
+                    return;
+                }
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        if stream.write_all(&hello).await.is_err() {
+            continue;
+        }
+        backoff = BACKOFF_MIN;
+        let mut batch = Vec::with_capacity(64 << 10);
+        loop {
+            let Some(first) = rx.recv().await else { return };
+            batch.clear();
+            batch.extend_from_slice(&first);
+            while batch.len() < WRITE_BATCH_BYTES_MAX {
+                match rx.try_recv() {
+                    Ok(more) => batch.extend_from_slice(&more),
+                    Err(_) => break,
+                }
+            }
+            if let Err(e) = stream.write_all(&batch).await {
+                tracing::debug!(peer = %to, "write failed: {e}");
+                let _ = inner.inbox.try_send(Inbound::Unreachable(to));
+                break;
+            }
+        }
+    }
+}

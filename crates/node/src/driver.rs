@@ -16,7 +16,10 @@ use tokio::sync::{mpsc, oneshot};
 use crate::apply::{ApplyMsg, Reply};
 use crate::codec::{Frame, Refusal};
 use crate::config::NodeConfig;
+use std::sync::Arc;
+
 use crate::error::NodeError;
+use crate::metrics::Metrics;
 use crate::storage::StorageMsg;
 use crate::transport::{Inbound, Transport};
 
@@ -96,6 +99,8 @@ pub struct Driver {
     reads: BTreeMap<u64, ReadOrigin>,
     last_sync: Duration,
     failed: Option<String>,
+    metrics: Arc<Metrics>,
+    last_leader: Option<NodeId>,
 }
 
 impl Driver {
@@ -105,6 +110,7 @@ impl Driver {
         transport: Transport,
         storage: mpsc::UnboundedSender<StorageMsg>,
         apply: mpsc::UnboundedSender<ApplyMsg>,
+        metrics: Arc<Metrics>,
     ) -> Driver {
         Driver {
             raft,
@@ -118,6 +124,8 @@ impl Driver {
             reads: BTreeMap::new(),
             last_sync: Duration::ZERO,
             failed: None,
+            metrics,
+            last_leader: None,
         }
     }
 
@@ -259,6 +267,7 @@ impl Driver {
     }
 
     fn propose(&mut self, data: Bytes, reply: Reply) {
+        Metrics::bump(&self.metrics.proposals);
         match self.raft.propose(data.clone()) {
             Ok((index, term)) => self.wait(index, term, reply),
             Err(ProposeError::NotLeader { leader }) => {
@@ -269,12 +278,14 @@ impl Driver {
                     .send(leader, &Frame::Forward { id, from: me, data });
             }
             Err(e) => {
+                Metrics::bump(&self.metrics.proposals_failed);
                 let _ = reply.send(Err(propose_error(e)));
             }
         }
     }
 
     fn read(&mut self, query: Bytes, linearizable: bool, reply: Reply) {
+        Metrics::bump(&self.metrics.reads);
         if !linearizable {
             let _ = self.apply.send(ApplyMsg::Query { query, reply });
             return;
@@ -310,6 +321,7 @@ impl Driver {
             Frame::Raft(msg) => {
                 let from = msg.from;
                 if let Err(e) = self.raft.step(msg) {
+                    Metrics::bump(&self.metrics.peer_frames_refused);
                     tracing::warn!(peer = %from, "refused a message: {e}");
                 }
             }
@@ -377,6 +389,12 @@ impl Driver {
 
     /// Executes everything the core asks for, until it is quiet.
     fn flush(&mut self) {
+        if self.raft.leader() != self.last_leader {
+            self.last_leader = self.raft.leader();
+            if self.last_leader.is_some() {
+                Metrics::bump(&self.metrics.leader_changes);
+            }
+        }
         loop {
             let out = self.raft.take_output();
             if out.is_empty() {

@@ -17,7 +17,10 @@ use crate::apply::{self, ApplyMsg};
 use crate::config::NodeConfig;
 use crate::driver::{Driver, Event, Status};
 use crate::error::{NodeError, StartError};
+use std::sync::Arc;
+
 use crate::machine::StateMachine;
+use crate::metrics::Metrics;
 use crate::storage::{self, StorageMsg};
 use crate::transport::Transport;
 
@@ -32,6 +35,7 @@ pub struct Node {
     transport: Transport,
     cfg: NodeConfig,
     peer_addr: SocketAddr,
+    metrics: Arc<Metrics>,
 }
 
 impl Node {
@@ -97,14 +101,16 @@ impl Node {
         );
         let listening = tokio::spawn(transport.clone().serve(listener));
 
+        let metrics = Arc::new(Metrics::default());
         let (storage_tx, storage_rx) = mpsc::unbounded_channel::<StorageMsg>();
         let (apply_tx, apply_rx) = mpsc::unbounded_channel::<ApplyMsg>();
         {
             let events = events_tx.clone();
             let transport = transport.clone();
+            let metrics = metrics.clone();
             std::thread::Builder::new()
                 .name(format!("storage-{}", cfg.id))
-                .spawn(move || storage::run(wal, storage_rx, events, transport))
+                .spawn(move || storage::run(wal, storage_rx, events, transport, metrics))
                 .map_err(|e| StartError::Config(format!("cannot start the storage thread: {e}")))?;
         }
         {
@@ -115,7 +121,14 @@ impl Node {
                 .spawn(move || apply::run(machine, apply_rx, events, every, snapshot_index))
                 .map_err(|e| StartError::Config(format!("cannot start the apply thread: {e}")))?;
         }
-        let driver = Driver::new(raft, cfg.clone(), transport.clone(), storage_tx, apply_tx);
+        let driver = Driver::new(
+            raft,
+            cfg.clone(),
+            transport.clone(),
+            storage_tx,
+            apply_tx,
+            metrics.clone(),
+        );
         tokio::spawn(async move {
             driver.run(events_rx, inbound_rx).await;
             // Stop taking peer connections: a stopped node is gone.
@@ -127,7 +140,12 @@ impl Node {
             transport,
             cfg,
             peer_addr,
+            metrics,
         })
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
     }
 
     pub fn id(&self) -> NodeId {

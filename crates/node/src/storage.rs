@@ -9,7 +9,10 @@ use ferrite_wal::{FileDisk, Wal};
 use tokio::sync::mpsc;
 
 use crate::codec::Frame;
+use std::sync::Arc;
+
 use crate::driver::Event;
+use crate::metrics::Metrics;
 use crate::transport::Transport;
 
 /// Writes taken into one group commit at most.
@@ -29,6 +32,7 @@ pub fn run(
     mut rx: mpsc::UnboundedReceiver<StorageMsg>,
     events: mpsc::Sender<Event>,
     transport: Transport,
+    metrics: Arc<Metrics>,
 ) {
     while let Some(first) = rx.blocking_recv() {
         let mut batch = vec![first];
@@ -62,6 +66,7 @@ pub fn run(
             return;
         }
         let elapsed = started.elapsed();
+        metrics.record_sync(elapsed);
         for msg in after {
             transport.send(msg.to, &Frame::Raft(msg));
         }

@@ -1,0 +1,63 @@
+//! Counters and histograms the node keeps for `/metrics`. Plain atomics,
+//! updated where things happen, read without locks.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// Upper bounds (seconds) of the fdatasync latency histogram's buckets.
+pub const SYNC_BUCKETS: [f64; 10] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 1.0,
+];
+
+#[derive(Default, Debug)]
+pub struct Metrics {
+    pub proposals: AtomicU64,
+    pub proposals_failed: AtomicU64,
+    pub reads: AtomicU64,
+    pub leader_changes: AtomicU64,
+    pub peer_frames_refused: AtomicU64,
+    pub syncs: AtomicU64,
+    /// Sum of sync durations in nanoseconds.
+    pub sync_nanos: AtomicU64,
+    /// Cumulative counts per bucket of `SYNC_BUCKETS` (plus +Inf last).
+    pub sync_buckets: [AtomicU64; SYNC_BUCKETS.len() + 1],
+}
+
+impl Metrics {
+    pub fn record_sync(&self, elapsed: Duration) {
+        self.syncs.fetch_add(1, Ordering::Relaxed);
+        self.sync_nanos
+            .fetch_add(elapsed.as_nanos() as u64, Ordering::Relaxed);
+        let secs = elapsed.as_secs_f64();
+        let bucket = SYNC_BUCKETS
+            .iter()
+            .position(|le| secs <= *le)
+            .unwrap_or(SYNC_BUCKETS.len());
+        self.sync_buckets[bucket].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn get(counter: &AtomicU64) -> u64 {
+        counter.load(Ordering::Relaxed)
+    }
+
+    pub fn bump(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn syncs_land_in_their_bucket() {
+        let m = Metrics::default();
+        m.record_sync(Duration::from_micros(80));
+        m.record_sync(Duration::from_millis(3));
+        m.record_sync(Duration::from_secs(5));
+        assert_eq!(Metrics::get(&m.syncs), 3);
+        assert_eq!(Metrics::get(&m.sync_buckets[0]), 1);
+        assert_eq!(Metrics::get(&m.sync_buckets[5]), 1);
+        assert_eq!(Metrics::get(&m.sync_buckets[SYNC_BUCKETS.len()]), 1);
+    }
+}

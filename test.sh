@@ -14,6 +14,20 @@ need_component() {
 need_component fmt rustfmt
 need_component clippy clippy
 
+# Debian packages the tests use: protoc (the etcd-client crate, our
+# compatibility tests' client, compiles etcd's .proto files with it) and
+# etcdctl (the real etcd command-line client).
+missing=()
+command -v protoc >/dev/null 2>&1 || missing+=(protobuf-compiler)
+command -v etcdctl >/dev/null 2>&1 || missing+=(etcd-client)
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "==> installing ${missing[*]}"
+    sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}"
+fi
+
 echo "==> cargo fmt --check"
 cargo fmt --all -- --check
 

@@ -15,7 +15,6 @@ pub mod nemesis;
 pub mod node;
 pub mod options;
 pub mod runner;
-pub mod state_machine;
 pub mod workload;
 pub mod world;
 

@@ -5,12 +5,14 @@
 use std::collections::BTreeMap;
 
 use ferrite_raft::{Config, Index, NodeId, Payload, Raft, Snapshot, Term};
+use ferrite_state::{ApplyError, Reply, StateMachine};
 use ferrite_wal::{Recovered, WalOptions};
 
+use crate::check::linearizable::Key;
 use crate::check::Violation;
 use crate::disk::{Disk, Pending};
 use crate::options::Micros;
-use crate::state_machine::{Command, Key, Registers, Reply};
+use crate::workload::register_name;
 use crate::world::{Event, World};
 
 /// A client write waiting to be applied at an index.
@@ -35,7 +37,7 @@ pub struct SimNode {
     /// of an earlier life are ignored.
     pub incarnation: u64,
     pub disk: Disk,
-    pub sm: Registers,
+    pub sm: StateMachine,
     pub proposals: BTreeMap<Index, Waiter>,
     pub reads: BTreeMap<u64, ReadWaiter>,
     pub ready: Vec<(Index, ReadWaiter)>,
@@ -52,7 +54,7 @@ impl SimNode {
             raft: None,
             incarnation: 0,
             disk: Disk::new(wal),
-            sm: Registers::default(),
+            sm: StateMachine::new(),
             proposals: BTreeMap::new(),
             reads: BTreeMap::new(),
             ready: Vec::new(),
@@ -93,14 +95,14 @@ impl SimNode {
     }
 }
 
-fn restore(data: &[u8], index: Index) -> Result<Registers, Violation> {
-    let sm = Registers::restore(data).map_err(|e| Violation::new("snapshot", e.to_string()))?;
-    if sm.applied() != index {
+fn restore(data: &[u8], index: Index) -> Result<StateMachine, Violation> {
+    let sm = StateMachine::restore(data).map_err(|e| Violation::new("snapshot", e.to_string()))?;
+    if sm.applied_index() != index.0 {
         return Err(Violation::new(
             "snapshot",
             format!(
                 "snapshot at {index} holds state applied to {}",
-                sm.applied()
+                sm.applied_index()
             ),
         ));
     }
@@ -191,9 +193,12 @@ impl World {
                 }
                 let node = self.nodes.get_mut(&id).expect("node present");
                 let reply = match &entry.payload {
-                    Payload::Normal(data) => match Command::decode(data) {
-                        Ok(cmd) => node.sm.apply(entry.index, &cmd),
-                        Err(e) => {
+                    Payload::Normal(data) => match node.sm.apply(entry.index.0, data).reply {
+                        Ok(reply) => Some(reply),
+                        // A duplicate of a write the client has moved past:
+                        // nobody waits for its answer.
+                        Err(ApplyError::StaleSequence { .. }) => None,
+                        Err(ApplyError::Decode(e)) => {
                             self.fail(Violation::new(
                                 "apply",
                                 format!("undecodable entry {}: {e}", entry.index),
@@ -202,7 +207,7 @@ impl World {
                         }
                     },
                     _ => {
-                        node.sm.skip(entry.index);
+                        node.sm.apply_noop(entry.index.0);
                         None
                     }
                 };
@@ -218,7 +223,7 @@ impl World {
                 }
             }
             let node = self.nodes.get_mut(&id).expect("node present");
-            let applied = node.sm.applied();
+            let applied = Index(node.sm.applied_index());
             if let Some(raft) = node.raft.as_mut() {
                 raft.on_applied(applied);
             }
@@ -236,8 +241,9 @@ impl World {
             }
             let sm = &node.sm;
             node.ready.retain(|(index, w)| {
-                if *index <= sm.applied() {
-                    answers.push((w.client, w.seq, Ok(Reply::Value(sm.get(w.key)))));
+                if index.0 <= sm.applied_index() {
+                    let value = sm.read_register(&register_name(w.key));
+                    answers.push((w.client, w.seq, Ok(Reply::Value(value))));
                     false
                 } else {
                     true
@@ -262,7 +268,7 @@ impl World {
         let Some(raft) = node.raft.as_mut() else {
             return;
         };
-        let applied = node.sm.applied();
+        let applied = Index(node.sm.applied_index());
         if applied.distance_from(raft.log().snapshot_index()) < every {
             return;
         }

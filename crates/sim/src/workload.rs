@@ -8,12 +8,32 @@
 use std::collections::BTreeMap;
 
 use ferrite_raft::{NodeId, ProposeError};
+use ferrite_state::{Command, Reply};
 
-use crate::check::linearizable::{Op, Operation, Outcome};
+use crate::check::linearizable::{Key, Op, Operation, Outcome};
 use crate::check::Violation;
 use crate::node::{ReadWaiter, Waiter};
-use crate::state_machine::{Command, Key, Reply, Write};
 use crate::world::{Event, World};
+
+/// The ferrite-state register that holds the simulator's key `key`.
+pub fn register_name(key: Key) -> String {
+    format!("k{key}")
+}
+
+/// The register operation a client write becomes.
+fn register_op(key: Key, op: Op) -> ferrite_state::Op {
+    let name = register_name(key);
+    match op {
+        Op::Put(value) => ferrite_state::Op::RegisterSet { name, value },
+        Op::Cas { expected, new } => ferrite_state::Op::RegisterCas {
+            name,
+            expected,
+            new,
+        },
+        Op::Add(delta) => ferrite_state::Op::RegisterAdd { name, delta },
+        Op::Get => ferrite_state::Op::RegisterGet { name },
+    }
+}
 
 pub struct Client {
     pub id: u64,
@@ -160,7 +180,7 @@ impl World {
         let mut replaced = None;
         let result = match req.op {
             Op::Get if self.opts.stale_reads => {
-                let value = node.sm.get(req.key);
+                let value = node.sm.read_register(&register_name(req.key));
                 self.respond(req.client, req.seq, Ok(Reply::Value(value)));
                 return;
             }
@@ -179,18 +199,7 @@ impl World {
                 })
             }
             op => {
-                let write = match op {
-                    Op::Put(v) => Write::Put(v),
-                    Op::Cas { expected, new } => Write::Cas { expected, new },
-                    Op::Add(d) => Write::Add(d),
-                    Op::Get => unreachable!("reads handled above"),
-                };
-                let cmd = Command {
-                    client: client_id,
-                    seq: req.seq,
-                    key: req.key,
-                    write,
-                };
+                let cmd = Command::with_session(client_id, req.seq, register_op(req.key, op));
                 raft.propose(cmd.encode()).map(|(index, term)| {
                     let waiter = Waiter {
                         term,
@@ -257,8 +266,8 @@ impl World {
             Ok(reply) => {
                 let outcome = match (p.op, reply) {
                     (Op::Get, Reply::Value(v)) | (Op::Add(_), Reply::Value(v)) => Outcome::Value(v),
-                    (Op::Put(_), Reply::Done) => Outcome::Done,
-                    (Op::Cas { .. }, Reply::Cas(ok)) => Outcome::Cas(ok),
+                    (Op::Put(_), Reply::Set { .. }) => Outcome::Done,
+                    (Op::Cas { .. }, Reply::Cas { swapped, .. }) => Outcome::Cas(swapped),
                     (op, reply) => {
                         self.fail(Violation::new(
                             "reply",

@@ -405,7 +405,7 @@ impl World {
             .nodes
             .values()
             .filter(|n| n.raft.is_some())
-            .max_by_key(|n| n.sm.applied())
+            .max_by_key(|n| n.sm.applied_index())
         else {
             return Err(Violation::new("liveness", "no node is up at the end"));
         };

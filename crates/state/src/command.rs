@@ -1,0 +1,73 @@
+//! What goes into the log: a `Command` is one client request, with an
+//! optional session for exactly-once retries. Writes are proposed as
+//! commands; reads usually are not (the node serves them locally after
+//! ReadIndex, or serializably), but `Range` and `RegisterGet` are commands
+//! too, for a client that asks for a read through the log.
+
+use bytes::Bytes;
+
+use crate::codec;
+use crate::error::DecodeError;
+use crate::kv::{CompactRequest, DeleteRangeRequest, PutRequest, RangeRequest, TxnRequest};
+
+/// One request as proposed through the log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Command {
+    /// `(client, seq)`: see `session.rs`. `None` applies the request
+    /// unconditionally (at-least-once under retries).
+    pub session: Option<(u64, u64)>,
+    pub op: Op,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Op {
+    Put(PutRequest),
+    DeleteRange(DeleteRangeRequest),
+    Txn(TxnRequest),
+    Compact(CompactRequest),
+    Range(RangeRequest),
+    RegisterGet {
+        name: String,
+    },
+    RegisterSet {
+        name: String,
+        value: i64,
+    },
+    RegisterAdd {
+        name: String,
+        delta: i64,
+    },
+    RegisterCas {
+        name: String,
+        expected: i64,
+        new: i64,
+    },
+}
+
+impl Command {
+    /// A command outside any session.
+    pub fn new(op: Op) -> Command {
+        Command { session: None, op }
+    }
+
+    /// A command that is applied at most once per `(client, seq)`.
+    pub fn with_session(client: u64, seq: u64, op: Op) -> Command {
+        Command {
+            session: Some((client, seq)),
+            op,
+        }
+    }
+
+    /// The versioned binary form, as proposed. A command over the limits of
+    /// `limits.rs` encodes, but its entry will apply as a decode error; check
+    /// with `decode(&encode())` before proposing to refuse it up front.
+    pub fn encode(&self) -> Bytes {
+        codec::encode_command(self)
+    }
+
+    /// Parses an entry's data; refuses truncation, unknown tags, another
+    /// version, lengths over the limits and trailing bytes.
+    pub fn decode(data: &[u8]) -> Result<Command, DecodeError> {
+        codec::decode_command(data)
+    }
+}

@@ -1,0 +1,77 @@
+//! The typed errors of the state machines. `StateError` is a deterministic
+//! result of applying a well-formed request (etcd's messages where clients
+//! match on them); it is replicated inside `Reply::Error` like any reply.
+//! `DecodeError` is what the command and snapshot decoders say about bytes
+//! they refuse. `ApplyError` is why an entry produced no reply at all.
+
+/// A request was well formed but cannot be carried out.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum StateError {
+    /// A read or compaction at a revision compaction has discarded.
+    #[error("mvcc: required revision has been compacted")]
+    Compacted,
+    /// A read or compaction at a revision the store has not reached.
+    #[error("mvcc: required revision is a future revision")]
+    FutureRevision,
+    /// A transaction writes one key twice, or puts a key it also deletes.
+    #[error("etcdserver: duplicate key given in txn request")]
+    DuplicateKey,
+    /// Put, Range and DeleteRange need a key; the empty key also keeps
+    /// `"\0"` the lowest key, which the range forms rely on.
+    #[error("etcdserver: key is not provided")]
+    EmptyKey,
+    /// A put with `ignore_value` on a key that does not exist.
+    #[error("etcdserver: key not found")]
+    KeyNotFound,
+    /// A put with `ignore_value` that also carries a value.
+    #[error("etcdserver: value is provided")]
+    ValueProvided,
+    /// A register add whose result does not fit in an i64.
+    #[error("register add overflows: {value} + {delta}")]
+    Overflow { value: i64, delta: i64 },
+}
+
+/// Bytes that are not a valid command, reply or snapshot.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    #[error("truncated input")]
+    Truncated,
+    #[error("unsupported version {found} (expected {expected})")]
+    Version { found: u8, expected: u8 },
+    #[error("unknown {what} tag {tag}")]
+    UnknownTag { what: &'static str, tag: u8 },
+    #[error("{what} length {len} exceeds the limit {max}")]
+    TooLong {
+        what: &'static str,
+        len: u64,
+        max: u64,
+    },
+    #[error("transactions nested deeper than {max}")]
+    TooDeep { max: usize },
+    #[error("invalid boolean byte {0}")]
+    InvalidBool(u8),
+    #[error("invalid UTF-8 in {0}")]
+    InvalidUtf8(&'static str),
+    #[error("{0} trailing bytes")]
+    Trailing(usize),
+    #[error("not a ferrite-state snapshot (bad magic)")]
+    BadMagic,
+    #[error("snapshot checksum mismatch: stored {stored:#010x}, computed {computed:#010x}")]
+    Checksum { stored: u32, computed: u32 },
+    /// The snapshot decoded but describes a state that cannot exist.
+    #[error("inconsistent snapshot: {0}")]
+    Inconsistent(&'static str),
+}
+
+/// Why an applied entry has no reply. Both are deterministic: every replica
+/// reaches the same verdict for the same entry.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ApplyError {
+    /// The entry's bytes are not a command; the entry is skipped.
+    #[error("undecodable command: {0}")]
+    Decode(#[from] DecodeError),
+    /// The client has already moved past this sequence number: the request
+    /// is a delayed duplicate, and its reply is no longer kept.
+    #[error("client {client}: sequence {seq} is below the last applied {applied}")]
+    StaleSequence { client: u64, seq: u64, applied: u64 },
+}

@@ -1,0 +1,19 @@
+//! A key's value as clients see it, with etcd's per-key metadata.
+
+use bytes::Bytes;
+
+/// One key at one revision, as etcd's `mvccpb.KeyValue` (leases are not
+/// supported, so there is no lease field: it would always be 0).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyValue {
+    pub key: Bytes,
+    /// The revision of the put that created this generation of the key
+    /// (a delete ends a generation; the next put starts one).
+    pub create_revision: i64,
+    /// The revision of the latest change to the key.
+    pub mod_revision: i64,
+    /// Puts in this generation, counting from 1; 0 means "no such key" in
+    /// compares.
+    pub version: i64,
+    pub value: Bytes,
+}

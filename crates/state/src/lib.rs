@@ -1,0 +1,39 @@
+//! Ferrite's replicated state machines: the etcd-style MVCC key-value store,
+//! named integer registers, and client sessions that make retried requests
+//! exactly-once, behind one [`StateMachine`] that every replica applies in
+//! log order.
+//!
+//! Determinism is the contract: the same entries applied from the same
+//! snapshot give the same replies, events and snapshots on every replica. So
+//! nothing here reads a clock or draws a random number, and every collection
+//! that is iterated is a `BTreeMap`, never a hash map.
+//!
+//! Bytes come in from the log and from snapshots, which a bug or a damaged
+//! disk can corrupt; both decoders return typed errors, never panic, and an
+//! undecodable entry is a deterministic error reply.
+
+mod codec;
+pub mod command;
+mod crc32;
+pub mod error;
+pub mod event;
+pub mod kv;
+pub mod limits;
+pub mod machine;
+pub mod registers;
+pub mod reply;
+pub mod session;
+mod snapshot;
+
+pub use crate::command::{Command, Op};
+pub use crate::error::{ApplyError, DecodeError, StateError};
+pub use crate::event::{Event, KvEvent, RegisterEvent};
+pub use crate::kv::{
+    CompactRequest, CompactResponse, Compare, CompareResult, CompareTarget, DeleteRangeRequest,
+    DeleteRangeResponse, KeyValue, KvStore, PutRequest, PutResponse, RangeRequest, RangeResponse,
+    RequestOp, ResponseOp, SortOrder, SortTarget, TxnRequest, TxnResponse,
+};
+pub use crate::machine::{Applied, StateMachine};
+pub use crate::registers::Registers;
+pub use crate::reply::Reply;
+pub use crate::session::SessionLimits;

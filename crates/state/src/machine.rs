@@ -1,0 +1,271 @@
+//! The replicated state machine: applies committed entries in log order to
+//! the KV store, the registers and the session table, and answers local
+//! reads. Everything a replica's state depends on is here and in the
+//! snapshot; nothing depends on time or on the host.
+
+use bytes::Bytes;
+
+use crate::command::{Command, Op};
+use crate::error::{ApplyError, DecodeError, StateError};
+use crate::event::Event;
+use crate::kv::{KvStore, RangeRequest, RangeResponse};
+use crate::registers::Registers;
+use crate::reply::Reply;
+use crate::session::{Admit, SessionLimits, Sessions};
+use crate::snapshot;
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StateMachine {
+    pub(crate) kv: KvStore,
+    pub(crate) registers: Registers,
+    pub(crate) sessions: Sessions,
+    /// The index of the last entry applied (0: none).
+    /// Invariant: every session's `last_used <= applied_index`.
+    pub(crate) applied_index: u64,
+}
+
+/// What applying one entry produced.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Applied {
+    /// The reply for the client that proposed the entry. `Err` when the
+    /// entry is undecodable or a stale duplicate: there is no reply to give,
+    /// and nothing was applied.
+    pub reply: Result<Reply, ApplyError>,
+    /// Every change the entry made, in order; empty for reads, refused
+    /// requests and retries answered from the session table.
+    pub events: Vec<Event>,
+}
+
+impl StateMachine {
+    /// The empty machine: what an empty (bootstrap) snapshot restores.
+    pub fn new() -> StateMachine {
+        StateMachine::default()
+    }
+
+    /// An empty machine with other session bounds (tests use small ones).
+    /// All replicas must use the same; snapshots carry them.
+    pub fn with_session_limits(limits: SessionLimits) -> StateMachine {
+        StateMachine {
+            sessions: Sessions::new(limits),
+            ..StateMachine::default()
+        }
+    }
+
+    /// Applies the committed entry at `index` whose data is `data`.
+    ///
+    /// Panics if `index` is not above `applied_index()`: entries must be
+    /// applied in log order, once, and a violation is the caller's bug.
+    /// Undecodable data is not a bug here: it yields `ApplyError::Decode`,
+    /// deterministically on every replica.
+    pub fn apply(&mut self, index: u64, data: &[u8]) -> Applied {
+        self.advance(index);
+        match Command::decode(data) {
+            Ok(cmd) => self.apply_command(index, &cmd),
+            Err(e) => Applied {
+                reply: Err(ApplyError::Decode(e)),
+                events: Vec::new(),
+            },
+        }
+    }
+
+    /// Marks `index` applied for an entry that carries no command (a Raft
+    /// no-op or configuration change). Sessions still age by it.
+    pub fn apply_noop(&mut self, index: u64) {
+        self.advance(index);
+    }
+
+    /// A local read (after ReadIndex, or serializable).
+    pub fn read_range(&self, req: &RangeRequest) -> Result<RangeResponse, StateError> {
+        self.kv.range(req)
+    }
+
+    /// A local read of a register; 0 if it was never written.
+    pub fn read_register(&self, name: &str) -> i64 {
+        self.registers.get(name)
+    }
+
+    /// The KV store's revision (1 when empty).
+    pub fn revision(&self) -> i64 {
+        self.kv.revision()
+    }
+
+    pub fn compact_revision(&self) -> i64 {
+        self.kv.compact_revision()
+    }
+
+    pub fn applied_index(&self) -> u64 {
+        self.applied_index
+    }
+
+    /// The highest sequence number applied for `client`; 0 if the client
+    /// has no session (never seen, expired or evicted).
+    pub fn session_seq(&self, client: u64) -> u64 {
+        self.sessions.seq(client)
+    }
+
+    pub fn session_count(&self) -> usize {
+        self.sessions.len()
+    }
+
+    pub fn session_limits(&self) -> SessionLimits {
+        self.sessions.limits()
+    }
+
+    pub fn kv(&self) -> &KvStore {
+        &self.kv
+    }
+
+    pub fn registers(&self) -> &Registers {
+        &self.registers
+    }
+
+    /// Everything (KV history, revisions, registers, sessions, applied
+    /// index) in a versioned, checksummed encoding.
+    pub fn snapshot(&self) -> Bytes {
+        snapshot::encode(self)
+    }
+
+    /// The machine a `snapshot` describes; empty data is the empty machine.
+    /// Refuses damaged or inconsistent snapshots with an error.
+    pub fn restore(data: &[u8]) -> Result<StateMachine, DecodeError> {
+        snapshot::decode(data)
+    }
+
+    /// Asserts the invariants; for tests and the simulator.
+    pub fn check_invariants(&self) {
+        if let Err(what) = self.validate() {
+            panic!("state machine invariant broken: {what}");
+        }
+    }
+
+    fn advance(&mut self, index: u64) {
+        assert!(
+            index > self.applied_index,
+            "apply out of order: index={index} applied_index={}",
+            self.applied_index
+        );
+        self.applied_index = index;
+        self.sessions.expire(index);
+    }
+
+    fn apply_command(&mut self, index: u64, cmd: &Command) -> Applied {
+        let mut events = Vec::new();
+        let Some((client, seq)) = cmd.session else {
+            let reply = self.execute(&cmd.op, &mut events);
+            return Applied {
+                reply: Ok(reply),
+                events,
+            };
+        };
+        let reply = match self.sessions.admit(client, seq, index) {
+            Admit::Retry(reply) => Ok(reply),
+            Admit::Stale { applied } => Err(ApplyError::StaleSequence {
+                client,
+                seq,
+                applied,
+            }),
+            Admit::Fresh => {
+                let reply = self.execute(&cmd.op, &mut events);
+                self.sessions.record(client, seq, reply.clone(), index);
+                Ok(reply)
+            }
+        };
+        Applied { reply, events }
+    }
+
+    fn execute(&mut self, op: &Op, events: &mut Vec<Event>) -> Reply {
+        let result = match op {
+            Op::Put(p) => self.kv.put(p, events).map(Reply::Put),
+            Op::DeleteRange(d) => self.kv.delete_range(d, events).map(Reply::DeleteRange),
+            Op::Txn(t) => self.kv.txn(t, events).map(Reply::Txn),
+            Op::Compact(c) => self.kv.compact(c).map(Reply::Compact),
+            Op::Range(r) => self.kv.range(r).map(Reply::Range),
+            Op::RegisterGet { name } => Ok(Reply::Value(self.registers.get(name))),
+            Op::RegisterSet { name, value } => Ok(Reply::Set {
+                previous: self.registers.set(name, *value, events),
+            }),
+            Op::RegisterAdd { name, delta } => {
+                self.registers.add(name, *delta, events).map(Reply::Value)
+            }
+            Op::RegisterCas {
+                name,
+                expected,
+                new,
+            } => {
+                let (swapped, current) = self
+                    .registers
+                    .compare_and_set(name, *expected, *new, events);
+                Ok(Reply::Cas { swapped, current })
+            }
+        };
+        result.unwrap_or_else(Reply::Error)
+    }
+
+    /// The invariants, as a check that can fail: a restored snapshot must
+    /// pass it before it is used, so that no later apply can trip on it.
+    pub(crate) fn validate(&self) -> Result<(), &'static str> {
+        let kv = &self.kv;
+        if kv.revision < 1 {
+            return Err("revision below 1");
+        }
+        if kv.compact_revision < 0 || kv.compact_revision > kv.revision {
+            return Err("compact revision outside 0..=revision");
+        }
+        for (key, history) in &kv.keys {
+            if key.is_empty() {
+                return Err("empty key");
+            }
+            let versions = history.versions();
+            if versions.is_empty() {
+                return Err("key without versions");
+            }
+            if versions
+                .windows(2)
+                .any(|w| w[0].mod_revision > w[1].mod_revision)
+            {
+                return Err("history out of revision order");
+            }
+            let mut compacted = 0;
+            for v in versions {
+                if v.mod_revision < 1 || v.mod_revision > kv.revision {
+                    return Err("version revision outside 1..=revision");
+                }
+                if let Some(p) = &v.put {
+                    if p.create_revision < 1 || p.create_revision > v.mod_revision {
+                        return Err("create revision outside 1..=mod revision");
+                    }
+                    if p.version < 1 || p.version > v.mod_revision {
+                        return Err("version outside 1..=mod revision");
+                    }
+                }
+                if v.mod_revision <= kv.compact_revision {
+                    compacted += 1;
+                    if v.put.is_none() {
+                        return Err("tombstone at or below the compact revision");
+                    }
+                }
+            }
+            if compacted > 1 {
+                return Err("several versions at or below the compact revision");
+            }
+        }
+        let limits = self.sessions.limits();
+        if limits.idle_entries_max == 0 || limits.sessions_max == 0 {
+            return Err("zero session limits");
+        }
+        if self.sessions.len() > limits.sessions_max {
+            return Err("more sessions than the limit");
+        }
+        if self
+            .sessions
+            .iter()
+            .any(|(_, s)| s.last_used > self.applied_index)
+        {
+            return Err("session used after the applied index");
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,288 @@
+//! The machine as the node drives it: entries in, replies and events out,
+//! sessions, and snapshots.
+
+use bytes::Bytes;
+
+use super::*;
+use crate::event::{KvEvent, RegisterEvent};
+use crate::kv::{CompactRequest, PutRequest};
+
+fn reg(name: &str) -> String {
+    name.to_owned()
+}
+
+fn add(name: &str, delta: i64) -> Op {
+    Op::RegisterAdd {
+        name: reg(name),
+        delta,
+    }
+}
+
+fn put(k: &str, v: &str) -> Op {
+    Op::Put(PutRequest {
+        key: Bytes::copy_from_slice(k.as_bytes()),
+        value: Bytes::copy_from_slice(v.as_bytes()),
+        ..PutRequest::default()
+    })
+}
+
+struct Driver {
+    sm: StateMachine,
+    index: u64,
+}
+
+impl Driver {
+    fn new(sm: StateMachine) -> Driver {
+        let index = sm.applied_index();
+        Driver { sm, index }
+    }
+
+    fn apply(&mut self, cmd: Command) -> Applied {
+        self.index += 1;
+        self.sm.apply(self.index, &cmd.encode())
+    }
+
+    fn session(&mut self, client: u64, seq: u64, op: Op) -> Result<Reply, ApplyError> {
+        self.apply(Command::with_session(client, seq, op)).reply
+    }
+
+    fn noops(&mut self, n: u64) {
+        for _ in 0..n {
+            self.index += 1;
+            self.sm.apply_noop(self.index);
+        }
+    }
+}
+
+#[test]
+fn retries_are_answered_once() {
+    let mut d = Driver::new(StateMachine::new());
+    assert_eq!(d.session(1, 1, add("x", 5)), Ok(Reply::Value(5)));
+    let retry = d.apply(Command::with_session(1, 1, add("x", 5)));
+    assert_eq!(retry.reply, Ok(Reply::Value(5)));
+    assert!(retry.events.is_empty(), "nothing applied again");
+    assert_eq!(d.sm.read_register("x"), 5);
+    assert_eq!(d.session(1, 2, add("x", 1)), Ok(Reply::Value(6)));
+    assert_eq!(
+        d.session(1, 1, add("x", 5)),
+        Err(ApplyError::StaleSequence {
+            client: 1,
+            seq: 1,
+            applied: 2
+        })
+    );
+    assert_eq!(d.sm.read_register("x"), 6);
+    assert_eq!(d.sm.session_seq(1), 2);
+}
+
+#[test]
+fn error_replies_are_kept_for_retries_too() {
+    let mut d = Driver::new(StateMachine::new());
+    d.apply(Command::new(Op::RegisterSet {
+        name: reg("x"),
+        value: i64::MAX,
+    }));
+    let overflow = Ok(Reply::Error(StateError::Overflow {
+        value: i64::MAX,
+        delta: 1,
+    }));
+    assert_eq!(d.session(9, 1, add("x", 1)), overflow);
+    d.apply(Command::new(Op::RegisterSet {
+        name: reg("x"),
+        value: 0,
+    }));
+    assert_eq!(d.session(9, 1, add("x", 1)), overflow, "not re-run");
+    assert_eq!(d.sm.read_register("x"), 0);
+}
+
+#[test]
+fn sessions_expire_deterministically_then_requests_apply_again() {
+    let limits = SessionLimits {
+        idle_entries_max: 5,
+        sessions_max: 10,
+    };
+    let mut d = Driver::new(StateMachine::with_session_limits(limits));
+    d.session(1, 1, add("x", 1)).unwrap(); // index 1
+    d.noops(5); // through index 6: idle for 5
+    assert_eq!(d.sm.session_seq(1), 1);
+    d.noops(1); // index 7: idle for 6 > 5
+    assert_eq!(d.sm.session_seq(1), 0);
+    assert_eq!(
+        d.session(1, 1, add("x", 1)),
+        Ok(Reply::Value(2)),
+        "outside the window a retry applies again: the documented trade-off"
+    );
+}
+
+#[test]
+fn the_table_evicts_the_least_recently_used() {
+    let limits = SessionLimits {
+        idle_entries_max: 1000,
+        sessions_max: 2,
+    };
+    let mut d = Driver::new(StateMachine::with_session_limits(limits));
+    d.session(1, 1, add("x", 1)).unwrap();
+    d.session(2, 1, add("x", 1)).unwrap();
+    d.session(1, 2, add("x", 1)).unwrap();
+    d.session(3, 1, add("x", 1)).unwrap();
+    assert_eq!(
+        (
+            d.sm.session_seq(1),
+            d.sm.session_seq(2),
+            d.sm.session_seq(3)
+        ),
+        (2, 0, 1)
+    );
+    assert_eq!(d.sm.session_count(), 2);
+}
+
+#[test]
+fn undecodable_entries_are_error_replies_and_still_applied() {
+    let mut sm = StateMachine::new();
+    let applied = sm.apply(1, b"\xffgarbage");
+    assert!(matches!(applied.reply, Err(ApplyError::Decode(_))));
+    assert!(applied.events.is_empty());
+    assert_eq!(sm.applied_index(), 1);
+    assert_eq!(sm.revision(), 1);
+}
+
+#[test]
+#[should_panic(expected = "apply out of order")]
+fn applying_out_of_order_is_a_bug() {
+    let mut sm = StateMachine::new();
+    sm.apply_noop(2);
+    sm.apply_noop(2);
+}
+
+#[test]
+fn events_cover_kv_and_registers_in_order() {
+    let mut d = Driver::new(StateMachine::new());
+    d.apply(Command::new(put("a", "1")));
+    let ev = d.apply(Command::new(put("a", "2"))).events;
+    let Event::Kv(KvEvent {
+        revision, prev, kv, ..
+    }) = &ev[0]
+    else {
+        panic!("{ev:?}")
+    };
+    assert_eq!(*revision, 3);
+    assert_eq!(prev.as_ref().map(|p| p.version), Some(1));
+    assert_eq!(kv.as_ref().map(|p| p.version), Some(2));
+    let ev = d.apply(Command::new(add("n", 3))).events;
+    assert_eq!(
+        ev,
+        vec![Event::Register(RegisterEvent {
+            name: reg("n"),
+            old: 0,
+            new: 3
+        })]
+    );
+}
+
+#[test]
+fn reads_through_the_log_and_locally_agree() {
+    let mut d = Driver::new(StateMachine::new());
+    d.apply(Command::new(put("a", "1")));
+    let req = RangeRequest::key("a");
+    let via_log = d.apply(Command::new(Op::Range(req.clone()))).reply;
+    assert_eq!(via_log, Ok(Reply::Range(d.sm.read_range(&req).unwrap())));
+    let get = d.apply(Command::new(Op::RegisterGet { name: reg("r") }));
+    assert_eq!(get.reply, Ok(Reply::Value(0)));
+}
+
+#[test]
+fn kv_errors_are_replies() {
+    let mut d = Driver::new(StateMachine::new());
+    d.apply(Command::new(put("a", "1")));
+    let compact = |revision| {
+        Command::new(Op::Compact(CompactRequest {
+            revision,
+            physical: true,
+        }))
+    };
+    assert_eq!(
+        d.apply(compact(9)).reply,
+        Ok(Reply::Error(StateError::FutureRevision))
+    );
+    assert!(matches!(d.apply(compact(2)).reply, Ok(Reply::Compact(_))));
+    assert_eq!(d.sm.compact_revision(), 2);
+    let mut old = RangeRequest::key("a");
+    old.revision = 1;
+    assert_eq!(d.sm.read_range(&old), Err(StateError::Compacted));
+}
+
+#[test]
+fn snapshot_round_trip_and_continuation() {
+    let mut d = Driver::new(StateMachine::new());
+    d.session(4, 1, put("a", "1")).unwrap();
+    d.apply(Command::new(put("b", "2")));
+    d.session(5, 7, add("r", -3)).unwrap();
+    d.noops(2);
+    let snap = d.sm.snapshot();
+    let restored = StateMachine::restore(&snap).unwrap();
+    assert_eq!(restored, d.sm);
+    restored.check_invariants();
+    let mut e = Driver::new(restored);
+    let next = Command::with_session(4, 1, put("a", "x"));
+    assert_eq!(e.apply(next.clone()), d.apply(next), "the retry is known");
+    assert_eq!(e.sm, d.sm);
+}
+
+#[test]
+fn empty_snapshot_is_the_empty_machine() {
+    assert_eq!(StateMachine::restore(&[]).unwrap(), StateMachine::new());
+}
+
+#[test]
+fn damaged_snapshots_are_refused() {
+    let mut d = Driver::new(StateMachine::new());
+    d.apply(Command::new(put("a", "1")));
+    let snap = d.sm.snapshot().to_vec();
+    for cut in 1..snap.len() {
+        assert!(
+            StateMachine::restore(&snap[..cut]).is_err(),
+            "truncated at {cut}"
+        );
+    }
+    let mut flipped = snap.clone();
+    let last = flipped.len() - 6;
+    flipped[last] ^= 1;
+    assert!(matches!(
+        StateMachine::restore(&flipped),
+        Err(DecodeError::Checksum { .. })
+    ));
+    let mut magic = snap.clone();
+    magic[0] = b'X';
+    assert_eq!(StateMachine::restore(&magic), Err(DecodeError::BadMagic));
+    let mut version = snap.clone();
+    version[4] = 9;
+    assert!(matches!(
+        StateMachine::restore(&version),
+        Err(DecodeError::Version { found: 9, .. })
+    ));
+    let mut trailing = snap;
+    trailing.push(0);
+    assert_eq!(
+        StateMachine::restore(&trailing),
+        Err(DecodeError::Trailing(1))
+    );
+}
+
+#[test]
+fn intact_but_impossible_snapshots_are_refused() {
+    let mut sm = StateMachine::new();
+    sm.kv.revision = 0;
+    assert_eq!(
+        StateMachine::restore(&sm.snapshot()),
+        Err(DecodeError::Inconsistent("revision below 1"))
+    );
+    let mut d = Driver::new(StateMachine::new());
+    d.session(1, 1, add("x", 1)).unwrap();
+    d.sm.applied_index = 0;
+    assert_eq!(
+        StateMachine::restore(&d.sm.snapshot()),
+        Err(DecodeError::Inconsistent(
+            "session used after the applied index"
+        ))
+    );
+}

@@ -1,0 +1,27 @@
+//! The answer an applied command gives its client. Error results of
+//! well-formed requests (`Reply::Error`) are replies too: deterministic, so
+//! a session keeps them and a retry gets the same error.
+
+use crate::error::StateError;
+use crate::kv::{CompactResponse, DeleteRangeResponse, PutResponse, RangeResponse, TxnResponse};
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Reply {
+    Put(PutResponse),
+    Range(RangeResponse),
+    DeleteRange(DeleteRangeResponse),
+    Txn(TxnResponse),
+    Compact(CompactResponse),
+    /// Register get and add: the register's value now.
+    Value(i64),
+    /// Register set: the value it replaced.
+    Set {
+        previous: i64,
+    },
+    /// Register compare-and-set: whether it swapped, and the value now.
+    Cas {
+        swapped: bool,
+        current: i64,
+    },
+    Error(StateError),
+}

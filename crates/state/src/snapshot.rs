@@ -1,0 +1,156 @@
+//! Snapshot encoding of a whole `StateMachine`: the KV history (so reads at
+//! old revisions still work after a restore), revisions, registers, the
+//! session table with its kept replies and limits, and the applied index.
+//!
+//! ```text
+//! magic "FSSM" | version u8 | body length u64 | body | CRC-32 of body u32
+//! ```
+//!
+//! The checksum catches damage; the length catches truncation before the
+//! body is parsed; and the decoded state must pass `StateMachine::validate`,
+//! so a snapshot that is intact but describes an impossible state (a bug in
+//! whoever wrote it) is refused rather than crashing a later apply.
+//! Empty data is the empty machine: the bootstrap snapshot is empty.
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+
+use crate::codec::{get_reply, get_version, put_reply, put_version, Reader, Writer};
+use crate::crc32::crc32;
+use crate::error::DecodeError;
+use crate::kv::{History, KvStore};
+use crate::limits::{KEY_BYTES_MAX, REGISTER_NAME_BYTES_MAX};
+use crate::machine::StateMachine;
+use crate::registers::Registers;
+use crate::session::{Session, SessionLimits, Sessions};
+
+const MAGIC: &[u8; 4] = b"FSSM";
+const SNAPSHOT_VERSION: u8 = 1;
+
+pub(crate) fn encode(sm: &StateMachine) -> Bytes {
+    let body = encode_body(sm);
+    let mut w = Writer::new();
+    w.raw(MAGIC);
+    w.u8(SNAPSHOT_VERSION);
+    w.len(body.len());
+    w.raw(&body);
+    w.u32(crc32(&body));
+    w.finish()
+}
+
+fn encode_body(sm: &StateMachine) -> Bytes {
+    let mut w = Writer::new();
+    w.u64(sm.applied_index);
+    w.i64(sm.kv.revision);
+    w.i64(sm.kv.compact_revision);
+    w.len(sm.kv.keys.len());
+    for (key, history) in &sm.kv.keys {
+        w.bytes(key);
+        w.len(history.versions().len());
+        for v in history.versions() {
+            put_version(&mut w, v);
+        }
+    }
+    w.len(sm.registers.len());
+    for (name, value) in sm.registers.iter() {
+        w.str(name);
+        w.i64(value);
+    }
+    let limits = sm.sessions.limits();
+    w.u64(limits.idle_entries_max);
+    w.len(limits.sessions_max);
+    w.len(sm.sessions.len());
+    for (client, s) in sm.sessions.iter() {
+        w.u64(client);
+        w.u64(s.seq);
+        w.u64(s.last_used);
+        put_reply(&mut w, &s.reply);
+    }
+    w.finish()
+}
+
+pub(crate) fn decode(data: &[u8]) -> Result<StateMachine, DecodeError> {
+    if data.is_empty() {
+        return Ok(StateMachine::default());
+    }
+    let mut r = Reader::new(data);
+    if r.take(MAGIC.len())? != MAGIC {
+        return Err(DecodeError::BadMagic);
+    }
+    let version = r.u8()?;
+    if version != SNAPSHOT_VERSION {
+        return Err(DecodeError::Version {
+            found: version,
+            expected: SNAPSHOT_VERSION,
+        });
+    }
+    let body_len = r.len("snapshot body", usize::MAX)?;
+    let body = r.take(body_len)?;
+    let stored = r.u32()?;
+    r.finish()?;
+    let computed = crc32(body);
+    if stored != computed {
+        return Err(DecodeError::Checksum { stored, computed });
+    }
+    let sm = decode_body(body)?;
+    sm.validate().map_err(DecodeError::Inconsistent)?;
+    Ok(sm)
+}
+
+fn decode_body(body: &[u8]) -> Result<StateMachine, DecodeError> {
+    let mut r = Reader::new(body);
+    let applied_index = r.u64()?;
+    let revision = r.i64()?;
+    let compact_revision = r.i64()?;
+    let mut keys = BTreeMap::new();
+    for _ in 0..r.len("keys", usize::MAX)? {
+        let key = r.bytes("key", KEY_BYTES_MAX)?;
+        let n = r.len("versions", usize::MAX)?;
+        let mut versions = Vec::with_capacity(r.capacity(n));
+        for _ in 0..n {
+            versions.push(get_version(&mut r)?);
+        }
+        if keys.last_key_value().is_some_and(|(k, _)| *k >= key) {
+            return Err(DecodeError::Inconsistent("keys out of order"));
+        }
+        keys.insert(key, History::from_versions(versions));
+    }
+    let mut values = BTreeMap::new();
+    for _ in 0..r.len("registers", usize::MAX)? {
+        let name = r.string("register name", REGISTER_NAME_BYTES_MAX)?;
+        let value = r.i64()?;
+        if values.last_key_value().is_some_and(|(k, _)| *k >= name) {
+            return Err(DecodeError::Inconsistent("registers out of order"));
+        }
+        values.insert(name, value);
+    }
+    let limits = SessionLimits {
+        idle_entries_max: r.u64()?,
+        sessions_max: r.len("session limit", usize::MAX)?,
+    };
+    let mut sessions = BTreeMap::new();
+    for _ in 0..r.len("sessions", usize::MAX)? {
+        let client = r.u64()?;
+        let session = Session {
+            seq: r.u64()?,
+            last_used: r.u64()?,
+            reply: get_reply(&mut r)?,
+        };
+        if sessions.last_key_value().is_some_and(|(c, _)| *c >= client) {
+            return Err(DecodeError::Inconsistent("sessions out of order"));
+        }
+        sessions.insert(client, session);
+    }
+    r.finish()?;
+    Ok(StateMachine {
+        kv: KvStore {
+            keys,
+            revision,
+            compact_revision,
+        },
+        registers: Registers::from_values(values),
+        sessions: Sessions::from_sessions(limits, sessions),
+        applied_index,
+    })
+}

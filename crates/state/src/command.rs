@@ -42,6 +42,14 @@ pub enum Op {
         expected: i64,
         new: i64,
     },
+    /// A member's name and addresses (see `members.rs`); replies with the
+    /// whole table.
+    MemberPublish(crate::members::MemberInfo),
+    MemberForget {
+        id: u64,
+    },
+    /// Reads the member table.
+    MemberList,
 }
 
 impl Command {

@@ -20,6 +20,7 @@ pub mod event;
 pub mod kv;
 pub mod limits;
 pub mod machine;
+pub mod members;
 pub mod registers;
 pub mod reply;
 pub mod session;
@@ -34,6 +35,7 @@ pub use crate::kv::{
     RequestOp, ResponseOp, SortOrder, SortTarget, TxnRequest, TxnResponse,
 };
 pub use crate::machine::{Applied, StateMachine};
+pub use crate::members::{MemberInfo, Members};
 pub use crate::registers::Registers;
 pub use crate::reply::Reply;
 pub use crate::session::SessionLimits;

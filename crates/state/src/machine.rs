@@ -19,6 +19,7 @@ pub struct StateMachine {
     pub(crate) kv: KvStore,
     pub(crate) registers: Registers,
     pub(crate) sessions: Sessions,
+    pub(crate) members: crate::members::Members,
     /// The index of the last entry applied (0: none).
     /// Invariant: every session's `last_used <= applied_index`.
     pub(crate) applied_index: u64,
@@ -119,6 +120,10 @@ impl StateMachine {
         &self.registers
     }
 
+    pub fn members(&self) -> &crate::members::Members {
+        &self.members
+    }
+
     /// Everything (KV history, revisions, registers, sessions, applied
     /// index) in a versioned, checksummed encoding.
     pub fn snapshot(&self) -> Bytes {
@@ -197,6 +202,15 @@ impl StateMachine {
                     .compare_and_set(name, *expected, *new, events);
                 Ok(Reply::Cas { swapped, current })
             }
+            Op::MemberPublish(m) => {
+                self.members.publish(m.clone());
+                Ok(Reply::Members(self.members.list()))
+            }
+            Op::MemberForget { id } => {
+                self.members.forget(*id);
+                Ok(Reply::Members(self.members.list()))
+            }
+            Op::MemberList => Ok(Reply::Members(self.members.list())),
         };
         result.unwrap_or_else(Reply::Error)
     }

@@ -23,5 +23,19 @@ pub enum Reply {
         swapped: bool,
         current: i64,
     },
+    /// The member table, after a publish or forget, or for a list.
+    Members(Vec<crate::members::MemberInfo>),
     Error(StateError),
+}
+
+impl Reply {
+    /// The versioned binary form, for carrying a reply between nodes (a
+    /// follower forwards a write; the leader answers with this).
+    pub fn encode(&self) -> bytes::Bytes {
+        crate::codec::encode_reply(self)
+    }
+
+    pub fn decode(data: &[u8]) -> Result<Reply, crate::error::DecodeError> {
+        crate::codec::decode_reply(data)
+    }
 }

@@ -16,7 +16,9 @@ use std::collections::BTreeMap;
 
 use bytes::Bytes;
 
-use crate::codec::{get_reply, get_version, put_reply, put_version, Reader, Writer};
+use crate::codec::{
+    get_member, get_reply, get_version, put_member, put_reply, put_version, Reader, Writer,
+};
 use crate::crc32::crc32;
 use crate::error::DecodeError;
 use crate::kv::{History, KvStore};
@@ -26,7 +28,7 @@ use crate::registers::Registers;
 use crate::session::{Session, SessionLimits, Sessions};
 
 const MAGIC: &[u8; 4] = b"FSSM";
-const SNAPSHOT_VERSION: u8 = 1;
+const SNAPSHOT_VERSION: u8 = 2;
 
 pub(crate) fn encode(sm: &StateMachine) -> Bytes {
     let body = encode_body(sm);
@@ -66,6 +68,11 @@ fn encode_body(sm: &StateMachine) -> Bytes {
         w.u64(s.seq);
         w.u64(s.last_used);
         put_reply(&mut w, &s.reply);
+    }
+    let members = sm.members.list();
+    w.len(members.len());
+    for m in &members {
+        put_member(&mut w, m);
     }
     w.finish()
 }
@@ -142,6 +149,18 @@ fn decode_body(body: &[u8]) -> Result<StateMachine, DecodeError> {
         }
         sessions.insert(client, session);
     }
+    let mut members = crate::members::Members::default();
+    for _ in 0..r.len("members", usize::MAX)? {
+        let m = get_member(&mut r)?;
+        if members
+            .by_id
+            .last_key_value()
+            .is_some_and(|(id, _)| *id >= m.id)
+        {
+            return Err(DecodeError::Inconsistent("members out of order"));
+        }
+        members.publish(m);
+    }
     r.finish()?;
     Ok(StateMachine {
         kv: KvStore {
@@ -151,6 +170,7 @@ fn decode_body(body: &[u8]) -> Result<StateMachine, DecodeError> {
         },
         registers: Registers::from_values(values),
         sessions: Sessions::from_sessions(limits, sessions),
+        members,
         applied_index,
     })
 }

@@ -32,6 +32,63 @@ const OP_REGISTER_GET: u8 = 16;
 const OP_REGISTER_SET: u8 = 17;
 const OP_REGISTER_ADD: u8 = 18;
 const OP_REGISTER_CAS: u8 = 19;
+const OP_MEMBER_PUBLISH: u8 = 32;
+const OP_MEMBER_FORGET: u8 = 33;
+const OP_MEMBER_LIST: u8 = 34;
+
+/// Bounds on a member entry: names and addresses are short.
+const MEMBER_TEXT_BYTES_MAX: usize = 1024;
+const MEMBER_URLS_MAX: usize = 16;
+
+pub(crate) fn put_member(w: &mut Writer, m: &crate::members::MemberInfo) {
+    w.u64(m.id);
+    w.str(&m.name);
+    for urls in [&m.peer_urls, &m.client_urls] {
+        w.len(urls.len());
+        for u in urls {
+            w.str(u);
+        }
+    }
+}
+
+pub(crate) fn get_member(r: &mut Reader<'_>) -> Result<crate::members::MemberInfo, DecodeError> {
+    let id = r.u64()?;
+    let name = r.string("member name", MEMBER_TEXT_BYTES_MAX)?;
+    let mut lists = [Vec::new(), Vec::new()];
+    for list in &mut lists {
+        for _ in 0..r.len("member urls", MEMBER_URLS_MAX)? {
+            list.push(r.string("member url", MEMBER_TEXT_BYTES_MAX)?);
+        }
+    }
+    let [peer_urls, client_urls] = lists;
+    Ok(crate::members::MemberInfo {
+        id,
+        name,
+        peer_urls,
+        client_urls,
+    })
+}
+
+pub(crate) fn encode_reply(reply: &crate::reply::Reply) -> Bytes {
+    let mut w = Writer::new();
+    w.u8(COMMAND_VERSION);
+    put_reply(&mut w, reply);
+    w.finish()
+}
+
+pub(crate) fn decode_reply(data: &[u8]) -> Result<crate::reply::Reply, DecodeError> {
+    let mut r = Reader::new(data);
+    let version = r.u8()?;
+    if version != COMMAND_VERSION {
+        return Err(DecodeError::Version {
+            found: version,
+            expected: COMMAND_VERSION,
+        });
+    }
+    let reply = get_reply(&mut r)?;
+    r.finish()?;
+    Ok(reply)
+}
 
 pub(crate) fn encode_command(cmd: &Command) -> Bytes {
     let mut w = Writer::new();
@@ -119,6 +176,15 @@ fn put_op(w: &mut Writer, op: &Op) {
             w.i64(*expected);
             w.i64(*new);
         }
+        Op::MemberPublish(m) => {
+            w.u8(OP_MEMBER_PUBLISH);
+            put_member(w, m);
+        }
+        Op::MemberForget { id } => {
+            w.u8(OP_MEMBER_FORGET);
+            w.u64(*id);
+        }
+        Op::MemberList => w.u8(OP_MEMBER_LIST),
     }
 }
 
@@ -147,6 +213,9 @@ fn get_op(r: &mut Reader<'_>) -> Result<Op, DecodeError> {
             expected: r.i64()?,
             new: r.i64()?,
         },
+        OP_MEMBER_PUBLISH => Op::MemberPublish(get_member(r)?),
+        OP_MEMBER_FORGET => Op::MemberForget { id: r.u64()? },
+        OP_MEMBER_LIST => Op::MemberList,
         tag => return Err(DecodeError::UnknownTag { what: "op", tag }),
     })
 }

@@ -14,6 +14,9 @@ const REPLY_COMPACT: u8 = 5;
 const REPLY_VALUE: u8 = 16;
 const REPLY_SET: u8 = 17;
 const REPLY_CAS: u8 = 18;
+const REPLY_MEMBERS: u8 = 19;
+/// At most this many members in a reply.
+const MEMBERS_MAX: usize = 1024;
 const REPLY_ERROR: u8 = 32;
 
 pub(crate) fn put_reply(w: &mut Writer, reply: &Reply) {
@@ -51,6 +54,13 @@ pub(crate) fn put_reply(w: &mut Writer, reply: &Reply) {
             w.bool(*swapped);
             w.i64(*current);
         }
+        Reply::Members(members) => {
+            w.u8(REPLY_MEMBERS);
+            w.len(members.len());
+            for m in members {
+                crate::codec::put_member(w, m);
+            }
+        }
         Reply::Error(e) => {
             w.u8(REPLY_ERROR);
             put_error(w, e);
@@ -67,6 +77,14 @@ pub(crate) fn get_reply(r: &mut Reader<'_>) -> Result<Reply, DecodeError> {
         REPLY_COMPACT => Reply::Compact(kv::get_compact_response(r)?),
         REPLY_VALUE => Reply::Value(r.i64()?),
         REPLY_SET => Reply::Set { previous: r.i64()? },
+        REPLY_MEMBERS => {
+            let n = r.len("members", MEMBERS_MAX)?;
+            let mut members = Vec::with_capacity(r.capacity(n));
+            for _ in 0..n {
+                members.push(crate::codec::get_member(r)?);
+            }
+            Reply::Members(members)
+        }
         REPLY_CAS => Reply::Cas {
             swapped: r.bool()?,
             current: r.i64()?,

@@ -389,6 +389,12 @@ impl Driver {
 
     /// Executes everything the core asks for, until it is quiet.
     fn flush(&mut self) {
+        let m = &self.metrics;
+        Metrics::set(&m.term, self.raft.term().0);
+        Metrics::set(&m.leader, self.raft.leader().map_or(0, |l| l.0));
+        Metrics::set(&m.commit, self.raft.commit().0);
+        Metrics::set(&m.applied, self.raft.applied().0);
+        Metrics::set(&m.is_leader, u64::from(self.raft.role() == Role::Leader));
         if self.raft.leader() != self.last_leader {
             self.last_leader = self.raft.leader();
             if self.last_leader.is_some() {

@@ -11,6 +11,14 @@ pub const SYNC_BUCKETS: [f64; 10] = [
 
 #[derive(Default, Debug)]
 pub struct Metrics {
+    /// The current term, the leader (0 if none), and the commit and applied
+    /// indexes, as of the driver's last turn: cheap to read for response
+    /// headers and `/metrics`.
+    pub term: AtomicU64,
+    pub leader: AtomicU64,
+    pub commit: AtomicU64,
+    pub applied: AtomicU64,
+    pub is_leader: AtomicU64,
     pub proposals: AtomicU64,
     pub proposals_failed: AtomicU64,
     pub reads: AtomicU64,
@@ -38,6 +46,10 @@ impl Metrics {
 
     pub fn get(counter: &AtomicU64) -> u64 {
         counter.load(Ordering::Relaxed)
+    }
+
+    pub fn set(gauge: &AtomicU64, value: u64) {
+        gauge.store(value, Ordering::Relaxed);
     }
 
     pub fn bump(counter: &AtomicU64) {

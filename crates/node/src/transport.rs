@@ -69,9 +69,11 @@ impl Transport {
 
     /// Teaches the transport where a (new) member listens.
     pub fn set_address(&self, id: NodeId, addr: SocketAddr) {
-        lock(&self.inner.addresses).insert(id, addr);
-        // A changed address takes effect on the next connection.
-        lock(&self.inner.queues).remove(&id);
+        let old = lock(&self.inner.addresses).insert(id, addr);
+        if old != Some(addr) {
+            // A changed address takes effect on the next connection.
+            lock(&self.inner.queues).remove(&id);
+        }
     }
 
     /// Queues a frame for `to`. Never blocks: a full queue drops the frame.

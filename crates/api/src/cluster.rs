@@ -1,0 +1,313 @@
+//! etcd's Cluster and Maintenance services, backed by real membership
+//! changes and the node's Raft status. Membership changes must be made by
+//! the leader; a follower forwards them to the leader's client address.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use ferrite_node::NodeError;
+use ferrite_proto::etcdserverpb as pb;
+use ferrite_proto::etcdserverpb::cluster_client::ClusterClient;
+use ferrite_proto::etcdserverpb::cluster_server::Cluster;
+use ferrite_proto::etcdserverpb::maintenance_server::Maintenance;
+use ferrite_raft::{MembershipChange, NodeId, Role};
+use ferrite_state::{MemberInfo, Op, Reply};
+use tonic::{Code, Request, Response, Status};
+
+use crate::context::{node_status, unexpected, Context};
+use crate::ids::node_id;
+
+/// The etcd version we speak; clients check it for feature support.
+pub const ETCD_VERSION: &str = "3.5.0";
+
+pub struct ClusterService(pub Context);
+pub struct MaintenanceService(pub Context);
+
+/// Parses `http://host:port` or `host:port`.
+pub fn parse_url(url: &str) -> Result<SocketAddr, Status> {
+    let text = url
+        .trim_start_matches("http://")
+        .trim_start_matches("https://")
+        .trim_end_matches('/');
+    text.parse().map_err(|_| {
+        Status::invalid_argument(format!(
+            "etcdserver: bad URL {url:?}: expected http://host:port"
+        ))
+    })
+}
+
+impl Context {
+    pub async fn member_table(&self) -> Result<Vec<MemberInfo>, Status> {
+        match self.read(Op::MemberList, true).await? {
+            Reply::Members(m) => Ok(m),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Every member of the configuration, named and addressed from the
+    /// member table.
+    pub async fn members(&self) -> Result<Vec<pb::Member>, Status> {
+        let status = self.node.status().await.map_err(node_status)?;
+        let table = self.member_table().await?;
+        let m = &status.membership;
+        let ids = m
+            .voters
+            .iter()
+            .map(|id| (id, false))
+            .chain(m.learners.iter().map(|id| (id, true)));
+        Ok(ids
+            .map(|(id, is_learner)| {
+                let info = table
+                    .iter()
+                    .find(|i| i.id == id.0)
+                    .cloned()
+                    .unwrap_or_default();
+                pb::Member {
+                    id: id.0,
+                    name: info.name,
+                    peer_ur_ls: info.peer_urls,
+                    client_ur_ls: info.client_urls,
+                    is_learner,
+                }
+            })
+            .collect())
+    }
+
+    /// The leader's client address, for forwarding leader-only requests.
+    async fn leader_url(&self) -> Result<String, Status> {
+        let leader = ferrite_node::Metrics::get(&self.metrics().leader);
+        if leader == 0 {
+            return Err(node_status(NodeError::NoLeader));
+        }
+        let table = self.member_table().await?;
+        table
+            .into_iter()
+            .find(|m| m.id == leader)
+            .and_then(|m| m.client_urls.into_iter().next())
+            .ok_or_else(|| {
+                Status::unavailable("etcdserver: the leader's client address is not known yet")
+            })
+    }
+
+    async fn leader_cluster_client(
+        &self,
+    ) -> Result<ClusterClient<tonic::transport::Channel>, Status> {
+        let url = self.leader_url().await?;
+        let endpoint = tonic::transport::Endpoint::from_shared(url)
+            .map_err(|e| Status::internal(e.to_string()))?
+            .timeout(Duration::from_secs(10));
+        ClusterClient::connect(endpoint)
+            .await
+            .map_err(|e| Status::unavailable(format!("etcdserver: cannot reach the leader: {e}")))
+    }
+
+    fn is_leader(&self) -> bool {
+        ferrite_node::Metrics::get(&self.metrics().is_leader) == 1
+    }
+}
+
+fn membership_status(e: NodeError) -> Status {
+    match e {
+        NodeError::Busy(why) if why.contains("behind") => Status::new(
+            Code::FailedPrecondition,
+            "etcdserver: can only promote a learner member which is in sync with leader",
+        ),
+        NodeError::Invalid(why) if why.contains("not a learner") => Status::new(
+            Code::FailedPrecondition,
+            "etcdserver: can only promote a learner member",
+        ),
+        NodeError::Invalid(why) if why.contains("not a member") => {
+            Status::new(Code::NotFound, "etcdserver: member not found")
+        }
+        NodeError::Invalid(why) if why.contains("already") => Status::new(
+            Code::FailedPrecondition,
+            "etcdserver: Peer URLs already exists",
+        ),
+        other => node_status(other),
+    }
+}
+
+#[tonic::async_trait]
+impl Cluster for ClusterService {
+    async fn member_add(
+        &self,
+        req: Request<pb::MemberAddRequest>,
+    ) -> Result<Response<pb::MemberAddResponse>, Status> {
+        if !self.0.is_leader() {
+            return self
+                .0
+                .leader_cluster_client()
+                .await?
+                .member_add(req.into_inner())
+                .await;
+        }
+        let req = req.into_inner();
+        let url = req
+            .peer_ur_ls
+            .first()
+            .ok_or_else(|| Status::invalid_argument("etcdserver: member add needs a peer URL"))?;
+        let addr = parse_url(url)?;
+        let id = node_id(addr);
+        let info = MemberInfo {
+            id: id.0,
+            name: String::new(),
+            peer_urls: req.peer_ur_ls.clone(),
+            client_urls: Vec::new(),
+        };
+        // The address first, so the new member can be named before it joins.
+        self.0.write(Op::MemberPublish(info), None).await?;
+        self.0
+            .node
+            .add_member(id, addr, !req.is_learner)
+            .await
+            .map_err(membership_status)?;
+        let members = self.0.members().await?;
+        let member = members.iter().find(|m| m.id == id.0).cloned();
+        Ok(Response::new(pb::MemberAddResponse {
+            header: self.0.header(0),
+            member,
+            members,
+        }))
+    }
+
+    async fn member_remove(
+        &self,
+        req: Request<pb::MemberRemoveRequest>,
+    ) -> Result<Response<pb::MemberRemoveResponse>, Status> {
+        if !self.0.is_leader() {
+            return self
+                .0
+                .leader_cluster_client()
+                .await?
+                .member_remove(req.into_inner())
+                .await;
+        }
+        let id = req.into_inner().id;
+        self.0
+            .node
+            .change_membership(MembershipChange::Remove(NodeId(id)))
+            .await
+            .map_err(membership_status)?;
+        self.0.write(Op::MemberForget { id }, None).await?;
+        Ok(Response::new(pb::MemberRemoveResponse {
+            header: self.0.header(0),
+            members: self.0.members().await?,
+        }))
+    }
+
+    async fn member_update(
+        &self,
+        _req: Request<pb::MemberUpdateRequest>,
+    ) -> Result<Response<pb::MemberUpdateResponse>, Status> {
+        Err(Status::unimplemented(
+            "etcdserver: changing a member's peer URLs is not supported; remove and add it instead",
+        ))
+    }
+
+    async fn member_list(
+        &self,
+        _req: Request<pb::MemberListRequest>,
+    ) -> Result<Response<pb::MemberListResponse>, Status> {
+        Ok(Response::new(pb::MemberListResponse {
+            header: self.0.header(0),
+            members: self.0.members().await?,
+        }))
+    }
+
+    async fn member_promote(
+        &self,
+        req: Request<pb::MemberPromoteRequest>,
+    ) -> Result<Response<pb::MemberPromoteResponse>, Status> {
+        if !self.0.is_leader() {
+            return self
+                .0
+                .leader_cluster_client()
+                .await?
+                .member_promote(req.into_inner())
+                .await;
+        }
+        let id = req.into_inner().id;
+        self.0
+            .node
+            .change_membership(MembershipChange::Promote(NodeId(id)))
+            .await
+            .map_err(membership_status)?;
+        Ok(Response::new(pb::MemberPromoteResponse {
+            header: self.0.header(0),
+            members: self.0.members().await?,
+        }))
+    }
+}
+
+#[tonic::async_trait]
+impl Maintenance for MaintenanceService {
+    async fn status(
+        &self,
+        _req: Request<pb::StatusRequest>,
+    ) -> Result<Response<pb::StatusResponse>, Status> {
+        let s = self.0.node.status().await.map_err(node_status)?;
+        let is_learner = s.membership.learners.contains(&s.id);
+        Ok(Response::new(pb::StatusResponse {
+            header: self.0.header(0),
+            version: ETCD_VERSION.to_string(),
+            db_size: 0,
+            leader: s.leader.map_or(0, |l| l.0),
+            raft_index: s.last_index.0,
+            raft_term: s.term.0,
+            raft_applied_index: s.applied.0,
+            errors: Vec::new(),
+            db_size_in_use: 0,
+            is_learner,
+            ..Default::default()
+        }))
+    }
+
+    async fn alarm(
+        &self,
+        _req: Request<pb::AlarmRequest>,
+    ) -> Result<Response<pb::AlarmResponse>, Status> {
+        Ok(Response::new(pb::AlarmResponse {
+            header: self.0.header(0),
+            alarms: Vec::new(),
+        }))
+    }
+
+    async fn move_leader(
+        &self,
+        req: Request<pb::MoveLeaderRequest>,
+    ) -> Result<Response<pb::MoveLeaderResponse>, Status> {
+        let target = NodeId(req.into_inner().target_id);
+        let status = self.0.node.status().await.map_err(node_status)?;
+        if status.role != Role::Leader {
+            return Err(Status::new(
+                Code::FailedPrecondition,
+                "etcdserver: not leader",
+            ));
+        }
+        if !status.membership.voters.contains(&target) {
+            return Err(Status::new(
+                Code::FailedPrecondition,
+                "etcdserver: bad leader transferee",
+            ));
+        }
+        self.0
+            .node
+            .transfer_leader(target)
+            .await
+            .map_err(node_status)?;
+        // Answer once the target leads (or give up after an election timeout).
+        for _ in 0..100 {
+            let s = self.0.node.status().await.map_err(node_status)?;
+            if s.leader == Some(target) {
+                return Ok(Response::new(pb::MoveLeaderResponse {
+                    header: self.0.header(0),
+                }));
+            }
+            tokio::time::sleep(Duration::from_millis(30)).await;
+        }
+        Err(Status::new(
+            Code::Unavailable,
+            "etcdserver: request timed out, leader transfer took too long",
+        ))
+    }
+}

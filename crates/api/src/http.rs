@@ -1,0 +1,404 @@
+//! The HTTP front end: a small JSON API for curl and the browser, `/healthz`,
+//! and `/metrics` in Prometheus' text format.
+//!
+//! ```text
+//! GET    /v1/kv/{key}              one key (404 if absent)
+//! GET    /v1/kv?prefix=p           keys with a prefix
+//! PUT    /v1/kv/{key}   body=value
+//! DELETE /v1/kv/{key}
+//! GET    /v1/registers/{name}
+//! PUT    /v1/registers/{name}      {"value": n}
+//! POST   /v1/registers/{name}/add  {"delta": n}
+//! POST   /v1/registers/{name}/cas  {"expected": a, "new": b}
+//! GET    /v1/status                this node; /v1/members: the member table
+//! ```
+
+use std::fmt::Write as _;
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use bytes::Bytes;
+use ferrite_node::{Metrics, SYNC_BUCKETS};
+use ferrite_state::{DeleteRangeRequest, Op, PutRequest, RangeRequest, Reply};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::context::Context;
+
+pub fn router(ctx: Context) -> Router {
+    Router::new()
+        .route("/", get(index))
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .route("/v1/status", get(status))
+        .route("/v1/members", get(members))
+        .route("/v1/kv", get(list))
+        .route(
+            "/v1/kv/{*key}",
+            get(get_key).put(put_key).delete(delete_key),
+        )
+        .route("/v1/registers/{name}", get(get_register).put(set_register))
+        .route("/v1/registers/{name}/add", post(add_register))
+        .route("/v1/registers/{name}/cas", post(cas_register))
+        .with_state(ctx)
+}
+
+/// A failed request as JSON with the right status code.
+struct ApiError(StatusCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(json!({ "error": self.1 }))).into_response()
+    }
+}
+
+impl From<tonic::Status> for ApiError {
+    fn from(s: tonic::Status) -> ApiError {
+        let code = match s.code() {
+            tonic::Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            tonic::Code::InvalidArgument | tonic::Code::OutOfRange => StatusCode::BAD_REQUEST,
+            tonic::Code::NotFound => StatusCode::NOT_FOUND,
+            tonic::Code::FailedPrecondition => StatusCode::CONFLICT,
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        ApiError(code, s.message().to_string())
+    }
+}
+
+type ApiResult = Result<Json<Value>, ApiError>;
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn kv_json(kv: &ferrite_state::KeyValue) -> Value {
+    json!({
+        "key": text(&kv.key),
+        "value": text(&kv.value),
+        "create_revision": kv.create_revision,
+        "mod_revision": kv.mod_revision,
+        "version": kv.version,
+    })
+}
+
+fn bad_reply(reply: Reply) -> ApiError {
+    ApiError::from(crate::context::unexpected(reply))
+}
+
+async fn index(State(ctx): State<Context>) -> Html<String> {
+    Html(format!(
+        "<!doctype html><meta charset=utf-8><title>ferrite {name}</title>\
+         <h1>ferrite {name}</h1><p>JSON: <a href=/v1/status>/v1/status</a> · \
+         <a href=/v1/members>/v1/members</a> · <a href=/v1/kv?prefix=>/v1/kv</a> · \
+         <a href=/metrics>/metrics</a></p><pre id=s></pre>\
+         <script>async function t(){{try{{const r=await fetch('/v1/status');\
+         document.getElementById('s').textContent=JSON.stringify(await r.json(),null,2)}}catch(e){{}}}}\
+         t();setInterval(t,1000)</script>",
+        name = ctx.name
+    ))
+}
+
+async fn healthz(State(ctx): State<Context>) -> (StatusCode, &'static str) {
+    if Metrics::get(&ctx.metrics().leader) != 0 {
+        (StatusCode::OK, "ok\n")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "no leader\n")
+    }
+}
+
+async fn status(State(ctx): State<Context>) -> ApiResult {
+    let s = ctx
+        .node
+        .status()
+        .await
+        .map_err(crate::context::node_status)?;
+    Ok(Json(json!({
+        "id": s.id.0,
+        "name": ctx.name,
+        "role": format!("{:?}", s.role),
+        "term": s.term.0,
+        "leader": s.leader.map(|l| l.0),
+        "commit": s.commit.0,
+        "applied": s.applied.0,
+        "last_index": s.last_index.0,
+        "snapshot_index": s.snapshot_index.0,
+        "voters": s.membership.voters.iter().map(|v| v.0).collect::<Vec<_>>(),
+        "learners": s.membership.learners.iter().map(|v| v.0).collect::<Vec<_>>(),
+    })))
+}
+
+async fn members(State(ctx): State<Context>) -> ApiResult {
+    let members = ctx.members().await?;
+    Ok(Json(json!(members
+        .iter()
+        .map(|m| json!({
+            "id": m.id,
+            "name": m.name,
+            "peer_urls": m.peer_ur_ls,
+            "client_urls": m.client_ur_ls,
+            "is_learner": m.is_learner,
+        }))
+        .collect::<Vec<_>>())))
+}
+
+#[derive(Deserialize)]
+struct ListQuery {
+    #[serde(default)]
+    prefix: String,
+    #[serde(default)]
+    limit: i64,
+}
+
+/// The end of the range of keys that start with `prefix`, as etcd computes
+/// it ("\0" for every key when the prefix is empty or all 0xff).
+pub fn prefix_end(prefix: &[u8]) -> Bytes {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return Bytes::from(end);
+        }
+    }
+    Bytes::from_static(&[0])
+}
+
+async fn list(State(ctx): State<Context>, Query(q): Query<ListQuery>) -> ApiResult {
+    let key = if q.prefix.is_empty() {
+        Bytes::from_static(&[0])
+    } else {
+        Bytes::from(q.prefix.clone())
+    };
+    let req = RangeRequest {
+        key,
+        range_end: prefix_end(q.prefix.as_bytes()),
+        limit: q.limit,
+        ..RangeRequest::default()
+    };
+    match ctx.read(Op::Range(req), false).await? {
+        Reply::Range(r) => Ok(Json(json!({
+            "revision": r.revision,
+            "count": r.count,
+            "more": r.more,
+            "kvs": r.kvs.iter().map(kv_json).collect::<Vec<_>>(),
+        }))),
+        other => Err(bad_reply(other)),
+    }
+}
+
+async fn get_key(State(ctx): State<Context>, Path(key): Path<String>) -> ApiResult {
+    let req = RangeRequest {
+        key: Bytes::from(key.clone()),
+        ..RangeRequest::default()
+    };
+    match ctx.read(Op::Range(req), false).await? {
+        Reply::Range(r) => match r.kvs.first() {
+            Some(kv) => Ok(Json(kv_json(kv))),
+            None => Err(ApiError(
+                StatusCode::NOT_FOUND,
+                format!("key {key:?} not found"),
+            )),
+        },
+        other => Err(bad_reply(other)),
+    }
+}
+
+async fn put_key(State(ctx): State<Context>, Path(key): Path<String>, body: Bytes) -> ApiResult {
+    let req = PutRequest {
+        key: Bytes::from(key),
+        value: body,
+        ..PutRequest::default()
+    };
+    match ctx.write(Op::Put(req), None).await? {
+        Reply::Put(r) => Ok(Json(json!({ "revision": r.revision }))),
+        other => Err(bad_reply(other)),
+    }
+}
+
+async fn delete_key(State(ctx): State<Context>, Path(key): Path<String>) -> ApiResult {
+    let req = DeleteRangeRequest {
+        key: Bytes::from(key),
+        ..DeleteRangeRequest::default()
+    };
+    match ctx.write(Op::DeleteRange(req), None).await? {
+        Reply::DeleteRange(r) => Ok(Json(
+            json!({ "revision": r.revision, "deleted": r.deleted }),
+        )),
+        other => Err(bad_reply(other)),
+    }
+}
+
+async fn get_register(State(ctx): State<Context>, Path(name): Path<String>) -> ApiResult {
+    match ctx
+        .read(Op::RegisterGet { name: name.clone() }, false)
+        .await?
+    {
+        Reply::Value(v) => Ok(Json(json!({ "name": name, "value": v }))),
+        other => Err(bad_reply(other)),
+    }
+}
+
+#[derive(Deserialize)]
+struct SetBody {
+    value: i64,
+}
+
+async fn set_register(
+    State(ctx): State<Context>,
+    Path(name): Path<String>,
+    Json(b): Json<SetBody>,
+) -> ApiResult {
+    let op = Op::RegisterSet {
+        name: name.clone(),
+        value: b.value,
+    };
+    match ctx.write(op, None).await? {
+        Reply::Set { previous } => Ok(Json(
+            json!({ "name": name, "value": b.value, "previous": previous }),
+        )),
+        other => Err(bad_reply(other)),
+    }
+}
+
+#[derive(Deserialize)]
+struct AddBody {
+    delta: i64,
+}
+
+async fn add_register(
+    State(ctx): State<Context>,
+    Path(name): Path<String>,
+    Json(b): Json<AddBody>,
+) -> ApiResult {
+    let op = Op::RegisterAdd {
+        name: name.clone(),
+        delta: b.delta,
+    };
+    match ctx.write(op, None).await? {
+        Reply::Value(v) => Ok(Json(json!({ "name": name, "value": v }))),
+        other => Err(bad_reply(other)),
+    }
+}
+
+#[derive(Deserialize)]
+struct CasBody {
+    expected: i64,
+    new: i64,
+}
+
+async fn cas_register(
+    State(ctx): State<Context>,
+    Path(name): Path<String>,
+    Json(b): Json<CasBody>,
+) -> ApiResult {
+    let op = Op::RegisterCas {
+        name: name.clone(),
+        expected: b.expected,
+        new: b.new,
+    };
+    match ctx.write(op, None).await? {
+        Reply::Cas { swapped, current } => Ok(Json(
+            json!({ "name": name, "succeeded": swapped, "value": current }),
+        )),
+        other => Err(bad_reply(other)),
+    }
+}
+
+async fn metrics(State(ctx): State<Context>) -> String {
+    let m = ctx.metrics();
+    let g = Metrics::get;
+    let mut out = String::new();
+    let mut line = |name: &str, kind: &str, help: &str, value: u64| {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+        );
+    };
+    line(
+        "ferrite_raft_term",
+        "gauge",
+        "Current Raft term.",
+        g(&m.term),
+    );
+    line(
+        "ferrite_raft_is_leader",
+        "gauge",
+        "1 if this node leads.",
+        g(&m.is_leader),
+    );
+    line(
+        "ferrite_raft_leader_id",
+        "gauge",
+        "Id of the known leader (0: none).",
+        g(&m.leader),
+    );
+    line(
+        "ferrite_raft_commit_index",
+        "gauge",
+        "Commit index.",
+        g(&m.commit),
+    );
+    line(
+        "ferrite_raft_applied_index",
+        "gauge",
+        "Applied index.",
+        g(&m.applied),
+    );
+    line(
+        "ferrite_proposals_total",
+        "counter",
+        "Writes proposed here.",
+        g(&m.proposals),
+    );
+    line(
+        "ferrite_proposals_failed_total",
+        "counter",
+        "Writes refused here.",
+        g(&m.proposals_failed),
+    );
+    line(
+        "ferrite_reads_total",
+        "counter",
+        "Reads served here.",
+        g(&m.reads),
+    );
+    line(
+        "ferrite_leader_changes_total",
+        "counter",
+        "Leaders seen.",
+        g(&m.leader_changes),
+    );
+    line(
+        "ferrite_peer_messages_refused_total",
+        "counter",
+        "Peer messages refused as malformed.",
+        g(&m.peer_frames_refused),
+    );
+    let _ = writeln!(
+        out,
+        "# HELP ferrite_wal_fsync_seconds Duration of the WAL's group-commit fdatasync.\n\
+         # TYPE ferrite_wal_fsync_seconds histogram"
+    );
+    let mut cumulative = 0;
+    for (i, le) in SYNC_BUCKETS.iter().enumerate() {
+        cumulative += g(&m.sync_buckets[i]);
+        let _ = writeln!(
+            out,
+            "ferrite_wal_fsync_seconds_bucket{{le=\"{le}\"}} {cumulative}"
+        );
+    }
+    cumulative += g(&m.sync_buckets[SYNC_BUCKETS.len()]);
+    let _ = writeln!(
+        out,
+        "ferrite_wal_fsync_seconds_bucket{{le=\"+Inf\"}} {cumulative}"
+    );
+    let _ = writeln!(
+        out,
+        "ferrite_wal_fsync_seconds_sum {}\nferrite_wal_fsync_seconds_count {}",
+        g(&m.sync_nanos) as f64 / 1e9,
+        g(&m.syncs)
+    );
+    out
+}

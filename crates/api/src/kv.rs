@@ -1,0 +1,79 @@
+//! etcd's KV service: Range, Put, DeleteRange, Txn, Compact.
+
+use ferrite_proto::etcdserverpb as pb;
+use ferrite_proto::etcdserverpb::kv_server::Kv;
+use ferrite_state::{Op, Reply};
+use tonic::{Request, Response, Status};
+
+use crate::context::{unexpected, Context};
+use crate::convert;
+
+pub struct KvService(pub Context);
+
+#[tonic::async_trait]
+impl Kv for KvService {
+    async fn range(
+        &self,
+        req: Request<pb::RangeRequest>,
+    ) -> Result<Response<pb::RangeResponse>, Status> {
+        let req = req.into_inner();
+        let serializable = req.serializable;
+        let header = |rev| self.0.header(rev);
+        match self
+            .0
+            .read(Op::Range(convert::range_request(req)), serializable)
+            .await?
+        {
+            Reply::Range(r) => Ok(Response::new(convert::range_response(r, header))),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn put(&self, req: Request<pb::PutRequest>) -> Result<Response<pb::PutResponse>, Status> {
+        let op = Op::Put(convert::put_request(req.into_inner()));
+        let header = |rev| self.0.header(rev);
+        match self.0.write(op, None).await? {
+            Reply::Put(r) => Ok(Response::new(convert::put_response(r, header))),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn delete_range(
+        &self,
+        req: Request<pb::DeleteRangeRequest>,
+    ) -> Result<Response<pb::DeleteRangeResponse>, Status> {
+        let op = Op::DeleteRange(convert::delete_request(req.into_inner()));
+        let header = |rev| self.0.header(rev);
+        match self.0.write(op, None).await? {
+            Reply::DeleteRange(r) => Ok(Response::new(convert::delete_response(r, header))),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn txn(&self, req: Request<pb::TxnRequest>) -> Result<Response<pb::TxnResponse>, Status> {
+        let txn = convert::txn_request(req.into_inner())
+            .map_err(|e| Status::invalid_argument(format!("etcdserver: {e}")))?;
+        let header = |rev| self.0.header(rev);
+        match self.0.write(Op::Txn(txn), None).await? {
+            Reply::Txn(r) => Ok(Response::new(convert::txn_response(r, &header))),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn compact(
+        &self,
+        req: Request<pb::CompactionRequest>,
+    ) -> Result<Response<pb::CompactionResponse>, Status> {
+        let req = req.into_inner();
+        let op = Op::Compact(ferrite_state::CompactRequest {
+            revision: req.revision,
+            physical: req.physical,
+        });
+        match self.0.write(op, None).await? {
+            Reply::Compact(r) => Ok(Response::new(pb::CompactionResponse {
+                header: self.0.header(r.revision),
+            })),
+            other => Err(unexpected(other)),
+        }
+    }
+}

@@ -1,0 +1,24 @@
+//! Ferrite's front ends. They translate, never decide: every request becomes
+//! a `ferrite-state` command proposed through the node, or a read served
+//! after ReadIndex, and every answer is translated back.
+//!
+//! - `kv.rs`, `cluster.rs`: the etcd v3 API (KV, Cluster, Maintenance).
+//! - `registers.rs`, `status.rs`: Ferrite's own gRPC services.
+//! - `http.rs`: JSON API, `/healthz`, `/metrics`.
+//! - `server.rs`: one server with all of them on a node.
+
+mod cluster;
+pub mod context;
+mod convert;
+pub mod http;
+pub mod ids;
+mod kv;
+pub mod machine;
+mod registers;
+pub mod server;
+mod status;
+
+pub use cluster::{parse_url, ETCD_VERSION};
+pub use context::Context;
+pub use server::{ServeError, Server, ServerOptions};
+pub use status::node_status_message;

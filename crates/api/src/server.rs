@@ -1,0 +1,160 @@
+//! One Ferrite server: the node, the gRPC front end (etcd v3 and Ferrite's
+//! services on one port) and the HTTP front end. Listeners are bound before
+//! anything starts, so a busy port is a clear error at start. Two small
+//! background tasks keep the member table current: this member publishes its
+//! name and addresses, and every member learns its peers' addresses from it.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use ferrite_node::{Node, NodeConfig};
+use ferrite_proto::etcdserverpb::cluster_server::ClusterServer;
+use ferrite_proto::etcdserverpb::kv_server::KvServer;
+use ferrite_proto::etcdserverpb::maintenance_server::MaintenanceServer;
+use ferrite_proto::ferrite::v1::registers_server::RegistersServer;
+use ferrite_proto::ferrite::v1::status_server::StatusServer;
+use ferrite_raft::NodeId;
+use ferrite_state::{MemberInfo, Op};
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+
+use crate::cluster::{parse_url, ClusterService, MaintenanceService};
+use crate::context::Context;
+use crate::kv::KvService;
+use crate::machine::Replicated;
+use crate::registers::RegistersService;
+use crate::status::StatusService;
+
+/// The largest gRPC message accepted: etcd's default request limit (1.5 MiB)
+/// plus room for framing.
+const GRPC_MESSAGE_BYTES_MAX: usize = 2 << 20;
+
+#[derive(Clone, Debug)]
+pub struct ServerOptions {
+    pub name: String,
+    pub node: NodeConfig,
+    pub listen_client: SocketAddr,
+    pub listen_http: SocketAddr,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("cannot listen on {addr} ({what}): {source}")]
+    Listen {
+        addr: SocketAddr,
+        what: &'static str,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Node(#[from] ferrite_node::StartError),
+}
+
+pub struct Server {
+    pub node: Node,
+    pub context: Context,
+    pub client_addr: SocketAddr,
+    pub http_addr: SocketAddr,
+}
+
+async fn bind(addr: SocketAddr, what: &'static str) -> Result<TcpListener, ServeError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServeError::Listen { addr, what, source })
+}
+
+impl Server {
+    pub async fn start(opts: ServerOptions) -> Result<Server, ServeError> {
+        let client = bind(opts.listen_client, "client gRPC").await?;
+        let http = bind(opts.listen_http, "HTTP").await?;
+        let client_addr = client.local_addr().map_err(|source| ServeError::Listen {
+            addr: opts.listen_client,
+            what: "client gRPC",
+            source,
+        })?;
+        let http_addr = http.local_addr().map_err(|source| ServeError::Listen {
+            addr: opts.listen_http,
+            what: "HTTP",
+            source,
+        })?;
+        let node = Node::start(opts.node.clone(), Replicated::new()).await?;
+        let context = Context {
+            node: node.clone(),
+            cluster_id: opts.node.cluster_id,
+            member_id: opts.node.id.0,
+            name: opts.name.clone(),
+        };
+
+        let grpc = tonic::transport::Server::builder()
+            .add_service(
+                KvServer::new(KvService(context.clone()))
+                    .max_decoding_message_size(GRPC_MESSAGE_BYTES_MAX),
+            )
+            .add_service(ClusterServer::new(ClusterService(context.clone())))
+            .add_service(MaintenanceServer::new(MaintenanceService(context.clone())))
+            .add_service(RegistersServer::new(RegistersService(context.clone())))
+            .add_service(StatusServer::new(StatusService(context.clone())));
+        tokio::spawn(async move {
+            if let Err(e) = grpc
+                .serve_with_incoming(TcpListenerStream::new(client))
+                .await
+            {
+                tracing::error!("gRPC server stopped: {e}");
+            }
+        });
+        let router = crate::http::router(context.clone());
+        tokio::spawn(async move {
+            if let Err(e) = axum::serve(http, router).await {
+                tracing::error!("HTTP server stopped: {e}");
+            }
+        });
+
+        let me = MemberInfo {
+            id: opts.node.id.0,
+            name: opts.name.clone(),
+            peer_urls: vec![format!("http://{}", opts.node.listen_peer)],
+            client_urls: vec![format!("http://{client_addr}")],
+        };
+        tokio::spawn(publish(context.clone(), me));
+        tokio::spawn(learn_addresses(context.clone()));
+        Ok(Server {
+            node,
+            context,
+            client_addr,
+            http_addr,
+        })
+    }
+}
+
+/// Makes this member's entry in the member table current, retrying until a
+/// leader takes it.
+async fn publish(ctx: Context, me: MemberInfo) {
+    loop {
+        match ctx.member_table().await {
+            Ok(table) if table.contains(&me) => return,
+            _ => {}
+        }
+        if ctx.write(Op::MemberPublish(me.clone()), None).await.is_ok() {
+            tracing::info!(name = %me.name, "published this member's addresses");
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Teaches the transport every member's peer address from the table, so
+/// that members added later are reachable from every node.
+async fn learn_addresses(ctx: Context) {
+    loop {
+        if let Ok(table) = ctx.member_table().await {
+            for m in table {
+                if m.id == ctx.member_id {
+                    continue;
+                }
+                if let Some(addr) = m.peer_urls.first().and_then(|u| parse_url(u).ok()) {
+                    ctx.node.set_peer_address(NodeId(m.id), addr);
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}

@@ -23,6 +23,15 @@ pub const ETCD_VERSION: &str = "3.5.0";
 pub struct ClusterService(pub Context);
 pub struct MaintenanceService(pub Context);
 
+/// `host:port` as a URL tonic can dial.
+pub fn dial_url(url: &str) -> String {
+    if url.contains("://") {
+        url.to_string()
+    } else {
+        format!("http://{url}")
+    }
+}
+
 /// Parses `http://host:port` or `host:port`.
 pub fn parse_url(url: &str) -> Result<SocketAddr, Status> {
     let text = url
@@ -93,7 +102,7 @@ impl Context {
         &self,
     ) -> Result<ClusterClient<tonic::transport::Channel>, Status> {
         let url = self.leader_url().await?;
-        let endpoint = tonic::transport::Endpoint::from_shared(url)
+        let endpoint = tonic::transport::Endpoint::from_shared(dial_url(&url))
             .map_err(|e| Status::internal(e.to_string()))?
             .timeout(Duration::from_secs(10));
         ClusterClient::connect(endpoint)

@@ -112,7 +112,10 @@ impl Server {
             id: opts.node.id.0,
             name: opts.name.clone(),
             peer_urls: vec![format!("http://{}", opts.node.listen_peer)],
-            client_urls: vec![format!("http://{client_addr}")],
+            // Without a scheme: etcdctl 3.4 puts a client URL verbatim into
+            // the HTTP/2 :authority header (`endpoint status --cluster`), and
+            // "http://..." there is a protocol error for our HTTP/2 server.
+            client_urls: vec![client_addr.to_string()],
         };
         tokio::spawn(publish(context.clone(), me));
         tokio::spawn(learn_addresses(context.clone()));

@@ -36,7 +36,7 @@ pub fn node_status_message(s: &NodeStatus, name: &str) -> fv::NodeStatus {
 }
 
 async fn ask(url: &str) -> Result<fv::NodeStatus, String> {
-    let endpoint = tonic::transport::Endpoint::from_shared(url.to_string())
+    let endpoint = tonic::transport::Endpoint::from_shared(crate::cluster::dial_url(url))
         .map_err(|e| e.to_string())?
         .connect_timeout(Duration::from_secs(1))
         .timeout(Duration::from_secs(2));

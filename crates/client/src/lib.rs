@@ -1,0 +1,462 @@
+//! The Rust client for Ferrite. It finds the leader and talks to it
+//! directly, moves on when a node is unreachable or an election is under
+//! way (with backoff, for a bounded time), and keeps a session (client id
+//! and sequence number) so that a register write retried after a failure is
+//! applied exactly once. Every decision it makes is reported as a `Notice`,
+//! which `ferrite shell` prints.
+
+use std::time::Duration;
+
+use ferrite_proto::etcdserverpb as pb;
+use ferrite_proto::etcdserverpb::cluster_client::ClusterClient;
+use ferrite_proto::etcdserverpb::kv_client::KvClient;
+use ferrite_proto::ferrite::v1 as fv;
+use ferrite_proto::ferrite::v1::registers_client::RegistersClient;
+use ferrite_proto::ferrite::v1::status_client::StatusClient;
+use tonic::transport::{Channel, Endpoint};
+use tonic::Code;
+
+pub use ferrite_proto::etcdserverpb::Member;
+pub use ferrite_proto::ferrite::v1::{MemberStatus, NodeStatus};
+pub use ferrite_proto::mvccpb::KeyValue;
+
+/// How long one operation keeps trying before it gives up.
+const PATIENCE: Duration = Duration::from_secs(15);
+const BACKOFF_MIN: Duration = Duration::from_millis(50);
+const BACKOFF_MAX: Duration = Duration::from_secs(1);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("no endpoint answered within {0:?}: {1}")]
+    Unavailable(Duration, String),
+    #[error("{0}")]
+    Refused(String),
+    #[error("bad endpoint {0:?}")]
+    BadEndpoint(String),
+}
+
+/// What the client did on the way to an answer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Notice {
+    Redirected { name: String, url: String },
+    NoLeader,
+    Unreachable { url: String, next: String },
+    Retrying(String),
+}
+
+pub struct Client {
+    endpoints: Vec<String>,
+    current: usize,
+    channel: Option<Channel>,
+    client_id: u64,
+    sequence: u64,
+    notify: Box<dyn Fn(Notice) + Send + Sync>,
+    found_leader: bool,
+}
+
+fn url(endpoint: &str) -> String {
+    if endpoint.starts_with("http://") || endpoint.starts_with("https://") {
+        endpoint.to_string()
+    } else {
+        format!("http://{endpoint}")
+    }
+}
+
+/// A client id that is unlikely to collide: time and process id mixed.
+fn new_client_id() -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    let mut z = nanos ^ (u64::from(std::process::id()) << 32);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    (z ^ (z >> 31)).max(1)
+}
+
+/// Whether an error means "try again, maybe elsewhere".
+fn retryable(s: &tonic::Status) -> bool {
+    matches!(
+        s.code(),
+        Code::Unavailable | Code::DeadlineExceeded | Code::Unknown | Code::Cancelled
+    )
+}
+
+impl Client {
+    pub fn new(endpoints: Vec<String>) -> Result<Client, ClientError> {
+        if endpoints.is_empty() {
+            return Err(ClientError::BadEndpoint(String::new()));
+        }
+        let endpoints: Vec<String> = endpoints.iter().map(|e| url(e)).collect();
+        for e in &endpoints {
+            Endpoint::from_shared(e.clone()).map_err(|_| ClientError::BadEndpoint(e.clone()))?;
+        }
+        Ok(Client {
+            endpoints,
+            current: 0,
+            channel: None,
+            client_id: new_client_id(),
+            sequence: 0,
+            notify: Box::new(|_| {}),
+            found_leader: false,
+        })
+    }
+
+    /// Reports every redirect, retry and unreachable node to `f`.
+    pub fn on_notice(&mut self, f: impl Fn(Notice) + Send + Sync + 'static) {
+        self.notify = Box::new(f);
+    }
+
+    pub fn endpoint(&self) -> &str {
+        &self.endpoints[self.current]
+    }
+
+    /// Uses `endpoint` from now on (and adds it if new).
+    pub fn use_endpoint(&mut self, endpoint: &str) {
+        let u = url(endpoint);
+        self.current = match self.endpoints.iter().position(|e| *e == u) {
+            Some(i) => i,
+            None => {
+                self.endpoints.push(u);
+                self.endpoints.len() - 1
+            }
+        };
+        self.channel = None;
+    }
+
+    async fn channel(&mut self) -> Result<Channel, tonic::Status> {
+        if let Some(c) = &self.channel {
+            return Ok(c.clone());
+        }
+        let endpoint = Endpoint::from_shared(self.endpoints[self.current].clone())
+            .map_err(|e| tonic::Status::invalid_argument(e.to_string()))?
+            .connect_timeout(Duration::from_secs(1))
+            .timeout(Duration::from_secs(10));
+        let channel = endpoint
+            .connect()
+            .await
+            .map_err(|e| tonic::Status::unavailable(format!("cannot connect: {e}")))?;
+        self.channel = Some(channel.clone());
+        Ok(channel)
+    }
+
+    fn next_endpoint(&mut self) {
+        let from = self.endpoints[self.current].clone();
+        self.current = (self.current + 1) % self.endpoints.len();
+        self.channel = None;
+        (self.notify)(Notice::Unreachable {
+            url: from,
+            next: self.endpoints[self.current].clone(),
+        });
+    }
+
+    /// Runs `call` against the current endpoint, moving on and backing off
+    /// on retryable errors, until it answers or patience runs out.
+    async fn call<T, F, Fut>(&mut self, mut call: F) -> Result<T, ClientError>
+    where
+        F: FnMut(Channel) -> Fut,
+        Fut: std::future::Future<Output = Result<T, tonic::Status>>,
+    {
+        if !self.found_leader {
+            self.found_leader = true;
+            let _ = self.go_to_leader().await;
+        }
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        let mut backoff = BACKOFF_MIN;
+        let mut last = String::new();
+        while tokio::time::Instant::now() < deadline {
+            let result = match self.channel().await {
+                Ok(channel) => call(channel).await,
+                Err(e) => Err(e),
+            };
+            match result {
+                Ok(v) => return Ok(v),
+                Err(s) if retryable(&s) => {
+                    last = s.message().to_string();
+                    if last.contains("no leader") {
+                        (self.notify)(Notice::NoLeader);
+                    } else if last.contains("cannot connect") || s.code() == Code::Unknown {
+                        self.next_endpoint();
+                    } else {
+                        (self.notify)(Notice::Retrying(last.clone()));
+                    }
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(BACKOFF_MAX);
+                }
+                Err(s) => return Err(ClientError::Refused(s.message().to_string())),
+            }
+        }
+        Err(ClientError::Unavailable(PATIENCE, last))
+    }
+
+    /// Asks the current endpoint who leads and switches to the leader's
+    /// client address.
+    pub async fn go_to_leader(&mut self) -> Result<(), ClientError> {
+        for _ in 0..self.endpoints.len() {
+            let Ok(channel) = self.channel().await else {
+                self.next_endpoint();
+                continue;
+            };
+            let status = StatusClient::new(channel.clone())
+                .node(fv::NodeStatusRequest {})
+                .await;
+            let Ok(status) = status else {
+                self.next_endpoint();
+                continue;
+            };
+            let Some(node) = status.into_inner().node else {
+                return Ok(());
+            };
+            if node.leader_id == 0 || node.leader_id == node.id {
+                return Ok(());
+            }
+            let members = ClusterClient::new(channel)
+                .member_list(pb::MemberListRequest::default())
+                .await
+                .map(|r| r.into_inner().members)
+                .unwrap_or_default();
+            if let Some(leader) = members.iter().find(|m| m.id == node.leader_id) {
+                if let Some(u) = leader.client_ur_ls.first() {
+                    (self.notify)(Notice::Redirected {
+                        name: leader.name.clone(),
+                        url: u.clone(),
+                    });
+                    self.use_endpoint(u);
+                }
+            }
+            return Ok(());
+        }
+        Ok(())
+    }
+
+    fn next_sequence(&mut self) -> u64 {
+        self.sequence += 1;
+        self.sequence
+    }
+
+    pub async fn put(&mut self, key: &[u8], value: &[u8]) -> Result<i64, ClientError> {
+        let req = pb::PutRequest {
+            key: key.to_vec(),
+            value: value.to_vec(),
+            ..Default::default()
+        };
+        let r = self
+            .call(|ch| {
+                let req = req.clone();
+                async move { KvClient::new(ch).put(req).await }
+            })
+            .await?;
+        Ok(r.into_inner().header.map_or(0, |h| h.revision))
+    }
+
+    pub async fn get(&mut self, key: &[u8]) -> Result<Option<KeyValue>, ClientError> {
+        let req = pb::RangeRequest {
+            key: key.to_vec(),
+            ..Default::default()
+        };
+        let r = self
+            .call(|ch| {
+                let req = req.clone();
+                async move { KvClient::new(ch).range(req).await }
+            })
+            .await?;
+        Ok(r.into_inner().kvs.into_iter().next())
+    }
+
+    pub async fn get_prefix(&mut self, prefix: &[u8]) -> Result<Vec<KeyValue>, ClientError> {
+        let mut end = prefix.to_vec();
+        let range_end = loop {
+            match end.pop() {
+                Some(b) if b < 0xff => {
+                    end.push(b + 1);
+                    break end;
+                }
+                Some(_) => continue,
+                None => break vec![0],
+            }
+        };
+        let key = if prefix.is_empty() {
+            vec![0]
+        } else {
+            prefix.to_vec()
+        };
+        let req = pb::RangeRequest {
+            key,
+            range_end,
+            ..Default::default()
+        };
+        let r = self
+            .call(|ch| {
+                let req = req.clone();
+                async move { KvClient::new(ch).range(req).await }
+            })
+            .await?;
+        Ok(r.into_inner().kvs)
+    }
+
+    pub async fn delete(&mut self, key: &[u8]) -> Result<i64, ClientError> {
+        let req = pb::DeleteRangeRequest {
+            key: key.to_vec(),
+            ..Default::default()
+        };
+        let r = self
+            .call(|ch| {
+                let req = req.clone();
+                async move { KvClient::new(ch).delete_range(req).await }
+            })
+            .await?;
+        Ok(r.into_inner().deleted)
+    }
+
+    pub async fn register_get(&mut self, name: &str) -> Result<i64, ClientError> {
+        let req = fv::GetRequest {
+            name: name.to_string(),
+            serializable: false,
+        };
+        let r = self
+            .call(|ch| {
+                let req = req.clone();
+                async move { RegistersClient::new(ch).get(req).await }
+            })
+            .await?;
+        Ok(r.into_inner().value)
+    }
+
+    /// Sets a register; returns the previous value. Exactly once.
+    pub async fn register_set(&mut self, name: &str, value: i64) -> Result<i64, ClientError> {
+        let req = fv::SetRequest {
+            name: name.to_string(),
+            value,
+            client_id: self.client_id,
+            sequence: self.next_sequence(),
+        };
+        let r = self
+            .call(|ch| {
+                let req = req.clone();
+                async move { RegistersClient::new(ch).set(req).await }
+            })
+            .await?;
+        Ok(r.into_inner().previous)
+    }
+
+    /// Adds to a register; returns the new value. Exactly once, even when
+    /// the request is retried after a leader failure.
+    pub async fn register_add(&mut self, name: &str, delta: i64) -> Result<i64, ClientError> {
+        let req = fv::AddRequest {
+            name: name.to_string(),
+            delta,
+            client_id: self.client_id,
+            sequence: self.next_sequence(),
+        };
+        let r = self
+            .call(|ch| {
+                let req = req.clone();
+                async move { RegistersClient::new(ch).add(req).await }
+            })
+            .await?;
+        Ok(r.into_inner().value)
+    }
+
+    /// Compare-and-set; returns whether it swapped and the value now.
+    pub async fn register_cas(
+        &mut self,
+        name: &str,
+        expected: i64,
+        new: i64,
+    ) -> Result<(bool, i64), ClientError> {
+        let req = fv::CompareAndSetRequest {
+            name: name.to_string(),
+            expected,
+            new_value: new,
+            client_id: self.client_id,
+            sequence: self.next_sequence(),
+        };
+        let r = self
+            .call(|ch| {
+                let req = req.clone();
+                async move { RegistersClient::new(ch).compare_and_set(req).await }
+            })
+            .await?;
+        let r = r.into_inner();
+        Ok((r.succeeded, r.current))
+    }
+
+    pub async fn members(&mut self) -> Result<Vec<Member>, ClientError> {
+        let r = self
+            .call(|ch| async move {
+                ClusterClient::new(ch)
+                    .member_list(pb::MemberListRequest::default())
+                    .await
+            })
+            .await?;
+        Ok(r.into_inner().members)
+    }
+
+    pub async fn member_add(
+        &mut self,
+        peer_url: &str,
+        learner: bool,
+    ) -> Result<Member, ClientError> {
+        let req = pb::MemberAddRequest {
+            peer_ur_ls: vec![peer_url.to_string()],
+            is_learner: learner,
+        };
+        let r = self
+            .call(|ch| {
+                let req = req.clone();
+                async move { ClusterClient::new(ch).member_add(req).await }
+            })
+            .await?;
+        r.into_inner()
+            .member
+            .ok_or_else(|| ClientError::Refused("no member in the answer".into()))
+    }
+
+    pub async fn member_remove(&mut self, id: u64) -> Result<(), ClientError> {
+        self.call(|ch| async move {
+            ClusterClient::new(ch)
+                .member_remove(pb::MemberRemoveRequest { id })
+                .await
+        })
+        .await
+        .map(|_| ())
+    }
+
+    pub async fn member_promote(&mut self, id: u64) -> Result<(), ClientError> {
+        self.call(|ch| async move {
+            ClusterClient::new(ch)
+                .member_promote(pb::MemberPromoteRequest { id })
+                .await
+        })
+        .await
+        .map(|_| ())
+    }
+
+    /// Every member's status, as the cluster reports it (unreachable
+    /// members carry an error).
+    pub async fn cluster_status(&mut self) -> Result<Vec<MemberStatus>, ClientError> {
+        let r = self
+            .call(|ch| async move {
+                StatusClient::new(ch)
+                    .cluster(fv::ClusterStatusRequest {})
+                    .await
+            })
+            .await?;
+        Ok(r.into_inner().members)
+    }
+}
+
+/// One node's status, asked directly (no retries): for polling.
+pub async fn node_status(endpoint: &str) -> Result<NodeStatus, String> {
+    let ep = Endpoint::from_shared(url(endpoint))
+        .map_err(|e| e.to_string())?
+        .connect_timeout(Duration::from_millis(500))
+        .timeout(Duration::from_secs(2));
+    let mut client = StatusClient::connect(ep).await.map_err(|e| e.to_string())?;
+    let r = client
+        .node(fv::NodeStatusRequest {})
+        .await
+        .map_err(|e| e.message().to_string())?;
+    r.into_inner()
+        .node
+        .ok_or_else(|| "empty answer".to_string())
+}

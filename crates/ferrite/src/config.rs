@@ -1,0 +1,246 @@
+//! `ferrite server` configuration: flags, optionally on top of a TOML file
+//! with the same keys. Everything is validated up front, so a mistake is one
+//! clear line at start rather than a surprise later.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::Args;
+use serde::Deserialize;
+
+/// Defaults: etcd's. A 100 ms heartbeat and a 1 s election timeout ride out
+/// a busy laptop's scheduling hiccups yet fail over within a couple of
+/// seconds.
+pub const HEARTBEAT_MS: u64 = 100;
+pub const ELECTION_MS: u64 = 1000;
+
+#[derive(Args, Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerArgs {
+    /// A TOML file with any of these options (flags win).
+    #[arg(long)]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+    /// This member's name, as in the initial cluster.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Where this member keeps its WAL and snapshots.
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Founding members: `n1=127.0.0.1:2380,n2=127.0.0.1:22380,...` (peer addresses).
+    #[arg(long)]
+    pub initial_cluster: Option<String>,
+    /// Peer (Raft) address to listen on; defaults to this member's address in the initial cluster.
+    #[arg(long)]
+    pub listen_peer: Option<SocketAddr>,
+    /// Client gRPC address (etcd v3 API and Ferrite's services).
+    #[arg(long)]
+    pub listen_client: Option<SocketAddr>,
+    /// HTTP address (JSON API, dashboard, /metrics, /healthz).
+    #[arg(long)]
+    pub listen_http: Option<SocketAddr>,
+    /// Heartbeat interval in milliseconds (default 100).
+    #[arg(long)]
+    pub heartbeat_ms: Option<u64>,
+    /// Minimum election timeout in milliseconds (default 1000).
+    #[arg(long)]
+    pub election_ms: Option<u64>,
+    /// Join an existing cluster (after `ferrite member add`) instead of founding one.
+    #[arg(long)]
+    #[serde(default)]
+    pub join: bool,
+}
+
+/// A validated server configuration.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub name: String,
+    pub data_dir: PathBuf,
+    /// Founding members by name, with their peer addresses.
+    pub initial_cluster: BTreeMap<String, SocketAddr>,
+    pub listen_peer: SocketAddr,
+    pub listen_client: SocketAddr,
+    pub listen_http: SocketAddr,
+    pub tick: Duration,
+    pub election_ticks: u32,
+    pub join: bool,
+}
+
+impl ServerArgs {
+    /// Merges the TOML file (if any) under the flags, then validates.
+    pub fn resolve(self) -> anyhow::Result<ServerConfig> {
+        let file = match &self.config {
+            Some(path) => load(path)?,
+            None => ServerArgs::default(),
+        };
+        let name = self.name.or(file.name).context("--name is required")?;
+        if name.is_empty() || name.contains([',', '=']) {
+            bail!("--name {name:?}: must be non-empty, without ',' or '='");
+        }
+        let data_dir = self
+            .data_dir
+            .or(file.data_dir)
+            .unwrap_or_else(|| PathBuf::from(format!("ferrite-data/{name}")));
+        let cluster_text = self
+            .initial_cluster
+            .or(file.initial_cluster)
+            .context("--initial-cluster is required (e.g. n1=127.0.0.1:2380,n2=127.0.0.1:22380)")?;
+        let initial_cluster = parse_cluster(&cluster_text)?;
+        let join = self.join || file.join;
+        let listen_peer = match self.listen_peer.or(file.listen_peer) {
+            Some(addr) => addr,
+            None => *initial_cluster.get(&name).with_context(|| {
+                format!("{name} is not in --initial-cluster; give --listen-peer")
+            })?,
+        };
+        if !join && initial_cluster.get(&name) != Some(&listen_peer) {
+            bail!("--listen-peer {listen_peer} differs from {name}'s address in --initial-cluster");
+        }
+        let listen_client = self
+            .listen_client
+            .or(file.listen_client)
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 2379)));
+        let listen_http = self
+            .listen_http
+            .or(file.listen_http)
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080)));
+        let heartbeat_ms = self
+            .heartbeat_ms
+            .or(file.heartbeat_ms)
+            .unwrap_or(HEARTBEAT_MS);
+        let election_ms = self.election_ms.or(file.election_ms).unwrap_or(ELECTION_MS);
+        if heartbeat_ms == 0 || heartbeat_ms > 10_000 {
+            bail!("--heartbeat-ms {heartbeat_ms}: must be within 1..=10000");
+        }
+        if election_ms < 2 * heartbeat_ms || election_ms > 60_000 {
+            bail!("--election-ms {election_ms}: must be at least twice the heartbeat ({heartbeat_ms} ms) and at most 60000");
+        }
+        let addrs = [listen_peer, listen_client, listen_http];
+        for (i, a) in addrs.iter().enumerate() {
+            if addrs[..i].contains(a) {
+                bail!("address {a} is given for two listeners");
+            }
+        }
+        Ok(ServerConfig {
+            name,
+            data_dir,
+            initial_cluster,
+            listen_peer,
+            listen_client,
+            listen_http,
+            tick: Duration::from_millis(heartbeat_ms),
+            election_ticks: (election_ms / heartbeat_ms) as u32,
+            join,
+        })
+    }
+}
+
+fn load(path: &Path) -> anyhow::Result<ServerArgs> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    toml::from_str(&text).with_context(|| format!("{}: invalid configuration", path.display()))
+}
+
+/// Parses `n1=127.0.0.1:2380,n2=...`.
+pub fn parse_cluster(text: &str) -> anyhow::Result<BTreeMap<String, SocketAddr>> {
+    let mut members = BTreeMap::new();
+    for item in text.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let (name, addr) = item
+            .split_once('=')
+            .with_context(|| format!("{item:?}: expected name=host:port"))?;
+        let addr: SocketAddr = addr
+            .trim_start_matches("http://")
+            .parse()
+            .with_context(|| format!("{item:?}: {addr:?} is not a host:port address"))?;
+        if members.insert(name.to_string(), addr).is_some() {
+            bail!("{name} appears twice in the initial cluster");
+        }
+    }
+    if members.is_empty() {
+        bail!("the initial cluster is empty");
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for addr in members.values() {
+        if !seen.insert(addr) {
+            bail!("peer address {addr} appears twice in the initial cluster");
+        }
+    }
+    Ok(members)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(name: &str, cluster: &str) -> ServerArgs {
+        ServerArgs {
+            name: Some(name.into()),
+            initial_cluster: Some(cluster.into()),
+            ..ServerArgs::default()
+        }
+    }
+
+    #[test]
+    fn resolves_defaults_and_validates() {
+        let cfg = args("n1", "n1=127.0.0.1:2380,n2=127.0.0.1:22380")
+            .resolve()
+            .unwrap();
+        assert_eq!(cfg.listen_peer, "127.0.0.1:2380".parse().unwrap());
+        assert_eq!(cfg.election_ticks, 10);
+        assert_eq!(cfg.tick, Duration::from_millis(100));
+        assert!(
+            args("n9", "n1=127.0.0.1:2380").resolve().is_err(),
+            "not a member"
+        );
+        assert!(args("n1", "n1=nowhere").resolve().is_err(), "bad address");
+        assert!(
+            args("n1", "n1=127.0.0.1:1,n1=127.0.0.1:2")
+                .resolve()
+                .is_err(),
+            "duplicate"
+        );
+        assert!(
+            args("n1", "n1=127.0.0.1:1,n2=127.0.0.1:1")
+                .resolve()
+                .is_err(),
+            "same address"
+        );
+        let mut a = args("n1", "n1=127.0.0.1:2380");
+        a.election_ms = Some(100);
+        assert!(a.resolve().is_err(), "election below two heartbeats");
+        let mut a = args("n1", "n1=127.0.0.1:2380");
+        a.listen_client = Some("127.0.0.1:2380".parse().unwrap());
+        assert!(a.resolve().is_err(), "two listeners on one address");
+    }
+
+    #[test]
+    fn toml_file_under_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("n1.toml");
+        std::fs::write(
+            &path,
+            "name = \"n1\"\ninitial_cluster = \"n1=127.0.0.1:2380\"\nheartbeat_ms = 50\nelection_ms = 500\n",
+        )
+        .unwrap();
+        let cfg = ServerArgs {
+            config: Some(path.clone()),
+            heartbeat_ms: Some(20),
+            ..ServerArgs::default()
+        }
+        .resolve()
+        .unwrap();
+        assert_eq!(cfg.tick, Duration::from_millis(20), "the flag wins");
+        assert_eq!(cfg.election_ticks, 25);
+        std::fs::write(&path, "name = \"n1\"\nbogus = 1\n").unwrap();
+        let err = ServerArgs {
+            config: Some(path),
+            ..ServerArgs::default()
+        }
+        .resolve()
+        .unwrap_err();
+        assert!(format!("{err:#}").contains("bogus"), "{err:#}");
+    }
+}

@@ -1,0 +1,50 @@
+//! `ferrite server`: one member, until SIGINT or SIGTERM.
+
+use std::collections::BTreeMap;
+
+use anyhow::Context as _;
+use ferrite_api::ids::node_id;
+use ferrite_api::{Server, ServerOptions};
+use ferrite_node::NodeConfig;
+
+use crate::config::ServerConfig;
+
+pub async fn run(cfg: ServerConfig) -> anyhow::Result<()> {
+    let peers: BTreeMap<_, _> = cfg
+        .initial_cluster
+        .values()
+        .map(|addr| (node_id(*addr), *addr))
+        .collect();
+    let id = node_id(cfg.listen_peer);
+    let mut node = NodeConfig::new(id, peers, cfg.data_dir.clone());
+    node.listen_peer = cfg.listen_peer;
+    node.tick = cfg.tick;
+    node.election_ticks = cfg.election_ticks;
+    node.join = cfg.join;
+    let opts = ServerOptions {
+        name: cfg.name.clone(),
+        node,
+        listen_client: cfg.listen_client,
+        listen_http: cfg.listen_http,
+    };
+    let server = Server::start(opts)
+        .await
+        .with_context(|| format!("{} cannot start", cfg.name))?;
+    tracing::info!(
+        name = %cfg.name,
+        id = %format!("{:x}", id.0),
+        client = %server.client_addr,
+        http = %server.http_addr,
+        peer = %cfg.listen_peer,
+        "serving"
+    );
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("cannot watch for SIGTERM")?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    tracing::info!("stopping");
+    server.node.shutdown().await;
+    Ok(())
+}

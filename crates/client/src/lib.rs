@@ -172,9 +172,12 @@ impl Client {
                 Ok(v) => return Ok(v),
                 Err(s) if retryable(&s) => {
                     last = s.message().to_string();
+                    // The server's own refusals start with "etcdserver:";
+                    // anything else is the connection failing: move on.
+                    let from_server = last.starts_with("etcdserver:");
                     if last.contains("no leader") {
                         (self.notify)(Notice::NoLeader);
-                    } else if last.contains("cannot connect") || s.code() == Code::Unknown {
+                    } else if !from_server {
                         self.next_endpoint();
                     } else {
                         (self.notify)(Notice::Retrying(last.clone()));

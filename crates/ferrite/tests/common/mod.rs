@@ -1,0 +1,182 @@
+//! Real `ferrite server` processes on loopback, with ports picked free, a
+//! data directory each, and kill -9 / restart. Every wait is bounded.
+
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_ferrite");
+
+/// A port no other test of this process was given, free when asked.
+pub fn free_port() -> u16 {
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+    loop {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
+        let port = l.local_addr().expect("local address").port();
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
+}
+
+pub struct Member {
+    pub name: String,
+    pub peer: SocketAddr,
+    pub client: SocketAddr,
+    pub http: SocketAddr,
+    pub child: Option<Child>,
+}
+
+pub struct Cluster {
+    pub dir: tempfile::TempDir,
+    pub members: Vec<Member>,
+}
+
+fn addr(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+impl Cluster {
+    pub fn start(n: usize) -> Cluster {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let members = (1..=n)
+            .map(|k| Member {
+                name: format!("n{k}"),
+                peer: addr(free_port()),
+                client: addr(free_port()),
+                http: addr(free_port()),
+                child: None,
+            })
+            .collect();
+        let mut c = Cluster { dir, members };
+        for i in 0..n {
+            c.spawn(i);
+        }
+        c
+    }
+
+    pub fn initial_cluster(&self) -> String {
+        self.members
+            .iter()
+            .map(|m| format!("{}={}", m.name, m.peer))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    pub fn data_dir(&self, i: usize) -> PathBuf {
+        self.dir.path().join(&self.members[i].name)
+    }
+
+    pub fn spawn(&mut self, i: usize) {
+        let cluster = self.initial_cluster();
+        let data = self.data_dir(i);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(
+                self.dir
+                    .path()
+                    .join(format!("{}.log", self.members[i].name)),
+            )
+            .expect("log file");
+        let m = &mut self.members[i];
+        let child = Command::new(BIN)
+            .arg("server")
+            .args(["--name", &m.name])
+            .arg("--data-dir")
+            .arg(data)
+            .args(["--initial-cluster", &cluster])
+            .args(["--listen-peer", &m.peer.to_string()])
+            .args(["--listen-client", &m.client.to_string()])
+            .args(["--listen-http", &m.http.to_string()])
+            .args(["--heartbeat-ms", "50", "--election-ms", "500"])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("start ferrite server");
+        m.child = Some(child);
+    }
+
+    pub fn kill(&mut self, i: usize) {
+        if let Some(mut child) = self.members[i].child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn endpoints(&self) -> Vec<String> {
+        self.members.iter().map(|m| m.client.to_string()).collect()
+    }
+
+    pub fn log(&self, i: usize) -> String {
+        std::fs::read_to_string(
+            self.dir
+                .path()
+                .join(format!("{}.log", self.members[i].name)),
+        )
+        .unwrap_or_default()
+    }
+
+    /// The index of the member that leads, once every live member agrees.
+    pub async fn leader(&self, within: Duration) -> usize {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            let mut ids = Vec::new();
+            let mut leader_id = None;
+            for m in self.members.iter().filter(|m| m.child.is_some()) {
+                if let Ok(s) = ferrite_client::node_status(&m.client.to_string()).await {
+                    ids.push(s.id);
+                    if s.role == 3 {
+                        leader_id = Some(s.id);
+                    }
+                }
+            }
+            if let Some(id) = leader_id {
+                for (i, m) in self.members.iter().enumerate() {
+                    if m.child.is_some() {
+                        if let Ok(s) = ferrite_client::node_status(&m.client.to_string()).await {
+                            if s.id == id {
+                                return i;
+                            }
+                        }
+                    }
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let logs: Vec<String> = (0..self.members.len()).map(|i| self.log(i)).collect();
+        panic!(
+            "no leader within {within:?}; logs:\n{}",
+            logs.join("\n----\n")
+        );
+    }
+
+    pub fn etcdctl(&self, endpoint: &str, args: &[&str]) -> (bool, String) {
+        let out = Command::new("etcdctl")
+            .env("ETCDCTL_API", "3")
+            .args(["--endpoints", endpoint, "--command-timeout", "10s"])
+            .args(args)
+            .output()
+            .expect("etcdctl is installed (apt-get install etcd-client)");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.success(), text)
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for i in 0..self.members.len() {
+            self.kill(i);
+        }
+    }
+}

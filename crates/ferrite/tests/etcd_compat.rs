@@ -1,0 +1,118 @@
+//! Real clients no one here wrote, against real `ferrite server` processes:
+//! etcdctl and the etcd-client crate.
+
+mod common;
+
+use std::time::Duration;
+
+use common::Cluster;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcdctl_works_against_every_member_of_three() {
+    let c = Cluster::start(3);
+    c.leader(Duration::from_secs(20)).await;
+    let eps = c.endpoints();
+
+    let (ok, out) = c.etcdctl(&eps[0], &["put", "greeting", "hello"]);
+    assert!(ok && out.contains("OK"), "{out}");
+    for ep in &eps {
+        let (ok, out) = c.etcdctl(ep, &["get", "greeting"]);
+        assert!(ok && out.contains("greeting\nhello"), "get via {ep}: {out}");
+    }
+    // A write through a follower is forwarded to the leader.
+    let (ok, out) = c.etcdctl(&eps[2], &["put", "k2", "v2"]);
+    assert!(ok, "{out}");
+    let (ok, out) = c.etcdctl(&eps[1], &["get", "k", "--prefix"]);
+    assert!(ok && out.contains("k2\nv2"), "{out}");
+
+    let (ok, out) = c.etcdctl(&eps[1], &["del", "k2"]);
+    assert!(ok && out.trim() == "1", "{out}");
+
+    // A transaction: compare, then the success branch.
+    let out = std::process::Command::new("etcdctl")
+        .args(["--endpoints", &eps[0], "txn"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut child| {
+            use std::io::Write;
+            child.stdin.take().expect("stdin").write_all(
+                b"value(\"greeting\") = \"hello\"\n\nput greeting bonjour\n\nput greeting nope\n\n",
+            )?;
+            child.wait_with_output()
+        })
+        .expect("etcdctl txn");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.starts_with("SUCCESS"), "{text}");
+    let (_, out) = c.etcdctl(&eps[0], &["get", "greeting", "--print-value-only"]);
+    assert_eq!(out.trim(), "bonjour");
+
+    let (ok, out) = c.etcdctl(&eps[0], &["member", "list"]);
+    assert!(ok, "{out}");
+    for m in &c.members {
+        assert!(out.contains(&format!("started, {}", m.name)), "{out}");
+    }
+    for ep in &eps {
+        let (ok, out) = c.etcdctl(ep, &["endpoint", "status"]);
+        assert!(ok && out.contains("3.5.0"), "status via {ep}: {out}");
+    }
+    let (ok, out) = c.etcdctl(&eps[0], &["endpoint", "status", "--cluster", "-w", "table"]);
+    assert!(ok, "{out}");
+    assert_eq!(
+        out.matches(" true |").count(),
+        1,
+        "exactly one leader: {out}"
+    );
+    let (ok, out) = c.etcdctl(&eps[0], &["endpoint", "health"]);
+    assert!(ok && out.contains("is healthy"), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_etcd_client_crate_works_too() {
+    let c = Cluster::start(3);
+    c.leader(Duration::from_secs(20)).await;
+    let mut client = etcd_client::Client::connect(c.endpoints(), None)
+        .await
+        .expect("connect");
+    client.put("a", "1", None).await.expect("put");
+    let put = client
+        .put(
+            "a",
+            "2",
+            Some(etcd_client::PutOptions::new().with_prev_key()),
+        )
+        .await
+        .expect("put");
+    assert_eq!(put.prev_key().map(|kv| kv.value()), Some(&b"1"[..]));
+    let got = client.get("a", None).await.expect("get");
+    let kv = &got.kvs()[0];
+    assert_eq!(kv.value(), b"2");
+    assert_eq!(kv.version(), 2);
+    assert!(got
+        .header()
+        .is_some_and(|h| h.revision() >= 3 && h.raft_term() >= 1));
+    let old = client
+        .get(
+            "a",
+            Some(etcd_client::GetOptions::new().with_revision(kv.create_revision())),
+        )
+        .await
+        .expect("get at an old revision");
+    assert_eq!(old.kvs()[0].value(), b"1");
+    client
+        .compact(kv.mod_revision(), None)
+        .await
+        .expect("compact");
+    let err = client
+        .get(
+            "a",
+            Some(etcd_client::GetOptions::new().with_revision(kv.create_revision())),
+        )
+        .await
+        .expect_err("compacted");
+    assert!(err.to_string().contains("compacted"), "{err}");
+    let members = client.member_list().await.expect("member list");
+    assert_eq!(members.members().len(), 3);
+    let status = client.status().await.expect("status");
+    assert!(status.leader() != 0);
+}

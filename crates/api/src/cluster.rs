@@ -192,12 +192,22 @@ impl Cluster for ClusterService {
                 .await;
         }
         let id = req.into_inner().id;
-        self.0
+        // Forget the name first: a leader that removes itself steps down
+        // once the change commits, and could not write afterwards.
+        let table = self.0.member_table().await?;
+        let entry = table.into_iter().find(|m| m.id == id);
+        self.0.write(Op::MemberForget { id }, None).await?;
+        if let Err(e) = self
+            .0
             .node
             .change_membership(MembershipChange::Remove(NodeId(id)))
             .await
-            .map_err(membership_status)?;
-        self.0.write(Op::MemberForget { id }, None).await?;
+        {
+            if let Some(entry) = entry {
+                let _ = self.0.write(Op::MemberPublish(entry), None).await;
+            }
+            return Err(membership_status(e));
+        }
         Ok(Response::new(pb::MemberRemoveResponse {
             header: self.0.header(0),
             members: self.0.members().await?,

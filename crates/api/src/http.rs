@@ -376,29 +376,44 @@ async fn metrics(State(ctx): State<Context>) -> String {
         "Peer messages refused as malformed.",
         g(&m.peer_frames_refused),
     );
-    let _ = writeln!(
-        out,
-        "# HELP ferrite_wal_fsync_seconds Duration of the WAL's group-commit fdatasync.\n\
-         # TYPE ferrite_wal_fsync_seconds histogram"
+    histogram(
+        &mut out,
+        "ferrite_wal_fsync_seconds",
+        "Duration of the WAL's group-commit fdatasync.",
+        &m.sync_buckets,
+        g(&m.sync_nanos),
+        g(&m.syncs),
     );
-    let mut cumulative = 0;
-    for (i, le) in SYNC_BUCKETS.iter().enumerate() {
-        cumulative += g(&m.sync_buckets[i]);
-        let _ = writeln!(
-            out,
-            "ferrite_wal_fsync_seconds_bucket{{le=\"{le}\"}} {cumulative}"
-        );
-    }
-    cumulative += g(&m.sync_buckets[SYNC_BUCKETS.len()]);
-    let _ = writeln!(
-        out,
-        "ferrite_wal_fsync_seconds_bucket{{le=\"+Inf\"}} {cumulative}"
-    );
-    let _ = writeln!(
-        out,
-        "ferrite_wal_fsync_seconds_sum {}\nferrite_wal_fsync_seconds_count {}",
-        g(&m.sync_nanos) as f64 / 1e9,
-        g(&m.syncs)
+    histogram(
+        &mut out,
+        "ferrite_peer_round_trip_seconds",
+        "Heartbeat round trips from this leader to its peers.",
+        &m.peer_rtt_buckets,
+        g(&m.peer_rtt_nanos),
+        g(&m.peer_rtts),
     );
     out
+}
+
+fn histogram(
+    out: &mut String,
+    name: &str,
+    help: &str,
+    buckets: &[std::sync::atomic::AtomicU64],
+    sum_nanos: u64,
+    count: u64,
+) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+    let mut cumulative = 0;
+    for (i, le) in SYNC_BUCKETS.iter().enumerate() {
+        cumulative += Metrics::get(&buckets[i]);
+        let _ = writeln!(out, "{name}_bucket{{le=\"{le}\"}} {cumulative}");
+    }
+    cumulative += Metrics::get(&buckets[SYNC_BUCKETS.len()]);
+    let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {cumulative}");
+    let _ = writeln!(
+        out,
+        "{name}_sum {}\n{name}_count {count}",
+        sum_nanos as f64 / 1e9
+    );
 }

@@ -101,6 +101,9 @@ pub struct Driver {
     failed: Option<String>,
     metrics: Arc<Metrics>,
     last_leader: Option<NodeId>,
+    /// When the oldest unanswered heartbeat to each peer left, for the
+    /// round-trip metric.
+    heartbeat_sent: BTreeMap<NodeId, Instant>,
 }
 
 impl Driver {
@@ -126,6 +129,7 @@ impl Driver {
             failed: None,
             metrics,
             last_leader: None,
+            heartbeat_sent: BTreeMap::new(),
         }
     }
 
@@ -320,6 +324,11 @@ impl Driver {
             Frame::Hello { .. } => {}
             Frame::Raft(msg) => {
                 let from = msg.from;
+                if matches!(msg.body, ferrite_raft::Body::HeartbeatResponse { .. }) {
+                    if let Some(sent) = self.heartbeat_sent.remove(&from) {
+                        self.metrics.record_peer_rtt(sent.elapsed());
+                    }
+                }
                 if let Err(e) = self.raft.step(msg) {
                     Metrics::bump(&self.metrics.peer_frames_refused);
                     tracing::warn!(peer = %from, "refused a message: {e}");
@@ -417,6 +426,9 @@ impl Driver {
             }
             for msg in out.send {
                 let to = msg.to;
+                if matches!(msg.body, ferrite_raft::Body::Heartbeat { .. }) {
+                    self.heartbeat_sent.entry(to).or_insert_with(Instant::now);
+                }
                 self.transport.send(to, &Frame::Raft(msg));
             }
             if !out.apply.is_empty() {

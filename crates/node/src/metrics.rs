@@ -24,6 +24,10 @@ pub struct Metrics {
     pub reads: AtomicU64,
     pub leader_changes: AtomicU64,
     pub peer_frames_refused: AtomicU64,
+    /// Heartbeat round trips to peers: count, sum (ns), buckets as for syncs.
+    pub peer_rtts: AtomicU64,
+    pub peer_rtt_nanos: AtomicU64,
+    pub peer_rtt_buckets: [AtomicU64; SYNC_BUCKETS.len() + 1],
     pub syncs: AtomicU64,
     /// Sum of sync durations in nanoseconds.
     pub sync_nanos: AtomicU64,
@@ -42,6 +46,18 @@ impl Metrics {
             .position(|le| secs <= *le)
             .unwrap_or(SYNC_BUCKETS.len());
         self.sync_buckets[bucket].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn record_peer_rtt(&self, elapsed: Duration) {
+        self.peer_rtts.fetch_add(1, Ordering::Relaxed);
+        self.peer_rtt_nanos
+            .fetch_add(elapsed.as_nanos() as u64, Ordering::Relaxed);
+        let secs = elapsed.as_secs_f64();
+        let bucket = SYNC_BUCKETS
+            .iter()
+            .position(|le| secs <= *le)
+            .unwrap_or(SYNC_BUCKETS.len());
+        self.peer_rtt_buckets[bucket].fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn get(counter: &AtomicU64) -> u64 {

@@ -72,7 +72,23 @@ impl Cluster {
         self.dir.path().join(&self.members[i].name)
     }
 
+    /// Adds a member that will join (after `member add`), not yet started.
+    pub fn add_joiner(&mut self, name: &str) -> usize {
+        self.members.push(Member {
+            name: name.to_string(),
+            peer: addr(free_port()),
+            client: addr(free_port()),
+            http: addr(free_port()),
+            child: None,
+        });
+        self.members.len() - 1
+    }
+
     pub fn spawn(&mut self, i: usize) {
+        self.spawn_with(i, &[]);
+    }
+
+    pub fn spawn_with(&mut self, i: usize, extra: &[&str]) {
         let cluster = self.initial_cluster();
         let data = self.data_dir(i);
         let log = std::fs::OpenOptions::new()
@@ -95,6 +111,7 @@ impl Cluster {
             .args(["--listen-client", &m.client.to_string()])
             .args(["--listen-http", &m.http.to_string()])
             .args(["--heartbeat-ms", "50", "--election-ms", "500"])
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
             .stderr(log)
@@ -179,4 +196,28 @@ impl Drop for Cluster {
             self.kill(i);
         }
     }
+}
+
+/// A plain HTTP/1.1 request on loopback; returns (status, body).
+pub fn http(addr: SocketAddr, method: &str, path: &str, body: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).expect("connect to HTTP");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).expect("send");
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    let status = out
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = out
+        .split_once("\r\n\r\n")
+        .map_or(String::new(), |(_, b)| b.to_string());
+    (status, body)
 }

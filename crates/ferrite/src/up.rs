@@ -102,7 +102,13 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     );
     let client_addrs: Vec<SocketAddr> = members.iter().map(|m| m.client).collect();
     match crate::status::wait_for_leader(&client_addrs, Duration::from_secs(30)).await {
-        Some(leader) => println!("ferrite: leader is {leader}"),
+        Some(leader) => {
+            let name = members
+                .iter()
+                .find(|m| ferrite_api::ids::node_id(m.peer).0 == leader)
+                .map_or_else(|| format!("{leader:x}"), |m| m.name.clone());
+            println!("ferrite: leader is {name}");
+        }
         None => println!(
             "ferrite: no leader yet; see {}/n*.log",
             args.data_dir.display()

@@ -91,10 +91,11 @@ pub struct Driver {
     pub storage: mpsc::UnboundedSender<StorageMsg>,
     pub apply: mpsc::UnboundedSender<ApplyMsg>,
     next_id: u64,
-    /// Writes this follower forwarded to the leader, by request id.
-    forwarded: BTreeMap<u64, (Instant, Reply)>,
+    /// Writes this follower forwarded to the leader, by request id, with the
+    /// leader they went to.
+    forwarded: BTreeMap<u64, (Instant, NodeId, Reply)>,
     /// Reads waiting for the leader's read index, by request id.
-    remote_reads: BTreeMap<u64, (Instant, Bytes, Reply)>,
+    remote_reads: BTreeMap<u64, (Instant, NodeId, Bytes, Reply)>,
     /// Read-index contexts given to the core.
     reads: BTreeMap<u64, ReadOrigin>,
     last_sync: Duration,
@@ -179,27 +180,34 @@ impl Driver {
         self.raft.tick();
         // Requests whose answer never came: the leader died, or a message was
         // lost. The client retries.
-        let deadline = Instant::now() - self.cfg.request_timeout;
+        // A request sent to a leader that is no longer the leader will not be
+        // answered: say so now rather than at the timeout. A forwarded write
+        // may still commit, so its outcome is unknown (Timeout); a read was
+        // not served and can simply be retried.
+        let deadline = Instant::now().checked_sub(self.cfg.request_timeout);
+        let leader = self.raft.leader();
+        let gone =
+            |at: &Instant, to: &NodeId| deadline.is_some_and(|d| *at < d) || leader != Some(*to);
         let expired: Vec<u64> = self
             .forwarded
             .iter()
-            .filter(|(_, (at, _))| *at < deadline)
+            .filter(|(_, (at, to, _))| gone(at, to))
             .map(|(id, _)| *id)
             .collect();
         for id in expired {
-            if let Some((_, reply)) = self.forwarded.remove(&id) {
+            if let Some((_, _, reply)) = self.forwarded.remove(&id) {
                 let _ = reply.send(Err(NodeError::Timeout));
             }
         }
         let expired: Vec<u64> = self
             .remote_reads
             .iter()
-            .filter(|(_, (at, _, _))| *at < deadline)
+            .filter(|(_, (at, to, _, _))| gone(at, to))
             .map(|(id, _)| *id)
             .collect();
         for id in expired {
-            if let Some((_, _, reply)) = self.remote_reads.remove(&id) {
-                let _ = reply.send(Err(NodeError::Timeout));
+            if let Some((_, _, _, reply)) = self.remote_reads.remove(&id) {
+                let _ = reply.send(Err(NodeError::NoLeader));
             }
         }
     }
@@ -276,7 +284,7 @@ impl Driver {
             Ok((index, term)) => self.wait(index, term, reply),
             Err(ProposeError::NotLeader { leader }) => {
                 let id = self.next_id();
-                self.forwarded.insert(id, (Instant::now(), reply));
+                self.forwarded.insert(id, (Instant::now(), leader, reply));
                 let me = self.id();
                 self.transport
                     .send(leader, &Frame::Forward { id, from: me, data });
@@ -301,7 +309,7 @@ impl Driver {
             }
             Err(ProposeError::NotLeader { leader }) => {
                 self.remote_reads
-                    .insert(ctx, (Instant::now(), query, reply));
+                    .insert(ctx, (Instant::now(), leader, query, reply));
                 let me = self.id();
                 self.transport
                     .send(leader, &Frame::ReadIndex { id: ctx, from: me });
@@ -336,7 +344,7 @@ impl Driver {
             }
             Frame::Forward { id, from, data } => self.on_forward(id, from, data),
             Frame::ForwardReply { id, result } => {
-                if let Some((_, reply)) = self.forwarded.remove(&id) {
+                if let Some((_, _, reply)) = self.forwarded.remove(&id) {
                     let _ = reply.send(result.map_err(refusal_error));
                 }
             }
@@ -354,7 +362,7 @@ impl Driver {
                 }
             }
             Frame::ReadIndexReply { id, result } => {
-                if let Some((_, query, reply)) = self.remote_reads.remove(&id) {
+                if let Some((_, _, query, reply)) = self.remote_reads.remove(&id) {
                     match result {
                         Ok(index) => {
                             let _ = self.apply.send(ApplyMsg::ReadAt {

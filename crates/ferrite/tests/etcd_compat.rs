@@ -9,9 +9,19 @@ use common::Cluster;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn etcdctl_works_against_every_member_of_three() {
-    let c = Cluster::start(3);
-    c.leader(Duration::from_secs(20)).await;
+    etcdctl_against(3).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcdctl_works_against_every_member_of_five() {
+    etcdctl_against(5).await;
+}
+
+async fn etcdctl_against(n: usize) {
+    let c = Cluster::start(n);
+    let leader = c.leader(Duration::from_secs(20)).await;
     let eps = c.endpoints();
+    let follower = (leader + 1) % n;
 
     let (ok, out) = c.etcdctl(&eps[0], &["put", "greeting", "hello"]);
     assert!(ok && out.contains("OK"), "{out}");
@@ -20,7 +30,7 @@ async fn etcdctl_works_against_every_member_of_three() {
         assert!(ok && out.contains("greeting\nhello"), "get via {ep}: {out}");
     }
     // A write through a follower is forwarded to the leader.
-    let (ok, out) = c.etcdctl(&eps[2], &["put", "k2", "v2"]);
+    let (ok, out) = c.etcdctl(&eps[follower], &["put", "k2", "v2"]);
     assert!(ok, "{out}");
     let (ok, out) = c.etcdctl(&eps[1], &["get", "k", "--prefix"]);
     assert!(ok && out.contains("k2\nv2"), "{out}");

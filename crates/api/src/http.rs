@@ -380,29 +380,23 @@ async fn metrics(State(ctx): State<Context>) -> String {
         &mut out,
         "ferrite_wal_fsync_seconds",
         "Duration of the WAL's group-commit fdatasync.",
-        &m.sync_buckets,
-        g(&m.sync_nanos),
-        g(&m.syncs),
+        &m.sync,
     );
     histogram(
         &mut out,
         "ferrite_peer_round_trip_seconds",
         "Heartbeat round trips from this leader to its peers.",
-        &m.peer_rtt_buckets,
-        g(&m.peer_rtt_nanos),
-        g(&m.peer_rtts),
+        &m.peer_rtt,
     );
     out
 }
 
-fn histogram(
-    out: &mut String,
-    name: &str,
-    help: &str,
-    buckets: &[std::sync::atomic::AtomicU64],
-    sum_nanos: u64,
-    count: u64,
-) {
+fn histogram(out: &mut String, name: &str, help: &str, h: &ferrite_node::Histogram) {
+    let (buckets, sum_nanos, count) = (
+        &h.buckets,
+        Metrics::get(&h.sum_nanos),
+        Metrics::get(&h.count),
+    );
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
     let mut cumulative = 0;
     for (i, le) in SYNC_BUCKETS.iter().enumerate() {

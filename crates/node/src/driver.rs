@@ -334,7 +334,7 @@ impl Driver {
                 let from = msg.from;
                 if matches!(msg.body, ferrite_raft::Body::HeartbeatResponse { .. }) {
                     if let Some(sent) = self.heartbeat_sent.remove(&from) {
-                        self.metrics.record_peer_rtt(sent.elapsed());
+                        self.metrics.peer_rtt.record(sent.elapsed());
                     }
                 }
                 if let Err(e) = self.raft.step(msg) {

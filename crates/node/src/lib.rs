@@ -22,5 +22,5 @@ pub use config::{NodeConfig, TICK};
 pub use driver::Status;
 pub use error::{NodeError, StartError};
 pub use machine::StateMachine;
-pub use metrics::{Metrics, SYNC_BUCKETS};
+pub use metrics::{Histogram, Metrics, SYNC_BUCKETS};
 pub use node::{wait_for_leader, Node};

@@ -9,6 +9,29 @@ pub const SYNC_BUCKETS: [f64; 10] = [
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 1.0,
 ];
 
+/// A latency histogram: cumulative counts per bucket of `SYNC_BUCKETS`
+/// (plus +Inf last), with a count and a sum.
+#[derive(Default, Debug)]
+pub struct Histogram {
+    pub count: AtomicU64,
+    pub sum_nanos: AtomicU64,
+    pub buckets: [AtomicU64; SYNC_BUCKETS.len() + 1],
+}
+
+impl Histogram {
+    pub fn record(&self, elapsed: Duration) {
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.sum_nanos
+            .fetch_add(elapsed.as_nanos() as u64, Ordering::Relaxed);
+        let secs = elapsed.as_secs_f64();
+        let bucket = SYNC_BUCKETS
+            .iter()
+            .position(|le| secs <= *le)
+            .unwrap_or(SYNC_BUCKETS.len());
+        self.buckets[bucket].fetch_add(1, Ordering::Relaxed);
+    }
+}
+
 #[derive(Default, Debug)]
 pub struct Metrics {
     /// The current term, the leader (0 if none), and the commit and applied
@@ -24,42 +47,13 @@ pub struct Metrics {
     pub reads: AtomicU64,
     pub leader_changes: AtomicU64,
     pub peer_frames_refused: AtomicU64,
-    /// Heartbeat round trips to peers: count, sum (ns), buckets as for syncs.
-    pub peer_rtts: AtomicU64,
-    pub peer_rtt_nanos: AtomicU64,
-    pub peer_rtt_buckets: [AtomicU64; SYNC_BUCKETS.len() + 1],
-    pub syncs: AtomicU64,
-    /// Sum of sync durations in nanoseconds.
-    pub sync_nanos: AtomicU64,
-    /// Cumulative counts per bucket of `SYNC_BUCKETS` (plus +Inf last).
-    pub sync_buckets: [AtomicU64; SYNC_BUCKETS.len() + 1],
+    /// Heartbeat round trips from a leader to its peers.
+    pub peer_rtt: Histogram,
+    /// The WAL's group-commit fdatasync.
+    pub sync: Histogram,
 }
 
 impl Metrics {
-    pub fn record_sync(&self, elapsed: Duration) {
-        self.syncs.fetch_add(1, Ordering::Relaxed);
-        self.sync_nanos
-            .fetch_add(elapsed.as_nanos() as u64, Ordering::Relaxed);
-        let secs = elapsed.as_secs_f64();
-        let bucket = SYNC_BUCKETS
-            .iter()
-            .position(|le| secs <= *le)
-            .unwrap_or(SYNC_BUCKETS.len());
-        self.sync_buckets[bucket].fetch_add(1, Ordering::Relaxed);
-    }
-
-    pub fn record_peer_rtt(&self, elapsed: Duration) {
-        self.peer_rtts.fetch_add(1, Ordering::Relaxed);
-        self.peer_rtt_nanos
-            .fetch_add(elapsed.as_nanos() as u64, Ordering::Relaxed);
-        let secs = elapsed.as_secs_f64();
-        let bucket = SYNC_BUCKETS
-            .iter()
-            .position(|le| secs <= *le)
-            .unwrap_or(SYNC_BUCKETS.len());
-        self.peer_rtt_buckets[bucket].fetch_add(1, Ordering::Relaxed);
-    }
-
     pub fn get(counter: &AtomicU64) -> u64 {
         counter.load(Ordering::Relaxed)
     }
@@ -80,12 +74,12 @@ mod tests {
     #[test]
     fn syncs_land_in_their_bucket() {
         let m = Metrics::default();
-        m.record_sync(Duration::from_micros(80));
-        m.record_sync(Duration::from_millis(3));
-        m.record_sync(Duration::from_secs(5));
-        assert_eq!(Metrics::get(&m.syncs), 3);
-        assert_eq!(Metrics::get(&m.sync_buckets[0]), 1);
-        assert_eq!(Metrics::get(&m.sync_buckets[5]), 1);
-        assert_eq!(Metrics::get(&m.sync_buckets[SYNC_BUCKETS.len()]), 1);
+        m.sync.record(Duration::from_micros(80));
+        m.sync.record(Duration::from_millis(3));
+        m.sync.record(Duration::from_secs(5));
+        assert_eq!(Metrics::get(&m.sync.count), 3);
+        assert_eq!(Metrics::get(&m.sync.buckets[0]), 1);
+        assert_eq!(Metrics::get(&m.sync.buckets[5]), 1);
+        assert_eq!(Metrics::get(&m.sync.buckets[SYNC_BUCKETS.len()]), 1);
     }
 }

@@ -66,7 +66,7 @@ pub fn run(
             return;
         }
         let elapsed = started.elapsed();
-        metrics.record_sync(elapsed);
+        metrics.sync.record(elapsed);
         for msg in after {
             transport.send(msg.to, &Frame::Raft(msg));
         }

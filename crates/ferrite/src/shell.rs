@@ -117,12 +117,10 @@ async fn execute(
         "STATUS" => {
             let mut out = String::new();
             for m in client.cluster_status().await? {
-                let role = m.status.as_ref().map_or("unreachable", |s| match s.role {
-                    3 => "leader",
-                    2 => "candidate",
-                    1 => "pre-candidate",
-                    _ => "follower",
-                });
+                let role = m
+                    .status
+                    .as_ref()
+                    .map_or("unreachable", |s| crate::status::role_name(s.role));
                 out.push_str(&format!("{} {:x} {role}\n", m.name, m.id));
             }
             out.trim_end().to_string()

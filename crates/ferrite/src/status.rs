@@ -22,7 +22,7 @@ pub async fn wait_for_leader(endpoints: &[SocketAddr], within: Duration) -> Opti
     None
 }
 
-fn role_name(role: i32) -> &'static str {
+pub fn role_name(role: i32) -> &'static str {
     match role {
         3 => "leader",
         2 => "candidate",

@@ -178,37 +178,23 @@ impl Driver {
 
     fn on_tick(&mut self) {
         self.raft.tick();
-        // Requests whose answer never came: the leader died, or a message was
-        // lost. The client retries.
-        // A request sent to a leader that is no longer the leader will not be
-        // answered: say so now rather than at the timeout. A forwarded write
+        // Requests whose answer never came (the leader died, a message was
+        // lost), or sent to a leader that no longer leads and so will never
+        // answer: say so now rather than at the timeout. A forwarded write
         // may still commit, so its outcome is unknown (Timeout); a read was
         // not served and can simply be retried.
         let deadline = Instant::now().checked_sub(self.cfg.request_timeout);
         let leader = self.raft.leader();
         let gone =
             |at: &Instant, to: &NodeId| deadline.is_some_and(|d| *at < d) || leader != Some(*to);
-        let expired: Vec<u64> = self
-            .forwarded
-            .iter()
-            .filter(|(_, (at, to, _))| gone(at, to))
-            .map(|(id, _)| *id)
-            .collect();
-        for id in expired {
-            if let Some((_, _, reply)) = self.forwarded.remove(&id) {
-                let _ = reply.send(Err(NodeError::Timeout));
-            }
+        for (_, (_, _, reply)) in self.forwarded.extract_if(.., |_, (at, to, _)| gone(at, to)) {
+            let _ = reply.send(Err(NodeError::Timeout));
         }
-        let expired: Vec<u64> = self
+        for (_, (_, _, _, reply)) in self
             .remote_reads
-            .iter()
-            .filter(|(_, (at, to, _, _))| gone(at, to))
-            .map(|(id, _)| *id)
-            .collect();
-        for id in expired {
-            if let Some((_, _, _, reply)) = self.remote_reads.remove(&id) {
-                let _ = reply.send(Err(NodeError::NoLeader));
-            }
+            .extract_if(.., |_, (at, to, _, _)| gone(at, to))
+        {
+            let _ = reply.send(Err(NodeError::NoLeader));
         }
     }
 

@@ -50,6 +50,36 @@ pub enum Op {
     },
     /// Reads the member table.
     MemberList,
+    VolumeCreate {
+        name: String,
+        size: u64,
+    },
+    VolumeResize {
+        name: String,
+        size: u64,
+    },
+    VolumeDelete {
+        name: String,
+    },
+    VolumeList,
+    /// Writes `data` at `offset`; at most `VOLUME_WRITE_BYTES_MAX` bytes.
+    VolumeWrite {
+        name: String,
+        offset: u64,
+        data: Bytes,
+    },
+    /// Zeroes a range (trim, write-zeroes): it reads as zeros afterwards.
+    VolumeZero {
+        name: String,
+        offset: u64,
+        len: u64,
+    },
+    /// Read-only: `len` bytes at `offset`, at most `VOLUME_READ_BYTES_MAX`.
+    VolumeRead {
+        name: String,
+        offset: u64,
+        len: u64,
+    },
 }
 
 impl Command {

@@ -29,6 +29,22 @@ pub enum StateError {
     /// A register add whose result does not fit in an i64.
     #[error("register add overflows: {value} + {delta}")]
     Overflow { value: i64, delta: i64 },
+    #[error("volume {0:?} already exists")]
+    VolumeExists(String),
+    #[error("no volume named {0:?}")]
+    NoSuchVolume(String),
+    #[error("invalid volume name {0:?} (1 to 255 bytes, no control characters)")]
+    VolumeName(String),
+    #[error("volume size {size} exceeds the limit {max}")]
+    VolumeSize { size: u64, max: u64 },
+    #[error("at most {max} volumes")]
+    TooManyVolumes { max: usize },
+    /// A volume read proposed through the log: volume bytes are read from
+    /// the block store after ReadIndex, never through the log.
+    #[error("volume reads are served by the node, not through the log")]
+    LocalReadOnly,
+    #[error("range {offset}+{len} is outside the volume (size {size})")]
+    VolumeRange { offset: u64, len: u64, size: u64 },
 }
 
 /// Bytes that are not a valid command, reply or snapshot.

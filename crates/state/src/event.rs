@@ -13,6 +13,7 @@ use crate::kv::KeyValue;
 pub enum Event {
     Kv(KvEvent),
     Register(RegisterEvent),
+    Volume(VolumeEvent),
 }
 
 /// A key was put or deleted. All changes of one transaction share its
@@ -33,4 +34,22 @@ pub struct RegisterEvent {
     pub name: String,
     pub old: i64,
     pub new: i64,
+}
+
+/// A change to a block volume: what the apply loop does to the volume's
+/// sparse file. Replaying these in order from a volume file that holds, byte
+/// for byte, any state at or after an index `i` gives exactly the state
+/// after the last event replayed: every event sets the bytes it covers to
+/// values that do not depend on what was there. That is what lets snapshots
+/// copy volume files while they change (see `block_store.rs`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum VolumeEvent {
+    /// A new volume of `size` zero bytes.
+    Created { id: u64, size: u64 },
+    /// Shrunk (bytes past `new` dropped) or grown (new bytes zero).
+    Resized { id: u64, old: u64, new: u64 },
+    Deleted { id: u64 },
+    Written { id: u64, offset: u64, data: Bytes },
+    /// Trim and write-zeroes: the range reads as zeros afterwards.
+    Zeroed { id: u64, offset: u64, len: u64 },
 }

@@ -1,5 +1,6 @@
 //! Ferrite's replicated state machines: the etcd-style MVCC key-value store,
-//! named integer registers, and client sessions that make retried requests
+//! named integer registers, the block volume table (with the sparse files
+//! that hold volume bytes, `block_store.rs`), and client sessions that make retried requests
 //! exactly-once, behind one [`StateMachine`] that every replica applies in
 //! log order.
 //!
@@ -25,10 +26,13 @@ pub mod registers;
 pub mod reply;
 pub mod session;
 mod snapshot;
+pub mod volumes;
+pub mod block_store;
 
 pub use crate::command::{Command, Op};
 pub use crate::error::{ApplyError, DecodeError, StateError};
-pub use crate::event::{Event, KvEvent, RegisterEvent};
+pub use crate::block_store::{BlockStore, StoreError};
+pub use crate::event::{Event, KvEvent, RegisterEvent, VolumeEvent};
 pub use crate::kv::{
     CompactRequest, CompactResponse, Compare, CompareResult, CompareTarget, DeleteRangeRequest,
     DeleteRangeResponse, KeyValue, KvStore, PutRequest, PutResponse, RangeRequest, RangeResponse,
@@ -39,3 +43,4 @@ pub use crate::members::{MemberInfo, Members};
 pub use crate::registers::Registers;
 pub use crate::reply::Reply;
 pub use crate::session::SessionLimits;
+pub use crate::volumes::{VolumeInfo, Volumes};

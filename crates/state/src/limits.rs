@@ -31,3 +31,21 @@ pub const SESSIONS_MAX: usize = 65_536;
 const _: () = assert!(SESSION_IDLE_ENTRIES_MAX > 0);
 const _: () = assert!(SESSIONS_MAX > 0);
 const _: () = assert!(TXN_DEPTH_MAX > 0);
+
+/// The longest volume name: NBD export names are strings, and 255 bytes is
+/// what most file systems allow for one name.
+pub const VOLUME_NAME_BYTES_MAX: usize = 255;
+
+/// The largest volume: 64 TiB, far below what a sparse file on ext4 or XFS
+/// can hold, and a bound that keeps every offset + length inside a u64.
+pub const VOLUME_BYTES_MAX: u64 = 64 << 40;
+
+/// At most this many volumes.
+pub const VOLUMES_MAX: usize = 4096;
+
+/// The most data one volume write command carries. Larger client writes are
+/// split by the front end; a Raft entry holds at most 1 MiB.
+pub const VOLUME_WRITE_BYTES_MAX: usize = 512 * 1024;
+
+/// The most data one volume read returns.
+pub const VOLUME_READ_BYTES_MAX: u64 = 32 << 20;

@@ -20,6 +20,7 @@ pub struct StateMachine {
     pub(crate) registers: Registers,
     pub(crate) sessions: Sessions,
     pub(crate) members: crate::members::Members,
+    pub(crate) volumes: crate::volumes::Volumes,
     /// The index of the last entry applied (0: none).
     /// Invariant: every session's `last_used <= applied_index`.
     pub(crate) applied_index: u64,
@@ -124,6 +125,11 @@ impl StateMachine {
         &self.members
     }
 
+    /// The volume table; the bytes are in the node's `BlockStore`.
+    pub fn volumes(&self) -> &crate::volumes::Volumes {
+        &self.volumes
+    }
+
     /// Everything (KV history, revisions, registers, sessions, applied
     /// index) in a versioned, checksummed encoding.
     pub fn snapshot(&self) -> Bytes {
@@ -211,6 +217,26 @@ impl StateMachine {
                 Ok(Reply::Members(self.members.list()))
             }
             Op::MemberList => Ok(Reply::Members(self.members.list())),
+            Op::VolumeCreate { name, size } => self
+                .volumes
+                .create(self.applied_index, name, *size, events)
+                .map(Reply::Volume),
+            Op::VolumeResize { name, size } => {
+                self.volumes.resize(name, *size, events).map(Reply::Volume)
+            }
+            Op::VolumeDelete { name } => self.volumes.delete(name, events).map(Reply::Volume),
+            Op::VolumeList => Ok(Reply::Volumes(self.volumes.list())),
+            Op::VolumeWrite { name, offset, data } => self
+                .volumes
+                .write(name, *offset, data, events)
+                .map(|()| Reply::Done),
+            Op::VolumeZero { name, offset, len } => self
+                .volumes
+                .zero(name, *offset, *len, events)
+                .map(|()| Reply::Done),
+            // The bytes are not in this machine but in the block store: the
+            // node serves volume reads locally after ReadIndex.
+            Op::VolumeRead { .. } => Err(StateError::LocalReadOnly),
         };
         result.unwrap_or_else(Reply::Error)
     }

@@ -25,6 +25,13 @@ pub enum Reply {
     },
     /// The member table, after a publish or forget, or for a list.
     Members(Vec<crate::members::MemberInfo>),
+    /// A volume after a create, resize or delete.
+    Volume(crate::volumes::VolumeInfo),
+    Volumes(Vec<crate::volumes::VolumeInfo>),
+    /// A volume write or zero was applied.
+    Done,
+    /// A volume read's bytes.
+    Data(bytes::Bytes),
     Error(StateError),
 }
 

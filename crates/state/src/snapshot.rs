@@ -17,18 +17,22 @@ use std::collections::BTreeMap;
 use bytes::Bytes;
 
 use crate::codec::{
-    get_member, get_reply, get_version, put_member, put_reply, put_version, Reader, Writer,
+    get_member, get_reply, get_version, get_volume, put_member, put_reply, put_version,
+    put_volume, Reader, Writer,
 };
 use crate::crc32::crc32;
 use crate::error::DecodeError;
 use crate::kv::{History, KvStore};
-use crate::limits::{KEY_BYTES_MAX, REGISTER_NAME_BYTES_MAX};
+use crate::limits::{KEY_BYTES_MAX, REGISTER_NAME_BYTES_MAX, VOLUMES_MAX, VOLUME_BYTES_MAX};
 use crate::machine::StateMachine;
 use crate::registers::Registers;
 use crate::session::{Session, SessionLimits, Sessions};
+use crate::volumes::{VolumeInfo, Volumes};
 
 const MAGIC: &[u8; 4] = b"FSSM";
-const SNAPSHOT_VERSION: u8 = 2;
+const SNAPSHOT_VERSION: u8 = 3;
+/// Version 2 is version 3 without the volume table; still read.
+const SNAPSHOT_VERSION_NO_VOLUMES: u8 = 2;
 
 pub(crate) fn encode(sm: &StateMachine) -> Bytes {
     let body = encode_body(sm);
@@ -74,6 +78,11 @@ fn encode_body(sm: &StateMachine) -> Bytes {
     for m in &members {
         put_member(&mut w, m);
     }
+    let volumes = sm.volumes.list();
+    w.len(volumes.len());
+    for v in &volumes {
+        put_volume(&mut w, v);
+    }
     w.finish()
 }
 
@@ -86,7 +95,7 @@ pub(crate) fn decode(data: &[u8]) -> Result<StateMachine, DecodeError> {
         return Err(DecodeError::BadMagic);
     }
     let version = r.u8()?;
-    if version != SNAPSHOT_VERSION {
+    if version != SNAPSHOT_VERSION && version != SNAPSHOT_VERSION_NO_VOLUMES {
         return Err(DecodeError::Version {
             found: version,
             expected: SNAPSHOT_VERSION,
@@ -100,12 +109,12 @@ pub(crate) fn decode(data: &[u8]) -> Result<StateMachine, DecodeError> {
     if stored != computed {
         return Err(DecodeError::Checksum { stored, computed });
     }
-    let sm = decode_body(body)?;
+    let sm = decode_body(body, version)?;
     sm.validate().map_err(DecodeError::Inconsistent)?;
     Ok(sm)
 }
 
-fn decode_body(body: &[u8]) -> Result<StateMachine, DecodeError> {
+fn decode_body(body: &[u8], version: u8) -> Result<StateMachine, DecodeError> {
     let mut r = Reader::new(body);
     let applied_index = r.u64()?;
     let revision = r.i64()?;
@@ -161,6 +170,22 @@ fn decode_body(body: &[u8]) -> Result<StateMachine, DecodeError> {
         }
         members.publish(m);
     }
+    let mut volumes = Vec::new();
+    if version >= SNAPSHOT_VERSION {
+        for _ in 0..r.len("volumes", VOLUMES_MAX)? {
+            let v = get_volume(&mut r)?;
+            if volumes
+                .last()
+                .is_some_and(|last: &VolumeInfo| last.name >= v.name)
+            {
+                return Err(DecodeError::Inconsistent("volumes out of order"));
+            }
+            if v.size > VOLUME_BYTES_MAX || v.name.is_empty() {
+                return Err(DecodeError::Inconsistent("volume size or name out of bounds"));
+            }
+            volumes.push(v);
+        }
+    }
     r.finish()?;
     Ok(StateMachine {
         kv: KvStore {
@@ -171,6 +196,7 @@ fn decode_body(body: &[u8]) -> Result<StateMachine, DecodeError> {
         registers: Registers::from_values(values),
         sessions: Sessions::from_sessions(limits, sessions),
         members,
+        volumes: Volumes::from_list(volumes),
         applied_index,
     })
 }

@@ -14,7 +14,7 @@ use bytes::Bytes;
 
 use crate::command::{Command, Op};
 use crate::error::DecodeError;
-use crate::limits::REGISTER_NAME_BYTES_MAX;
+use crate::limits::{REGISTER_NAME_BYTES_MAX, VOLUME_NAME_BYTES_MAX, VOLUME_WRITE_BYTES_MAX};
 
 pub(crate) use kv::{get_version, put_version};
 pub(crate) use reply::{get_reply, put_reply};
@@ -35,6 +35,13 @@ const OP_REGISTER_CAS: u8 = 19;
 const OP_MEMBER_PUBLISH: u8 = 32;
 const OP_MEMBER_FORGET: u8 = 33;
 const OP_MEMBER_LIST: u8 = 34;
+const OP_VOLUME_CREATE: u8 = 48;
+const OP_VOLUME_RESIZE: u8 = 49;
+const OP_VOLUME_DELETE: u8 = 50;
+const OP_VOLUME_LIST: u8 = 51;
+const OP_VOLUME_WRITE: u8 = 52;
+const OP_VOLUME_ZERO: u8 = 53;
+const OP_VOLUME_READ: u8 = 54;
 
 /// Bounds on a member entry: names and addresses are short.
 const MEMBER_TEXT_BYTES_MAX: usize = 1024;
@@ -66,6 +73,20 @@ pub(crate) fn get_member(r: &mut Reader<'_>) -> Result<crate::members::MemberInf
         name,
         peer_urls,
         client_urls,
+    })
+}
+
+pub(crate) fn put_volume(w: &mut Writer, v: &crate::volumes::VolumeInfo) {
+    w.str(&v.name);
+    w.u64(v.id);
+    w.u64(v.size);
+}
+
+pub(crate) fn get_volume(r: &mut Reader<'_>) -> Result<crate::volumes::VolumeInfo, DecodeError> {
+    Ok(crate::volumes::VolumeInfo {
+        name: r.string("volume name", VOLUME_NAME_BYTES_MAX)?,
+        id: r.u64()?,
+        size: r.u64()?,
     })
 }
 
@@ -185,11 +206,45 @@ fn put_op(w: &mut Writer, op: &Op) {
             w.u64(*id);
         }
         Op::MemberList => w.u8(OP_MEMBER_LIST),
+        Op::VolumeCreate { name, size } => {
+            w.u8(OP_VOLUME_CREATE);
+            w.str(name);
+            w.u64(*size);
+        }
+        Op::VolumeResize { name, size } => {
+            w.u8(OP_VOLUME_RESIZE);
+            w.str(name);
+            w.u64(*size);
+        }
+        Op::VolumeDelete { name } => {
+            w.u8(OP_VOLUME_DELETE);
+            w.str(name);
+        }
+        Op::VolumeList => w.u8(OP_VOLUME_LIST),
+        Op::VolumeWrite { name, offset, data } => {
+            w.u8(OP_VOLUME_WRITE);
+            w.str(name);
+            w.u64(*offset);
+            w.bytes(data);
+        }
+        Op::VolumeZero { name, offset, len } => {
+            w.u8(OP_VOLUME_ZERO);
+            w.str(name);
+            w.u64(*offset);
+            w.u64(*len);
+        }
+        Op::VolumeRead { name, offset, len } => {
+            w.u8(OP_VOLUME_READ);
+            w.str(name);
+            w.u64(*offset);
+            w.u64(*len);
+        }
     }
 }
 
 fn get_op(r: &mut Reader<'_>) -> Result<Op, DecodeError> {
     let name = |r: &mut Reader<'_>| r.string("register name", REGISTER_NAME_BYTES_MAX);
+    let volume = |r: &mut Reader<'_>| r.string("volume name", VOLUME_NAME_BYTES_MAX);
     Ok(match r.u8()? {
         OP_PUT => Op::Put(kv::get_put(r)?),
         OP_DELETE_RANGE => Op::DeleteRange(kv::get_delete(r)?),
@@ -216,6 +271,31 @@ fn get_op(r: &mut Reader<'_>) -> Result<Op, DecodeError> {
         OP_MEMBER_PUBLISH => Op::MemberPublish(get_member(r)?),
         OP_MEMBER_FORGET => Op::MemberForget { id: r.u64()? },
         OP_MEMBER_LIST => Op::MemberList,
+        OP_VOLUME_CREATE => Op::VolumeCreate {
+            name: volume(r)?,
+            size: r.u64()?,
+        },
+        OP_VOLUME_RESIZE => Op::VolumeResize {
+            name: volume(r)?,
+            size: r.u64()?,
+        },
+        OP_VOLUME_DELETE => Op::VolumeDelete { name: volume(r)? },
+        OP_VOLUME_LIST => Op::VolumeList,
+        OP_VOLUME_WRITE => Op::VolumeWrite {
+            name: volume(r)?,
+            offset: r.u64()?,
+            data: r.bytes("volume write", VOLUME_WRITE_BYTES_MAX)?,
+        },
+        OP_VOLUME_ZERO => Op::VolumeZero {
+            name: volume(r)?,
+            offset: r.u64()?,
+            len: r.u64()?,
+        },
+        OP_VOLUME_READ => Op::VolumeRead {
+            name: volume(r)?,
+            offset: r.u64()?,
+            len: r.u64()?,
+        },
         tag => return Err(DecodeError::UnknownTag { what: "op", tag }),
     })
 }

@@ -18,6 +18,12 @@ const REPLY_MEMBERS: u8 = 19;
 /// At most this many members in a reply.
 const MEMBERS_MAX: usize = 1024;
 const REPLY_ERROR: u8 = 32;
+const REPLY_VOLUME: u8 = 48;
+const REPLY_VOLUMES: u8 = 49;
+const REPLY_DONE: u8 = 50;
+const REPLY_DATA: u8 = 51;
+/// At most this many volumes in a reply.
+const VOLUMES_MAX: usize = crate::limits::VOLUMES_MAX;
 
 pub(crate) fn put_reply(w: &mut Writer, reply: &Reply) {
     match reply {
@@ -61,6 +67,22 @@ pub(crate) fn put_reply(w: &mut Writer, reply: &Reply) {
                 crate::codec::put_member(w, m);
             }
         }
+        Reply::Volume(v) => {
+            w.u8(REPLY_VOLUME);
+            crate::codec::put_volume(w, v);
+        }
+        Reply::Volumes(list) => {
+            w.u8(REPLY_VOLUMES);
+            w.len(list.len());
+            for v in list {
+                crate::codec::put_volume(w, v);
+            }
+        }
+        Reply::Done => w.u8(REPLY_DONE),
+        Reply::Data(data) => {
+            w.u8(REPLY_DATA);
+            w.bytes(data);
+        }
         Reply::Error(e) => {
             w.u8(REPLY_ERROR);
             put_error(w, e);
@@ -89,6 +111,20 @@ pub(crate) fn get_reply(r: &mut Reader<'_>) -> Result<Reply, DecodeError> {
             swapped: r.bool()?,
             current: r.i64()?,
         },
+        REPLY_VOLUME => Reply::Volume(crate::codec::get_volume(r)?),
+        REPLY_VOLUMES => {
+            let n = r.len("volumes", VOLUMES_MAX)?;
+            let mut list = Vec::with_capacity(r.capacity(n));
+            for _ in 0..n {
+                list.push(crate::codec::get_volume(r)?);
+            }
+            Reply::Volumes(list)
+        }
+        REPLY_DONE => Reply::Done,
+        REPLY_DATA => Reply::Data(r.bytes(
+            "volume data",
+            crate::limits::VOLUME_READ_BYTES_MAX as usize,
+        )?),
         REPLY_ERROR => Reply::Error(get_error(r)?),
         tag => return Err(DecodeError::UnknownTag { what: "reply", tag }),
     })
@@ -107,10 +143,41 @@ fn put_error(w: &mut Writer, e: &StateError) {
             w.i64(*value);
             w.i64(*delta);
         }
+        StateError::VolumeExists(name) => {
+            w.u8(8);
+            w.str(name);
+        }
+        StateError::NoSuchVolume(name) => {
+            w.u8(9);
+            w.str(name);
+        }
+        StateError::VolumeName(name) => {
+            w.u8(10);
+            w.str(name);
+        }
+        StateError::VolumeSize { size, max } => {
+            w.u8(11);
+            w.u64(*size);
+            w.u64(*max);
+        }
+        StateError::TooManyVolumes { max } => {
+            w.u8(12);
+            w.len(*max);
+        }
+        StateError::LocalReadOnly => w.u8(14),
+        StateError::VolumeRange { offset, len, size } => {
+            w.u8(13);
+            w.u64(*offset);
+            w.u64(*len);
+            w.u64(*size);
+        }
     }
 }
 
 fn get_error(r: &mut Reader<'_>) -> Result<StateError, DecodeError> {
+    // Names in errors echo what a client sent, which may be invalid: any
+    // short text.
+    let text = |r: &mut Reader<'_>| r.string("error text", 4096);
     Ok(match r.u8()? {
         1 => StateError::Compacted,
         2 => StateError::FutureRevision,
@@ -121,6 +188,22 @@ fn get_error(r: &mut Reader<'_>) -> Result<StateError, DecodeError> {
         7 => StateError::Overflow {
             value: r.i64()?,
             delta: r.i64()?,
+        },
+        8 => StateError::VolumeExists(text(r)?),
+        9 => StateError::NoSuchVolume(text(r)?),
+        10 => StateError::VolumeName(text(r)?),
+        11 => StateError::VolumeSize {
+            size: r.u64()?,
+            max: r.u64()?,
+        },
+        12 => StateError::TooManyVolumes {
+            max: r.len("volume limit", usize::MAX)?,
+        },
+        14 => StateError::LocalReadOnly,
+        13 => StateError::VolumeRange {
+            offset: r.u64()?,
+            len: r.u64()?,
+            size: r.u64()?,
         },
         tag => return Err(DecodeError::UnknownTag { what: "error", tag }),
     })

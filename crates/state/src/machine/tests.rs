@@ -286,3 +286,96 @@ fn intact_but_impossible_snapshots_are_refused() {
         ))
     );
 }
+
+#[test]
+fn volumes_are_created_written_resized_and_deleted_with_events() {
+    use crate::event::VolumeEvent;
+    let mut d = Driver::new(StateMachine::new());
+    let create = |size| Op::VolumeCreate {
+        name: "disk0".into(),
+        size,
+    };
+    let created = d.apply(Command::new(create(8192)));
+    let id = d.index;
+    let info = crate::volumes::VolumeInfo {
+        name: "disk0".into(),
+        id,
+        size: 8192,
+    };
+    assert_eq!(created.reply, Ok(Reply::Volume(info.clone())));
+    assert_eq!(
+        created.events,
+        vec![Event::Volume(VolumeEvent::Created { id, size: 8192 })]
+    );
+    assert_eq!(
+        d.apply(Command::new(create(1))).reply,
+        Ok(Reply::Error(StateError::VolumeExists("disk0".into())))
+    );
+    let write = |offset: u64, data: &'static [u8]| Op::VolumeWrite {
+        name: "disk0".into(),
+        offset,
+        data: Bytes::from_static(data),
+    };
+    let w = d.apply(Command::new(write(8190, b"ab")));
+    assert_eq!(w.reply, Ok(Reply::Done));
+    assert_eq!(
+        w.events,
+        vec![Event::Volume(VolumeEvent::Written {
+            id,
+            offset: 8190,
+            data: Bytes::from_static(b"ab")
+        })]
+    );
+    let past = d.apply(Command::new(write(8191, b"ab")));
+    assert_eq!(
+        past.reply,
+        Ok(Reply::Error(StateError::VolumeRange {
+            offset: 8191,
+            len: 2,
+            size: 8192
+        }))
+    );
+    assert!(past.events.is_empty());
+    let overflow = d.apply(Command::new(Op::VolumeZero {
+        name: "disk0".into(),
+        offset: u64::MAX,
+        len: 2,
+    }));
+    assert!(matches!(
+        overflow.reply,
+        Ok(Reply::Error(StateError::VolumeRange { .. }))
+    ));
+    let grown = d.apply(Command::new(Op::VolumeResize {
+        name: "disk0".into(),
+        size: 1 << 20,
+    }));
+    assert_eq!(
+        grown.events,
+        vec![Event::Volume(VolumeEvent::Resized {
+            id,
+            old: 8192,
+            new: 1 << 20
+        })]
+    );
+    // The table is in the snapshot.
+    let restored = StateMachine::restore(&d.sm.snapshot()).unwrap();
+    assert_eq!(restored.volumes().get("disk0").map(|v| v.size), Some(1 << 20));
+    assert_eq!(
+        d.apply(Command::new(Op::VolumeRead {
+            name: "disk0".into(),
+            offset: 0,
+            len: 1
+        }))
+        .reply,
+        Ok(Reply::Error(StateError::LocalReadOnly))
+    );
+    let deleted = d.apply(Command::new(Op::VolumeDelete {
+        name: "disk0".into(),
+    }));
+    assert_eq!(deleted.events, vec![Event::Volume(VolumeEvent::Deleted { id })]);
+    assert!(d.sm.volumes().is_empty());
+    // A new volume under the old name gets a new id.
+    d.apply(Command::new(create(4096)));
+    assert_ne!(d.sm.volumes().get("disk0").map(|v| v.id), Some(id));
+    assert_eq!(info.id, id);
+}

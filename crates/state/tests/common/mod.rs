@@ -143,11 +143,32 @@ pub fn register_op() -> impl Strategy<Value = Op> {
     ]
 }
 
+pub fn volume_op() -> impl Strategy<Value = Op> {
+    let name = prop::sample::select(&["disk0", "d1"][..]).prop_map(str::to_owned);
+    prop_oneof![
+        (name.clone(), 0u64..70_000).prop_map(|(name, size)| Op::VolumeCreate { name, size }),
+        (name.clone(), 0u64..70_000).prop_map(|(name, size)| Op::VolumeResize { name, size }),
+        name.clone().prop_map(|name| Op::VolumeDelete { name }),
+        Just(Op::VolumeList),
+        (name.clone(), 0u64..70_000, prop::collection::vec(any::<u8>(), 0..64)).prop_map(
+            |(name, offset, data)| Op::VolumeWrite {
+                name,
+                offset,
+                data: data.into()
+            }
+        ),
+        (name.clone(), 0u64..70_000, 0u64..70_000)
+            .prop_map(|(name, offset, len)| Op::VolumeZero { name, offset, len }),
+        (name, 0u64..70_000, 0u64..4096)
+            .prop_map(|(name, offset, len)| Op::VolumeRead { name, offset, len }),
+    ]
+}
+
 /// Any command, sometimes in a session of a few clients with sequence
 /// numbers that repeat and go backwards.
 pub fn command() -> impl Strategy<Value = Command> {
     let session = prop::option::of((1u64..4, 1u64..6));
-    let op = prop_oneof![3 => kv_op(), 2 => register_op()];
+    let op = prop_oneof![3 => kv_op(), 2 => register_op(), 2 => volume_op()];
     (session, op).prop_map(|(session, op)| Command { session, op })
 }
 

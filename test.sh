@@ -15,11 +15,21 @@ need_component fmt rustfmt
 need_component clippy clippy
 
 # Debian packages the tests use: protoc (the etcd-client crate, our
-# compatibility tests' client, compiles etcd's .proto files with it) and
-# etcdctl (the real etcd command-line client).
+# compatibility tests' client, compiles etcd's .proto files with it),
+# etcdctl (the real etcd command-line client), and the block clients the
+# volume tests drive: nbdinfo/nbdcopy/nbdfuse, nbdsh, qemu-img, fio, and
+# fusermount3, mkfs.ext4/e2fsck, losetup for a file system on a volume.
 missing=()
 command -v protoc >/dev/null 2>&1 || missing+=(protobuf-compiler)
 command -v etcdctl >/dev/null 2>&1 || missing+=(etcd-client)
+command -v nbdcopy >/dev/null 2>&1 || missing+=(libnbd-bin)
+command -v nbdfuse >/dev/null 2>&1 || missing+=(libnbd-bin)
+[ -f /usr/lib/python3/dist-packages/nbd.py ] || missing+=(python3-libnbd)
+command -v qemu-img >/dev/null 2>&1 || missing+=(qemu-utils)
+command -v fio >/dev/null 2>&1 || missing+=(fio)
+command -v fusermount3 >/dev/null 2>&1 || missing+=(fuse3)
+command -v mkfs.ext4 >/dev/null 2>&1 || missing+=(e2fsprogs)
+command -v losetup >/dev/null 2>&1 || missing+=(mount)
 if [ ${#missing[@]} -gt 0 ]; then
     echo "==> installing ${missing[*]}"
     sudo=""

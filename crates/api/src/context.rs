@@ -48,22 +48,47 @@ impl Context {
     /// leader change superseded the entry (then it was not applied).
     pub async fn write(&self, op: Op, session: Option<(u64, u64)>) -> Result<Reply, Status> {
         let command = Command { session, op }.encode();
-        self.retrying(|| self.node.propose(command.clone())).await
+        self.retrying(LEADER_WAIT, false, || self.node.propose(command.clone()))
+            .await
     }
 
     /// Answers a read-only `op`: linearizable unless `serializable`.
     pub async fn read(&self, op: Op, serializable: bool) -> Result<Reply, Status> {
         let query = Command::new(op).encode();
-        self.retrying(|| self.node.read(query.clone(), !serializable))
+        self.retrying(LEADER_WAIT, false, || {
+            self.node.read(query.clone(), !serializable)
+        })
+        .await
+    }
+
+    /// Proposes an `op` that may safely apply twice (a volume write or zero,
+    /// whose later overlapping requests wait for its reply), retrying for as
+    /// long as `within`: also when the outcome of an attempt is unknown
+    /// (timed out), so that a block device sees a failover as latency.
+    pub async fn write_idempotent(&self, op: Op, within: Duration) -> Result<Reply, Status> {
+        let command = Command::new(op).encode();
+        self.retrying(within, true, || self.node.propose(command.clone()))
             .await
     }
 
-    async fn retrying<F, Fut>(&self, mut attempt: F) -> Result<Reply, Status>
+    /// A linearizable read that keeps retrying through failovers for `within`.
+    pub async fn read_patiently(&self, op: Op, within: Duration) -> Result<Reply, Status> {
+        let query = Command::new(op).encode();
+        self.retrying(within, true, || self.node.read(query.clone(), true))
+            .await
+    }
+
+    async fn retrying<F, Fut>(
+        &self,
+        within: Duration,
+        retry_unknown: bool,
+        mut attempt: F,
+    ) -> Result<Reply, Status>
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Result<Bytes, NodeError>>,
     {
-        let deadline = tokio::time::Instant::now() + LEADER_WAIT;
+        let deadline = tokio::time::Instant::now() + within;
         loop {
             match attempt().await {
                 Ok(bytes) => {
@@ -72,6 +97,11 @@ impl Context {
                 }
                 Err(NodeError::NoLeader | NodeError::NotLeader { .. } | NodeError::Lost)
                     if tokio::time::Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(RETRY_PAUSE).await;
+                }
+                Err(NodeError::Timeout | NodeError::Busy(_))
+                    if retry_unknown && tokio::time::Instant::now() < deadline =>
                 {
                     tokio::time::sleep(RETRY_PAUSE).await;
                 }

@@ -4,19 +4,24 @@
 //!
 //! - `kv.rs`, `cluster.rs`: the etcd v3 API (KV, Cluster, Maintenance).
 //! - `registers.rs`, `status.rs`: Ferrite's own gRPC services.
+//! - `volumes.rs`, `copy.rs`: block volumes (gRPC, and copies between
+//!   members); `nbd/`: the NBD server that exports them.
 //! - `http.rs`: JSON API, `/healthz`, `/metrics`.
 //! - `server.rs`: one server with all of them on a node.
 
 mod cluster;
 pub mod context;
 mod convert;
+mod copy;
 pub mod http;
 pub mod ids;
 mod kv;
 pub mod machine;
+pub mod nbd;
 mod registers;
 pub mod server;
 mod status;
+pub mod volumes;
 
 pub use cluster::{parse_url, ETCD_VERSION};
 pub use context::Context;

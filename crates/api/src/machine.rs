@@ -3,26 +3,104 @@
 //! tag 0 and an encoded `Reply`, or tag 1 and the text of an `ApplyError`
 //! (an undecodable entry, a stale duplicate), so that a reply forwarded from
 //! the leader means the same on the follower that asked.
+//!
+//! Volume bytes live beside the machine in a `BlockStore`: applying an entry
+//! replays its volume events there, and a snapshot makes the files durable
+//! before the log under it may go. When the files are not valid for the
+//! machine's state (a snapshot was installed from the leader, or a copy was
+//! interrupted by a crash), they are copied from a peer before anything else
+//! is applied or read (see `block_store.rs` for why a copy of changing files
+//! is enough).
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use ferrite_raft::Index;
-use ferrite_state::{Command, Op, Reply, StateMachine};
+use ferrite_state::{BlockStore, Command, Event, Op, Reply, StateError, StateMachine};
+
+use crate::copy::PeerCopier;
+
+/// What the volume service on this node needs to know about the machine:
+/// where the files are, and whether they may be copied to a peer.
+pub struct VolumeFiles {
+    pub dir: std::path::PathBuf,
+    /// False while the files are not valid for the applied state.
+    pub ready: AtomicBool,
+    /// The last index applied to the files.
+    pub applied: AtomicU64,
+}
 
 pub struct Replicated {
     sm: StateMachine,
+    store: BlockStore,
+    files: Arc<VolumeFiles>,
+    copier: PeerCopier,
+    /// The files must be copied from a peer before the next apply or read.
+    stale: bool,
 }
 
 impl Replicated {
-    pub fn new() -> Replicated {
-        Replicated {
+    pub fn open(dir: &Path, copier: PeerCopier) -> Result<Replicated, String> {
+        let store = BlockStore::open(dir).map_err(|e| e.to_string())?;
+        let files = Arc::new(VolumeFiles {
+            dir: dir.to_path_buf(),
+            ready: AtomicBool::new(false),
+            applied: AtomicU64::new(0),
+        });
+        Ok(Replicated {
             sm: StateMachine::new(),
-        }
+            store,
+            files,
+            copier,
+            stale: true,
+        })
     }
-}
 
-impl Default for Replicated {
-    fn default() -> Self {
-        Replicated::new()
+    pub fn files(&self) -> Arc<VolumeFiles> {
+        self.files.clone()
+    }
+
+    /// Copies the volume files from a peer if they are stale.
+    fn ensure_files(&mut self) -> Result<(), String> {
+        if !self.stale {
+            return Ok(());
+        }
+        let applied = self.sm.applied_index();
+        let volumes = self.sm.volumes().list();
+        let members = self.sm.members().list();
+        self.copier
+            .copy_all(&members, &volumes, applied, &mut self.store)?;
+        self.stale = false;
+        self.files.applied.store(applied, Ordering::Release);
+        self.files.ready.store(true, Ordering::Release);
+        Ok(())
+    }
+
+    fn restored(&mut self, data: &[u8]) -> Result<(), String> {
+        self.sm = StateMachine::restore(data).map_err(|e| e.to_string())?;
+        self.files.ready.store(false, Ordering::Release);
+        Ok(())
+    }
+
+    fn read_volume(&mut self, name: &str, offset: u64, len: u64) -> Result<Reply, String> {
+        if len > ferrite_state::limits::VOLUME_READ_BYTES_MAX {
+            return Ok(Reply::Error(StateError::VolumeRange {
+                offset,
+                len,
+                size: ferrite_state::limits::VOLUME_READ_BYTES_MAX,
+            }));
+        }
+        let id = match self.sm.volumes().range(name, offset, len) {
+            Ok(v) => v.id,
+            Err(e) => return Ok(Reply::Error(e)),
+        };
+        let data = self
+            .store
+            .read(id, offset, len as usize)
+            .map_err(|e| e.to_string())?;
+        Ok(Reply::Data(data))
     }
 }
 
@@ -51,17 +129,31 @@ fn seal(reply: Result<Reply, String>) -> Bytes {
 }
 
 impl ferrite_node::StateMachine for Replicated {
-    fn apply(&mut self, index: Index, command: &[u8]) -> Bytes {
+    fn apply(&mut self, index: Index, command: &[u8]) -> Result<Bytes, String> {
+        self.ensure_files()?;
         let applied = self.sm.apply(index.0, command);
-        seal(applied.reply.map_err(|e| e.to_string()))
+        for event in &applied.events {
+            if let Event::Volume(v) = event {
+                self.store.apply(v).map_err(|e| e.to_string())?;
+            }
+        }
+        self.files.applied.store(index.0, Ordering::Release);
+        Ok(seal(applied.reply.map_err(|e| e.to_string())))
     }
 
     fn apply_empty(&mut self, index: Index) {
         self.sm.apply_noop(index.0);
+        if !self.stale {
+            self.files.applied.store(index.0, Ordering::Release);
+        }
     }
 
-    /// Read-only commands only: a range, a register, the member table.
-    fn query(&self, query: &[u8]) -> Bytes {
+    /// Read-only commands only: a range, a register, the member table, the
+    /// volume table, volume bytes.
+    fn query(&mut self, query: &[u8]) -> Bytes {
+        if let Err(e) = self.ensure_files() {
+            return seal(Err(format!("volume files unavailable: {e}")));
+        }
         let reply = match Command::decode(query) {
             Ok(cmd) => match cmd.op {
                 Op::Range(r) => Ok(self
@@ -70,6 +162,8 @@ impl ferrite_node::StateMachine for Replicated {
                     .map_or_else(Reply::Error, Reply::Range)),
                 Op::RegisterGet { name } => Ok(Reply::Value(self.sm.read_register(&name))),
                 Op::MemberList => Ok(Reply::Members(self.sm.members().list())),
+                Op::VolumeList => Ok(Reply::Volumes(self.sm.volumes().list())),
+                Op::VolumeRead { name, offset, len } => self.read_volume(&name, offset, len),
                 _ => Err("not a read-only request".to_string()),
             },
             Err(e) => Err(format!("undecodable query: {e}")),
@@ -81,12 +175,32 @@ impl ferrite_node::StateMachine for Replicated {
         Index(self.sm.applied_index())
     }
 
-    fn snapshot(&self) -> Bytes {
-        self.sm.snapshot()
+    fn snapshot(&mut self) -> Result<Bytes, String> {
+        self.ensure_files()?;
+        self.store
+            .sync(self.sm.applied_index())
+            .map_err(|e| e.to_string())?;
+        Ok(self.sm.snapshot())
     }
 
-    fn restore(&mut self, data: &[u8]) -> Result<(), String> {
-        self.sm = StateMachine::restore(data).map_err(|e| e.to_string())?;
+    /// The files are valid for the snapshot if they were synced at or after
+    /// its index; if not (a copy from a peer was interrupted, or the node
+    /// never synced them and replays its whole log), they are replaced on
+    /// first use.
+    fn recover(&mut self, data: &[u8]) -> Result<(), String> {
+        self.restored(data)?;
+        let index = self.sm.applied_index();
+        self.stale = self.store.valid_from().is_none_or(|v| v < index);
+        if !self.stale {
+            self.files.applied.store(index, Ordering::Release);
+            self.files.ready.store(true, Ordering::Release);
+        }
         Ok(())
+    }
+
+    fn install(&mut self, data: &[u8]) -> Result<(), String> {
+        self.restored(data)?;
+        self.stale = true;
+        self.ensure_files()
     }
 }

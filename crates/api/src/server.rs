@@ -13,6 +13,7 @@ use ferrite_proto::etcdserverpb::kv_server::KvServer;
 use ferrite_proto::etcdserverpb::maintenance_server::MaintenanceServer;
 use ferrite_proto::ferrite::v1::registers_server::RegistersServer;
 use ferrite_proto::ferrite::v1::status_server::StatusServer;
+use ferrite_proto::ferrite::v1::volumes_server::VolumesServer;
 use ferrite_raft::NodeId;
 use ferrite_state::{MemberInfo, Op};
 use tokio::net::TcpListener;
@@ -20,10 +21,12 @@ use tokio_stream::wrappers::TcpListenerStream;
 
 use crate::cluster::{parse_url, ClusterService, MaintenanceService};
 use crate::context::Context;
+use crate::copy::PeerCopier;
 use crate::kv::KvService;
 use crate::machine::Replicated;
 use crate::registers::RegistersService;
 use crate::status::StatusService;
+use crate::volumes::{VolumeExports, VolumesService};
 
 /// The largest gRPC message accepted: etcd's default request limit (1.5 MiB)
 /// plus room for framing.
@@ -35,6 +38,7 @@ pub struct ServerOptions {
     pub node: NodeConfig,
     pub listen_client: SocketAddr,
     pub listen_http: SocketAddr,
+    pub listen_nbd: SocketAddr,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -45,6 +49,8 @@ pub enum ServeError {
         what: &'static str,
         source: std::io::Error,
     },
+    #[error("volume store: {0}")]
+    Volumes(String),
     #[error(transparent)]
     Node(#[from] ferrite_node::StartError),
 }
@@ -54,6 +60,7 @@ pub struct Server {
     pub context: Context,
     pub client_addr: SocketAddr,
     pub http_addr: SocketAddr,
+    pub nbd_addr: SocketAddr,
 }
 
 async fn bind(addr: SocketAddr, what: &'static str) -> Result<TcpListener, ServeError> {
@@ -66,6 +73,12 @@ impl Server {
     pub async fn start(opts: ServerOptions) -> Result<Server, ServeError> {
         let client = bind(opts.listen_client, "client gRPC").await?;
         let http = bind(opts.listen_http, "HTTP").await?;
+        let nbd = bind(opts.listen_nbd, "NBD").await?;
+        let nbd_addr = nbd.local_addr().map_err(|source| ServeError::Listen {
+            addr: opts.listen_nbd,
+            what: "NBD",
+            source,
+        })?;
         let client_addr = client.local_addr().map_err(|source| ServeError::Listen {
             addr: opts.listen_client,
             what: "client gRPC",
@@ -76,7 +89,11 @@ impl Server {
             what: "HTTP",
             source,
         })?;
-        let node = Node::start(opts.node.clone(), Replicated::new()).await?;
+        let copier = PeerCopier::new(tokio::runtime::Handle::current(), opts.node.id.0);
+        let machine = Replicated::open(&opts.node.data_dir.join("volumes"), copier)
+            .map_err(ServeError::Volumes)?;
+        let volume_files = machine.files();
+        let node = Node::start(opts.node.clone(), machine).await?;
         let context = Context {
             node: node.clone(),
             cluster_id: opts.node.cluster_id,
@@ -92,7 +109,15 @@ impl Server {
             .add_service(ClusterServer::new(ClusterService(context.clone())))
             .add_service(MaintenanceServer::new(MaintenanceService(context.clone())))
             .add_service(RegistersServer::new(RegistersService(context.clone())))
-            .add_service(StatusServer::new(StatusService(context.clone())));
+            .add_service(StatusServer::new(StatusService(context.clone())))
+            .add_service(
+                VolumesServer::new(VolumesService {
+                    ctx: context.clone(),
+                    files: volume_files,
+                })
+                .max_decoding_message_size(GRPC_MESSAGE_BYTES_MAX)
+                .max_encoding_message_size(GRPC_MESSAGE_BYTES_MAX),
+            );
         tokio::spawn(async move {
             if let Err(e) = grpc
                 .serve_with_incoming(TcpListenerStream::new(client))
@@ -107,6 +132,12 @@ impl Server {
                 tracing::error!("HTTP server stopped: {e}");
             }
         });
+
+        tokio::spawn(crate::nbd::serve(
+            nbd,
+            std::sync::Arc::new(VolumeExports(context.clone())),
+            std::future::pending(),
+        ));
 
         let me = MemberInfo {
             id: opts.node.id.0,
@@ -124,6 +155,7 @@ impl Server {
             context,
             client_addr,
             http_addr,
+            nbd_addr,
         })
     }
 }

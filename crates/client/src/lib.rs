@@ -13,6 +13,7 @@ use ferrite_proto::etcdserverpb::kv_client::KvClient;
 use ferrite_proto::ferrite::v1 as fv;
 use ferrite_proto::ferrite::v1::registers_client::RegistersClient;
 use ferrite_proto::ferrite::v1::status_client::StatusClient;
+use ferrite_proto::ferrite::v1::volumes_client::VolumesClient;
 use tonic::transport::{Channel, Endpoint};
 use tonic::Code;
 
@@ -33,7 +34,12 @@ pub enum ClientError {
     Refused(String),
     #[error("bad endpoint {0:?}")]
     BadEndpoint(String),
+    #[error("the server's answer was empty")]
+    EmptyAnswer,
 }
+
+/// The most bytes one volume read or write call carries.
+pub const VOLUME_IO_BYTES_MAX: usize = 1 << 20;
 
 /// What the client did on the way to an answer.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -381,6 +387,104 @@ impl Client {
             .await?;
         let r = r.into_inner();
         Ok((r.succeeded, r.current))
+    }
+
+    pub async fn volume_create(
+        &mut self,
+        name: &str,
+        size: u64,
+    ) -> Result<fv::Volume, ClientError> {
+        let req = fv::VolumeCreateRequest {
+            name: name.to_string(),
+            size,
+        };
+        let r = self
+            .call(|ch| {
+                let req = req.clone();
+                async move { VolumesClient::new(ch).create(req).await }
+            })
+            .await?;
+        r.into_inner().volume.ok_or(ClientError::EmptyAnswer)
+    }
+
+    pub async fn volume_resize(
+        &mut self,
+        name: &str,
+        size: u64,
+    ) -> Result<fv::Volume, ClientError> {
+        let req = fv::VolumeResizeRequest {
+            name: name.to_string(),
+            size,
+        };
+        let r = self
+            .call(|ch| {
+                let req = req.clone();
+                async move { VolumesClient::new(ch).resize(req).await }
+            })
+            .await?;
+        r.into_inner().volume.ok_or(ClientError::EmptyAnswer)
+    }
+
+    pub async fn volume_delete(&mut self, name: &str) -> Result<fv::Volume, ClientError> {
+        let req = fv::VolumeDeleteRequest {
+            name: name.to_string(),
+        };
+        let r = self
+            .call(|ch| {
+                let req = req.clone();
+                async move { VolumesClient::new(ch).delete(req).await }
+            })
+            .await?;
+        r.into_inner().volume.ok_or(ClientError::EmptyAnswer)
+    }
+
+    pub async fn volume_list(&mut self) -> Result<Vec<fv::Volume>, ClientError> {
+        let r = self
+            .call(|ch| async move { VolumesClient::new(ch).list(fv::VolumeListRequest {}).await })
+            .await?;
+        Ok(r.into_inner().volumes)
+    }
+
+    /// Writes at most `VOLUME_IO_BYTES_MAX` bytes at `offset`; the reply
+    /// means the bytes are on a majority.
+    pub async fn volume_write(
+        &mut self,
+        name: &str,
+        offset: u64,
+        data: Vec<u8>,
+    ) -> Result<(), ClientError> {
+        let req = fv::VolumeWriteRequest {
+            name: name.to_string(),
+            offset,
+            data,
+        };
+        self.call(|ch| {
+            let req = req.clone();
+            async move { VolumesClient::new(ch).write(req).await }
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// Reads at most `VOLUME_IO_BYTES_MAX` bytes at `offset`.
+    pub async fn volume_read(
+        &mut self,
+        name: &str,
+        offset: u64,
+        length: u64,
+    ) -> Result<Vec<u8>, ClientError> {
+        let req = fv::VolumeReadRequest {
+            name: name.to_string(),
+            offset,
+            length,
+        };
+        let r = self
+            .call(|ch| {
+                let req = req.clone();
+                async move { VolumesClient::new(ch).read(req).await }
+            })
+            .await?;
+        Ok(r.into_inner().data)
     }
 
     pub async fn members(&mut self) -> Result<Vec<Member>, ClientError> {

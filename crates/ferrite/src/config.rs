@@ -42,6 +42,12 @@ pub struct ServerArgs {
     /// HTTP address (JSON API, dashboard, /metrics, /healthz).
     #[arg(long)]
     pub listen_http: Option<SocketAddr>,
+    /// NBD address (block volumes as network block devices; default 127.0.0.1:10809).
+    #[arg(long)]
+    pub listen_nbd: Option<SocketAddr>,
+    /// Take a snapshot (and compact the log) every this many applied entries (default 10000).
+    #[arg(long)]
+    pub snapshot_entries: Option<u64>,
     /// Heartbeat interval in milliseconds (default 100).
     #[arg(long)]
     pub heartbeat_ms: Option<u64>,
@@ -64,6 +70,8 @@ pub struct ServerConfig {
     pub listen_peer: SocketAddr,
     pub listen_client: SocketAddr,
     pub listen_http: SocketAddr,
+    pub listen_nbd: SocketAddr,
+    pub snapshot_entries: u64,
     pub tick: Duration,
     pub election_ticks: u32,
     pub join: bool,
@@ -107,6 +115,17 @@ impl ServerArgs {
             .listen_http
             .or(file.listen_http)
             .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080)));
+        let listen_nbd = self
+            .listen_nbd
+            .or(file.listen_nbd)
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 10809)));
+        let snapshot_entries = self
+            .snapshot_entries
+            .or(file.snapshot_entries)
+            .unwrap_or(10_000);
+        if snapshot_entries == 0 {
+            bail!("--snapshot-entries must be at least 1");
+        }
         let heartbeat_ms = self
             .heartbeat_ms
             .or(file.heartbeat_ms)
@@ -118,7 +137,7 @@ impl ServerArgs {
         if election_ms < 2 * heartbeat_ms || election_ms > 60_000 {
             bail!("--election-ms {election_ms}: must be at least twice the heartbeat ({heartbeat_ms} ms) and at most 60000");
         }
-        let addrs = [listen_peer, listen_client, listen_http];
+        let addrs = [listen_peer, listen_client, listen_http, listen_nbd];
         for (i, a) in addrs.iter().enumerate() {
             if addrs[..i].contains(a) {
                 bail!("address {a} is given for two listeners");
@@ -131,6 +150,8 @@ impl ServerArgs {
             listen_peer,
             listen_client,
             listen_http,
+            listen_nbd,
+            snapshot_entries,
             tick: Duration::from_millis(heartbeat_ms),
             election_ticks: (election_ms / heartbeat_ms) as u32,
             join,

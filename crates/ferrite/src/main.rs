@@ -5,6 +5,7 @@ mod server;
 mod shell;
 mod status;
 mod up;
+mod volume;
 
 use std::process::ExitCode;
 
@@ -69,6 +70,13 @@ enum Command {
     Member {
         #[command(subcommand)]
         op: MemberOp,
+        #[command(flatten)]
+        endpoints: Endpoints,
+    },
+    /// Block volumes (also served over NBD).
+    Volume {
+        #[command(subcommand)]
+        op: volume::VolumeOp,
         #[command(flatten)]
         endpoints: Endpoints,
     },
@@ -242,6 +250,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
             }
         }
+        Command::Volume { op, endpoints } => volume::run(&mut endpoints.client()?, op).await?,
         Command::Shell(e) => shell::run(e.client()?).await?,
         Command::Wal { op } => match op {
             WalOp::Inspect { dir } => print!(

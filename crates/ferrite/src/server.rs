@@ -21,11 +21,13 @@ pub async fn run(cfg: ServerConfig) -> anyhow::Result<()> {
     node.tick = cfg.tick;
     node.election_ticks = cfg.election_ticks;
     node.join = cfg.join;
+    node.snapshot_entries = cfg.snapshot_entries;
     let opts = ServerOptions {
         name: cfg.name.clone(),
         node,
         listen_client: cfg.listen_client,
         listen_http: cfg.listen_http,
+        listen_nbd: cfg.listen_nbd,
     };
     let server = Server::start(opts)
         .await
@@ -35,6 +37,7 @@ pub async fn run(cfg: ServerConfig) -> anyhow::Result<()> {
         id = %format!("{:x}", id.0),
         client = %server.client_addr,
         http = %server.http_addr,
+        nbd = %server.nbd_addr,
         peer = %cfg.listen_peer,
         "serving"
     );

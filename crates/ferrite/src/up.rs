@@ -26,13 +26,15 @@ pub struct UpArgs {
 
 /// One member's addresses in a local cluster: member 1 takes etcd's
 /// defaults (2379 client, 2380 peer); member k takes k·10000 + 2379/2380,
-/// as etcd's own local-cluster Procfile does; HTTP ports count up from 8080.
+/// as etcd's own local-cluster Procfile does; HTTP ports count up from 8080
+/// and NBD ports from 10809 (NBD's registered port).
 #[derive(Clone, Debug)]
 pub struct Member {
     pub name: String,
     pub client: SocketAddr,
     pub peer: SocketAddr,
     pub http: SocketAddr,
+    pub nbd: SocketAddr,
 }
 
 pub fn plan(nodes: usize) -> Vec<Member> {
@@ -44,6 +46,7 @@ pub fn plan(nodes: usize) -> Vec<Member> {
                 client: SocketAddr::from(([127, 0, 0, 1], base)),
                 peer: SocketAddr::from(([127, 0, 0, 1], base + 1)),
                 http: SocketAddr::from(([127, 0, 0, 1], 8079 + k)),
+                nbd: SocketAddr::from(([127, 0, 0, 1], 10808 + k)),
             }
         })
         .collect()
@@ -74,6 +77,7 @@ fn spawn(exe: &Path, m: &Member, cluster: &str, data_dir: &Path) -> anyhow::Resu
         .args(["--listen-peer", &m.peer.to_string()])
         .args(["--listen-client", &m.client.to_string()])
         .args(["--listen-http", &m.http.to_string()])
+        .args(["--listen-nbd", &m.nbd.to_string()])
         .stdin(Stdio::null())
         .stdout(log)
         .stderr(err)
@@ -116,12 +120,16 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     }
     for m in &members {
         println!(
-            "  {}  etcd/grpc {}   http http://{}   peer {}",
-            m.name, m.client, m.http, m.peer
+            "  {}  etcd/grpc {}   http http://{}   nbd {}   peer {}",
+            m.name, m.client, m.http, m.nbd, m.peer
         );
     }
     println!("  dashboard: http://{}/", members[0].http);
     println!("  try: etcdctl put greeting hello && etcdctl get greeting");
+    println!(
+        "       ferrite volume create disk0 --size 1GiB && nbdinfo nbd://{}/disk0",
+        members[0].nbd
+    );
     println!("ferrite: Ctrl-C stops the cluster");
     loop {
         tokio::select! {

@@ -52,7 +52,7 @@ pub fn run<M: StateMachine>(
     while let Some(msg) = rx.blocking_recv() {
         match msg {
             ApplyMsg::Restore(snapshot) => {
-                if let Err(e) = machine.restore(&snapshot.data) {
+                if let Err(e) = machine.install(&snapshot.data) {
                     tracing::error!("snapshot from the leader does not restore: {e}");
                     let _ = events.blocking_send(Event::StorageFailed(e));
                     return;
@@ -70,7 +70,14 @@ pub fn run<M: StateMachine>(
                 };
                 for entry in entries {
                     let reply = match &entry.payload {
-                        Payload::Normal(data) => machine.apply(entry.index, data),
+                        Payload::Normal(data) => match machine.apply(entry.index, data) {
+                            Ok(reply) => reply,
+                            Err(e) => {
+                                tracing::error!(index = %entry.index, "apply failed: {e}");
+                                let _ = events.blocking_send(Event::StorageFailed(e));
+                                return;
+                            }
+                        },
                         _ => {
                             machine.apply_empty(entry.index);
                             Bytes::new()
@@ -93,8 +100,17 @@ pub fn run<M: StateMachine>(
                 }
                 if last.distance_from(snapshot_index) >= snapshot_entries {
                     snapshot_index = last;
-                    let data = machine.snapshot();
-                    let _ = events.blocking_send(Event::SnapshotReady { index: last, data });
+                    match machine.snapshot() {
+                        Ok(data) => {
+                            let _ =
+                                events.blocking_send(Event::SnapshotReady { index: last, data });
+                        }
+                        Err(e) => {
+                            tracing::error!("snapshot failed: {e}");
+                            let _ = events.blocking_send(Event::StorageFailed(e));
+                            return;
+                        }
+                    }
                 }
             }
             ApplyMsg::Wait { index, term, reply } => {

@@ -8,16 +8,25 @@ use ferrite_raft::Index;
 
 pub trait StateMachine: Send + 'static {
     /// Applies a committed command at `index` and returns the encoded reply.
-    /// Must be deterministic; bad input is a reply, never a panic.
-    fn apply(&mut self, index: Index, command: &[u8]) -> Bytes;
+    /// Must be deterministic; bad input is a reply, never a panic. An error
+    /// is a local storage failure the replica cannot go on from (a volume
+    /// file that cannot be written): the node stops.
+    fn apply(&mut self, index: Index, command: &[u8]) -> Result<Bytes, String>;
     /// An entry with no command (a leader's no-op, a membership change).
     fn apply_empty(&mut self, index: Index);
     /// Answers a read-only query against the current state.
-    fn query(&self, query: &[u8]) -> Bytes;
+    fn query(&mut self, query: &[u8]) -> Bytes;
     /// The index of the last applied entry.
     fn applied(&self) -> Index;
-    /// Everything, to restore a node that is far behind or restarting.
-    fn snapshot(&self) -> Bytes;
-    /// Replaces the state by a snapshot's; empty data is the empty state.
-    fn restore(&mut self, data: &[u8]) -> Result<(), String>;
+    /// Everything, to restore a node that is far behind or restarting. The
+    /// log up to `applied()` is discarded once the snapshot is saved, so
+    /// whatever state the machine keeps outside the returned bytes must be
+    /// durable when this returns.
+    fn snapshot(&mut self) -> Result<Bytes, String>;
+    /// At start: the state of this node's own latest snapshot; empty data
+    /// is the empty state.
+    fn recover(&mut self, data: &[u8]) -> Result<(), String>;
+    /// A snapshot from the leader replaces the state (the node was too far
+    /// behind for the log).
+    fn install(&mut self, data: &[u8]) -> Result<(), String>;
 }

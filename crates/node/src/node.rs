@@ -69,7 +69,7 @@ impl Node {
             .as_ref()
             .map_or(Default::default(), |s| s.meta.index);
         if let Some(s) = &durable.snapshot {
-            machine.restore(&s.data).map_err(StartError::Snapshot)?;
+            machine.recover(&s.data).map_err(StartError::Snapshot)?;
         }
         let mut raft_cfg = Config::new(cfg.id);
         raft_cfg.heartbeat_ticks = cfg.heartbeat_ticks;

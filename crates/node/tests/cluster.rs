@@ -19,7 +19,7 @@ struct Text {
 }
 
 impl StateMachine for Text {
-    fn apply(&mut self, index: Index, command: &[u8]) -> Bytes {
+    fn apply(&mut self, index: Index, command: &[u8]) -> Result<Bytes, String> {
         self.applied = index;
         let text = String::from_utf8_lossy(command);
         let words: Vec<&str> = text.split(' ').collect();
@@ -41,12 +41,12 @@ impl StateMachine for Text {
             },
             _ => "bad command".into(),
         };
-        Bytes::from(reply)
+        Ok(Bytes::from(reply))
     }
     fn apply_empty(&mut self, index: Index) {
         self.applied = index;
     }
-    fn query(&self, query: &[u8]) -> Bytes {
+    fn query(&mut self, query: &[u8]) -> Bytes {
         let text = String::from_utf8_lossy(query);
         match text.strip_prefix("get ") {
             Some(k) => Bytes::from(self.values.get(k).copied().unwrap_or(0).to_string()),
@@ -56,14 +56,17 @@ impl StateMachine for Text {
     fn applied(&self) -> Index {
         self.applied
     }
-    fn snapshot(&self) -> Bytes {
+    fn snapshot(&mut self) -> Result<Bytes, String> {
         let mut s = format!("{}\n", self.applied.0);
         for (k, v) in &self.values {
             s.push_str(&format!("{k} {v}\n"));
         }
-        Bytes::from(s)
+        Ok(Bytes::from(s))
     }
-    fn restore(&mut self, data: &[u8]) -> Result<(), String> {
+    fn install(&mut self, data: &[u8]) -> Result<(), String> {
+        self.recover(data)
+    }
+    fn recover(&mut self, data: &[u8]) -> Result<(), String> {
         *self = Text::default();
         if data.is_empty() {
             return Ok(());

@@ -45,11 +45,28 @@ pub struct RegisterEvent {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum VolumeEvent {
     /// A new volume of `size` zero bytes.
-    Created { id: u64, size: u64 },
+    Created {
+        id: u64,
+        size: u64,
+    },
     /// Shrunk (bytes past `new` dropped) or grown (new bytes zero).
-    Resized { id: u64, old: u64, new: u64 },
-    Deleted { id: u64 },
-    Written { id: u64, offset: u64, data: Bytes },
+    Resized {
+        id: u64,
+        old: u64,
+        new: u64,
+    },
+    Deleted {
+        id: u64,
+    },
+    Written {
+        id: u64,
+        offset: u64,
+        data: Bytes,
+    },
     /// Trim and write-zeroes: the range reads as zeros afterwards.
-    Zeroed { id: u64, offset: u64, len: u64 },
+    Zeroed {
+        id: u64,
+        offset: u64,
+        len: u64,
+    },
 }

@@ -13,6 +13,7 @@
 //! disk can corrupt; both decoders return typed errors, never panic, and an
 //! undecodable entry is a deterministic error reply.
 
+pub mod block_store;
 mod codec;
 pub mod command;
 mod crc32;
@@ -27,11 +28,10 @@ pub mod reply;
 pub mod session;
 mod snapshot;
 pub mod volumes;
-pub mod block_store;
 
+pub use crate::block_store::{BlockStore, StoreError};
 pub use crate::command::{Command, Op};
 pub use crate::error::{ApplyError, DecodeError, StateError};
-pub use crate::block_store::{BlockStore, StoreError};
 pub use crate::event::{Event, KvEvent, RegisterEvent, VolumeEvent};
 pub use crate::kv::{
     CompactRequest, CompactResponse, Compare, CompareResult, CompareTarget, DeleteRangeRequest,

@@ -17,8 +17,8 @@ use std::collections::BTreeMap;
 use bytes::Bytes;
 
 use crate::codec::{
-    get_member, get_reply, get_version, get_volume, put_member, put_reply, put_version,
-    put_volume, Reader, Writer,
+    get_member, get_reply, get_version, get_volume, put_member, put_reply, put_version, put_volume,
+    Reader, Writer,
 };
 use crate::crc32::crc32;
 use crate::error::DecodeError;
@@ -181,7 +181,9 @@ fn decode_body(body: &[u8], version: u8) -> Result<StateMachine, DecodeError> {
                 return Err(DecodeError::Inconsistent("volumes out of order"));
             }
             if v.size > VOLUME_BYTES_MAX || v.name.is_empty() {
-                return Err(DecodeError::Inconsistent("volume size or name out of bounds"));
+                return Err(DecodeError::Inconsistent(
+                    "volume size or name out of bounds",
+                ));
             }
             volumes.push(v);
         }

@@ -166,8 +166,7 @@ impl Volumes {
 }
 
 fn check_name(name: &str) -> Result<(), StateError> {
-    if name.is_empty() || name.len() > VOLUME_NAME_BYTES_MAX || name.chars().any(char::is_control)
-    {
+    if name.is_empty() || name.len() > VOLUME_NAME_BYTES_MAX || name.chars().any(char::is_control) {
         return Err(StateError::VolumeName(name.to_string()));
     }
     Ok(())

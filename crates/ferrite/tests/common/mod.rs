@@ -29,6 +29,7 @@ pub struct Member {
     pub peer: SocketAddr,
     pub client: SocketAddr,
     pub http: SocketAddr,
+    pub nbd: SocketAddr,
     pub child: Option<Child>,
 }
 
@@ -50,6 +51,7 @@ impl Cluster {
                 peer: addr(free_port()),
                 client: addr(free_port()),
                 http: addr(free_port()),
+                nbd: addr(free_port()),
                 child: None,
             })
             .collect();
@@ -79,6 +81,7 @@ impl Cluster {
             peer: addr(free_port()),
             client: addr(free_port()),
             http: addr(free_port()),
+            nbd: addr(free_port()),
             child: None,
         });
         self.members.len() - 1
@@ -110,6 +113,7 @@ impl Cluster {
             .args(["--listen-peer", &m.peer.to_string()])
             .args(["--listen-client", &m.client.to_string()])
             .args(["--listen-http", &m.http.to_string()])
+            .args(["--listen-nbd", &m.nbd.to_string()])
             .args(["--heartbeat-ms", "50", "--election-ms", "500"])
             .args(extra)
             .stdin(Stdio::null())
@@ -125,6 +129,26 @@ impl Cluster {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+
+    /// `nbd://host:port/name` of member `i`.
+    pub fn nbd_uri(&self, i: usize, volume: &str) -> String {
+        format!("nbd://{}/{volume}", self.members[i].nbd)
+    }
+
+    /// Runs the `ferrite` binary against the cluster.
+    pub fn ferrite(&self, args: &[&str]) -> (bool, String) {
+        let out = Command::new(BIN)
+            .args(args)
+            .args(["--endpoints", &self.endpoints().join(",")])
+            .output()
+            .expect("run ferrite");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.success(), text)
     }
 
     pub fn endpoints(&self) -> Vec<String> {

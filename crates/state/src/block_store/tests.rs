@@ -19,8 +19,11 @@ fn write(id: u64, offset: u64, data: &[u8]) -> VolumeEvent {
 #[test]
 fn unaligned_writes_read_back_and_unwritten_bytes_are_zero() {
     let (_d, mut s) = store();
-    s.apply(&VolumeEvent::Created { id: 7, size: 1 << 20 })
-        .unwrap();
+    s.apply(&VolumeEvent::Created {
+        id: 7,
+        size: 1 << 20,
+    })
+    .unwrap();
     s.apply(&write(7, 4095, b"abc")).unwrap();
     s.apply(&write(7, 10_001, &[9u8; 5000])).unwrap();
     let back = s.read(7, 4090, 10).unwrap();
@@ -35,8 +38,11 @@ fn unaligned_writes_read_back_and_unwritten_bytes_are_zero() {
 #[test]
 fn zeroing_punches_holes_and_partial_blocks_read_as_zero() {
     let (_d, mut s) = store();
-    s.apply(&VolumeEvent::Created { id: 1, size: 4 << 20 })
-        .unwrap();
+    s.apply(&VolumeEvent::Created {
+        id: 1,
+        size: 4 << 20,
+    })
+    .unwrap();
     s.apply(&write(1, 0, &[0xAA; 3 << 20])).unwrap();
     s.apply(&VolumeEvent::Zeroed {
         id: 1,
@@ -58,12 +64,21 @@ fn zeroing_punches_holes_and_partial_blocks_read_as_zero() {
 #[test]
 fn resize_drops_bytes_past_the_end_and_grows_with_zeros() {
     let (_d, mut s) = store();
-    s.apply(&VolumeEvent::Created { id: 2, size: 8192 }).unwrap();
+    s.apply(&VolumeEvent::Created { id: 2, size: 8192 })
+        .unwrap();
     s.apply(&write(2, 0, &[1u8; 8192])).unwrap();
-    s.apply(&VolumeEvent::Resized { id: 2, old: 8192, new: 100 })
-        .unwrap();
-    s.apply(&VolumeEvent::Resized { id: 2, old: 100, new: 8192 })
-        .unwrap();
+    s.apply(&VolumeEvent::Resized {
+        id: 2,
+        old: 8192,
+        new: 100,
+    })
+    .unwrap();
+    s.apply(&VolumeEvent::Resized {
+        id: 2,
+        old: 100,
+        new: 8192,
+    })
+    .unwrap();
     let back = s.read(2, 0, 8192).unwrap();
     assert!(back[..100].iter().all(|&b| b == 1));
     assert!(back[100..].iter().all(|&b| b == 0));
@@ -76,7 +91,8 @@ fn the_valid_mark_survives_reopen_and_install_clears_it() {
     let dir = tempfile::tempdir().unwrap();
     let mut s = BlockStore::open(dir.path()).unwrap();
     assert_eq!(s.valid_from(), None);
-    s.apply(&VolumeEvent::Created { id: 3, size: 4096 }).unwrap();
+    s.apply(&VolumeEvent::Created { id: 3, size: 4096 })
+        .unwrap();
     s.sync(42).unwrap();
     drop(s);
     let mut s = BlockStore::open(dir.path()).unwrap();
@@ -103,13 +119,20 @@ fn replay_over_a_fuzzy_copy_converges() {
         rng % n
     };
     for round in 0..20 {
-        let mut events = vec![VolumeEvent::Created { id: 1, size: 16 * BLOCK }];
+        let mut events = vec![VolumeEvent::Created {
+            id: 1,
+            size: 16 * BLOCK,
+        }];
         let mut size = 16 * BLOCK;
         for _ in 0..60 {
             let ev = match next(10) {
                 0 => {
                     let new = (1 + next(24)) * BLOCK / 2;
-                    let ev = VolumeEvent::Resized { id: 1, old: size, new };
+                    let ev = VolumeEvent::Resized {
+                        id: 1,
+                        old: size,
+                        new,
+                    };
                     size = new;
                     ev
                 }
@@ -141,9 +164,7 @@ fn replay_over_a_fuzzy_copy_converges() {
         // i..end (length from one of them too).
         let (_d2, mut fuzzy) = store();
         let len_from = &states[i + next((events.len() - i) as u64) as usize];
-        fuzzy
-            .install_volume(1, len_from.len() as u64)
-            .unwrap();
+        fuzzy.install_volume(1, len_from.len() as u64).unwrap();
         let mut off = 0;
         while off < len_from.len() {
             let from = &states[i + next((events.len() - i) as u64) as usize];

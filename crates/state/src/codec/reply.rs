@@ -121,10 +121,9 @@ pub(crate) fn get_reply(r: &mut Reader<'_>) -> Result<Reply, DecodeError> {
             Reply::Volumes(list)
         }
         REPLY_DONE => Reply::Done,
-        REPLY_DATA => Reply::Data(r.bytes(
-            "volume data",
-            crate::limits::VOLUME_READ_BYTES_MAX as usize,
-        )?),
+        REPLY_DATA => {
+            Reply::Data(r.bytes("volume data", crate::limits::VOLUME_READ_BYTES_MAX as usize)?)
+        }
         REPLY_ERROR => Reply::Error(get_error(r)?),
         tag => return Err(DecodeError::UnknownTag { what: "reply", tag }),
     })

@@ -359,7 +359,10 @@ fn volumes_are_created_written_resized_and_deleted_with_events() {
     );
     // The table is in the snapshot.
     let restored = StateMachine::restore(&d.sm.snapshot()).unwrap();
-    assert_eq!(restored.volumes().get("disk0").map(|v| v.size), Some(1 << 20));
+    assert_eq!(
+        restored.volumes().get("disk0").map(|v| v.size),
+        Some(1 << 20)
+    );
     assert_eq!(
         d.apply(Command::new(Op::VolumeRead {
             name: "disk0".into(),
@@ -372,7 +375,10 @@ fn volumes_are_created_written_resized_and_deleted_with_events() {
     let deleted = d.apply(Command::new(Op::VolumeDelete {
         name: "disk0".into(),
     }));
-    assert_eq!(deleted.events, vec![Event::Volume(VolumeEvent::Deleted { id })]);
+    assert_eq!(
+        deleted.events,
+        vec![Event::Volume(VolumeEvent::Deleted { id })]
+    );
     assert!(d.sm.volumes().is_empty());
     // A new volume under the old name gets a new id.
     d.apply(Command::new(create(4096)));

@@ -150,17 +150,26 @@ pub fn volume_op() -> impl Strategy<Value = Op> {
         (name.clone(), 0u64..70_000).prop_map(|(name, size)| Op::VolumeResize { name, size }),
         name.clone().prop_map(|name| Op::VolumeDelete { name }),
         Just(Op::VolumeList),
-        (name.clone(), 0u64..70_000, prop::collection::vec(any::<u8>(), 0..64)).prop_map(
-            |(name, offset, data)| Op::VolumeWrite {
+        (
+            name.clone(),
+            0u64..70_000,
+            prop::collection::vec(any::<u8>(), 0..64)
+        )
+            .prop_map(|(name, offset, data)| Op::VolumeWrite {
                 name,
                 offset,
                 data: data.into()
-            }
-        ),
-        (name.clone(), 0u64..70_000, 0u64..70_000)
-            .prop_map(|(name, offset, len)| Op::VolumeZero { name, offset, len }),
-        (name, 0u64..70_000, 0u64..4096)
-            .prop_map(|(name, offset, len)| Op::VolumeRead { name, offset, len }),
+            }),
+        (name.clone(), 0u64..70_000, 0u64..70_000).prop_map(|(name, offset, len)| Op::VolumeZero {
+            name,
+            offset,
+            len
+        }),
+        (name, 0u64..70_000, 0u64..4096).prop_map(|(name, offset, len)| Op::VolumeRead {
+            name,
+            offset,
+            len
+        }),
     ]
 }
 

@@ -1,0 +1,219 @@
+//! Fixed-newstyle negotiation: the greeting, the client's flags, then option
+//! haggling until the client picks an export (`NBD_OPT_GO` or
+//! `NBD_OPT_EXPORT_NAME`) or leaves (`NBD_OPT_ABORT`).
+//!
+//! Options are answered one at a time; an option this server does not know is
+//! refused with `NBD_REP_ERR_UNSUP` and haggling goes on, as fixed newstyle
+//! requires. Only what leaves the stream untrustworthy (a bad magic, unknown
+//! client flags) or what the protocol gives no way to refuse (an unknown
+//! `NBD_OPT_EXPORT_NAME`) closes the connection.
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use super::protocol::*;
+use super::{ExportError, Exports, NbdError, OPTION_DATA_MAX};
+
+/// The export a client chose; transmission serves it.
+#[derive(Debug, Clone)]
+pub(crate) struct Export {
+    pub name: String,
+    pub size: u64,
+}
+
+/// Shown to clients that ask for `NBD_INFO_DESCRIPTION`.
+const DESCRIPTION: &str = "Ferrite replicated volume";
+
+/// Runs the handshake. Ok(None) if the client aborted.
+pub(crate) async fn negotiate<S, E>(io: &mut S, exports: &E) -> Result<Option<Export>, NbdError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+    E: Exports,
+{
+    io.write_all(&encode_greeting()).await?;
+    let client_flags = io.read_u32().await?;
+    if client_flags & !CLIENT_FLAGS_KNOWN != 0 {
+        return Err(NbdError::ClientFlags(client_flags));
+    }
+    let no_zeroes = client_flags & FLAG_C_NO_ZEROES != 0;
+    loop {
+        let mut raw = [0; OPTION_HEADER_LEN];
+        io.read_exact(&mut raw).await?;
+        let header = OptionHeader::decode(&raw)?;
+        if header.length > OPTION_DATA_MAX {
+            if header.option == OPT_EXPORT_NAME {
+                return Err(NbdError::OptionTooBig(header.length));
+            }
+            discard(io, header.length).await?;
+            let message = format!("option data is limited to {OPTION_DATA_MAX} bytes");
+            reply(io, header.option, REP_ERR_TOO_BIG, message.as_bytes()).await?;
+            continue;
+        }
+        let mut data = vec![0; header.length as usize];
+        io.read_exact(&mut data).await?;
+        match header.option {
+            OPT_EXPORT_NAME => return export_name(io, exports, data, no_zeroes).await.map(Some),
+            OPT_ABORT => {
+                // The client may close without waiting for the ACK.
+                let _ = reply(io, OPT_ABORT, REP_ACK, &[]).await;
+                return Ok(None);
+            }
+            OPT_LIST => list(io, exports, &data).await?,
+            OPT_INFO => {
+                info(io, exports, OPT_INFO, &data).await?;
+            }
+            OPT_GO => {
+                if let Some(export) = info(io, exports, OPT_GO, &data).await? {
+                    return Ok(Some(export));
+                }
+            }
+            other => reply(io, other, REP_ERR_UNSUP, &[]).await?,
+        }
+    }
+}
+
+/// The old way to end negotiation: no error can be returned, so an unknown
+/// export closes the connection.
+async fn export_name<S, E>(
+    io: &mut S,
+    exports: &E,
+    name: Vec<u8>,
+    no_zeroes: bool,
+) -> Result<Export, NbdError>
+where
+    S: AsyncWrite + Unpin,
+    E: Exports,
+{
+    let name = String::from_utf8(name).map_err(|e| NbdError::UnknownExport(lossy(e.as_bytes())))?;
+    let size = match lookup(exports, &name).await? {
+        Some(size) => size,
+        None => return Err(NbdError::UnknownExport(name)),
+    };
+    let mut out = Vec::with_capacity(10 + EXPORT_NAME_PADDING);
+    out.extend_from_slice(&size.to_be_bytes());
+    out.extend_from_slice(&TRANSMISSION_FLAGS.to_be_bytes());
+    if !no_zeroes {
+        out.resize(out.len() + EXPORT_NAME_PADDING, 0);
+    }
+    io.write_all(&out).await?;
+    Ok(Export { name, size })
+}
+
+async fn list<S, E>(io: &mut S, exports: &E, data: &[u8]) -> Result<(), NbdError>
+where
+    S: AsyncWrite + Unpin,
+    E: Exports,
+{
+    if !data.is_empty() {
+        return reply(io, OPT_LIST, REP_ERR_INVALID, b"NBD_OPT_LIST takes no data").await;
+    }
+    match exports.list().await {
+        Ok(names) => {
+            for name in names {
+                reply(io, OPT_LIST, REP_SERVER, &encode_rep_server(&name)).await?;
+            }
+            reply(io, OPT_LIST, REP_ACK, &[]).await
+        }
+        Err(e) => reply(io, OPT_LIST, backend_error(&e), e.to_string().as_bytes()).await,
+    }
+}
+
+/// `NBD_OPT_INFO` and `NBD_OPT_GO` share their format; on success the export
+/// is returned, and for GO the caller enters transmission.
+async fn info<S, E>(
+    io: &mut S,
+    exports: &E,
+    option: u32,
+    data: &[u8],
+) -> Result<Option<Export>, NbdError>
+where
+    S: AsyncWrite + Unpin,
+    E: Exports,
+{
+    let Some(request) = InfoRequest::decode(data) else {
+        reply(io, option, REP_ERR_INVALID, b"malformed info request").await?;
+        return Ok(None);
+    };
+    let Ok(name) = String::from_utf8(request.name) else {
+        reply(io, option, REP_ERR_INVALID, b"export name is not UTF-8").await?;
+        return Ok(None);
+    };
+    let size = match lookup(exports, &name).await {
+        Ok(Some(size)) => size,
+        Ok(None) => {
+            let message = format!("no export named {name:?}");
+            reply(io, option, REP_ERR_UNKNOWN, message.as_bytes()).await?;
+            return Ok(None);
+        }
+        Err(e) => {
+            reply(io, option, backend_error(&e), e.to_string().as_bytes()).await?;
+            return Ok(None);
+        }
+    };
+    reply(
+        io,
+        option,
+        REP_INFO,
+        &encode_info_export(size, TRANSMISSION_FLAGS),
+    )
+    .await?;
+    // Sent unasked too: the limits hold either way, and a client that did not
+    // ask is free to ignore them.
+    reply(io, option, REP_INFO, &encode_info_block_size()).await?;
+    if request.requests.contains(&INFO_NAME) {
+        reply(io, option, REP_INFO, &encode_info_string(INFO_NAME, &name)).await?;
+    }
+    if request.requests.contains(&INFO_DESCRIPTION) {
+        reply(
+            io,
+            option,
+            REP_INFO,
+            &encode_info_string(INFO_DESCRIPTION, DESCRIPTION),
+        )
+        .await?;
+    }
+    reply(io, option, REP_ACK, &[]).await?;
+    Ok(Some(Export { name, size }))
+}
+
+/// There is no default export: the empty name is unknown, as is any name the
+/// store does not have.
+async fn lookup<E: Exports>(exports: &E, name: &str) -> Result<Option<u64>, ExportError> {
+    if name.is_empty() {
+        return Ok(None);
+    }
+    exports.size(name).await
+}
+
+/// Option errors have no "I/O error"; a store that cannot answer is reported
+/// as the export (or list) being unavailable for now, with the reason as the
+/// message. The client may retry.
+fn backend_error(error: &ExportError) -> u32 {
+    match error {
+        ExportError::NotFound | ExportError::OutOfRange => REP_ERR_UNKNOWN,
+        ExportError::Unavailable(_) | ExportError::Io(_) => REP_ERR_SHUTDOWN,
+    }
+}
+
+async fn reply<S: AsyncWrite + Unpin>(
+    io: &mut S,
+    option: u32,
+    reply: u32,
+    data: &[u8],
+) -> Result<(), NbdError> {
+    io.write_all(&encode_option_reply(option, reply, data))
+        .await?;
+    Ok(())
+}
+
+/// Reads and drops `len` bytes, keeping the stream in step without holding them.
+pub(crate) async fn discard<S: AsyncRead + Unpin>(io: &mut S, len: u32) -> Result<(), NbdError> {
+    let copied = tokio::io::copy(&mut io.take(u64::from(len)), &mut tokio::io::sink()).await?;
+    if copied < u64::from(len) {
+        return Err(NbdError::Io(std::io::ErrorKind::UnexpectedEof.into()));
+    }
+    Ok(())
+}
+
+fn lossy(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}

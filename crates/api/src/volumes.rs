@@ -1,0 +1,374 @@
+//! Block volumes as the front ends see them: the operations (on `Context`,
+//! shared by gRPC, NBD and HTTP), Ferrite's `Volumes` gRPC service, and the
+//! `Copy` stream a member serves to a peer that needs its volume files.
+//!
+//! Writes and zeroes are idempotent as the NBD server issues them (a later
+//! overlapping request waits for the earlier one's reply), so they are
+//! retried through failovers without sessions, and a client only sees a
+//! leader change as latency.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use ferrite_proto::ferrite::v1 as fv;
+use ferrite_state::limits::{VOLUME_READ_BYTES_MAX, VOLUME_WRITE_BYTES_MAX};
+use ferrite_state::{Op, Reply, StateError, VolumeInfo};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Code, Request, Response, Status};
+
+use crate::context::{state_status, Context};
+use crate::copy::COPY_CHUNK_BYTES;
+use crate::machine::VolumeFiles;
+
+/// How long a block request keeps retrying through elections before it
+/// fails: well beyond a failover (about 1.5 s), short of a client's own
+/// timeouts (the Linux NBD client's default is 30 s).
+pub const BLOCK_RETRY: Duration = Duration::from_secs(20);
+
+/// The largest write or read one gRPC call carries.
+const GRPC_DATA_BYTES_MAX: usize = 1 << 20;
+
+impl Context {
+    pub async fn volume_create(&self, name: &str, size: u64) -> Result<VolumeInfo, Status> {
+        let op = Op::VolumeCreate {
+            name: name.to_string(),
+            size,
+        };
+        volume(self.write(op, None).await?)
+    }
+
+    pub async fn volume_resize(&self, name: &str, size: u64) -> Result<VolumeInfo, Status> {
+        let op = Op::VolumeResize {
+            name: name.to_string(),
+            size,
+        };
+        volume(self.write(op, None).await?)
+    }
+
+    pub async fn volume_delete(&self, name: &str) -> Result<VolumeInfo, Status> {
+        let op = Op::VolumeDelete {
+            name: name.to_string(),
+        };
+        volume(self.write(op, None).await?)
+    }
+
+    /// Every volume, linearizably.
+    pub async fn volume_list(&self) -> Result<Vec<VolumeInfo>, Status> {
+        match self.read_patiently(Op::VolumeList, BLOCK_RETRY).await? {
+            Reply::Volumes(list) => Ok(list),
+            other => Err(unexpected_reply(other)),
+        }
+    }
+
+    /// Writes `data` at `offset`, in commands of at most
+    /// `VOLUME_WRITE_BYTES_MAX` proposed together; returns once all are
+    /// committed and applied.
+    pub async fn volume_write(&self, name: &str, offset: u64, data: Bytes) -> Result<(), Status> {
+        let mut parts = Vec::new();
+        let mut at = 0usize;
+        while at < data.len() {
+            let n = (data.len() - at).min(VOLUME_WRITE_BYTES_MAX);
+            let op = Op::VolumeWrite {
+                name: name.to_string(),
+                offset: offset + at as u64,
+                data: data.slice(at..at + n),
+            };
+            parts.push(self.write_idempotent(op, BLOCK_RETRY));
+            at += n;
+        }
+        for reply in futures_util::future::try_join_all(parts).await? {
+            done(reply)?;
+        }
+        Ok(())
+    }
+
+    pub async fn volume_zero(&self, name: &str, offset: u64, len: u64) -> Result<(), Status> {
+        let op = Op::VolumeZero {
+            name: name.to_string(),
+            offset,
+            len,
+        };
+        done(self.write_idempotent(op, BLOCK_RETRY).await?)
+    }
+
+    /// `len` bytes at `offset`, linearizably (ReadIndex, no log write).
+    pub async fn volume_read(&self, name: &str, offset: u64, len: u64) -> Result<Bytes, Status> {
+        if len > VOLUME_READ_BYTES_MAX {
+            return Err(Status::out_of_range(format!(
+                "a read is at most {VOLUME_READ_BYTES_MAX} bytes"
+            )));
+        }
+        let op = Op::VolumeRead {
+            name: name.to_string(),
+            offset,
+            len,
+        };
+        match self.read_patiently(op, BLOCK_RETRY).await? {
+            Reply::Data(data) if data.len() as u64 == len => Ok(data),
+            Reply::Data(data) => Err(Status::internal(format!(
+                "read returned {} bytes instead of {len}",
+                data.len()
+            ))),
+            other => Err(unexpected_reply(other)),
+        }
+    }
+}
+
+fn volume(reply: Reply) -> Result<VolumeInfo, Status> {
+    match reply {
+        Reply::Volume(v) => Ok(v),
+        other => Err(unexpected_reply(other)),
+    }
+}
+
+fn done(reply: Reply) -> Result<(), Status> {
+    match reply {
+        Reply::Done => Ok(()),
+        other => Err(unexpected_reply(other)),
+    }
+}
+
+/// Volume errors with the gRPC codes a client can act on.
+pub fn unexpected_reply(reply: Reply) -> Status {
+    match reply {
+        Reply::Error(e) => {
+            let code = match &e {
+                StateError::NoSuchVolume(_) => Code::NotFound,
+                StateError::VolumeExists(_) => Code::AlreadyExists,
+                StateError::VolumeRange { .. } | StateError::VolumeSize { .. } => Code::OutOfRange,
+                StateError::TooManyVolumes { .. } => Code::ResourceExhausted,
+                _ => return state_status(e),
+            };
+            Status::new(code, e.to_string())
+        }
+        other => Status::internal(format!("unexpected reply {other:?}")),
+    }
+}
+
+fn to_proto(v: VolumeInfo) -> fv::Volume {
+    fv::Volume {
+        name: v.name,
+        size: v.size,
+        id: v.id,
+    }
+}
+
+pub struct VolumesService {
+    pub ctx: Context,
+    pub files: Arc<VolumeFiles>,
+}
+
+impl VolumesService {
+    fn answer(&self, v: VolumeInfo) -> Response<fv::VolumeResponse> {
+        Response::new(fv::VolumeResponse {
+            header: self.ctx.header(0),
+            volume: Some(to_proto(v)),
+        })
+    }
+}
+
+#[tonic::async_trait]
+impl fv::volumes_server::Volumes for VolumesService {
+    async fn create(
+        &self,
+        req: Request<fv::VolumeCreateRequest>,
+    ) -> Result<Response<fv::VolumeResponse>, Status> {
+        let req = req.into_inner();
+        Ok(self.answer(self.ctx.volume_create(&req.name, req.size).await?))
+    }
+
+    async fn list(
+        &self,
+        _req: Request<fv::VolumeListRequest>,
+    ) -> Result<Response<fv::VolumeListResponse>, Status> {
+        let volumes = self.ctx.volume_list().await?;
+        Ok(Response::new(fv::VolumeListResponse {
+            header: self.ctx.header(0),
+            volumes: volumes.into_iter().map(to_proto).collect(),
+        }))
+    }
+
+    async fn resize(
+        &self,
+        req: Request<fv::VolumeResizeRequest>,
+    ) -> Result<Response<fv::VolumeResponse>, Status> {
+        let req = req.into_inner();
+        Ok(self.answer(self.ctx.volume_resize(&req.name, req.size).await?))
+    }
+
+    async fn delete(
+        &self,
+        req: Request<fv::VolumeDeleteRequest>,
+    ) -> Result<Response<fv::VolumeResponse>, Status> {
+        let req = req.into_inner();
+        Ok(self.answer(self.ctx.volume_delete(&req.name).await?))
+    }
+
+    async fn write(
+        &self,
+        req: Request<fv::VolumeWriteRequest>,
+    ) -> Result<Response<fv::VolumeWriteResponse>, Status> {
+        let req = req.into_inner();
+        if req.data.len() > GRPC_DATA_BYTES_MAX {
+            return Err(Status::invalid_argument(format!(
+                "a write carries at most {GRPC_DATA_BYTES_MAX} bytes"
+            )));
+        }
+        self.ctx
+            .volume_write(&req.name, req.offset, Bytes::from(req.data))
+            .await?;
+        Ok(Response::new(fv::VolumeWriteResponse {
+            header: self.ctx.header(0),
+        }))
+    }
+
+    async fn read(
+        &self,
+        req: Request<fv::VolumeReadRequest>,
+    ) -> Result<Response<fv::VolumeReadResponse>, Status> {
+        let req = req.into_inner();
+        if req.length > GRPC_DATA_BYTES_MAX as u64 {
+            return Err(Status::invalid_argument(format!(
+                "a read returns at most {GRPC_DATA_BYTES_MAX} bytes"
+            )));
+        }
+        let data = self
+            .ctx
+            .volume_read(&req.name, req.offset, req.length)
+            .await?;
+        Ok(Response::new(fv::VolumeReadResponse {
+            header: self.ctx.header(0),
+            data: data.to_vec(),
+        }))
+    }
+
+    async fn copy(
+        &self,
+        req: Request<fv::VolumeCopyRequest>,
+    ) -> Result<Response<tonic::codegen::BoxStream<fv::VolumeChunk>>, Status> {
+        let req = req.into_inner();
+        let files = &self.files;
+        let applied = files.applied.load(Ordering::Acquire);
+        if !files.ready.load(Ordering::Acquire) || applied < req.min_applied {
+            return Err(Status::failed_precondition(format!(
+                "this member's volume files are not ready for index {} (applied {applied})",
+                req.min_applied
+            )));
+        }
+        let path = files.dir.join(format!("{:016x}.vol", req.id));
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        tokio::task::spawn_blocking(move || {
+            if let Err(e) = send_copy(&path, req.size, &tx) {
+                let _ = tx.blocking_send(Err(Status::internal(e)));
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}
+
+/// Streams the data regions of one volume file below `size`; a missing file
+/// (the volume was deleted after the snapshot) sends nothing, and the log
+/// replay on the receiver deletes it too.
+fn send_copy(
+    path: &std::path::Path,
+    size: u64,
+    tx: &tokio::sync::mpsc::Sender<Result<fv::VolumeChunk, Status>>,
+) -> Result<(), String> {
+    use std::os::unix::fs::FileExt;
+    let file = match std::fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(format!("{}: {e}", path.display())),
+    };
+    let mut at = 0u64;
+    let mut buf = vec![0u8; COPY_CHUNK_BYTES];
+    while at < size {
+        let Some((start, hole)) = ferrite_state::block_store::next_data(&file, at)
+            .map_err(|e| format!("{}: {e}", path.display()))?
+        else {
+            break;
+        };
+        let end = hole
+            .min(size)
+            .min(start.saturating_add(COPY_CHUNK_BYTES as u64));
+        if start >= end {
+            break;
+        }
+        let n = (end - start) as usize;
+        let read = file
+            .read_at(&mut buf[..n], start)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        if read == 0 {
+            break;
+        }
+        let chunk = fv::VolumeChunk {
+            offset: start,
+            data: buf[..read].to_vec(),
+        };
+        if tx.blocking_send(Ok(chunk)).is_err() {
+            return Ok(()); // the receiver went away
+        }
+        at = start + read as u64;
+    }
+    Ok(())
+}
+
+/// The volumes as the NBD server sees them.
+pub struct VolumeExports(pub Context);
+
+fn export_error(s: Status) -> crate::nbd::ExportError {
+    use crate::nbd::ExportError;
+    match s.code() {
+        Code::NotFound => ExportError::NotFound,
+        Code::OutOfRange => ExportError::OutOfRange,
+        Code::Unavailable | Code::DeadlineExceeded => {
+            ExportError::Unavailable(s.message().to_string())
+        }
+        _ => ExportError::Io(s.message().to_string()),
+    }
+}
+
+impl crate::nbd::Exports for VolumeExports {
+    async fn list(&self) -> Result<Vec<String>, crate::nbd::ExportError> {
+        let list = self.0.volume_list().await.map_err(export_error)?;
+        Ok(list.into_iter().map(|v| v.name).collect())
+    }
+
+    async fn size(&self, name: &str) -> Result<Option<u64>, crate::nbd::ExportError> {
+        let list = self.0.volume_list().await.map_err(export_error)?;
+        Ok(list.into_iter().find(|v| v.name == name).map(|v| v.size))
+    }
+
+    async fn read(
+        &self,
+        name: &str,
+        offset: u64,
+        len: u32,
+    ) -> Result<Bytes, crate::nbd::ExportError> {
+        self.0
+            .volume_read(name, offset, u64::from(len))
+            .await
+            .map_err(export_error)
+    }
+
+    async fn write(
+        &self,
+        name: &str,
+        offset: u64,
+        data: Bytes,
+    ) -> Result<(), crate::nbd::ExportError> {
+        self.0
+            .volume_write(name, offset, data)
+            .await
+            .map_err(export_error)
+    }
+
+    async fn zero(&self, name: &str, offset: u64, len: u32) -> Result<(), crate::nbd::ExportError> {
+        self.0
+            .volume_zero(name, offset, u64::from(len))
+            .await
+            .map_err(export_error)
+    }
+}

@@ -308,6 +308,7 @@ async fn fio_verifies_random_and_sequential_writes_at_qd_1_and_32() {
                 "--do_verify=1",
                 "--verify_fatal=1",
                 "--randrepeat=1",
+                "--verify_state_save=0",
             ],
         );
         assert!(!out.contains("verify: bad"), "fio {rw} qd {depth}:\n{out}");

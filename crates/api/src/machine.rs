@@ -17,6 +17,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use bytes::{BufMut, Bytes, BytesMut};
+use ferrite_node::MachineSnapshot;
 use ferrite_raft::Index;
 use ferrite_state::{BlockStore, Command, Event, Op, Reply, StateError, StateMachine};
 
@@ -175,12 +176,15 @@ impl ferrite_node::StateMachine for Replicated {
         Index(self.sm.applied_index())
     }
 
-    fn snapshot(&mut self) -> Result<Bytes, String> {
+    /// The volume files are synced on another thread: with many writes
+    /// since the last snapshot that takes long, and applying goes on.
+    fn snapshot(&mut self) -> Result<MachineSnapshot, String> {
         self.ensure_files()?;
-        self.store
-            .sync(self.sm.applied_index())
-            .map_err(|e| e.to_string())?;
-        Ok(self.sm.snapshot())
+        let sync = self.store.sync_later(self.sm.applied_index());
+        Ok(MachineSnapshot {
+            data: self.sm.snapshot(),
+            make_durable: Some(Box::new(move || sync().map_err(|e| e.to_string()))),
+        })
     }
 
     /// The files are valid for the snapshot if they were synced at or after

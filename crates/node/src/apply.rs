@@ -4,6 +4,8 @@
 //! apply and when comes from the driver.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use ferrite_raft::{Entry, Index, Payload, Snapshot, Term};
@@ -11,7 +13,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::driver::Event;
 use crate::error::NodeError;
-use crate::machine::StateMachine;
+use crate::machine::{MachineSnapshot, StateMachine};
 
 pub type Reply = oneshot::Sender<Result<Bytes, NodeError>>;
 
@@ -48,6 +50,8 @@ pub fn run<M: StateMachine>(
     mut snapshot_index: Index,
 ) {
     let mut waiters: BTreeMap<Index, (Term, Reply)> = BTreeMap::new();
+    // At most one snapshot is being made durable at a time.
+    let snapshotting = Arc::new(AtomicBool::new(false));
     let mut reads: BTreeMap<Index, Vec<(Bytes, Reply)>> = BTreeMap::new();
     while let Some(msg) = rx.blocking_recv() {
         match msg {
@@ -98,13 +102,11 @@ pub fn run<M: StateMachine>(
                 {
                     return;
                 }
-                if last.distance_from(snapshot_index) >= snapshot_entries {
+                let busy = snapshotting.load(Ordering::Acquire);
+                if !busy && last.distance_from(snapshot_index) >= snapshot_entries {
                     snapshot_index = last;
                     match machine.snapshot() {
-                        Ok(data) => {
-                            let _ =
-                                events.blocking_send(Event::SnapshotReady { index: last, data });
-                        }
+                        Ok(snapshot) => finish_snapshot(last, snapshot, &events, &snapshotting),
                         Err(e) => {
                             tracing::error!("snapshot failed: {e}");
                             let _ = events.blocking_send(Event::StorageFailed(e));
@@ -142,5 +144,42 @@ pub fn run<M: StateMachine>(
                 let _ = reply.send(Ok(machine.query(&query)));
             }
         }
+    }
+}
+
+/// Hands a snapshot to the driver once its state is durable: at once if it
+/// is all in its bytes, otherwise after `make_durable` ran on a thread of its
+/// own (syncing volume files can take long; applying goes on meanwhile).
+fn finish_snapshot(
+    index: Index,
+    snapshot: MachineSnapshot,
+    events: &mpsc::Sender<Event>,
+    busy: &Arc<AtomicBool>,
+) {
+    let MachineSnapshot { data, make_durable } = snapshot;
+    let Some(make_durable) = make_durable else {
+        let _ = events.blocking_send(Event::SnapshotReady { index, data });
+        return;
+    };
+    busy.store(true, Ordering::Release);
+    let events = events.clone();
+    let busy_done = busy.clone();
+    let spawned = std::thread::Builder::new()
+        .name("snapshot-sync".into())
+        .spawn(move || {
+            let event = match make_durable() {
+                Ok(()) => Event::SnapshotReady { index, data },
+                Err(e) => {
+                    tracing::error!("snapshot at {index} cannot be made durable: {e}");
+                    Event::StorageFailed(e)
+                }
+            };
+            let _ = events.blocking_send(event);
+            busy_done.store(false, Ordering::Release);
+        });
+    if let Err(e) = spawned {
+        // Without the thread the snapshot is skipped; the next one retries.
+        tracing::warn!("cannot start a snapshot thread: {e}");
+        busy.store(false, Ordering::Release);
     }
 }

@@ -21,6 +21,6 @@ mod transport;
 pub use config::{NodeConfig, TICK};
 pub use driver::Status;
 pub use error::{NodeError, StartError};
-pub use machine::StateMachine;
+pub use machine::{MachineSnapshot, StateMachine};
 pub use metrics::{Histogram, Metrics, SYNC_BUCKETS};
 pub use node::{wait_for_leader, Node};

@@ -6,6 +6,23 @@
 use bytes::Bytes;
 use ferrite_raft::Index;
 
+pub struct MachineSnapshot {
+    pub data: Bytes,
+    /// Makes the state outside `data` durable as of the snapshot's index
+    /// (or later); the snapshot is used only once it has succeeded.
+    pub make_durable: Option<Box<dyn FnOnce() -> Result<(), String> + Send>>,
+}
+
+impl MachineSnapshot {
+    /// A snapshot that is all in `data`.
+    pub fn complete(data: Bytes) -> MachineSnapshot {
+        MachineSnapshot {
+            data,
+            make_durable: None,
+        }
+    }
+}
+
 pub trait StateMachine: Send + 'static {
     /// Applies a committed command at `index` and returns the encoded reply.
     /// Must be deterministic; bad input is a reply, never a panic. An error
@@ -21,8 +38,9 @@ pub trait StateMachine: Send + 'static {
     /// Everything, to restore a node that is far behind or restarting. The
     /// log up to `applied()` is discarded once the snapshot is saved, so
     /// whatever state the machine keeps outside the returned bytes must be
-    /// durable when this returns.
-    fn snapshot(&mut self) -> Result<Bytes, String>;
+    /// durable first: `MachineSnapshot::make_durable` does that, on another
+    /// thread, while the apply thread goes on.
+    fn snapshot(&mut self) -> Result<MachineSnapshot, String>;
     /// At start: the state of this node's own latest snapshot; empty data
     /// is the empty state.
     fn recover(&mut self, data: &[u8]) -> Result<(), String>;

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use bytes::Bytes;
-use ferrite_node::{wait_for_leader, Node, NodeConfig, NodeError, StateMachine};
+use ferrite_node::{wait_for_leader, MachineSnapshot, Node, NodeConfig, NodeError, StateMachine};
 use ferrite_raft::{Index, NodeId};
 
 /// A tiny text machine: "set k v", "add k n" and the query "get k".
@@ -56,12 +56,12 @@ impl StateMachine for Text {
     fn applied(&self) -> Index {
         self.applied
     }
-    fn snapshot(&mut self) -> Result<Bytes, String> {
+    fn snapshot(&mut self) -> Result<MachineSnapshot, String> {
         let mut s = format!("{}\n", self.applied.0);
         for (k, v) in &self.values {
             s.push_str(&format!("{k} {v}\n"));
         }
-        Ok(Bytes::from(s))
+        Ok(MachineSnapshot::complete(Bytes::from(s)))
     }
     fn install(&mut self, data: &[u8]) -> Result<(), String> {
         self.recover(data)

@@ -27,6 +27,7 @@ use std::io::{ErrorKind, Write};
 use std::os::unix::fs::FileExt;
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 
@@ -50,9 +51,14 @@ pub enum StoreError {
 
 pub struct BlockStore {
     dir: PathBuf,
+    /// Held while files are synced and the mark written, and while an
+    /// install clears the mark: a sync finishing on another thread must not
+    /// mark a half-copied store valid.
+    mark_lock: Arc<Mutex<()>>,
     open: BTreeMap<u64, File>,
     /// Volumes written since the last `sync`.
     dirty: BTreeSet<u64>,
+
     valid_from: Option<u64>,
 }
 
@@ -77,6 +83,7 @@ impl BlockStore {
         };
         Ok(BlockStore {
             dir: dir.to_path_buf(),
+            mark_lock: Arc::new(Mutex::new(())),
             open: BTreeMap::new(),
             dirty: BTreeSet::new(),
             valid_from,
@@ -129,9 +136,7 @@ impl BlockStore {
             }
             VolumeEvent::Written { id, offset, data } => {
                 let path = self.path(*id);
-                self.file(*id)?
-                    .write_all_at(data, *offset)
-                    .map_err(io(&path, "write"))?;
+                write_in_blocks(self.file(*id)?, data, *offset).map_err(io(&path, "write"))?;
             }
             VolumeEvent::Zeroed { id, offset, len } => {
                 let path = self.path(*id);
@@ -169,21 +174,48 @@ impl BlockStore {
     /// Makes every file durable as of now, then marks the store valid from
     /// `index` (the index of the last event replayed).
     pub fn sync(&mut self, index: u64) -> Result<(), StoreError> {
-        for id in std::mem::take(&mut self.dirty) {
-            let path = self.path(id);
-            match self.file(id) {
-                Ok(f) => f.sync_data().map_err(io(&path, "fdatasync"))?,
-                Err(e) => return Err(e),
+        self.sync_later(index)()?;
+        self.valid_from = Some(index);
+        Ok(())
+    }
+
+    /// `sync`, as a job for another thread: the files written since the last
+    /// sync are flushed (through their own handles, while this store goes
+    /// on writing: whatever lands meanwhile is at or after `index` too), then
+    /// the store is marked valid from `index`.
+    pub fn sync_later(
+        &mut self,
+        index: u64,
+    ) -> impl FnOnce() -> Result<(), StoreError> + Send + 'static {
+        let paths: Vec<PathBuf> = std::mem::take(&mut self.dirty)
+            .into_iter()
+            .map(|id| self.path(id))
+            .collect();
+        let dir = self.dir.clone();
+        let lock = self.mark_lock.clone();
+        move || {
+            let _held = lock.lock().unwrap_or_else(|e| e.into_inner());
+            for path in &paths {
+                match File::open(path) {
+                    Ok(f) => f.sync_data().map_err(io(path, "fdatasync"))?,
+                    // Deleted since: its delete is in the log after `index`.
+                    Err(e) if e.kind() == ErrorKind::NotFound => {}
+                    Err(e) => return Err(io(path, "open")(e)),
+                }
             }
+            sync_dir(&dir)?;
+            write_mark(&dir, Some(index))
         }
-        self.sync_dir()?;
-        self.set_valid_from(Some(index))
     }
 
     /// Starts replacing every file by a copy from a peer: clears the mark
     /// first, so that a crash in the middle is followed by a new copy.
     pub fn begin_install(&mut self) -> Result<(), StoreError> {
-        self.set_valid_from(None)?;
+        {
+            let _held = self.mark_lock.lock().unwrap_or_else(|e| e.into_inner());
+            write_mark(&self.dir, None)?;
+        }
+        self.valid_from = None;
         self.open.clear();
         self.dirty.clear();
         let entries = std::fs::read_dir(&self.dir).map_err(io(&self.dir, "list"))?;
@@ -199,9 +231,7 @@ impl BlockStore {
     /// Writes copied bytes during an install.
     pub fn install_chunk(&mut self, id: u64, offset: u64, data: &[u8]) -> Result<(), StoreError> {
         let path = self.path(id);
-        self.file(id)?
-            .write_all_at(data, offset)
-            .map_err(io(&path, "write"))?;
+        write_in_blocks(self.file(id)?, data, offset).map_err(io(&path, "write"))?;
         self.dirty.insert(id);
         Ok(())
     }
@@ -220,34 +250,6 @@ impl BlockStore {
             Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
             Err(e) => Err(io(&path, "open")(e)),
         }
-    }
-
-    fn set_valid_from(&mut self, index: Option<u64>) -> Result<(), StoreError> {
-        let mark = self.dir.join(VALID_FILE);
-        match index {
-            Some(i) => {
-                let tmp = self.dir.join(format!("{VALID_FILE}.tmp"));
-                let mut f = File::create(&tmp).map_err(io(&tmp, "create"))?;
-                f.write_all(format!("{i}\n").as_bytes())
-                    .map_err(io(&tmp, "write"))?;
-                f.sync_all().map_err(io(&tmp, "fsync"))?;
-                std::fs::rename(&tmp, &mark).map_err(io(&mark, "rename"))?;
-            }
-            None => match std::fs::remove_file(&mark) {
-                Ok(()) => {}
-                Err(e) if e.kind() == ErrorKind::NotFound => {}
-                Err(e) => return Err(io(&mark, "remove")(e)),
-            },
-        }
-        self.sync_dir()?;
-        self.valid_from = index;
-        Ok(())
-    }
-
-    fn sync_dir(&self) -> Result<(), StoreError> {
-        File::open(&self.dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io(&self.dir, "fsync directory"))
     }
 
     /// The open file of a volume, opening (creating: a replay may write to
@@ -273,11 +275,60 @@ impl BlockStore {
     }
 
     fn keep(&mut self, id: u64, f: File) {
+        // Volume IO is random: no readahead, whose large page-cache folios
+        // make every later 4 KiB write into them several times dearer.
+        // SAFETY: an advisory call on a file descriptor we own.
+        unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_RANDOM) };
         if self.open.len() >= OPEN_FILES_MAX {
             self.open.pop_first();
         }
         self.open.insert(id, f);
     }
+}
+
+/// Writes `data` at `offset` in pieces that do not cross a 4 KiB block.
+/// One large write makes the page cache (Linux 6.x, ext4) hold the range in
+/// large folios, and each later 4 KiB write into such a folio costs several
+/// times a write into a 4 KiB page (measured: 5-7 µs against 2 µs); volumes
+/// take mostly small random writes, so they are kept in small pages.
+fn write_in_blocks(f: &File, data: &[u8], offset: u64) -> std::io::Result<()> {
+    const BLOCK: u64 = 4096;
+    let mut at = 0usize;
+    while at < data.len() {
+        let pos = offset + at as u64;
+        let room = (BLOCK - pos % BLOCK) as usize;
+        let n = room.min(data.len() - at);
+        f.write_all_at(&data[at..at + n], pos)?;
+        at += n;
+    }
+    Ok(())
+}
+
+/// Writes (or with `None` removes) the "valid from" mark, durably.
+fn write_mark(dir: &Path, index: Option<u64>) -> Result<(), StoreError> {
+    let mark = dir.join(VALID_FILE);
+    match index {
+        Some(i) => {
+            let tmp = dir.join(format!("{VALID_FILE}.tmp"));
+            let mut f = File::create(&tmp).map_err(io(&tmp, "create"))?;
+            f.write_all(format!("{i}\n").as_bytes())
+                .map_err(io(&tmp, "write"))?;
+            f.sync_all().map_err(io(&tmp, "fsync"))?;
+            std::fs::rename(&tmp, &mark).map_err(io(&mark, "rename"))?;
+        }
+        None => match std::fs::remove_file(&mark) {
+            Ok(()) => {}
+            Err(e) if e.kind() == ErrorKind::NotFound => {}
+            Err(e) => return Err(io(&mark, "remove")(e)),
+        },
+    }
+    sync_dir(dir)
+}
+
+fn sync_dir(dir: &Path) -> Result<(), StoreError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io(dir, "fsync directory"))
 }
 
 /// Where data starts at or after `from`, and where the hole after it

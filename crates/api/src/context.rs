@@ -88,12 +88,14 @@ impl Context {
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Result<Bytes, NodeError>>,
     {
-        let deadline = tokio::time::Instant::now() + within;
+        let started = tokio::time::Instant::now();
+        let deadline = started + within;
         loop {
             match attempt().await {
                 Ok(bytes) => {
+                    self.metrics().requests.record(started.elapsed());
                     return open_envelope(&bytes)
-                        .map_err(|e| Status::internal(format!("etcdserver: {e}")))
+                        .map_err(|e| Status::internal(format!("etcdserver: {e}")));
                 }
                 Err(NodeError::NoLeader | NodeError::NotLeader { .. } | NodeError::Lost)
                     if tokio::time::Instant::now() < deadline =>

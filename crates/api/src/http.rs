@@ -17,7 +17,7 @@ use std::fmt::Write as _;
 
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use bytes::Bytes;
@@ -30,7 +30,6 @@ use crate::context::Context;
 
 pub fn router(ctx: Context) -> Router {
     Router::new()
-        .route("/", get(index))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .route("/v1/status", get(status))
@@ -86,19 +85,6 @@ fn kv_json(kv: &ferrite_state::KeyValue) -> Value {
 
 fn bad_reply(reply: Reply) -> ApiError {
     ApiError::from(crate::context::unexpected(reply))
-}
-
-async fn index(State(ctx): State<Context>) -> Html<String> {
-    Html(format!(
-        "<!doctype html><meta charset=utf-8><title>ferrite {name}</title>\
-         <h1>ferrite {name}</h1><p>JSON: <a href=/v1/status>/v1/status</a> · \
-         <a href=/v1/members>/v1/members</a> · <a href=/v1/kv?prefix=>/v1/kv</a> · \
-         <a href=/metrics>/metrics</a></p><pre id=s></pre>\
-         <script>async function t(){{try{{const r=await fetch('/v1/status');\
-         document.getElementById('s').textContent=JSON.stringify(await r.json(),null,2)}}catch(e){{}}}}\
-         t();setInterval(t,1000)</script>",
-        name = ctx.name
-    ))
 }
 
 async fn healthz(State(ctx): State<Context>) -> (StatusCode, &'static str) {
@@ -361,7 +347,7 @@ async fn metrics(State(ctx): State<Context>) -> String {
     line(
         "ferrite_reads_total",
         "counter",
-        "Reads served here.",
+        "Linearizable reads asked of this member.",
         g(&m.reads),
     );
     line(

@@ -6,13 +6,15 @@
 //! - `registers.rs`, `status.rs`: Ferrite's own gRPC services.
 //! - `volumes.rs`, `copy.rs`: block volumes (gRPC, and copies between
 //!   members); `nbd/`: the NBD server that exports them.
-//! - `http.rs`: JSON API, `/healthz`, `/metrics`.
+//! - `http.rs`: JSON API, `/healthz`, `/metrics`; `dashboard/`: the web
+//!   page and its live stream.
 //! - `server.rs`: one server with all of them on a node.
 
 mod cluster;
 pub mod context;
 mod convert;
 mod copy;
+pub mod dashboard;
 pub mod http;
 pub mod ids;
 mod kv;

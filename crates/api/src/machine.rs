@@ -162,6 +162,7 @@ impl ferrite_node::StateMachine for Replicated {
                     .read_range(&r)
                     .map_or_else(Reply::Error, Reply::Range)),
                 Op::RegisterGet { name } => Ok(Reply::Value(self.sm.read_register(&name))),
+                Op::RegisterList { limit } => Ok(Reply::Registers(self.sm.list_registers(limit))),
                 Op::MemberList => Ok(Reply::Members(self.sm.members().list())),
                 Op::VolumeList => Ok(Reply::Volumes(self.sm.volumes().list())),
                 Op::VolumeRead { name, offset, len } => self.read_volume(&name, offset, len),

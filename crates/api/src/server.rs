@@ -39,6 +39,10 @@ pub struct ServerOptions {
     pub listen_client: SocketAddr,
     pub listen_http: SocketAddr,
     pub listen_nbd: SocketAddr,
+    /// `ferrite up`'s control address (the dashboard's stop/kill/restart).
+    pub control: Option<SocketAddr>,
+    /// Allow `/v1/fault/isolate|heal` (tests, `ferrite up`).
+    pub fault_injection: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -126,7 +130,9 @@ impl Server {
                 tracing::error!("gRPC server stopped: {e}");
             }
         });
-        let router = crate::http::router(context.clone());
+        let dashboard =
+            crate::dashboard::Dashboard::start(context.clone(), opts.control, opts.fault_injection);
+        let router = crate::http::router(context.clone()).merge(dashboard.router());
         tokio::spawn(async move {
             if let Err(e) = axum::serve(http, router).await {
                 tracing::error!("HTTP server stopped: {e}");

@@ -13,7 +13,7 @@ use crate::context::{node_status, Context};
 
 pub struct StatusService(pub Context);
 
-pub fn node_status_message(s: &NodeStatus, name: &str) -> fv::NodeStatus {
+pub fn node_status_message(s: &NodeStatus, name: &str, isolated: bool) -> fv::NodeStatus {
     let role = match s.role {
         Role::Follower => fv::node_status::Role::Follower,
         Role::PreCandidate => fv::node_status::Role::PreCandidate,
@@ -32,14 +32,42 @@ pub fn node_status_message(s: &NodeStatus, name: &str) -> fv::NodeStatus {
         snapshot_index: s.snapshot_index.0,
         voters: s.membership.voters.iter().map(|v| v.0).collect(),
         learners: s.membership.learners.iter().map(|v| v.0).collect(),
+        tail_terms: s.tail_terms.iter().map(|t| t.0).collect(),
+        isolated,
     }
 }
 
-async fn ask(url: &str) -> Result<fv::NodeStatus, String> {
+/// Every member's status, asked of all members at once, each within
+/// `within`; a member that does not answer has an error instead.
+pub async fn cluster_statuses(
+    ctx: &Context,
+    within: Duration,
+) -> Result<Vec<fv::MemberStatus>, Status> {
+    let members = ctx.members().await?;
+    let asks = members.into_iter().map(|m| async move {
+        let (status, error) = match m.client_ur_ls.first() {
+            Some(url) => match ask(url, within).await {
+                Ok(s) => (Some(s), String::new()),
+                Err(e) => (None, e),
+            },
+            None => (None, "no client address published yet".to_string()),
+        };
+        fv::MemberStatus {
+            id: m.id,
+            name: m.name,
+            client_urls: m.client_ur_ls,
+            status,
+            error,
+        }
+    });
+    Ok(futures_util::future::join_all(asks).await)
+}
+
+async fn ask(url: &str, within: Duration) -> Result<fv::NodeStatus, String> {
     let endpoint = tonic::transport::Endpoint::from_shared(crate::cluster::dial_url(url))
         .map_err(|e| e.to_string())?
-        .connect_timeout(Duration::from_secs(1))
-        .timeout(Duration::from_secs(2));
+        .connect_timeout(within.min(Duration::from_secs(1)))
+        .timeout(within);
     let mut client = StatusClient::connect(endpoint)
         .await
         .map_err(|e| e.to_string())?;
@@ -62,7 +90,11 @@ impl fv::status_server::Status for StatusService {
         let s = self.0.node.status().await.map_err(node_status)?;
         Ok(Response::new(fv::NodeStatusResponse {
             header: self.0.header(0),
-            node: Some(node_status_message(&s, &self.0.name)),
+            node: Some(node_status_message(
+                &s,
+                &self.0.name,
+                self.0.node.is_isolated(),
+            )),
         }))
     }
 
@@ -70,24 +102,7 @@ impl fv::status_server::Status for StatusService {
         &self,
         _req: Request<fv::ClusterStatusRequest>,
     ) -> Result<Response<fv::ClusterStatusResponse>, Status> {
-        let members = self.0.members().await?;
-        let mut out = Vec::new();
-        for m in members {
-            let (status, error) = match m.client_ur_ls.first() {
-                Some(url) => match ask(url).await {
-                    Ok(s) => (Some(s), String::new()),
-                    Err(e) => (None, e),
-                },
-                None => (None, "no client address published yet".to_string()),
-            };
-            out.push(fv::MemberStatus {
-                id: m.id,
-                name: m.name,
-                client_urls: m.client_ur_ls,
-                status,
-                error,
-            });
-        }
+        let out = cluster_statuses(&self.0, Duration::from_secs(2)).await?;
         Ok(Response::new(fv::ClusterStatusResponse {
             header: self.0.header(0),
             members: out,

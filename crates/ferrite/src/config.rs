@@ -45,6 +45,13 @@ pub struct ServerArgs {
     /// NBD address (block volumes as network block devices; default 127.0.0.1:10809).
     #[arg(long)]
     pub listen_nbd: Option<SocketAddr>,
+    /// The control address of the `ferrite up` that runs this member (set by `up`).
+    #[arg(long)]
+    pub control: Option<SocketAddr>,
+    /// Allow cutting this member off from its peers over HTTP (`/v1/fault/isolate`); for tests and `ferrite up`.
+    #[arg(long)]
+    #[serde(default)]
+    pub fault_injection: bool,
     /// Take a snapshot (and compact the log) every this many applied entries (default 10000).
     #[arg(long)]
     pub snapshot_entries: Option<u64>,
@@ -71,6 +78,8 @@ pub struct ServerConfig {
     pub listen_client: SocketAddr,
     pub listen_http: SocketAddr,
     pub listen_nbd: SocketAddr,
+    pub control: Option<SocketAddr>,
+    pub fault_injection: bool,
     pub snapshot_entries: u64,
     pub tick: Duration,
     pub election_ticks: u32,
@@ -151,6 +160,8 @@ impl ServerArgs {
             listen_client,
             listen_http,
             listen_nbd,
+            control: self.control.or(file.control),
+            fault_injection: self.fault_injection || file.fault_injection,
             snapshot_entries,
             tick: Duration::from_millis(heartbeat_ms),
             election_ticks: (election_ms / heartbeat_ms) as u32,

@@ -47,7 +47,7 @@ impl Endpoints {
 #[derive(Subcommand)]
 enum Command {
     /// Run one member.
-    Server(config::ServerArgs),
+    Server(Box<config::ServerArgs>),
     /// Run a local cluster of 3 or 5 members, supervised, until Ctrl-C.
     Up(up::UpArgs),
     /// Every member's role, term and indexes; fails when there is no leader.

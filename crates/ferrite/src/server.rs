@@ -28,6 +28,8 @@ pub async fn run(cfg: ServerConfig) -> anyhow::Result<()> {
         listen_client: cfg.listen_client,
         listen_http: cfg.listen_http,
         listen_nbd: cfg.listen_nbd,
+        control: cfg.control,
+        fault_injection: cfg.fault_injection,
     };
     let server = Server::start(opts)
         .await

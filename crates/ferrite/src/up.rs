@@ -3,12 +3,21 @@
 //! so `etcdctl` and `ferrite` work with no flags), waits for a leader, prints
 //! every endpoint, restarts a member that dies, and stops them all on Ctrl-C.
 //! Run it again on the same data directory and the cluster comes back with
-//! its data.
+//! its data. It also listens on a control address for the dashboard's
+//! buttons: stop, kill and restart a member, cut it off and heal it.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::Arc;
 use std::time::Duration;
+
+use axum::extract::{Path as UrlPath, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::json;
+use tokio::sync::Mutex;
 
 use anyhow::{bail, Context};
 use clap::Args;
@@ -22,6 +31,10 @@ pub struct UpArgs {
     /// Where the members keep their data (one directory each) and logs.
     #[arg(long, default_value = "ferrite-data")]
     pub data_dir: PathBuf,
+    /// Use ports from P on instead of the standard ones: member k listens
+    /// on P+10(k-1) (client), +1 (peer), +2 (HTTP), +3 (NBD); control on P+4.
+    #[arg(long)]
+    pub ports_from: Option<u16>,
 }
 
 /// One member's addresses in a local cluster: member 1 takes etcd's
@@ -37,19 +50,52 @@ pub struct Member {
     pub nbd: SocketAddr,
 }
 
-pub fn plan(nodes: usize) -> Vec<Member> {
+fn local(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+pub fn plan(nodes: usize, ports_from: Option<u16>) -> anyhow::Result<Vec<Member>> {
     (1..=nodes as u16)
         .map(|k| {
-            let base = if k == 1 { 2379 } else { k * 10_000 + 2379 };
-            Member {
-                name: format!("n{k}"),
-                client: SocketAddr::from(([127, 0, 0, 1], base)),
-                peer: SocketAddr::from(([127, 0, 0, 1], base + 1)),
-                http: SocketAddr::from(([127, 0, 0, 1], 8079 + k)),
-                nbd: SocketAddr::from(([127, 0, 0, 1], 10808 + k)),
-            }
+            let name = format!("n{k}");
+            Ok(match ports_from {
+                None => {
+                    let base = if k == 1 { 2379 } else { k * 10_000 + 2379 };
+                    Member {
+                        name,
+                        client: local(base),
+                        peer: local(base + 1),
+                        http: local(8079 + k),
+                        nbd: local(10808 + k),
+                    }
+                }
+                Some(p) => {
+                    let base = (k - 1)
+                        .checked_mul(10)
+                        .and_then(|o| p.checked_add(o))
+                        .filter(|b| *b <= u16::MAX - 9)
+                        .with_context(|| {
+                            format!("--ports-from {p} leaves no room for {nodes} members")
+                        })?;
+                    Member {
+                        name,
+                        client: local(base),
+                        peer: local(base + 1),
+                        http: local(base + 2),
+                        nbd: local(base + 3),
+                    }
+                }
+            })
         })
         .collect()
+}
+
+/// Where `up` listens for the dashboard's buttons.
+fn control_addr(ports_from: Option<u16>) -> SocketAddr {
+    match ports_from {
+        None => local(8079),
+        Some(p) => local(p.saturating_add(4)),
+    }
 }
 
 pub fn initial_cluster(members: &[Member]) -> String {
@@ -60,7 +106,13 @@ pub fn initial_cluster(members: &[Member]) -> String {
         .join(",")
 }
 
-fn spawn(exe: &Path, m: &Member, cluster: &str, data_dir: &Path) -> anyhow::Result<Child> {
+fn spawn(
+    exe: &Path,
+    m: &Member,
+    cluster: &str,
+    data_dir: &Path,
+    control: SocketAddr,
+) -> anyhow::Result<Child> {
     let log_path = data_dir.join(format!("{}.log", m.name));
     let log = std::fs::OpenOptions::new()
         .create(true)
@@ -78,12 +130,164 @@ fn spawn(exe: &Path, m: &Member, cluster: &str, data_dir: &Path) -> anyhow::Resu
         .args(["--listen-client", &m.client.to_string()])
         .args(["--listen-http", &m.http.to_string()])
         .args(["--listen-nbd", &m.nbd.to_string()])
+        .args(["--control", &control.to_string()])
+        .arg("--fault-injection")
         .stdin(Stdio::null())
         .stdout(log)
         .stderr(err)
         .kill_on_drop(true)
         .spawn()
         .with_context(|| format!("cannot start {}", m.name))
+}
+
+/// A member's process, and whether a button stopped it (then it is not
+/// restarted until the restart button).
+struct Proc {
+    child: Option<Child>,
+    held: bool,
+}
+
+struct Supervisor {
+    exe: PathBuf,
+    members: Vec<Member>,
+    cluster: String,
+    data_dir: PathBuf,
+    control: SocketAddr,
+    procs: Mutex<Vec<Proc>>,
+}
+
+impl Supervisor {
+    fn spawn(&self, i: usize) -> anyhow::Result<Child> {
+        spawn(
+            &self.exe,
+            &self.members[i],
+            &self.cluster,
+            &self.data_dir,
+            self.control,
+        )
+    }
+
+    /// Restarts members that died on their own.
+    async fn watch(&self) -> anyhow::Result<()> {
+        let mut procs = self.procs.lock().await;
+        for (i, p) in procs.iter_mut().enumerate() {
+            let exited = match &mut p.child {
+                Some(child) => child.try_wait().ok().flatten(),
+                None => None,
+            };
+            if let Some(status) = exited {
+                p.child = None;
+                if !p.held {
+                    eprintln!(
+                        "ferrite: {} exited ({status}); restarting",
+                        self.members[i].name
+                    );
+                }
+            }
+            if p.child.is_none() && !p.held {
+                p.child = Some(self.spawn(i)?);
+            }
+        }
+        Ok(())
+    }
+
+    async fn act(&self, name: &str, action: &str) -> Result<String, (StatusCode, String)> {
+        let i = self
+            .members
+            .iter()
+            .position(|m| m.name == name)
+            .ok_or_else(|| (StatusCode::NOT_FOUND, format!("no member named {name:?}")))?;
+        let m = &self.members[i];
+        let fail = |e: String| (StatusCode::INTERNAL_SERVER_ERROR, e);
+        match action {
+            "stop" | "kill" => {
+                let mut procs = self.procs.lock().await;
+                let p = &mut procs[i];
+                p.held = true;
+                let Some(child) = p.child.as_mut() else {
+                    return Ok(format!("{name} is not running"));
+                };
+                let signal = if action == "stop" {
+                    libc::SIGTERM
+                } else {
+                    libc::SIGKILL
+                };
+                if let Some(pid) = child.id() {
+                    // SAFETY: kill(2) on the pid of a child we spawned and
+                    // have not reaped; no memory is involved.
+                    unsafe { libc::kill(pid as libc::pid_t, signal) };
+                }
+                let _ = tokio::time::timeout(Duration::from_secs(10), child.wait()).await;
+                let _ = child.start_kill();
+                p.child = None;
+                eprintln!(
+                    "ferrite: {name} {}",
+                    if action == "stop" {
+                        "stopped"
+                    } else {
+                        "killed"
+                    }
+                );
+                Ok(format!(
+                    "{name} {}",
+                    if action == "stop" {
+                        "stopped"
+                    } else {
+                        "killed"
+                    }
+                ))
+            }
+            "restart" => {
+                let mut procs = self.procs.lock().await;
+                let p = &mut procs[i];
+                if let Some(mut child) = p.child.take() {
+                    let _ = child.start_kill();
+                    let _ = child.wait().await;
+                }
+                p.held = false;
+                p.child = Some(self.spawn(i).map_err(|e| fail(format!("{e:#}")))?);
+                eprintln!("ferrite: {name} restarted");
+                Ok(format!("{name} restarted"))
+            }
+            "isolate" | "heal" => {
+                let (code, body) =
+                    ferrite_api::dashboard::http_post(m.http, &format!("/v1/fault/{action}"))
+                        .await
+                        .map_err(|e| (StatusCode::BAD_GATEWAY, e))?;
+                if code == 200 {
+                    eprintln!(
+                        "ferrite: {name} {}",
+                        if action == "isolate" {
+                            "isolated"
+                        } else {
+                            "healed"
+                        }
+                    );
+                    Ok(format!(
+                        "{name} {}",
+                        if action == "isolate" {
+                            "isolated"
+                        } else {
+                            "healed"
+                        }
+                    ))
+                } else {
+                    Err((StatusCode::BAD_GATEWAY, body))
+                }
+            }
+            other => Err((StatusCode::BAD_REQUEST, format!("unknown action {other:?}"))),
+        }
+    }
+}
+
+async fn control_action(
+    State(sup): State<Arc<Supervisor>>,
+    UrlPath((name, action)): UrlPath<(String, String)>,
+) -> Response {
+    match sup.act(&name, &action).await {
+        Ok(done) => Json(json!({ "ok": true, "done": done })).into_response(),
+        Err((code, e)) => (code, Json(json!({ "error": e }))).into_response(),
+    }
 }
 
 pub async fn run(args: UpArgs) -> anyhow::Result<()> {
@@ -93,12 +297,37 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("cannot create {}", args.data_dir.display()))?;
     let exe = std::env::current_exe().context("cannot find the ferrite binary")?;
-    let members = plan(args.nodes);
+    let members = plan(args.nodes, args.ports_from)?;
     let cluster = initial_cluster(&members);
-    let mut children = Vec::new();
-    for m in &members {
-        children.push(spawn(&exe, m, &cluster, &args.data_dir)?);
+    let control = control_addr(args.ports_from);
+    let listener = tokio::net::TcpListener::bind(control)
+        .await
+        .with_context(|| format!("cannot listen on {control} (the control address)"))?;
+    let sup = Arc::new(Supervisor {
+        exe,
+        members: members.clone(),
+        cluster,
+        data_dir: args.data_dir.clone(),
+        control,
+        procs: Mutex::new(Vec::new()),
+    });
+    {
+        let mut procs = sup.procs.lock().await;
+        for i in 0..members.len() {
+            procs.push(Proc {
+                child: Some(sup.spawn(i)?),
+                held: false,
+            });
+        }
     }
+    let router = axum::Router::new()
+        .route("/{name}/{action}", axum::routing::post(control_action))
+        .with_state(sup.clone());
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, router).await {
+            eprintln!("ferrite: the control address stopped: {e}");
+        }
+    });
     println!(
         "ferrite: starting {} members in {}",
         members.len(),
@@ -125,33 +354,35 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         );
     }
     println!("  dashboard: http://{}/", members[0].http);
-    println!("  try: etcdctl put greeting hello && etcdctl get greeting");
+    println!(
+        "  try: etcdctl --endpoints {} put greeting hello",
+        members[0].client
+    );
     println!(
         "       ferrite volume create disk0 --size 1GiB && nbdinfo nbd://{}/disk0",
         members[0].nbd
     );
     println!("ferrite: Ctrl-C stops the cluster");
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("cannot watch for SIGTERM")?;
     loop {
         tokio::select! {
             _ = tokio::signal::ctrl_c() => break,
-            _ = tokio::time::sleep(Duration::from_millis(500)) => {
-                for (i, child) in children.iter_mut().enumerate() {
-                    if let Ok(Some(status)) = child.try_wait() {
-                        let m = &members[i];
-                        eprintln!("ferrite: {} exited ({status}); restarting", m.name);
-                        tokio::time::sleep(Duration::from_secs(1)).await;
-                        *child = spawn(&exe, m, &cluster, &args.data_dir)?;
-                    }
-                }
-            }
+            _ = term.recv() => break,
+            _ = tokio::time::sleep(Duration::from_millis(500)) => sup.watch().await?,
         }
     }
     println!("ferrite: stopping");
-    for child in &mut children {
-        let _ = child.start_kill();
+    let mut procs = sup.procs.lock().await;
+    for p in procs.iter_mut() {
+        if let Some(child) = p.child.as_mut() {
+            let _ = child.start_kill();
+        }
     }
-    for child in &mut children {
-        let _ = child.wait().await;
+    for p in procs.iter_mut() {
+        if let Some(child) = p.child.as_mut() {
+            let _ = child.wait().await;
+        }
     }
     Ok(())
 }

@@ -77,7 +77,13 @@ pub struct Status {
     pub membership: Membership,
     /// Duration of the last group commit's fdatasync.
     pub last_sync: Duration,
+    /// The terms of the last entries of the log (at most `STATUS_TAIL`),
+    /// ending at `last_index`: enough to draw divergence and catch-up.
+    pub tail_terms: Vec<Term>,
 }
+
+/// Entries whose terms a status carries.
+pub const STATUS_TAIL: u64 = 24;
 
 enum ReadOrigin {
     Local { query: Bytes, reply: Reply },
@@ -257,6 +263,16 @@ impl Driver {
             snapshot_index: self.raft.log().snapshot_index(),
             membership: self.raft.membership().clone(),
             last_sync: self.last_sync,
+            tail_terms: {
+                let log = self.raft.log();
+                let last = log.last_index().0;
+                let first = last
+                    .saturating_sub(STATUS_TAIL - 1)
+                    .max(log.first_index().0);
+                (first..=last)
+                    .filter_map(|i| log.term_at(Index(i)))
+                    .collect()
+            },
         }
     }
 
@@ -283,11 +299,12 @@ impl Driver {
     }
 
     fn read(&mut self, query: Bytes, linearizable: bool, reply: Reply) {
-        Metrics::bump(&self.metrics.reads);
         if !linearizable {
             let _ = self.apply.send(ApplyMsg::Query { query, reply });
             return;
         }
+        // Linearizable reads only: status pages poll with local reads.
+        Metrics::bump(&self.metrics.reads);
         let ctx = self.next_id();
         match self.raft.read_index(ctx) {
             Ok(()) => {

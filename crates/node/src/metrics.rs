@@ -51,6 +51,8 @@ pub struct Metrics {
     pub peer_rtt: Histogram,
     /// The WAL's group-commit fdatasync.
     pub sync: Histogram,
+    /// Client requests as the front ends saw them, retries included.
+    pub requests: Histogram,
 }
 
 impl Metrics {

@@ -152,6 +152,15 @@ impl Node {
         self.cfg.id
     }
 
+    /// Fault injection: drop all peer traffic of this node (or stop doing so).
+    pub fn set_isolated(&self, isolated: bool) {
+        self.transport.set_isolated(isolated);
+    }
+
+    pub fn is_isolated(&self) -> bool {
+        self.transport.is_isolated()
+    }
+
     /// Where peers reach this node (useful when it listened on port 0).
     pub fn peer_addr(&self) -> SocketAddr {
         self.peer_addr

@@ -8,6 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -45,6 +46,9 @@ struct Inner {
     queues: Mutex<BTreeMap<NodeId, mpsc::Sender<Bytes>>>,
     inbox: mpsc::Sender<Inbound>,
     runtime: tokio::runtime::Handle,
+    /// Fault injection: drop every frame to and from peers (a node cut off
+    /// from the network, as the dashboard's "isolate" does).
+    isolated: AtomicBool,
 }
 
 impl Transport {
@@ -63,6 +67,7 @@ impl Transport {
                 queues: Mutex::new(BTreeMap::new()),
                 inbox,
                 runtime,
+                isolated: AtomicBool::new(false),
             }),
         }
     }
@@ -76,9 +81,19 @@ impl Transport {
         }
     }
 
+    /// Cuts this node off from its peers (or heals it): while isolated,
+    /// frames in both directions are dropped at the socket.
+    pub fn set_isolated(&self, isolated: bool) {
+        self.inner.isolated.store(isolated, Ordering::Relaxed);
+    }
+
+    pub fn is_isolated(&self) -> bool {
+        self.inner.isolated.load(Ordering::Relaxed)
+    }
+
     /// Queues a frame for `to`. Never blocks: a full queue drops the frame.
     pub fn send(&self, to: NodeId, frame: &Frame) {
-        if to == self.inner.me {
+        if to == self.inner.me || self.is_isolated() {
             return;
         }
         let bytes = codec::encode(frame);
@@ -167,6 +182,9 @@ async fn inbound(inner: Arc<Inner>, mut stream: TcpStream) -> Result<(), LinkErr
     while let Some(frame) = read_frame(&mut stream).await? {
         if matches!(frame, Frame::Hello { .. }) {
             return Err(LinkError::NoHello);
+        }
+        if inner.isolated.load(Ordering::Relaxed) {
+            continue;
         }
         if inner.inbox.send(Inbound::Frame(frame)).await.is_err() {
             return Ok(()); // the node is stopping

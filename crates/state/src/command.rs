@@ -42,6 +42,10 @@ pub enum Op {
         expected: i64,
         new: i64,
     },
+    /// Read-only: the first `limit` registers in name order.
+    RegisterList {
+        limit: u64,
+    },
     /// A member's name and addresses (see `members.rs`); replies with the
     /// whole table.
     MemberPublish(crate::members::MemberInfo),

@@ -86,6 +86,16 @@ impl StateMachine {
         self.registers.get(name)
     }
 
+    /// The first `limit` registers in name order, with their values.
+    pub fn list_registers(&self, limit: u64) -> Vec<(String, i64)> {
+        let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+        self.registers
+            .iter()
+            .take(limit)
+            .map(|(n, v)| (n.to_string(), v))
+            .collect()
+    }
+
     /// The KV store's revision (1 when empty).
     pub fn revision(&self) -> i64 {
         self.kv.revision()
@@ -208,6 +218,7 @@ impl StateMachine {
                     .compare_and_set(name, *expected, *new, events);
                 Ok(Reply::Cas { swapped, current })
             }
+            Op::RegisterList { limit } => Ok(Reply::Registers(self.list_registers(*limit))),
             Op::MemberPublish(m) => {
                 self.members.publish(m.clone());
                 Ok(Reply::Members(self.members.list()))

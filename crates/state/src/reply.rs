@@ -23,6 +23,8 @@ pub enum Reply {
         swapped: bool,
         current: i64,
     },
+    /// Registers with their values, in name order.
+    Registers(Vec<(String, i64)>),
     /// The member table, after a publish or forget, or for a list.
     Members(Vec<crate::members::MemberInfo>),
     /// A volume after a create, resize or delete.

@@ -32,6 +32,7 @@ const OP_REGISTER_GET: u8 = 16;
 const OP_REGISTER_SET: u8 = 17;
 const OP_REGISTER_ADD: u8 = 18;
 const OP_REGISTER_CAS: u8 = 19;
+const OP_REGISTER_LIST: u8 = 20;
 const OP_MEMBER_PUBLISH: u8 = 32;
 const OP_MEMBER_FORGET: u8 = 33;
 const OP_MEMBER_LIST: u8 = 34;
@@ -197,6 +198,10 @@ fn put_op(w: &mut Writer, op: &Op) {
             w.i64(*expected);
             w.i64(*new);
         }
+        Op::RegisterList { limit } => {
+            w.u8(OP_REGISTER_LIST);
+            w.u64(*limit);
+        }
         Op::MemberPublish(m) => {
             w.u8(OP_MEMBER_PUBLISH);
             put_member(w, m);
@@ -268,6 +273,7 @@ fn get_op(r: &mut Reader<'_>) -> Result<Op, DecodeError> {
             expected: r.i64()?,
             new: r.i64()?,
         },
+        OP_REGISTER_LIST => Op::RegisterList { limit: r.u64()? },
         OP_MEMBER_PUBLISH => Op::MemberPublish(get_member(r)?),
         OP_MEMBER_FORGET => Op::MemberForget { id: r.u64()? },
         OP_MEMBER_LIST => Op::MemberList,

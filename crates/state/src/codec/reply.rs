@@ -15,6 +15,9 @@ const REPLY_VALUE: u8 = 16;
 const REPLY_SET: u8 = 17;
 const REPLY_CAS: u8 = 18;
 const REPLY_MEMBERS: u8 = 19;
+const REPLY_REGISTERS: u8 = 20;
+/// At most this many registers in a reply.
+const REGISTERS_MAX: usize = 1 << 20;
 /// At most this many members in a reply.
 const MEMBERS_MAX: usize = 1024;
 const REPLY_ERROR: u8 = 32;
@@ -59,6 +62,14 @@ pub(crate) fn put_reply(w: &mut Writer, reply: &Reply) {
             w.u8(REPLY_CAS);
             w.bool(*swapped);
             w.i64(*current);
+        }
+        Reply::Registers(list) => {
+            w.u8(REPLY_REGISTERS);
+            w.len(list.len());
+            for (name, value) in list {
+                w.str(name);
+                w.i64(*value);
+            }
         }
         Reply::Members(members) => {
             w.u8(REPLY_MEMBERS);
@@ -106,6 +117,15 @@ pub(crate) fn get_reply(r: &mut Reader<'_>) -> Result<Reply, DecodeError> {
                 members.push(crate::codec::get_member(r)?);
             }
             Reply::Members(members)
+        }
+        REPLY_REGISTERS => {
+            let n = r.len("registers", REGISTERS_MAX)?;
+            let mut list = Vec::with_capacity(r.capacity(n));
+            for _ in 0..n {
+                let name = r.string("register name", crate::limits::REGISTER_NAME_BYTES_MAX)?;
+                list.push((name, r.i64()?));
+            }
+            Reply::Registers(list)
         }
         REPLY_CAS => Reply::Cas {
             swapped: r.bool()?,

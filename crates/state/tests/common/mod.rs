@@ -132,6 +132,7 @@ pub fn register_op() -> impl Strategy<Value = Op> {
     let name = prop::sample::select(&["r", "s"][..]).prop_map(str::to_owned);
     prop_oneof![
         name.clone().prop_map(|name| Op::RegisterGet { name }),
+        (0u64..5).prop_map(|limit| Op::RegisterList { limit }),
         (name.clone(), -3i64..3).prop_map(|(name, value)| Op::RegisterSet { name, value }),
         (name.clone(), prop_oneof![-3i64..3, Just(i64::MAX)])
             .prop_map(|(name, delta)| Op::RegisterAdd { name, delta }),

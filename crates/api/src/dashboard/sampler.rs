@@ -1,0 +1,353 @@
+//! What the dashboard shows, gathered twice a second by one task per
+//! member and published as one JSON document to every open page: every
+//! member's Raft view (asked of each member, as `ferrite status` does), the
+//! registers and volumes (local reads), a timeline of events found by
+//! comparing each view with the last, and per-second series of this
+//! member's rates and latencies for the charts. Everything kept is bounded.
+
+use std::collections::VecDeque;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use ferrite_node::{Histogram, Metrics, SYNC_BUCKETS};
+use ferrite_proto::ferrite::v1 as fv;
+use ferrite_state::{Op, Reply};
+use serde_json::{json, Value};
+use tokio::sync::watch;
+
+use crate::context::Context;
+
+/// How often the view is refreshed.
+pub const PERIOD: Duration = Duration::from_millis(500);
+/// Events kept for the timeline.
+const EVENTS_MAX: usize = 100;
+/// Chart points kept: one per second, five minutes.
+const SERIES_MAX: usize = 300;
+/// Registers shown.
+const REGISTERS_MAX: u64 = 200;
+
+/// One member as last seen, to notice what changed.
+#[derive(Clone, Debug, Default, PartialEq)]
+struct Seen {
+    reachable: bool,
+    role: i32,
+    term: u64,
+    snapshot_index: u64,
+    isolated: bool,
+}
+
+struct Sampler {
+    ctx: Context,
+    control: bool,
+    events: VecDeque<Value>,
+    series: VecDeque<Value>,
+    seen: Vec<(String, Seen)>,
+    leader: Option<String>,
+    members_key: Vec<(u64, bool)>,
+    last: Option<Counters>,
+}
+
+/// Cumulative counters at one instant, for rates and windowed percentiles.
+struct Counters {
+    at: std::time::Instant,
+    commit: u64,
+    reads: u64,
+    requests: Vec<u64>,
+    syncs: Vec<u64>,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+fn role_name(role: i32, learner: bool) -> &'static str {
+    match role {
+        3 => "leader",
+        2 => "candidate",
+        1 => "pre-candidate",
+        _ if learner => "learner",
+        _ => "follower",
+    }
+}
+
+fn buckets(h: &Histogram) -> Vec<u64> {
+    h.buckets
+        .iter()
+        .map(|b| b.load(Ordering::Relaxed))
+        .collect()
+}
+
+/// The `q` quantile (0..1) in milliseconds of the samples between two
+/// bucket snapshots, interpolated inside its bucket; 0 with no samples.
+fn quantile_ms(before: &[u64], after: &[u64], q: f64) -> f64 {
+    let counts: Vec<u64> = after
+        .iter()
+        .zip(before)
+        .map(|(a, b)| a.saturating_sub(*b))
+        .collect();
+    let total: u64 = counts.iter().sum();
+    if total == 0 {
+        return 0.0;
+    }
+    let target = q * total as f64;
+    let mut seen = 0.0;
+    for (i, &c) in counts.iter().enumerate() {
+        if c == 0 {
+            continue;
+        }
+        if seen + c as f64 >= target {
+            let lo = if i == 0 { 0.0 } else { SYNC_BUCKETS[i - 1] };
+            let hi = SYNC_BUCKETS.get(i).copied().unwrap_or(lo * 2.0);
+            let frac = (target - seen) / c as f64;
+            return (lo + (hi - lo) * frac) * 1000.0;
+        }
+        seen += c as f64;
+    }
+    SYNC_BUCKETS[SYNC_BUCKETS.len() - 1] * 1000.0
+}
+
+impl Sampler {
+    fn event(&mut self, kind: &str, text: String) {
+        tracing::debug!(kind, %text, "dashboard event");
+        if self.events.len() == EVENTS_MAX {
+            self.events.pop_front();
+        }
+        self.events
+            .push_back(json!({ "at": now_ms(), "kind": kind, "text": text }));
+    }
+
+    fn counters(&self) -> Counters {
+        let m = self.ctx.metrics();
+        Counters {
+            at: std::time::Instant::now(),
+            commit: Metrics::get(&m.commit),
+            reads: Metrics::get(&m.reads),
+            requests: buckets(&m.requests),
+            syncs: buckets(&m.sync),
+        }
+    }
+
+    /// Adds a chart point once a second has passed since the last.
+    fn sample_series(&mut self) {
+        let now = self.counters();
+        let Some(last) = &self.last else {
+            self.last = Some(now);
+            return;
+        };
+        let dt = now.at.duration_since(last.at).as_secs_f64();
+        if dt < 0.95 {
+            return;
+        }
+        let point = json!({
+            "at": now_ms(),
+            "writes": now.commit.saturating_sub(last.commit) as f64 / dt,
+            "reads": now.reads.saturating_sub(last.reads) as f64 / dt,
+            "p50_ms": quantile_ms(&last.requests, &now.requests, 0.5),
+            "p99_ms": quantile_ms(&last.requests, &now.requests, 0.99),
+            "fsync_p50_ms": quantile_ms(&last.syncs, &now.syncs, 0.5),
+            "fsync_p99_ms": quantile_ms(&last.syncs, &now.syncs, 0.99),
+        });
+        if self.series.len() == SERIES_MAX {
+            self.series.pop_front();
+        }
+        self.series.push_back(point);
+        self.last = Some(now);
+    }
+
+    /// Notes elections, leader changes, members going down or up,
+    /// isolation, snapshots and membership changes.
+    fn diff(&mut self, members: &[fv::MemberStatus]) {
+        let mut leader = None;
+        let mut term = 0;
+        let mut now = Vec::new();
+        let mut key = Vec::new();
+        for m in members {
+            let seen = match &m.status {
+                Some(s) => {
+                    if s.role == 3 {
+                        leader = Some(m.name.clone());
+                        term = s.term;
+                    }
+                    Seen {
+                        reachable: true,
+                        role: s.role,
+                        term: s.term,
+                        snapshot_index: s.snapshot_index,
+                        isolated: s.isolated,
+                    }
+                }
+                None => Seen::default(),
+            };
+            let learner = m
+                .status
+                .as_ref()
+                .is_some_and(|s| s.learners.contains(&m.id));
+            key.push((m.id, learner));
+            now.push((m.name.clone(), seen));
+        }
+        if !self.seen.is_empty() {
+            for (name, seen) in &now {
+                let Some((_, before)) = self.seen.iter().find(|(n, _)| n == name).cloned() else {
+                    continue;
+                };
+                if before.reachable && !seen.reachable {
+                    self.event("down", format!("{name} is unreachable"));
+                }
+                if !before.reachable && seen.reachable {
+                    self.event("up", format!("{name} is back"));
+                }
+                if !before.isolated && seen.isolated {
+                    self.event("control", format!("{name} is cut off from its peers"));
+                }
+                if before.isolated && !seen.isolated {
+                    self.event("control", format!("{name} is connected again"));
+                }
+                if seen.reachable && seen.role == 2 && (before.role != 2 || seen.term > before.term)
+                {
+                    self.event(
+                        "election",
+                        format!("{name} stands for election in term {}", seen.term),
+                    );
+                }
+                if before.reachable && seen.snapshot_index > before.snapshot_index {
+                    self.event(
+                        "snapshot",
+                        format!("{name} has a snapshot at index {}", seen.snapshot_index),
+                    );
+                }
+            }
+            if !self.members_key.is_empty() && key != self.members_key {
+                self.event("membership", format!("members now: {}", describe(members)));
+            }
+        }
+        if leader.is_some() && leader != self.leader {
+            let name = leader.clone().unwrap_or_default();
+            self.event("leader", format!("{name} leads term {term}"));
+        } else if leader.is_none() && self.leader.is_some() {
+            self.event("election", "no leader".to_string());
+        }
+        self.leader = leader;
+        self.seen = now;
+        self.members_key = key;
+    }
+
+    async fn view(&mut self) -> Value {
+        let members = crate::status::cluster_statuses(&self.ctx, Duration::from_millis(400))
+            .await
+            .unwrap_or_default();
+        self.diff(&members);
+        self.sample_series();
+        let registers = match self
+            .ctx
+            .read(
+                Op::RegisterList {
+                    limit: REGISTERS_MAX,
+                },
+                true,
+            )
+            .await
+        {
+            Ok(Reply::Registers(list)) => list
+                .into_iter()
+                .map(|(name, value)| json!({ "name": name, "value": value }))
+                .collect(),
+            _ => Vec::new(),
+        };
+        let volumes = match self.ctx.read(Op::VolumeList, true).await {
+            Ok(Reply::Volumes(list)) => list
+                .into_iter()
+                .map(|v| json!({ "name": v.name, "size": v.size }))
+                .collect(),
+            _ => Vec::new(),
+        };
+        let members: Vec<Value> = members.iter().map(member_json).collect();
+        json!({
+            "me": self.ctx.name,
+            "leader": self.leader,
+            "control": self.control,
+            "members": members,
+            "registers": registers,
+            "volumes": volumes,
+            "events": self.events,
+            "series": self.series,
+        })
+    }
+}
+
+fn describe(members: &[fv::MemberStatus]) -> String {
+    members
+        .iter()
+        .map(|m| m.name.clone())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn member_json(m: &fv::MemberStatus) -> Value {
+    let client = m.client_urls.first().cloned().unwrap_or_default();
+    match &m.status {
+        Some(s) => {
+            let first = (s.last_index + 1).saturating_sub(s.tail_terms.len() as u64);
+            let tail: Vec<Value> = s
+                .tail_terms
+                .iter()
+                .enumerate()
+                .map(|(i, t)| json!({ "index": first + i as u64, "term": t }))
+                .collect();
+            json!({
+                "name": m.name, "id": format!("{:x}", m.id), "client": client,
+                "reachable": true, "error": "",
+                "role": role_name(s.role, s.learners.contains(&m.id)),
+                "term": s.term, "last_index": s.last_index, "commit": s.commit_index,
+                "applied": s.applied_index, "snapshot_index": s.snapshot_index,
+                "isolated": s.isolated, "tail": tail,
+            })
+        }
+        None => json!({
+            "name": m.name, "id": format!("{:x}", m.id), "client": client,
+            "reachable": false, "error": m.error,
+            "role": "unknown", "term": 0, "last_index": 0, "commit": 0, "applied": 0,
+            "snapshot_index": 0, "isolated": false, "tail": [],
+        }),
+    }
+}
+
+/// Refreshes the view every `PERIOD` until every page is gone and the
+/// server stops (the sender lives as long as the task).
+pub async fn run(ctx: Context, control: bool, tx: watch::Sender<std::sync::Arc<String>>) {
+    let mut sampler = Sampler {
+        ctx,
+        control,
+        events: VecDeque::new(),
+        series: VecDeque::new(),
+        seen: Vec::new(),
+        leader: None,
+        members_key: Vec::new(),
+        last: None,
+    };
+    let mut ticker = tokio::time::interval(PERIOD);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        let view = sampler.view().await;
+        let _ = tx.send(std::sync::Arc::new(view.to_string()));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::quantile_ms;
+
+    #[test]
+    fn quantiles_come_from_the_window_between_two_snapshots() {
+        let before = vec![5, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+        // 10 new samples: 9 in (0.25, 0.5] ms, 1 in (2.5, 5] ms.
+        let after = vec![5, 0, 9, 0, 0, 1, 0, 0, 0, 0, 0];
+        let p50 = quantile_ms(&before, &after, 0.5);
+        assert!(p50 > 0.25 && p50 <= 0.5, "p50 {p50}");
+        let p99 = quantile_ms(&before, &after, 0.99);
+        assert!(p99 > 2.5 && p99 <= 5.0, "p99 {p99}");
+        assert_eq!(quantile_ms(&before, &before, 0.5), 0.0);
+    }
+}

@@ -87,7 +87,8 @@ summary() { # fio JSON on stdin -> "iops mbs p50_us p99_us" of the read or write
     /usr/bin/python3 -c '
 import json, sys
 side = sys.argv[1]
-job = json.load(sys.stdin)["jobs"][0][side]
+text = sys.stdin.read()  # fio prints "connected to NBD server" before the JSON
+job = json.loads(text[text.index("{"):])["jobs"][0][side]
 pct = job["clat_ns"].get("percentile", {})
 print("%.0f %.1f %.0f %.0f" % (job["iops"], job["bw_bytes"] / 1e6,
       pct.get("50.000000", 0) / 1e3, pct.get("99.000000", 0) / 1e3))
@@ -128,7 +129,8 @@ lat() { # uri rw bs [extra] -> average completion latency in µs of 100 requests
         --number_ios=100 --randrepeat=0 --output-format=json "$@" |
         /usr/bin/python3 -c '
 import json, sys
-j = json.load(sys.stdin)["jobs"][0]
+text = sys.stdin.read()
+j = json.loads(text[text.index("{"):])["jobs"][0]
 ios = j["read"]["total_ios"] + j["write"]["total_ios"]
 ns = j["read"]["clat_ns"]["mean"] * j["read"]["total_ios"] + j["write"]["clat_ns"]["mean"] * j["write"]["total_ios"]
 print("%.0f" % (ns / max(ios, 1) / 1e3))'

@@ -30,6 +30,9 @@ command -v fio >/dev/null 2>&1 || missing+=(fio)
 command -v fusermount3 >/dev/null 2>&1 || missing+=(fuse3)
 command -v mkfs.ext4 >/dev/null 2>&1 || missing+=(e2fsprogs)
 command -v losetup >/dev/null 2>&1 || missing+=(mount)
+# Headless Chromium and its WebDriver for the dashboard tests.
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
 if [ ${#missing[@]} -gt 0 ]; then
     echo "==> installing ${missing[*]}"
     sudo=""

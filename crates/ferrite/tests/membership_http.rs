@@ -139,3 +139,77 @@ async fn http_json_api_health_and_metrics() {
         assert!(body.contains(name), "{name} missing from\n{body}");
     }
 }
+
+/// The dashboard's live stream and fault injection over HTTP: cutting the
+/// leader off elects another, the timeline says so, healing brings it back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn isolating_the_leader_over_http_elects_another_and_healing_rejoins() {
+    let mut c = Cluster::start(3);
+    let leader = c.leader(Duration::from_secs(20)).await;
+    // Without --fault-injection the switch is refused; outside `ferrite up`
+    // there are no process controls.
+    let (code, body) = http(c.members[leader].http, "POST", "/v1/fault/isolate", "");
+    assert_eq!(code, 403, "{body}");
+    let (code, body) = http(c.members[leader].http, "POST", "/v1/control/n1/kill", "");
+    assert_eq!(code, 404, "{body}");
+    let (code, page) = http(c.members[0].http, "GET", "/", "");
+    assert!(code == 200 && page.contains("<html"), "{code} {page}");
+    let (code, _) = http(c.members[0].http, "GET", "/app.js", "");
+    assert_eq!(code, 200);
+
+    for i in 0..3 {
+        c.kill(i);
+        c.spawn_with(i, &["--fault-injection"]);
+    }
+    let leader = c.leader(Duration::from_secs(20)).await;
+    let other = (leader + 1) % 3;
+    let view = common::watch_once(c.members[other].http);
+    assert_eq!(view["me"], c.members[other].name.as_str());
+    assert_eq!(view["members"].as_array().map(Vec::len), Some(3), "{view}");
+    let old = c.members[leader].name.clone();
+    let (code, body) = http(c.members[leader].http, "POST", "/v1/fault/isolate", "");
+    assert_eq!(code, 200, "{body}");
+    // Another member leads, the stream shows the cut-off member and the
+    // timeline tells the story.
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let view = loop {
+        let view = common::watch_once(c.members[other].http);
+        let leads = view["leader"].as_str().unwrap_or("");
+        if !leads.is_empty() && leads != old {
+            break view;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no new leader: {view}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let isolated = view["members"]
+        .as_array()
+        .and_then(|ms| ms.iter().find(|m| m["name"] == old.as_str()))
+        .map(|m| m["isolated"].clone());
+    assert_eq!(isolated, Some(serde_json::Value::Bool(true)), "{view}");
+    let events = view["events"].to_string();
+    assert!(
+        events.contains("cut off") && events.contains("leads term"),
+        "{events}"
+    );
+    // Writes go on without it; healed, it catches up.
+    let mut client = ferrite_client::Client::new(c.endpoints()).expect("client");
+    assert_eq!(client.register_add("r", 5).await.expect("add"), 5);
+    let (code, body) = http(c.members[leader].http, "POST", "/v1/fault/heal", "");
+    assert_eq!(code, 200, "{body}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let view = common::watch_once(c.members[leader].http);
+        let regs = view["registers"].to_string();
+        if regs.contains("\"r\"") && regs.contains('5') {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the healed member did not catch up: {view}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

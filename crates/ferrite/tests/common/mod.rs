@@ -245,3 +245,30 @@ pub fn http(addr: SocketAddr, method: &str, path: &str, body: &str) -> (u16, Str
         .map_or(String::new(), |(_, b)| b.to_string());
     (status, body)
 }
+
+/// The first document of the dashboard's live stream (`/v1/watch`) of the
+/// member at `addr`.
+pub fn watch_once(addr: SocketAddr) -> serde_json::Value {
+    use std::io::{BufRead, BufReader, Write};
+    let mut s = std::net::TcpStream::connect(addr).expect("connect to HTTP");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let req =
+        format!("GET /v1/watch HTTP/1.1\r\nHost: {addr}\r\nAccept: text/event-stream\r\n\r\n");
+    s.write_all(req.as_bytes()).expect("send");
+    let reader = BufReader::new(s);
+    for line in reader.lines() {
+        let line = line.expect("read the stream");
+        // Chunked transfer: data lines come whole inside chunks.
+        if let Some(data) = line
+            .strip_prefix("data: ")
+            .or_else(|| line.strip_prefix("data:"))
+        {
+            if data.trim() == "{}" {
+                continue; // the sampler's first round is not in yet
+            }
+            return serde_json::from_str(data).expect("a JSON document");
+        }
+    }
+    panic!("the stream ended without a document");
+}

@@ -24,3 +24,4 @@ pub use error::{NodeError, StartError};
 pub use machine::{MachineSnapshot, StateMachine};
 pub use metrics::{Histogram, Metrics, SYNC_BUCKETS};
 pub use node::{wait_for_leader, Node};
+pub use transport::Faults;

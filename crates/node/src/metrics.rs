@@ -53,6 +53,8 @@ pub struct Metrics {
     pub sync: Histogram,
     /// Client requests as the front ends saw them, retries included.
     pub requests: Histogram,
+    /// Fault injection: extra time added to every fdatasync (microseconds).
+    pub disk_delay_micros: AtomicU64,
 }
 
 impl Metrics {

@@ -22,6 +22,7 @@ use std::sync::Arc;
 use crate::machine::StateMachine;
 use crate::metrics::Metrics;
 use crate::storage::{self, StorageMsg};
+use crate::transport::Faults;
 use crate::transport::Transport;
 
 /// Requests queued for the driver before callers wait.
@@ -152,13 +153,24 @@ impl Node {
         self.cfg.id
     }
 
-    /// Fault injection: drop all peer traffic of this node (or stop doing so).
-    pub fn set_isolated(&self, isolated: bool) {
-        self.transport.set_isolated(isolated);
+    /// Fault injection: which peer traffic this node drops.
+    pub fn set_faults(&self, faults: Faults) {
+        self.transport.set_faults(faults);
     }
 
+    pub fn faults(&self) -> Faults {
+        self.transport.faults()
+    }
+
+    /// Cut off from every peer by fault injection.
     pub fn is_isolated(&self) -> bool {
-        self.transport.is_isolated()
+        self.transport.faults().isolated
+    }
+
+    /// Fault injection: every group commit's fdatasync takes at least this
+    /// much longer (a slow disk).
+    pub fn set_disk_delay(&self, delay: Duration) {
+        Metrics::set(&self.metrics.disk_delay_micros, delay.as_micros() as u64);
     }
 
     /// Where peers reach this node (useful when it listened on port 0).

@@ -59,6 +59,11 @@ pub fn run(
             }
         }
         let started = std::time::Instant::now();
+        let delay = Metrics::get(&metrics.disk_delay_micros);
+        if delay > 0 {
+            // Fault injection: a slow disk.
+            std::thread::sleep(std::time::Duration::from_micros(delay));
+        }
         let result = result.and_then(|()| wal.sync());
         if let Err(e) = result {
             tracing::error!("storage failed, stopping the node: {e}");

@@ -6,7 +6,7 @@
 //! exponential backoff. A peer that sends garbage loses its connection, and
 //! nothing else happens.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -46,9 +46,27 @@ struct Inner {
     queues: Mutex<BTreeMap<NodeId, mpsc::Sender<Bytes>>>,
     inbox: mpsc::Sender<Inbound>,
     runtime: tokio::runtime::Handle,
-    /// Fault injection: drop every frame to and from peers (a node cut off
-    /// from the network, as the dashboard's "isolate" does).
-    isolated: AtomicBool,
+    /// Fault injection: which peers' frames are dropped, each way.
+    faults: Mutex<Faults>,
+    /// Whether `faults` drops anything: the send path checks only this.
+    faulty: AtomicBool,
+}
+
+/// Frames dropped at the socket, to model network partitions: `isolated`
+/// drops everything, `drop_to` what this node sends to those peers,
+/// `drop_from` what it receives from them (one-way partitions and bridges
+/// are made of these).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Faults {
+    pub isolated: bool,
+    pub drop_to: BTreeSet<NodeId>,
+    pub drop_from: BTreeSet<NodeId>,
+}
+
+impl Faults {
+    fn any(&self) -> bool {
+        self.isolated || !self.drop_to.is_empty() || !self.drop_from.is_empty()
+    }
 }
 
 impl Transport {
@@ -67,7 +85,8 @@ impl Transport {
                 queues: Mutex::new(BTreeMap::new()),
                 inbox,
                 runtime,
-                isolated: AtomicBool::new(false),
+                faults: Mutex::new(Faults::default()),
+                faulty: AtomicBool::new(false),
             }),
         }
     }
@@ -81,19 +100,20 @@ impl Transport {
         }
     }
 
-    /// Cuts this node off from its peers (or heals it): while isolated,
-    /// frames in both directions are dropped at the socket.
-    pub fn set_isolated(&self, isolated: bool) {
-        self.inner.isolated.store(isolated, Ordering::Relaxed);
+    /// Sets which frames are dropped (fault injection; the default drops
+    /// nothing).
+    pub fn set_faults(&self, faults: Faults) {
+        self.inner.faulty.store(faults.any(), Ordering::Release);
+        *lock(&self.inner.faults) = faults;
     }
 
-    pub fn is_isolated(&self) -> bool {
-        self.inner.isolated.load(Ordering::Relaxed)
+    pub fn faults(&self) -> Faults {
+        lock(&self.inner.faults).clone()
     }
 
     /// Queues a frame for `to`. Never blocks: a full queue drops the frame.
     pub fn send(&self, to: NodeId, frame: &Frame) {
-        if to == self.inner.me || self.is_isolated() {
+        if to == self.inner.me || self.inner.dropped(to, |f| &f.drop_to) {
             return;
         }
         let bytes = codec::encode(frame);
@@ -142,6 +162,17 @@ impl Transport {
     }
 }
 
+impl Inner {
+    /// Whether a frame to or from `peer` is dropped by fault injection.
+    fn dropped(&self, peer: NodeId, set: impl Fn(&Faults) -> &BTreeSet<NodeId>) -> bool {
+        if !self.faulty.load(Ordering::Acquire) {
+            return false;
+        }
+        let faults = lock(&self.faults);
+        faults.isolated || set(&faults).contains(&peer)
+    }
+}
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -174,16 +205,16 @@ async fn read_frame(stream: &mut TcpStream) -> Result<Option<Frame>, LinkError> 
 
 async fn inbound(inner: Arc<Inner>, mut stream: TcpStream) -> Result<(), LinkError> {
     let _ = stream.set_nodelay(true);
-    match read_frame(&mut stream).await? {
-        Some(Frame::Hello { cluster_id, .. }) if cluster_id == inner.cluster_id => {}
+    let from = match read_frame(&mut stream).await? {
+        Some(Frame::Hello { cluster_id, from }) if cluster_id == inner.cluster_id => from,
         Some(Frame::Hello { cluster_id, .. }) => return Err(LinkError::WrongCluster(cluster_id)),
         _ => return Err(LinkError::NoHello),
-    }
+    };
     while let Some(frame) = read_frame(&mut stream).await? {
         if matches!(frame, Frame::Hello { .. }) {
             return Err(LinkError::NoHello);
         }
-        if inner.isolated.load(Ordering::Relaxed) {
+        if inner.dropped(from, |f| &f.drop_from) {
             continue;
         }
         if inner.inbox.send(Inbound::Frame(frame)).await.is_err() {

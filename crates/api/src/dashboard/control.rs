@@ -1,16 +1,20 @@
 //! The dashboard's buttons. Stopping, killing and restarting a member is
 //! the job of whoever runs its process: `ferrite up` listens for these on a
 //! control address it gives every member (`--control`), and a member
-//! forwards the page's request there. Cutting a member off from its peers
-//! is done by the member itself (`/v1/fault/isolate|heal`, only with
-//! `--fault-injection`): its transport drops every peer frame.
+//! forwards the page's request there. Network and disk faults are done by
+//! the member itself (`/v1/fault/...`, only with `--fault-injection`): its
+//! transport drops peer frames, its storage thread sleeps before fdatasync.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use axum::extract::{Path, State};
+use std::collections::BTreeSet;
+
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use ferrite_node::Faults;
+use ferrite_raft::NodeId;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -50,25 +54,89 @@ pub async fn forward(
     }
 }
 
-pub async fn fault(State(d): State<Dashboard>, Path(action): Path<String>) -> Response {
+/// Query of `/v1/fault/drop` and `/v1/fault/slow-disk`.
+#[derive(serde::Deserialize, Default)]
+pub struct FaultQuery {
+    /// Peers (names or hex ids, comma-separated) whose frames are dropped.
+    #[serde(default)]
+    to: String,
+    #[serde(default)]
+    from: String,
+    /// Extra milliseconds per fdatasync.
+    #[serde(default)]
+    ms: u64,
+}
+
+/// `isolate` (drop all peer traffic), `drop?to=..&from=..` (drop traffic to
+/// and from some peers: partitions, one-way, bridges), `slow-disk?ms=N`,
+/// `heal` (all back to normal).
+pub async fn fault(
+    State(d): State<Dashboard>,
+    Path(action): Path<String>,
+    Query(q): Query<FaultQuery>,
+) -> Response {
     if !d.faults {
         return error(
             StatusCode::FORBIDDEN,
             "fault injection is off (start the member with --fault-injection)",
         );
     }
+    let node = &d.ctx.node;
     match action.as_str() {
         "isolate" => {
             tracing::warn!(name = %d.ctx.name, "isolated from its peers (fault injection)");
-            d.ctx.node.set_isolated(true);
+            node.set_faults(Faults {
+                isolated: true,
+                ..node.faults()
+            });
+            ok()
+        }
+        "drop" => {
+            let members = match d.ctx.members().await {
+                Ok(m) => m,
+                Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, e.message().to_string()),
+            };
+            let resolve = |list: &str| -> Result<BTreeSet<NodeId>, String> {
+                list.split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(|p| {
+                        members
+                            .iter()
+                            .find(|m| m.name == p || format!("{:x}", m.id) == p)
+                            .map(|m| NodeId(m.id))
+                            .ok_or_else(|| format!("no member {p:?}"))
+                    })
+                    .collect()
+            };
+            match (resolve(&q.to), resolve(&q.from)) {
+                (Ok(drop_to), Ok(drop_from)) => {
+                    tracing::warn!(name = %d.ctx.name, to = %q.to, from = %q.from, "dropping peer traffic (fault injection)");
+                    node.set_faults(Faults {
+                        isolated: false,
+                        drop_to,
+                        drop_from,
+                    });
+                    ok()
+                }
+                (Err(e), _) | (_, Err(e)) => error(StatusCode::BAD_REQUEST, e),
+            }
+        }
+        "slow-disk" => {
+            tracing::warn!(name = %d.ctx.name, ms = q.ms, "slow disk (fault injection)");
+            node.set_disk_delay(Duration::from_millis(q.ms.min(10_000)));
             ok()
         }
         "heal" => {
-            tracing::warn!(name = %d.ctx.name, "connected to its peers again (fault injection)");
-            d.ctx.node.set_isolated(false);
+            tracing::warn!(name = %d.ctx.name, "faults healed");
+            node.set_faults(Faults::default());
+            node.set_disk_delay(Duration::ZERO);
             ok()
         }
-        _ => error(StatusCode::BAD_REQUEST, "the action is isolate or heal"),
+        _ => error(
+            StatusCode::BAD_REQUEST,
+            "the action is isolate, drop, slow-disk or heal",
+        ),
     }
 }
 

@@ -10,6 +10,28 @@ use crate::convert;
 
 pub struct KvService(pub Context);
 
+/// gRPC metadata with which Ferrite's client makes its KV writes
+/// exactly-once: `<client id>/<sequence>`, as in the Registers service. A
+/// retried write with a sequence already applied gets the saved answer
+/// instead of applying again (an etcd client sends none: at-least-once).
+pub const SESSION_HEADER: &str = "ferrite-session";
+
+fn session_of<T>(req: &Request<T>) -> Result<Option<(u64, u64)>, Status> {
+    let Some(value) = req.metadata().get(SESSION_HEADER) else {
+        return Ok(None);
+    };
+    let bad = || Status::invalid_argument(format!("etcdserver: bad {SESSION_HEADER} metadata"));
+    let text = value.to_str().map_err(|_| bad())?;
+    let (client, seq) = text.split_once('/').ok_or_else(bad)?;
+    let client: u64 = client.parse().map_err(|_| bad())?;
+    let seq: u64 = seq.parse().map_err(|_| bad())?;
+    match (client, seq) {
+        (0, _) => Ok(None),
+        (_, 0) => Err(bad()),
+        (c, s) => Ok(Some((c, s))),
+    }
+}
+
 #[tonic::async_trait]
 impl Kv for KvService {
     async fn range(
@@ -30,9 +52,10 @@ impl Kv for KvService {
     }
 
     async fn put(&self, req: Request<pb::PutRequest>) -> Result<Response<pb::PutResponse>, Status> {
+        let session = session_of(&req)?;
         let op = Op::Put(convert::put_request(req.into_inner()));
         let header = |rev| self.0.header(rev);
-        match self.0.write(op, None).await? {
+        match self.0.write(op, session).await? {
             Reply::Put(r) => Ok(Response::new(convert::put_response(r, header))),
             other => Err(unexpected(other)),
         }
@@ -42,19 +65,21 @@ impl Kv for KvService {
         &self,
         req: Request<pb::DeleteRangeRequest>,
     ) -> Result<Response<pb::DeleteRangeResponse>, Status> {
+        let session = session_of(&req)?;
         let op = Op::DeleteRange(convert::delete_request(req.into_inner()));
         let header = |rev| self.0.header(rev);
-        match self.0.write(op, None).await? {
+        match self.0.write(op, session).await? {
             Reply::DeleteRange(r) => Ok(Response::new(convert::delete_response(r, header))),
             other => Err(unexpected(other)),
         }
     }
 
     async fn txn(&self, req: Request<pb::TxnRequest>) -> Result<Response<pb::TxnResponse>, Status> {
+        let session = session_of(&req)?;
         let txn = convert::txn_request(req.into_inner())
             .map_err(|e| Status::invalid_argument(format!("etcdserver: {e}")))?;
         let header = |rev| self.0.header(rev);
-        match self.0.write(Op::Txn(txn), None).await? {
+        match self.0.write(Op::Txn(txn), session).await? {
             Reply::Txn(r) => Ok(Response::new(convert::txn_response(r, &header))),
             other => Err(unexpected(other)),
         }

@@ -87,6 +87,15 @@ fn retryable(s: &tonic::Status) -> bool {
     )
 }
 
+fn with_session<T>(
+    message: T,
+    session: &tonic::metadata::MetadataValue<tonic::metadata::Ascii>,
+) -> tonic::Request<T> {
+    let mut r = tonic::Request::new(message);
+    r.metadata_mut().insert("ferrite-session", session.clone());
+    r
+}
+
 impl Client {
     pub fn new(endpoints: Vec<String>) -> Result<Client, ClientError> {
         if endpoints.is_empty() {
@@ -242,19 +251,67 @@ impl Client {
         self.sequence
     }
 
+    /// A fresh `(client, sequence)` for one KV write, as gRPC metadata
+    /// (the server's `ferrite-session`): every retry of the write carries the
+    /// same, so it applies exactly once.
+    fn kv_session(&mut self) -> tonic::metadata::MetadataValue<tonic::metadata::Ascii> {
+        let seq = self.next_sequence();
+        let text = format!("{}/{}", self.client_id, seq);
+        tonic::metadata::MetadataValue::try_from(text.as_str())
+            .unwrap_or_else(|_| tonic::metadata::MetadataValue::from_static("0/0"))
+    }
+
     pub async fn put(&mut self, key: &[u8], value: &[u8]) -> Result<i64, ClientError> {
         let req = pb::PutRequest {
             key: key.to_vec(),
             value: value.to_vec(),
             ..Default::default()
         };
+        let session = self.kv_session();
         let r = self
             .call(|ch| {
-                let req = req.clone();
+                let req = with_session(req.clone(), &session);
                 async move { KvClient::new(ch).put(req).await }
             })
             .await?;
         Ok(r.into_inner().header.map_or(0, |h| h.revision))
+    }
+
+    /// Puts `new` only if the key's value is `expected` (an etcd
+    /// transaction comparing the value); whether it did. Exactly once, even
+    /// when retried after a leader failure.
+    pub async fn compare_and_put(
+        &mut self,
+        key: &[u8],
+        expected: &[u8],
+        new: &[u8],
+    ) -> Result<bool, ClientError> {
+        use pb::compare::{CompareResult, CompareTarget, TargetUnion};
+        let req = pb::TxnRequest {
+            compare: vec![pb::Compare {
+                result: CompareResult::Equal as i32,
+                target: CompareTarget::Value as i32,
+                key: key.to_vec(),
+                target_union: Some(TargetUnion::Value(expected.to_vec())),
+                ..Default::default()
+            }],
+            success: vec![pb::RequestOp {
+                request: Some(pb::request_op::Request::RequestPut(pb::PutRequest {
+                    key: key.to_vec(),
+                    value: new.to_vec(),
+                    ..Default::default()
+                })),
+            }],
+            failure: Vec::new(),
+        };
+        let session = self.kv_session();
+        let r = self
+            .call(|ch| {
+                let req = with_session(req.clone(), &session);
+                async move { KvClient::new(ch).txn(req).await }
+            })
+            .await?;
+        Ok(r.into_inner().succeeded)
     }
 
     pub async fn get(&mut self, key: &[u8]) -> Result<Option<KeyValue>, ClientError> {
@@ -307,9 +364,10 @@ impl Client {
             key: key.to_vec(),
             ..Default::default()
         };
+        let session = self.kv_session();
         let r = self
             .call(|ch| {
-                let req = req.clone();
+                let req = with_session(req.clone(), &session);
                 async move { KvClient::new(ch).delete_range(req).await }
             })
             .await?;

@@ -1,5 +1,6 @@
 //! `ferrite`: run a member, a local cluster, or talk to one.
 
+mod chaos;
 mod config;
 mod server;
 mod shell;
@@ -80,6 +81,9 @@ enum Command {
         #[command(flatten)]
         endpoints: Endpoints,
     },
+    /// Attack a real 5-member cluster with faults while clients run, then
+    /// check the history for linearizability and lost writes.
+    Chaos(chaos::ChaosArgs),
     /// An interactive client.
     Shell(Endpoints),
     /// Look inside a data directory.
@@ -252,6 +256,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Volume { op, endpoints } => volume::run(&mut endpoints.client()?, op).await?,
         Command::Shell(e) => shell::run(e.client()?).await?,
+        Command::Chaos(args) => {
+            if !chaos::run(args).await? {
+                return Ok(ExitCode::FAILURE);
+            }
+        }
         Command::Wal { op } => match op {
             WalOp::Inspect { dir } => print!(
                 "{}",

@@ -1,0 +1,243 @@
+//! `ferrite chaos`: fault injection on a real cluster. Starts 5 `ferrite
+//! server` processes on loopback, runs concurrent clients through the etcd
+//! API and Ferrite's own, attacks the cluster as a data centre would
+//! (`nemesis.rs`), then heals it, reads every key once more and checks the
+//! whole history for linearizability with the simulator's checker — which
+//! is also how a lost acknowledged write shows. The seed picks the faults
+//! and the operations (the timing of real processes is not reproducible;
+//! the seed makes runs comparable, not identical).
+
+mod cluster;
+mod nemesis;
+mod workload;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _};
+use ferrite_sim::check::linearizable;
+
+use cluster::Cluster;
+use workload::{kv_key, Recorder};
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct ChaosArgs {
+    /// How long to attack: e.g. 30s, 10m, 1h.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    pub duration: Duration,
+    /// Picks the faults and the operations (default: from the clock).
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Members: 3 or 5.
+    #[arg(long, default_value_t = 5)]
+    pub nodes: usize,
+    /// Concurrent clients.
+    #[arg(long, default_value_t = 6)]
+    pub clients: u64,
+    /// KV keys (and as many registers) the clients share.
+    #[arg(long, default_value_t = 3)]
+    pub keys: u64,
+    /// Fault kinds, comma-separated (default all): kill, kill-leader, pause,
+    /// isolate-leader, partition, bridge, one-way, slow-disk.
+    #[arg(long)]
+    pub faults: Option<String>,
+    /// Where the members keep data and logs (default: a new temporary
+    /// directory, removed after a clean run).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+}
+
+/// A small seeded generator (xorshift64*): the nemesis and the clients draw
+/// from it.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) % n.max(1)
+    }
+}
+
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let t = text.trim();
+    let (digits, unit) = t.split_at(t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len()));
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration (e.g. 30s, 10m)"))?;
+    let secs = match unit {
+        "" | "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        other => return Err(format!("unknown unit {other:?} in {text:?} (s, m or h)")),
+    };
+    Ok(Duration::from_secs(secs))
+}
+
+pub async fn run(args: ChaosArgs) -> anyhow::Result<bool> {
+    if args.nodes != 3 && args.nodes != 5 {
+        bail!("--nodes {}: 3 or 5", args.nodes);
+    }
+    if args.keys == 0 || args.clients == 0 {
+        bail!("--keys and --clients must be at least 1");
+    }
+    let kinds: Vec<&str> = match &args.faults {
+        None => nemesis::KINDS.to_vec(),
+        Some(list) => {
+            let mut kinds = Vec::new();
+            for k in list.split(',').map(str::trim).filter(|k| !k.is_empty()) {
+                match nemesis::KINDS.iter().find(|known| **known == k) {
+                    Some(known) => kinds.push(*known),
+                    None => bail!("unknown fault {k:?}; one of {}", nemesis::KINDS.join(", ")),
+                }
+            }
+            if kinds.is_empty() {
+                bail!("--faults is empty");
+            }
+            kinds
+        }
+    };
+    let seed = args.seed.unwrap_or_else(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |d| d.as_nanos() as u64)
+    });
+    let (dir, temporary) = match &args.data_dir {
+        Some(d) => (d.clone(), false),
+        None => (
+            std::env::temp_dir().join(format!("ferrite-chaos-{seed}-{}", std::process::id())),
+            true,
+        ),
+    };
+    std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
+    println!(
+        "chaos: seed {seed}, {} members, {} clients, {} keys, {:?}, faults {}; data and logs in {}",
+        args.nodes,
+        args.clients,
+        args.keys,
+        args.duration,
+        kinds.join(","),
+        dir.display()
+    );
+    let mut c = Cluster::start(args.nodes, &dir)?;
+    let outcome = attack(&mut c, &args, seed, &kinds).await;
+    c.stop().await;
+    let clean = match outcome {
+        Ok(clean) => clean,
+        Err(e) => {
+            println!("chaos: the run failed: {e:#}; logs in {}", dir.display());
+            return Ok(false);
+        }
+    };
+    if clean && temporary {
+        let _ = std::fs::remove_dir_all(&dir);
+    } else if !clean {
+        println!("chaos: logs kept in {}", dir.display());
+    }
+    Ok(clean)
+}
+
+async fn attack(
+    c: &mut Cluster,
+    args: &ChaosArgs,
+    seed: u64,
+    kinds: &[&str],
+) -> anyhow::Result<bool> {
+    if c.wait_for_leader(Duration::from_secs(30)).await.is_none() {
+        bail!("no leader within 30 s of starting");
+    }
+    // Every KV key starts at "0", the model's initial value.
+    let mut setup = ferrite_client::Client::new(c.endpoints())?;
+    for k in 0..args.keys {
+        setup.put(&kv_key(k), b"0").await?;
+    }
+    let rec = Arc::new(Recorder {
+        start: Instant::now(),
+        history: Default::default(),
+    });
+    let until = Instant::now() + args.duration;
+    let mut clients = Vec::new();
+    for id in 1..=args.clients {
+        clients.push(tokio::spawn(workload::client(
+            id,
+            c.endpoints(),
+            args.keys,
+            seed ^ (id << 32),
+            until,
+            rec.clone(),
+        )));
+    }
+    let mut rng = Rng::new(seed);
+    let mut damage = nemesis::Damage::default();
+    let mut struck: BTreeMap<String, u64> = BTreeMap::new();
+    while Instant::now() < until {
+        let (hold, calm) = nemesis::durations(&mut rng);
+        let what = nemesis::strike(c, &mut rng, kinds, &mut damage).await;
+        let kind = what
+            .split_whitespace()
+            .next()
+            .unwrap_or("")
+            .trim_end_matches(':');
+        *struck.entry(kind.to_string()).or_default() += 1;
+        println!("chaos: {:>6.1}s  {what}", rec.start.elapsed().as_secs_f64());
+        tokio::time::sleep(hold.min(until.saturating_duration_since(Instant::now()))).await;
+        nemesis::heal(c, &mut damage).await?;
+        tokio::time::sleep(calm.min(until.saturating_duration_since(Instant::now()))).await;
+    }
+    for _ in 0..10 {
+        nemesis::heal(c, &mut damage).await?;
+        if c.wait_for_leader(Duration::from_secs(3)).await.is_some() {
+            break;
+        }
+    }
+    for client in clients {
+        let _ = client.await;
+    }
+    c.wait_for_leader(Duration::from_secs(30))
+        .await
+        .context("no leader after healing")?;
+    workload::final_reads(0, c.endpoints(), args.keys, &rec).await?;
+
+    let history = std::mem::take(&mut *rec.history.lock().await);
+    let mut by_kind: BTreeMap<&str, u64> = BTreeMap::new();
+    for op in &history.ops {
+        let name = match op.op {
+            linearizable::Op::Get => "get",
+            linearizable::Op::Put(_) => "put",
+            linearizable::Op::Cas { .. } => "cas",
+            linearizable::Op::Add(_) => "add",
+        };
+        *by_kind.entry(name).or_default() += 1;
+    }
+    let faults: Vec<String> = struck.iter().map(|(k, n)| format!("{k}={n}")).collect();
+    let ops: Vec<String> = by_kind.iter().map(|(k, n)| format!("{k}={n}")).collect();
+    println!(
+        "chaos: operations={} ({}) unknown_outcome={} failed_reads={} faults={} ({})",
+        history.ops.len(),
+        ops.join(" "),
+        history.unknown,
+        history.failed_reads,
+        struck.values().sum::<u64>(),
+        faults.join(" ")
+    );
+    match linearizable::check(&history.ops) {
+        Ok(stats) => {
+            println!(
+                "chaos: linearizable: yes ({} keys, {} states explored); violations=0 lost_writes=0",
+                stats.keys, stats.states_explored
+            );
+            Ok(true)
+        }
+        Err(v) => {
+            println!("chaos: violations=1: {v}");
+            Ok(false)
+        }
+    }
+}

@@ -70,7 +70,7 @@ async fn ask(url: &str, within: Duration) -> Result<fv::NodeStatus, String> {
         .timeout(within);
     let mut client = StatusClient::connect(endpoint)
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| error_chain(&e))?;
     let reply = client
         .node(fv::NodeStatusRequest {})
         .await
@@ -108,4 +108,17 @@ impl fv::status_server::Status for StatusService {
             members: out,
         }))
     }
+}
+
+/// An error with its causes: tonic's "transport error" alone does not say
+/// that the connection was refused.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
 }

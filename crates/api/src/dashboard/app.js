@@ -6,7 +6,8 @@
 
 const $ = (sel, root = document) => root.querySelector(sel);
 const TAIL_SLOTS = 24; // log boxes per member, aligned by absolute index
-const WINDOW_MS = 5 * 60 * 1000; // chart span
+const WINDOW_MS = 5 * 60 * 1000; // the longest chart span
+const MINUTE_MS = 60 * 1000;
 const STALE_MS = 3000; // no snapshot for this long: the stream is down
 
 let last = null; // the latest snapshot
@@ -95,6 +96,7 @@ function flash(node) {
 // ---------------------------------------------------------------- stream
 
 let source = null;
+let retry = 0;
 
 function connect() {
   if (source) source.close();
@@ -113,9 +115,12 @@ function connect() {
     render(d);
   };
   source.onerror = () => {
+    // Retry every second ourselves: the browser's own delay is longer, and it
+    // gives up for good on a reply that is not a stream.
     setConn('reconnecting');
-    // The browser retries by itself unless the reply was not a stream.
-    if (source.readyState === EventSource.CLOSED) setTimeout(connect, 1000);
+    source.close();
+    clearTimeout(retry);
+    retry = setTimeout(connect, 1000);
   };
 }
 
@@ -124,6 +129,7 @@ function setConn(state) {
   if (c.dataset.state !== state) {
     c.dataset.state = state;
     document.body.classList.toggle('offline', state !== 'live');
+    if (state !== 'live' && last) bannerOffline();
   }
   setText(c, state === 'live' ? 'live' : state === 'reconnecting' ? 'reconnecting…' : 'connecting…');
 }
@@ -150,6 +156,8 @@ function render(d) {
 
 function renderBanner(d) {
   const b = $('#banner');
+  const title = `Ferrite · ${d.me}`;
+  if (document.title !== title) document.title = title;
   const me = (d.members || []).find((m) => m.name === d.me);
   const role = me ? (me.reachable ? me.role : 'unreachable') : 'unknown';
   const key = `${d.me}|${d.leader}|${role}`;
@@ -179,6 +187,16 @@ function renderBanner(d) {
   }
 }
 
+// While the stream is down the view is old: say so instead of who leads.
+function bannerOffline() {
+  const b = $('#banner');
+  b.dataset.key = 'offline';
+  b.className = 'banner offline';
+  const me = el('strong', '', last.me);
+  me.id = 'me';
+  b.replaceChildren('No answer from ', me, ` — reconnecting…; the view below is from ${clock(lastAt)}`);
+}
+
 // ---------------------------------------------------------------- members
 
 const cards = new Map(); // name -> card element
@@ -192,8 +210,10 @@ function makeCard(name) {
   return card;
 }
 
+const byName = (a, b) => a.name.localeCompare(b.name, undefined, { numeric: true });
+
 function renderMembers(d) {
-  const members = d.members || [];
+  const members = [...(d.members || [])].sort(byName);
   let hi = 0;
   let commitMax = 0;
   for (const m of members) {
@@ -201,7 +221,7 @@ function renderMembers(d) {
     commitMax = Math.max(commitMax, m.commit || 0);
     for (const e of m.tail || []) hi = Math.max(hi, e.index);
   }
-  const lo = Math.max(1, hi - TAIL_SLOTS + 1);
+  const lo = hi - TAIL_SLOTS + 1; // below 1 while the log is young: blank slots
 
   const box = $('#members');
   const names = new Set(members.map((m) => m.name));
@@ -262,7 +282,7 @@ function updateCard(card, m, d, lo, commitMax) {
       cls = index <= m.commit ? 'e' : 'e pending';
       title = `#${index} · term ${term}${index <= m.commit ? '' : ' · not committed here'}`;
       bg = termColor(term);
-    } else if (m.reachable && index > m.last_index) {
+    } else if (m.reachable && index >= 1 && index > m.last_index) {
       cls = 'missing';
     }
     if (box.className !== cls) box.className = cls;
@@ -270,7 +290,7 @@ function updateCard(card, m, d, lo, commitMax) {
     if (box.style.backgroundColor !== bg) box.style.backgroundColor = bg;
   }
   tail.dataset.lo = lo;
-  tail.title = `indices ${lo}–${lo + TAIL_SLOTS - 1}`;
+  tail.title = `indices ${Math.max(1, lo)}–${lo + TAIL_SLOTS - 1}`;
 
   const health = $('.health', card);
   let text;
@@ -380,11 +400,17 @@ function fmt(v) {
   return v.toFixed(2);
 }
 
+// The charts span the whole series, from one minute up to five, so that a
+// young cluster's first seconds are not a sliver at the right edge.
 function renderCharts(series) {
-  for (const c of charts) drawChart($(c.canvas), series, c);
+  const have = series.length ? series[series.length - 1].at - series[0].at : 0;
+  const span = Math.min(WINDOW_MS, Math.max(MINUTE_MS, Math.ceil(have / MINUTE_MS) * MINUTE_MS));
+  const minutes = span / MINUTE_MS;
+  setText($('#charts-title'), minutes === 1 ? 'Last minute' : `Last ${minutes} minutes`);
+  for (const c of charts) drawChart($(c.canvas), series, span, c);
 }
 
-function drawChart(canvas, series, spec) {
+function drawChart(canvas, series, span, spec) {
   const dpr = window.devicePixelRatio || 1;
   const w = canvas.clientWidth;
   const h = canvas.clientHeight;
@@ -397,23 +423,25 @@ function drawChart(canvas, series, spec) {
   g.setTransform(dpr, 0, 0, dpr, 0, 0);
   g.clearRect(0, 0, w, h);
 
-  const pad = { l: 40, r: 10, t: 24, b: 18 };
-  const pw = w - pad.l - pad.r;
-  const ph = h - pad.t - pad.b;
   const end = series.length ? series[series.length - 1].at : Date.now();
-  const start = end - WINDOW_MS;
+  const start = end - span;
+  const visible = series.filter((p) => p.at >= start);
+  canvas.dataset.points = visible.length;
   let max = 0;
-  for (const p of series) for (const l of spec.lines) max = Math.max(max, p[l.key] || 0);
+  for (const p of visible) for (const l of spec.lines) max = Math.max(max, p[l.key] || 0);
   const target = max > 0 ? max * 1.05 : 1;
   const step = niceStep(target / 4);
   const top = step * Math.ceil(target / step);
   const decimals = Math.min(3, (String(step).split('.')[1] || '').length);
-  const x = (t) => pad.l + ((t - start) / WINDOW_MS) * pw;
+  g.font = '11px system-ui, sans-serif';
+  const pad = { l: Math.ceil(g.measureText(top.toFixed(decimals)).width) + 14, r: 10, t: 24, b: 18 };
+  const pw = w - pad.l - pad.r;
+  const ph = h - pad.t - pad.b;
+  const x = (t) => pad.l + ((t - start) / span) * pw;
   const y = (v) => pad.t + ph - (Math.min(v, top) / top) * ph;
 
   const muted = cssVar('--muted');
   const grid = cssVar('--grid');
-  g.font = '11px system-ui, sans-serif';
   g.lineWidth = 1;
 
   // Grid and axes.
@@ -431,14 +459,13 @@ function drawChart(canvas, series, spec) {
   }
   g.textAlign = 'center';
   g.textBaseline = 'top';
-  for (let m = 5; m >= 0; m--) {
-    const xx = x(end - m * 60000);
-    g.fillText(m ? `−${m}m` : 'now', Math.min(xx, pad.l + pw - 10), pad.t + ph + 5);
+  const tick = span === MINUTE_MS ? 15000 : MINUTE_MS;
+  for (let t = span; t >= 0; t -= tick) {
+    const label = t === 0 ? 'now' : t % MINUTE_MS ? `−${t / 1000}s` : `−${t / MINUTE_MS}m`;
+    g.fillText(label, Math.min(x(end - t), pad.l + pw - 10), pad.t + ph + 5);
   }
 
   // Lines: a gap of more than 2.5 s in the series breaks the line.
-  const visible = series.filter((p) => p.at >= start);
-  canvas.dataset.points = visible.length;
   for (const l of spec.lines) {
     const color = cssVar(l.color);
     const runs = [];
@@ -470,6 +497,14 @@ function drawChart(canvas, series, spec) {
       g.beginPath();
       r.forEach((p, i) => (i ? g.lineTo : g.moveTo).call(g, x(p.at), y(p[l.key] || 0)));
       g.stroke();
+    }
+    // The latest value as a dot, so that a short series still shows.
+    const p = visible[visible.length - 1];
+    if (p) {
+      g.fillStyle = color;
+      g.beginPath();
+      g.arc(x(p.at), y(p[l.key] || 0), 2.5, 0, 2 * Math.PI);
+      g.fill();
     }
   }
 
@@ -514,8 +549,13 @@ function registerRow(name) {
   return tr;
 }
 
+// Values this page was just told by a write's reply. This member's stream
+// may lag its reply by a moment (it reads locally): until it catches up,
+// the reply wins, so that a value never steps back.
+const replied = new Map(); // name -> { value, until }
+
 function setRegister(name, value) {
-  let tr = document.querySelector(`#registers tr[data-register="${CSS.escape(name)}"]`);
+  const tr = document.querySelector(`#registers tr[data-register="${CSS.escape(name)}"]`);
   if (!tr) return;
   const v = $('.value', tr);
   if (v.textContent !== String(value)) {
@@ -535,7 +575,9 @@ function renderRegisters(regs) {
       tr = document.querySelector(`#registers tr[data-register="${CSS.escape(r.name)}"]`) || registerRow(r.name);
       body.insertBefore(tr, body.children[i] || null);
     }
-    setRegister(r.name, r.value);
+    const mine = replied.get(r.name);
+    if (mine && (mine.value === r.value || Date.now() > mine.until)) replied.delete(r.name);
+    setRegister(r.name, replied.has(r.name) ? mine.value : r.value);
   });
   $('#registers-empty').hidden = regs.length > 0;
 }
@@ -559,6 +601,7 @@ async function registerOp(kind, name, raw) {
     if (kind === 'get') r = await api('GET', path);
     else if (kind === 'set') r = await api('PUT', path, `{"value": ${raw ?? regNumber()}}`);
     else r = await api('POST', `${path}/add`, `{"delta": ${raw ?? regNumber()}}`);
+    if (kind !== 'get') replied.set(name, { value: r.value, until: Date.now() + 1500 });
     setRegister(name, r.value);
     status.dataset.value = r.value;
     showStatus(status, `${name} = ${r.value}`, true);
@@ -607,6 +650,14 @@ function renderVolumes(vols) {
 const kvPath = (key) => `/v1/kv/${encodeURIComponent(key)}`;
 
 function kvRows(kvs) {
+  if (!kvs.length) {
+    const td = el('td', 'empty', 'No keys.');
+    td.colSpan = 3;
+    const tr = el('tr');
+    tr.append(td);
+    $('#kv-results').replaceChildren(tr);
+    return;
+  }
   $('#kv-results').replaceChildren(
     ...kvs.map((kv) => {
       const tr = el('tr');

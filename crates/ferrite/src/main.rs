@@ -1,5 +1,6 @@
 //! `ferrite`: run a member, a local cluster, or talk to one.
 
+mod bench;
 mod chaos;
 mod config;
 mod server;
@@ -84,6 +85,11 @@ enum Command {
     /// Attack a real 5-member cluster with faults while clients run, then
     /// check the history for linearizability and lost writes.
     Chaos(chaos::ChaosArgs),
+    /// Measure Ferrite against etcd on this machine.
+    Bench {
+        #[command(subcommand)]
+        op: bench::BenchOp,
+    },
     /// An interactive client.
     Shell(Endpoints),
     /// Look inside a data directory.
@@ -256,6 +262,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Volume { op, endpoints } => volume::run(&mut endpoints.client()?, op).await?,
         Command::Shell(e) => shell::run(e.client()?).await?,
+        Command::Bench { op } => bench::run(op).await?,
         Command::Chaos(args) => {
             if !chaos::run(args).await? {
                 return Ok(ExitCode::FAILURE);

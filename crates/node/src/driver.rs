@@ -108,6 +108,7 @@ pub struct Driver {
     failed: Option<String>,
     metrics: Arc<Metrics>,
     last_leader: Option<NodeId>,
+    last_role: Role,
     /// When the oldest unanswered heartbeat to each peer left, for the
     /// round-trip metric.
     heartbeat_sent: BTreeMap<NodeId, Instant>,
@@ -136,6 +137,7 @@ impl Driver {
             failed: None,
             metrics,
             last_leader: None,
+            last_role: Role::Follower,
             heartbeat_sent: BTreeMap::new(),
         }
     }
@@ -326,6 +328,12 @@ impl Driver {
     fn on_inbound(&mut self, inbound: Inbound) {
         match inbound {
             Inbound::Unreachable(id) => self.raft.report_unreachable(id),
+            Inbound::Disconnected(id) => {
+                if self.raft.leader() == Some(id) && self.raft.role() == Role::Follower {
+                    tracing::info!(leader = %id, term = self.raft.term().0, "the leader's connection closed; standing for election soon");
+                }
+                self.raft.report_disconnected(id);
+            }
             Inbound::Frame(frame) => self.on_frame(frame),
         }
     }
@@ -335,6 +343,23 @@ impl Driver {
             Frame::Hello { .. } => {}
             Frame::Raft(msg) => {
                 let from = msg.from;
+                if matches!(
+                    msg.body,
+                    ferrite_raft::Body::PreVote { .. }
+                        | ferrite_raft::Body::PreVoteResponse { .. }
+                        | ferrite_raft::Body::Vote { .. }
+                        | ferrite_raft::Body::VoteResponse { .. }
+                ) {
+                    tracing::debug!(
+                        %from,
+                        term = msg.term.0,
+                        my_term = self.raft.term().0,
+                        my_last = self.raft.log().last_index().0,
+                        my_last_term = self.raft.log().last_term().0,
+                        body = ?msg.body,
+                        "election message"
+                    );
+                }
                 if matches!(msg.body, ferrite_raft::Body::HeartbeatResponse { .. }) {
                     if let Some(sent) = self.heartbeat_sent.remove(&from) {
                         self.metrics.peer_rtt.record(sent.elapsed());
@@ -415,7 +440,17 @@ impl Driver {
         Metrics::set(&m.commit, self.raft.commit().0);
         Metrics::set(&m.applied, self.raft.applied().0);
         Metrics::set(&m.is_leader, u64::from(self.raft.role() == Role::Leader));
+        if self.raft.role() != self.last_role {
+            self.last_role = self.raft.role();
+            tracing::debug!(role = ?self.last_role, term = self.raft.term().0, "role changed");
+        }
         if self.raft.leader() != self.last_leader {
+            tracing::info!(
+                leader = ?self.raft.leader(),
+                term = self.raft.term().0,
+                role = ?self.raft.role(),
+                "leader changed"
+            );
             self.last_leader = self.raft.leader();
             if self.last_leader.is_some() {
                 Metrics::bump(&self.metrics.leader_changes);

@@ -32,6 +32,9 @@ const BACKOFF_MAX: Duration = Duration::from_secs(2);
 pub enum Inbound {
     Frame(Frame),
     Unreachable(NodeId),
+    /// The peer closed its connection to us (its process died, or it
+    /// reconnects): see `Raft::report_disconnected`.
+    Disconnected(NodeId),
 }
 
 #[derive(Clone)]
@@ -210,7 +213,17 @@ async fn inbound(inner: Arc<Inner>, mut stream: TcpStream) -> Result<(), LinkErr
         Some(Frame::Hello { cluster_id, .. }) => return Err(LinkError::WrongCluster(cluster_id)),
         _ => return Err(LinkError::NoHello),
     };
-    while let Some(frame) = read_frame(&mut stream).await? {
+    let result = read_frames(&inner, from, &mut stream).await;
+    // Whatever ended the connection, the peer may be gone: say so at once
+    // (a partition drops frames instead, and is left to the timeouts).
+    if !inner.dropped(from, |f| &f.drop_from) {
+        let _ = inner.inbox.send(Inbound::Disconnected(from)).await;
+    }
+    result
+}
+
+async fn read_frames(inner: &Inner, from: NodeId, stream: &mut TcpStream) -> Result<(), LinkError> {
+    while let Some(frame) = read_frame(stream).await? {
         if matches!(frame, Frame::Hello { .. }) {
             return Err(LinkError::NoHello);
         }
@@ -252,9 +265,24 @@ async fn outbound(inner: Arc<Inner>, to: NodeId, addr: SocketAddr, mut rx: mpsc:
             continue;
         }
         backoff = BACKOFF_MIN;
+        // The peer never writes on this connection, so a read that returns
+        // means it closed (its process died or restarted). Noticing that now
+        // keeps the next frame from going into a dead socket and being lost
+        // (a vote response lost that way costs a whole election timeout).
+        let (mut reader, mut stream) = stream.into_split();
+        let mut probe = [0u8; 1];
         let mut batch = Vec::with_capacity(64 << 10);
         loop {
-            let Some(first) = rx.recv().await else { return };
+            let first = tokio::select! {
+                frame = rx.recv() => match frame {
+                    Some(frame) => frame,
+                    None => return,
+                },
+                _ = reader.read(&mut probe) => {
+                    tracing::debug!(peer = %to, "peer closed the connection; reconnecting");
+                    break;
+                }
+            };
             batch.clear();
             batch.extend_from_slice(&first);
             while batch.len() < WRITE_BATCH_BYTES_MAX {

@@ -136,6 +136,10 @@ pub struct Raft {
     pub(crate) emitted: HardState,
 }
 
+/// The longest a follower waits, in ticks, before standing for election
+/// once its leader's connection closed (see `report_disconnected`).
+pub const DISCONNECT_WAIT_TICKS_MAX: u64 = 9;
+
 impl Raft {
     pub fn new(cfg: Config, durable: DurableState, seed: u64) -> Result<Raft, ConfigError> {
         cfg.validate()?;
@@ -323,6 +327,33 @@ impl Raft {
                 p.next = p.match_index.next();
                 p.become_probe();
             }
+        }
+    }
+
+    /// The connection from `id` was closed by its end — what TCP reports at
+    /// once when a process dies. Everything `report_unreachable` does, and a
+    /// follower whose leader `id` was stops waiting out the election
+    /// timeout: it forgets the leader (ending its lease, so that it grants
+    /// pre-votes) and stands after 1 + 2 × its rank among the other voters
+    /// (by id) ticks: the survivors stand one after another, at least a tick
+    /// apart whatever their clocks' phases, instead of splitting the vote;
+    /// one whose log is behind is refused by the pre-vote without
+    /// disturbing the next. Only liveness changes: a false report
+    /// costs a pre-vote that the other followers, still hearing the leader,
+    /// refuse.
+    pub fn report_disconnected(&mut self, id: NodeId) {
+        self.report_unreachable(id);
+        if self.role == Role::Follower && self.leader == Some(id) {
+            self.leader = None;
+            let rank = self
+                .membership
+                .voters
+                .iter()
+                .filter(|v| **v != id && **v < self.id)
+                .count() as u64;
+            let wait = (1 + 2 * rank).min(DISCONNECT_WAIT_TICKS_MAX);
+            self.election_timeout = wait.min(self.cfg.election_ticks_min as u64) as u32;
+            self.election_elapsed = 0;
         }
     }
 

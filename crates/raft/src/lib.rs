@@ -29,7 +29,7 @@ mod types;
 
 pub use crate::canary::Canary;
 pub use crate::config::{Config, ELECTION_TICKS_MIN, HEARTBEAT_TICKS};
-pub use crate::core::{DurableState, Raft, Role};
+pub use crate::core::{DurableState, Raft, Role, DISCONNECT_WAIT_TICKS_MAX};
 pub use crate::error::{CompactError, ConfigError, ProposeError, StepError};
 pub use crate::log::{Entry, Log, Payload};
 pub use crate::membership::{Membership, MembershipChange};

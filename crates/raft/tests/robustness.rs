@@ -303,3 +303,89 @@ fn duplicate_first_snapshot_chunk_does_not_restart_the_transfer() {
     ));
     assert_eq!(installed.map(|s| s.data), Some(data));
 }
+
+/// A leader's process dies and TCP tells its followers at once: a follower
+/// stands within `DISCONNECT_WAIT_TICKS_MAX` ticks instead of a whole
+/// election timeout, and is elected since the other follower, told too,
+/// grants its votes.
+#[test]
+fn a_closed_leader_connection_starts_an_election_within_a_few_ticks() {
+    let mut c = Cluster::new(&[1, 2, 3]);
+    c.elect(1);
+    c.crash(1);
+    for id in [2, 3] {
+        c.raft_mut(id).report_disconnected(nid(1));
+        c.collect(id);
+    }
+    let new_leader = |c: &Cluster| [2, 3].into_iter().find(|&id| c.role(id) == Role::Leader);
+    let mut ticks = 0;
+    while new_leader(&c).is_none() && ticks < MIN {
+        for id in [2, 3] {
+            c.tick(id);
+        }
+        c.deliver_all();
+        ticks += 1;
+    }
+    assert!(new_leader(&c).is_some(), "no new leader in {ticks} ticks");
+    assert!(
+        ticks <= ferrite_raft::DISCONNECT_WAIT_TICKS_MAX as usize + 1,
+        "took {ticks} ticks"
+    );
+}
+
+/// A spurious report (the leader is alive) costs nothing: the other
+/// follower still hears the leader and refuses the pre-vote, so no term
+/// changes and the leader stays.
+#[test]
+fn a_spurious_disconnect_does_not_depose_a_live_leader() {
+    let mut c = Cluster::new(&[1, 2, 3]);
+    c.elect(1);
+    let term = c.term(1);
+    c.raft_mut(2).report_disconnected(nid(1));
+    c.collect(2);
+    for _ in 0..MIN {
+        c.tick_all();
+        c.deliver_all();
+    }
+    assert_eq!(c.leader(), Some(1));
+    assert_eq!(c.term(1), term);
+    assert_eq!(c.leader_of(2), Some(1), "node 2 follows the leader again");
+}
+
+/// As above, with the follower that stands first one entry behind: its
+/// pre-vote is refused, and the other, up to date, is elected soon after.
+#[test]
+fn after_a_closed_leader_connection_the_up_to_date_follower_is_elected_soon() {
+    for behind in [2, 3] {
+        let mut c = Cluster::new(&[1, 2, 3]);
+        c.elect(1);
+        c.cut_link(1, behind);
+        c.propose(1, "last");
+        c.deliver_all();
+        c.crash(1);
+        c.heal();
+        for id in [2, 3] {
+            c.raft_mut(id).report_disconnected(nid(1));
+            c.collect(id);
+        }
+        let new_leader = |c: &Cluster| [2, 3].into_iter().find(|&id| c.role(id) == Role::Leader);
+        let mut ticks = 0;
+        while new_leader(&c).is_none() && ticks < MIN {
+            for id in [2, 3] {
+                c.tick(id);
+            }
+            c.deliver_all();
+            ticks += 1;
+        }
+        let up_to_date = 5 - behind;
+        assert_eq!(
+            new_leader(&c),
+            Some(up_to_date),
+            "behind={behind}, {ticks} ticks"
+        );
+        assert!(
+            ticks <= ferrite_raft::DISCONNECT_WAIT_TICKS_MAX as usize + 1,
+            "behind={behind}: took {ticks} ticks"
+        );
+    }
+}

@@ -28,6 +28,20 @@ impl World {
         if self.healing.is_some() {
             return;
         }
+        // Now and then a connection resets without anyone dying: a follower
+        // wrongly believes its leader gone (liveness only; safety must hold).
+        if self.prng.chance(100_000) {
+            if let Some((leader, _)) = self.leader() {
+                let up: Vec<NodeId> = self
+                    .up_nodes()
+                    .into_iter()
+                    .filter(|n| *n != leader)
+                    .collect();
+                if let Some(node) = self.prng.pick(&up).copied() {
+                    self.schedule(1, Event::Disconnected { node, peer: leader });
+                }
+            }
+        }
         let o = &self.opts;
         let weights = [
             o.crash_weight,

@@ -356,6 +356,21 @@ impl World {
         self.safety.forget(id);
         self.stats.crashes += 1;
         self.log(|| format!("CRASH {id}"));
+        // The peers' connections from it close: TCP tells them soon after,
+        // unless a partition is in the way.
+        let peers: Vec<NodeId> = self.nodes.keys().copied().filter(|p| *p != id).collect();
+        for peer in peers {
+            if !self.blocked.contains(&(id, peer)) {
+                let delay = self.prng.range(100, 5_000);
+                self.schedule(
+                    delay,
+                    Event::Disconnected {
+                        node: peer,
+                        peer: id,
+                    },
+                );
+            }
+        }
     }
 
     pub(crate) fn restart(&mut self, id: NodeId) {

@@ -43,6 +43,12 @@ pub enum Event {
         partition: u64,
     },
     Admin,
+    /// `node` learns that its connection from `peer` closed (the peer
+    /// crashed, or a spurious reset).
+    Disconnected {
+        node: NodeId,
+        peer: NodeId,
+    },
 }
 
 /// What a run did, for the summary line.
@@ -274,7 +280,9 @@ impl World {
 
     fn handle(&mut self, event: Event) {
         let target = match &event {
-            Event::Tick { node, .. } | Event::DiskDone { node, .. } => Some(*node),
+            Event::Tick { node, .. }
+            | Event::DiskDone { node, .. }
+            | Event::Disconnected { node, .. } => Some(*node),
             Event::Deliver(msg) => Some(msg.to),
             Event::Request(req) => Some(req.node),
             _ => None,
@@ -304,7 +312,17 @@ impl World {
             Event::Restart { node } => self.restart(node),
             Event::Heal { partition } => self.heal(partition),
             Event::Admin => self.on_admin(),
+            Event::Disconnected { node, peer } => self.on_disconnected(node, peer),
         }
+    }
+
+    fn on_disconnected(&mut self, id: NodeId, peer: NodeId) {
+        let Some(raft) = self.nodes.get_mut(&id).and_then(|n| n.raft.as_mut()) else {
+            return;
+        };
+        raft.report_disconnected(peer);
+        self.log(|| format!("disconnected {id} <- {peer}"));
+        self.drive(id);
     }
 
     fn on_tick(&mut self, id: NodeId, incarnation: u64) {

@@ -1,0 +1,232 @@
+//! Three-member clusters of either system, as real processes on loopback
+//! with their default timeouts and durable writes: Ferrite (`ferrite
+//! server`) and etcd (the `etcd` binary, Debian package `etcd-server`).
+//! Both are driven through the same etcd v3 API.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use ferrite_proto::etcdserverpb as pb;
+use ferrite_proto::etcdserverpb::maintenance_client::MaintenanceClient;
+use tokio::process::{Child, Command};
+use tonic::transport::{Channel, Endpoint};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum System {
+    Ferrite,
+    Etcd,
+}
+
+impl System {
+    pub fn name(self) -> &'static str {
+        match self {
+            System::Ferrite => "ferrite",
+            System::Etcd => "etcd",
+        }
+    }
+}
+
+pub struct Member {
+    pub name: String,
+    pub client: SocketAddr,
+    pub peer: SocketAddr,
+    pub extra: [SocketAddr; 2],
+    pub child: Option<Child>,
+}
+
+pub struct Cluster {
+    pub system: System,
+    dir: PathBuf,
+    pub members: Vec<Member>,
+}
+
+fn free_ports(n: usize) -> anyhow::Result<Vec<SocketAddr>> {
+    let listeners: Vec<std::net::TcpListener> = (0..n)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0"))
+        .collect::<Result<_, _>>()
+        .context("find free ports")?;
+    listeners
+        .iter()
+        .map(|l| l.local_addr().context("find free ports"))
+        .collect()
+}
+
+impl Cluster {
+    pub async fn start(system: System, n: usize, dir: &Path) -> anyhow::Result<Cluster> {
+        if system == System::Etcd && which("etcd").is_none() {
+            anyhow::bail!("etcd is not installed (apt-get install etcd-server)");
+        }
+        let ports = free_ports(n * 4)?;
+        let members = (0..n)
+            .map(|i| Member {
+                name: format!("{}{}", &system.name()[..1], i + 1),
+                client: ports[4 * i],
+                peer: ports[4 * i + 1],
+                extra: [ports[4 * i + 2], ports[4 * i + 3]],
+                child: None,
+            })
+            .collect();
+        let mut c = Cluster {
+            system,
+            dir: dir.join(system.name()),
+            members,
+        };
+        std::fs::create_dir_all(&c.dir).with_context(|| format!("create {}", c.dir.display()))?;
+        for i in 0..n {
+            c.spawn(i)?;
+        }
+        Ok(c)
+    }
+
+    pub fn spawn(&mut self, i: usize) -> anyhow::Result<()> {
+        let cluster = self
+            .members
+            .iter()
+            .map(|m| match self.system {
+                System::Ferrite => format!("{}={}", m.name, m.peer),
+                System::Etcd => format!("{}=http://{}", m.name, m.peer),
+            })
+            .collect::<Vec<_>>()
+            .join(",");
+        let m = &self.members[i];
+        let data = self.dir.join(&m.name);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join(format!("{}.log", m.name)))
+            .context("open a log file")?;
+        let err = log.try_clone().context("duplicate a log file")?;
+        let mut cmd = match self.system {
+            System::Ferrite => {
+                let mut c = Command::new(std::env::current_exe().context("find ferrite")?);
+                c.arg("server")
+                    .args(["--name", &m.name])
+                    .arg("--data-dir")
+                    .arg(&data)
+                    .args(["--initial-cluster", &cluster])
+                    .args(["--listen-peer", &m.peer.to_string()])
+                    .args(["--listen-client", &m.client.to_string()])
+                    .args(["--listen-http", &m.extra[0].to_string()])
+                    .args(["--listen-nbd", &m.extra[1].to_string()]);
+                c
+            }
+            System::Etcd => {
+                let mut c = Command::new("etcd");
+                let client = format!("http://{}", m.client);
+                let peer = format!("http://{}", m.peer);
+                c.args(["--name", &m.name])
+                    .arg("--data-dir")
+                    .arg(&data)
+                    .args([
+                        "--listen-client-urls",
+                        &client,
+                        "--advertise-client-urls",
+                        &client,
+                    ])
+                    .args([
+                        "--listen-peer-urls",
+                        &peer,
+                        "--initial-advertise-peer-urls",
+                        &peer,
+                    ])
+                    .args([
+                        "--initial-cluster",
+                        &cluster,
+                        "--initial-cluster-state",
+                        "new",
+                    ])
+                    .args(["--logger", "zap", "--log-level", "warn"]);
+                c
+            }
+        };
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(err)
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("start {}", m.name))?;
+        self.members[i].child = Some(child);
+        Ok(())
+    }
+
+    pub async fn kill(&mut self, i: usize) {
+        if let Some(mut child) = self.members[i].child.take() {
+            let _ = child.start_kill();
+            let _ = child.wait().await;
+        }
+    }
+
+    #[allow(dead_code)]
+    pub fn pid(&self, i: usize) -> Option<u32> {
+        self.members[i].child.as_ref().and_then(Child::id)
+    }
+
+    pub async fn stop(&mut self) {
+        for i in 0..self.members.len() {
+            self.kill(i).await;
+        }
+    }
+
+    pub fn endpoint(&self, i: usize) -> String {
+        format!("http://{}", self.members[i].client)
+    }
+
+    /// The status of member `i` (member id in the header, leader id).
+    pub async fn status(&self, i: usize, within: Duration) -> Option<pb::StatusResponse> {
+        let channel = channel(&self.endpoint(i), within).await?;
+        let mut client = MaintenanceClient::new(channel);
+        match tokio::time::timeout(within, client.status(pb::StatusRequest {})).await {
+            Ok(Ok(r)) => Some(r.into_inner()),
+            _ => None,
+        }
+    }
+
+    /// The index of the member that leads, once a live member names it.
+    pub async fn leader(&self, within: Duration) -> Option<(usize, u64)> {
+        let deadline = tokio::time::Instant::now() + within;
+        while tokio::time::Instant::now() < deadline {
+            let mut ids = Vec::new();
+            let mut leader = 0;
+            for i in 0..self.members.len() {
+                if self.members[i].child.is_none() {
+                    ids.push(0);
+                    continue;
+                }
+                match self.status(i, Duration::from_millis(500)).await {
+                    Some(s) => {
+                        ids.push(s.header.map_or(0, |h| h.member_id));
+                        if s.leader != 0 {
+                            leader = s.leader;
+                        }
+                    }
+                    None => ids.push(0),
+                }
+            }
+            if let Some(i) = ids.iter().position(|id| *id == leader && leader != 0) {
+                return Some((i, leader));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        None
+    }
+}
+
+pub async fn channel(endpoint: &str, within: Duration) -> Option<Channel> {
+    let ep = Endpoint::from_shared(endpoint.to_string())
+        .ok()?
+        .connect_timeout(within)
+        .timeout(within.max(Duration::from_secs(5)));
+    ep.connect().await.ok()
+}
+
+fn which(program: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|p| p.join(program))
+            .find(|p| p.is_file())
+    })
+}

@@ -18,6 +18,7 @@ use ferrite_raft::NodeId;
 use ferrite_state::{MemberInfo, Op};
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
+use tokio_stream::StreamExt;
 
 use crate::cluster::{parse_url, ClusterService, MaintenanceService};
 use crate::context::Context;
@@ -124,7 +125,13 @@ impl Server {
             );
         tokio::spawn(async move {
             if let Err(e) = grpc
-                .serve_with_incoming(TcpListenerStream::new(client))
+                .serve_with_incoming(TcpListenerStream::new(client).map(|conn| {
+                    // Small replies go out at once, not after the client's
+                    // delayed ACK (Nagle's algorithm would hold them ~40 ms).
+                    conn.inspect(|c| {
+                        let _ = c.set_nodelay(true);
+                    })
+                }))
                 .await
             {
                 tracing::error!("gRPC server stopped: {e}");

@@ -160,7 +160,6 @@ impl Cluster {
         }
     }
 
-    #[allow(dead_code)]
     pub fn pid(&self, i: usize) -> Option<u32> {
         self.members[i].child.as_ref().and_then(Child::id)
     }

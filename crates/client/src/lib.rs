@@ -191,7 +191,10 @@ impl Client {
                     // anything else is the connection failing: move on.
                     let from_server = last.starts_with("etcdserver:");
                     if last.contains("no leader") {
+                        // This member may be the one cut off: the others may
+                        // well have a leader. Ask the next.
                         (self.notify)(Notice::NoLeader);
+                        self.next_endpoint();
                     } else if !from_server {
                         self.next_endpoint();
                     } else {

@@ -41,11 +41,16 @@ impl PeerCopier {
     ) -> Result<(), String> {
         let fail = |e: ferrite_state::StoreError| e.to_string();
         let mut round = 0u64;
-        loop {
+        // Empty files of the right sizes: what a copy fills in.
+        let fresh = |store: &mut BlockStore| -> Result<(), String> {
             store.begin_install().map_err(fail)?;
             for v in volumes {
                 store.install_volume(v.id, v.size).map_err(fail)?;
             }
+            Ok(())
+        };
+        loop {
+            fresh(store)?;
             if volumes.is_empty() {
                 store.sync(applied).map_err(fail)?;
                 return Ok(());
@@ -66,10 +71,7 @@ impl PeerCopier {
                     Err(e) => {
                         tracing::warn!(from = %m.name, "volume copy failed: {e}");
                         // Start over from a clean slate with the next peer.
-                        store.begin_install().map_err(fail)?;
-                        for v in volumes {
-                            store.install_volume(v.id, v.size).map_err(fail)?;
-                        }
+                        fresh(store)?;
                     }
                 }
             }

@@ -3,6 +3,7 @@
 mod bench;
 mod chaos;
 mod config;
+mod launch;
 mod server;
 mod shell;
 mod status;

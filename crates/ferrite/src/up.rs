@@ -8,7 +8,6 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,7 +20,7 @@ use tokio::sync::Mutex;
 
 use anyhow::{bail, Context};
 use clap::Args;
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 
 #[derive(Args, Debug, Clone)]
 pub struct UpArgs {
@@ -106,36 +105,17 @@ pub fn initial_cluster(members: &[Member]) -> String {
         .join(",")
 }
 
-fn spawn(
-    exe: &Path,
-    m: &Member,
-    cluster: &str,
-    data_dir: &Path,
-    control: SocketAddr,
-) -> anyhow::Result<Child> {
-    let log_path = data_dir.join(format!("{}.log", m.name));
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&log_path)
-        .with_context(|| format!("cannot open {}", log_path.display()))?;
-    let err = log.try_clone().context("cannot duplicate the log file")?;
-    Command::new(exe)
-        .arg("server")
-        .args(["--name", &m.name])
-        .arg("--data-dir")
-        .arg(data_dir.join(&m.name))
-        .args(["--initial-cluster", cluster])
-        .args(["--listen-peer", &m.peer.to_string()])
-        .args(["--listen-client", &m.client.to_string()])
-        .args(["--listen-http", &m.http.to_string()])
-        .args(["--listen-nbd", &m.nbd.to_string()])
+fn spawn(m: &Member, cluster: &str, data_dir: &Path, control: SocketAddr) -> anyhow::Result<Child> {
+    let addrs = crate::launch::Addrs {
+        peer: m.peer,
+        client: m.client,
+        http: m.http,
+        nbd: m.nbd,
+    };
+    let log = data_dir.join(format!("{}.log", m.name));
+    crate::launch::server(&m.name, &data_dir.join(&m.name), cluster, &addrs, &log)?
         .args(["--control", &control.to_string()])
         .arg("--fault-injection")
-        .stdin(Stdio::null())
-        .stdout(log)
-        .stderr(err)
-        .kill_on_drop(true)
         .spawn()
         .with_context(|| format!("cannot start {}", m.name))
 }
@@ -148,7 +128,6 @@ struct Proc {
 }
 
 struct Supervisor {
-    exe: PathBuf,
     members: Vec<Member>,
     cluster: String,
     data_dir: PathBuf,
@@ -159,7 +138,6 @@ struct Supervisor {
 impl Supervisor {
     fn spawn(&self, i: usize) -> anyhow::Result<Child> {
         spawn(
-            &self.exe,
             &self.members[i],
             &self.cluster,
             &self.data_dir,
@@ -296,7 +274,6 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     }
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("cannot create {}", args.data_dir.display()))?;
-    let exe = std::env::current_exe().context("cannot find the ferrite binary")?;
     let members = plan(args.nodes, args.ports_from)?;
     let cluster = initial_cluster(&members);
     let control = control_addr(args.ports_from);
@@ -304,7 +281,6 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {control} (the control address)"))?;
     let sup = Arc::new(Supervisor {
-        exe,
         members: members.clone(),
         cluster,
         data_dir: args.data_dir.clone(),

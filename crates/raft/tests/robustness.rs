@@ -304,6 +304,21 @@ fn duplicate_first_snapshot_chunk_does_not_restart_the_transfer() {
     assert_eq!(installed.map(|s| s.data), Some(data));
 }
 
+/// Ticks followers 2 and 3 (leader 1 is down) until one of them leads, for
+/// at most an election timeout: which one, and after how many ticks.
+fn ticks_to_new_leader(c: &mut Cluster) -> (Option<u64>, usize) {
+    let new_leader = |c: &Cluster| [2, 3].into_iter().find(|&id| c.role(id) == Role::Leader);
+    let mut ticks = 0;
+    while new_leader(c).is_none() && ticks < MIN {
+        for id in [2, 3] {
+            c.tick(id);
+        }
+        c.deliver_all();
+        ticks += 1;
+    }
+    (new_leader(c), ticks)
+}
+
 /// A leader's process dies and TCP tells its followers at once: a follower
 /// stands within `DISCONNECT_WAIT_TICKS_MAX` ticks instead of a whole
 /// election timeout, and is elected since the other follower, told too,
@@ -317,16 +332,8 @@ fn a_closed_leader_connection_starts_an_election_within_a_few_ticks() {
         c.raft_mut(id).report_disconnected(nid(1));
         c.collect(id);
     }
-    let new_leader = |c: &Cluster| [2, 3].into_iter().find(|&id| c.role(id) == Role::Leader);
-    let mut ticks = 0;
-    while new_leader(&c).is_none() && ticks < MIN {
-        for id in [2, 3] {
-            c.tick(id);
-        }
-        c.deliver_all();
-        ticks += 1;
-    }
-    assert!(new_leader(&c).is_some(), "no new leader in {ticks} ticks");
+    let (leader, ticks) = ticks_to_new_leader(&mut c);
+    assert!(leader.is_some(), "no new leader in {ticks} ticks");
     assert!(
         ticks <= ferrite_raft::DISCONNECT_WAIT_TICKS_MAX as usize + 1,
         "took {ticks} ticks"
@@ -368,21 +375,9 @@ fn after_a_closed_leader_connection_the_up_to_date_follower_is_elected_soon() {
             c.raft_mut(id).report_disconnected(nid(1));
             c.collect(id);
         }
-        let new_leader = |c: &Cluster| [2, 3].into_iter().find(|&id| c.role(id) == Role::Leader);
-        let mut ticks = 0;
-        while new_leader(&c).is_none() && ticks < MIN {
-            for id in [2, 3] {
-                c.tick(id);
-            }
-            c.deliver_all();
-            ticks += 1;
-        }
+        let (leader, ticks) = ticks_to_new_leader(&mut c);
         let up_to_date = 5 - behind;
-        assert_eq!(
-            new_leader(&c),
-            Some(up_to_date),
-            "behind={behind}, {ticks} ticks"
-        );
+        assert_eq!(leader, Some(up_to_date), "behind={behind}, {ticks} ticks");
         assert!(
             ticks <= ferrite_raft::DISCONNECT_WAIT_TICKS_MAX as usize + 1,
             "behind={behind}: took {ticks} ticks"

@@ -43,23 +43,12 @@ pub struct Cluster {
     pub members: Vec<Member>,
 }
 
-fn free_ports(n: usize) -> anyhow::Result<Vec<SocketAddr>> {
-    let listeners: Vec<std::net::TcpListener> = (0..n)
-        .map(|_| std::net::TcpListener::bind("127.0.0.1:0"))
-        .collect::<Result<_, _>>()
-        .context("find free ports")?;
-    listeners
-        .iter()
-        .map(|l| l.local_addr().context("find free ports"))
-        .collect()
-}
-
 impl Cluster {
     pub async fn start(system: System, n: usize, dir: &Path) -> anyhow::Result<Cluster> {
         if system == System::Etcd && which("etcd").is_none() {
             anyhow::bail!("etcd is not installed (apt-get install etcd-server)");
         }
-        let ports = free_ports(n * 4)?;
+        let ports = crate::launch::free_addrs(n * 4)?;
         let members = (0..n)
             .map(|i| Member {
                 name: format!("{}{}", &system.name()[..1], i + 1),
@@ -93,27 +82,19 @@ impl Cluster {
             .join(",");
         let m = &self.members[i];
         let data = self.dir.join(&m.name);
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.join(format!("{}.log", m.name)))
-            .context("open a log file")?;
-        let err = log.try_clone().context("duplicate a log file")?;
+        let log = self.dir.join(format!("{}.log", m.name));
         let mut cmd = match self.system {
             System::Ferrite => {
-                let mut c = Command::new(std::env::current_exe().context("find ferrite")?);
-                c.arg("server")
-                    .args(["--name", &m.name])
-                    .arg("--data-dir")
-                    .arg(&data)
-                    .args(["--initial-cluster", &cluster])
-                    .args(["--listen-peer", &m.peer.to_string()])
-                    .args(["--listen-client", &m.client.to_string()])
-                    .args(["--listen-http", &m.extra[0].to_string()])
-                    .args(["--listen-nbd", &m.extra[1].to_string()]);
-                c
+                let addrs = crate::launch::Addrs {
+                    peer: m.peer,
+                    client: m.client,
+                    http: m.extra[0],
+                    nbd: m.extra[1],
+                };
+                crate::launch::server(&m.name, &data, &cluster, &addrs, &log)?
             }
             System::Etcd => {
+                let (out, err) = crate::launch::log_to(&log)?;
                 let mut c = Command::new("etcd");
                 let client = format!("http://{}", m.client);
                 let peer = format!("http://{}", m.peer);
@@ -138,17 +119,15 @@ impl Cluster {
                         "--initial-cluster-state",
                         "new",
                     ])
-                    .args(["--logger", "zap", "--log-level", "warn"]);
+                    .args(["--logger", "zap", "--log-level", "warn"])
+                    .stdin(Stdio::null())
+                    .stdout(out)
+                    .stderr(err)
+                    .kill_on_drop(true);
                 c
             }
         };
-        let child = cmd
-            .stdin(Stdio::null())
-            .stdout(log)
-            .stderr(err)
-            .kill_on_drop(true)
-            .spawn()
-            .with_context(|| format!("start {}", m.name))?;
+        let child = cmd.spawn().with_context(|| format!("start {}", m.name))?;
         self.members[i].child = Some(child);
         Ok(())
     }

@@ -2,56 +2,45 @@
 //! each with its own data directory, log file and free ports, started with
 //! `--fault-injection` so that the nemesis can cut links and slow disks.
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use tokio::process::{Child, Command};
+use tokio::process::Child;
+
+use crate::launch::Addrs;
 
 pub struct Node {
     pub name: String,
-    pub peer: SocketAddr,
-    pub client: SocketAddr,
-    pub http: SocketAddr,
-    pub nbd: SocketAddr,
+    pub addrs: Addrs,
     pub child: Option<Child>,
     pub paused: bool,
 }
 
 pub struct Cluster {
-    exe: PathBuf,
     dir: PathBuf,
     pub nodes: Vec<Node>,
 }
 
 impl Cluster {
     pub fn start(n: usize, dir: &Path) -> anyhow::Result<Cluster> {
-        let exe = std::env::current_exe().context("find the ferrite binary")?;
-        let mut nodes = Vec::new();
-        // Hold every listener until all are picked, so no port repeats.
-        let mut held = Vec::new();
-        for k in 1..=n {
-            let mut pick = || -> anyhow::Result<SocketAddr> {
-                let l = std::net::TcpListener::bind("127.0.0.1:0").context("find a free port")?;
-                let a = l.local_addr().context("find a free port")?;
-                held.push(l);
-                Ok(a)
-            };
-            nodes.push(Node {
-                name: format!("c{k}"),
-                peer: pick()?,
-                client: pick()?,
-                http: pick()?,
-                nbd: pick()?,
+        let ports = crate::launch::free_addrs(4 * n)?;
+        let nodes = ports
+            .chunks(4)
+            .enumerate()
+            .map(|(k, p)| Node {
+                name: format!("c{}", k + 1),
+                addrs: Addrs {
+                    peer: p[0],
+                    client: p[1],
+                    http: p[2],
+                    nbd: p[3],
+                },
                 child: None,
                 paused: false,
-            });
-        }
-        drop(held);
+            })
+            .collect();
         let mut c = Cluster {
-            exe,
             dir: dir.to_path_buf(),
             nodes,
         };
@@ -64,42 +53,27 @@ impl Cluster {
     fn initial_cluster(&self) -> String {
         self.nodes
             .iter()
-            .map(|m| format!("{}={}", m.name, m.peer))
+            .map(|m| format!("{}={}", m.name, m.addrs.peer))
             .collect::<Vec<_>>()
             .join(",")
     }
 
     pub fn endpoints(&self) -> Vec<String> {
-        self.nodes.iter().map(|m| m.client.to_string()).collect()
+        self.nodes
+            .iter()
+            .map(|m| m.addrs.client.to_string())
+            .collect()
     }
 
     pub fn spawn(&mut self, i: usize) -> anyhow::Result<()> {
         let cluster = self.initial_cluster();
         let m = &self.nodes[i];
-        let log_path = self.dir.join(format!("{}.log", m.name));
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log_path)
-            .with_context(|| format!("open {}", log_path.display()))?;
-        let err = log.try_clone().context("duplicate the log file")?;
-        let child = Command::new(&self.exe)
-            .arg("server")
-            .args(["--name", &m.name])
-            .arg("--data-dir")
-            .arg(self.dir.join(&m.name))
-            .args(["--initial-cluster", &cluster])
-            .args(["--listen-peer", &m.peer.to_string()])
-            .args(["--listen-client", &m.client.to_string()])
-            .args(["--listen-http", &m.http.to_string()])
-            .args(["--listen-nbd", &m.nbd.to_string()])
-            .arg("--fault-injection")
-            .stdin(Stdio::null())
-            .stdout(log)
-            .stderr(err)
-            .kill_on_drop(true)
-            .spawn()
-            .with_context(|| format!("start {}", m.name))?;
+        let log = self.dir.join(format!("{}.log", m.name));
+        let child =
+            crate::launch::server(&m.name, &self.dir.join(&m.name), &cluster, &m.addrs, &log)?
+                .arg("--fault-injection")
+                .spawn()
+                .with_context(|| format!("start {}", m.name))?;
         self.nodes[i].child = Some(child);
         self.nodes[i].paused = false;
         Ok(())
@@ -138,9 +112,11 @@ impl Cluster {
 
     /// Asks member `i`'s fault switch (`/v1/fault/...`).
     pub async fn fault(&self, i: usize, what: &str) -> Result<(), String> {
-        let (code, body) =
-            ferrite_api::dashboard::http_post(self.nodes[i].http, &format!("/v1/fault/{what}"))
-                .await?;
+        let (code, body) = ferrite_api::dashboard::http_post(
+            self.nodes[i].addrs.http,
+            &format!("/v1/fault/{what}"),
+        )
+        .await?;
         if code == 200 {
             Ok(())
         } else {
@@ -154,7 +130,7 @@ impl Cluster {
             if !self.is_up(i) || m.paused {
                 continue;
             }
-            if let Ok(s) = ferrite_client::node_status(&m.client.to_string()).await {
+            if let Ok(s) = ferrite_client::node_status(&m.addrs.client.to_string()).await {
                 if s.role == 3 {
                     return Some(i);
                 }

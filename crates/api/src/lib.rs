@@ -11,6 +11,7 @@
 //! - `server.rs`: one server with all of them on a node.
 
 mod cluster;
+mod compaction;
 pub mod context;
 mod convert;
 mod copy;

@@ -177,14 +177,20 @@ impl ferrite_node::StateMachine for Replicated {
         Index(self.sm.applied_index())
     }
 
-    /// The volume files are synced on another thread: with many writes
-    /// since the last snapshot that takes long, and applying goes on.
+    /// Captures the state (a clone: keys and values are shared, not copied)
+    /// and leaves the encoding and the sync of the volume files to the
+    /// snapshot thread: with a large state or many writes since the last
+    /// snapshot either takes long, and applying goes on meanwhile.
     fn snapshot(&mut self) -> Result<MachineSnapshot, String> {
         self.ensure_files()?;
         let sync = self.store.sync_later(self.sm.applied_index());
+        let sm = self.sm.clone();
         Ok(MachineSnapshot {
-            data: self.sm.snapshot(),
-            make_durable: Some(Box::new(move || sync().map_err(|e| e.to_string()))),
+            finish: Box::new(move || {
+                let data = sm.snapshot();
+                sync().map_err(|e| e.to_string())?;
+                Ok(data)
+            }),
         })
     }
 

@@ -44,6 +44,8 @@ pub struct ServerOptions {
     pub control: Option<SocketAddr>,
     /// Allow `/v1/fault/isolate|heal` (tests, `ferrite up`).
     pub fault_injection: bool,
+    /// Revisions of KV history kept readable (`compaction.rs`); 0: all.
+    pub history_revisions: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -163,6 +165,10 @@ impl Server {
         };
         tokio::spawn(publish(context.clone(), me));
         tokio::spawn(learn_addresses(context.clone()));
+        tokio::spawn(crate::compaction::run(
+            context.clone(),
+            opts.history_revisions,
+        ));
         Ok(Server {
             node,
             context,

@@ -55,6 +55,9 @@ pub struct ServerArgs {
     /// Take a snapshot (and compact the log) every this many applied entries (default 10000).
     #[arg(long)]
     pub snapshot_entries: Option<u64>,
+    /// Revisions of KV history kept readable: the leader compacts older ones away, as etcd's revision-mode auto-compaction (default 10000; 0 keeps all history, in memory).
+    #[arg(long)]
+    pub history_revisions: Option<u64>,
     /// Heartbeat interval in milliseconds (default 100).
     #[arg(long)]
     pub heartbeat_ms: Option<u64>,
@@ -81,6 +84,7 @@ pub struct ServerConfig {
     pub control: Option<SocketAddr>,
     pub fault_injection: bool,
     pub snapshot_entries: u64,
+    pub history_revisions: u64,
     pub tick: Duration,
     pub election_ticks: u32,
     pub join: bool,
@@ -163,6 +167,10 @@ impl ServerArgs {
             control: self.control.or(file.control),
             fault_injection: self.fault_injection || file.fault_injection,
             snapshot_entries,
+            history_revisions: self
+                .history_revisions
+                .or(file.history_revisions)
+                .unwrap_or(10_000),
             tick: Duration::from_millis(heartbeat_ms),
             election_ticks: (election_ms / heartbeat_ms) as u32,
             join,

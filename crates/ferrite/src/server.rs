@@ -30,6 +30,7 @@ pub async fn run(cfg: ServerConfig) -> anyhow::Result<()> {
         listen_nbd: cfg.listen_nbd,
         control: cfg.control,
         fault_injection: cfg.fault_injection,
+        history_revisions: cfg.history_revisions,
     };
     let server = Server::start(opts)
         .await

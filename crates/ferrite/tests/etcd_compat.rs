@@ -126,3 +126,82 @@ async fn the_etcd_client_crate_works_too() {
     let status = client.status().await.expect("status");
     assert!(status.leader() != 0);
 }
+
+/// The leader compacts the KV history to the last `--history-revisions`
+/// revisions on its own (as etcd's revision-mode auto-compaction), and
+/// snapshots of the compacted store restore on a restarted member.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_leader_compacts_old_revisions() {
+    let extra = ["--history-revisions", "10", "--snapshot-entries", "16"];
+    let mut c = Cluster::start_with(3, &extra);
+    c.leader(Duration::from_secs(20)).await;
+    let mut client = etcd_client::Client::connect(c.endpoints(), None)
+        .await
+        .expect("connect");
+    let first = client.put("h", "v0", None).await.expect("put");
+    let first_rev = first.header().map_or(0, |h| h.revision());
+    let mut last_rev = first_rev;
+    for i in 1..60 {
+        let put = client.put("h", format!("v{i}"), None).await.expect("put");
+        last_rev = put.header().map_or(0, |h| h.revision());
+    }
+    let at = |rev: i64| Some(etcd_client::GetOptions::new().with_revision(rev));
+    // The compaction is proposed within a second or two of being due.
+    let mut compacted = false;
+    for _ in 0..100 {
+        match client.get("h", at(first_rev)).await {
+            Err(e) if e.to_string().contains("compacted") => {
+                compacted = true;
+                break;
+            }
+            Err(e) => panic!("unexpected error: {e}"),
+            Ok(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+    assert!(compacted, "revision {first_rev} was never compacted");
+    // The last 10 revisions stay readable.
+    let recent = client.get("h", at(last_rev - 9)).await.expect("recent");
+    assert_eq!(recent.kvs()[0].value(), b"v50");
+    let status = client.status().await.expect("status");
+    assert!(status.leader() != 0);
+
+    // A member restarted from its own snapshot has the same compacted store.
+    c.kill(2);
+    c.spawn_with(2, &extra);
+    let ep = c.endpoints()[2].clone();
+    let mut restarted = None;
+    for _ in 0..100 {
+        if let Ok(client) = etcd_client::Client::connect([ep.clone()], None).await {
+            restarted = Some(client);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut restarted = restarted.expect("the restarted member serves");
+    let serializable = etcd_client::GetOptions::new().with_serializable();
+    let mut latest = None;
+    for _ in 0..100 {
+        match restarted.get("h", Some(serializable.clone())).await {
+            Ok(r) if r.kvs().first().map(|kv| kv.value()) == Some(&b"v59"[..]) => {
+                latest = Some(r);
+                break;
+            }
+            _ => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+    assert!(latest.is_some(), "the restarted member never caught up");
+    let err = restarted
+        .get("h", Some(serializable.with_revision(first_rev)))
+        .await
+        .expect_err("compacted on the restarted member too");
+    assert!(err.to_string().contains("compacted"), "{err}");
+    let log = c.log(2);
+    let started = log
+        .lines()
+        .rfind(|l| l.contains("node started"))
+        .unwrap_or_default();
+    assert!(
+        !started.contains("snapshot=0"),
+        "the restarted member should start from a snapshot: {started}"
+    );
+}

@@ -4,7 +4,7 @@
 //! apply and when comes from the driver.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -47,11 +47,11 @@ pub fn run<M: StateMachine>(
     mut rx: mpsc::UnboundedReceiver<ApplyMsg>,
     events: mpsc::Sender<Event>,
     snapshot_entries: u64,
-    mut snapshot_index: Index,
+    (snapshot_index, snapshot_bytes): (Index, usize),
 ) {
     let mut waiters: BTreeMap<Index, (Term, Reply)> = BTreeMap::new();
-    // At most one snapshot is being made durable at a time.
-    let snapshotting = Arc::new(AtomicBool::new(false));
+    let mut snapshots = Snapshots::new(snapshot_entries);
+    snapshots.restored(snapshot_index, snapshot_bytes);
     let mut reads: BTreeMap<Index, Vec<(Bytes, Reply)>> = BTreeMap::new();
     while let Some(msg) = rx.blocking_recv() {
         match msg {
@@ -61,7 +61,7 @@ pub fn run<M: StateMachine>(
                     let _ = events.blocking_send(Event::StorageFailed(e));
                     return;
                 }
-                snapshot_index = snapshot.meta.index;
+                snapshots.restored(snapshot.meta.index, snapshot.data.len());
                 // Whatever waited at or below it can no longer be told apart.
                 let later = waiters.split_off(&snapshot.meta.index.next());
                 for (_, (_, reply)) in std::mem::replace(&mut waiters, later) {
@@ -74,14 +74,17 @@ pub fn run<M: StateMachine>(
                 };
                 for entry in entries {
                     let reply = match &entry.payload {
-                        Payload::Normal(data) => match machine.apply(entry.index, data) {
-                            Ok(reply) => reply,
-                            Err(e) => {
-                                tracing::error!(index = %entry.index, "apply failed: {e}");
-                                let _ = events.blocking_send(Event::StorageFailed(e));
-                                return;
+                        Payload::Normal(data) => {
+                            snapshots.logged(data.len());
+                            match machine.apply(entry.index, data) {
+                                Ok(reply) => reply,
+                                Err(e) => {
+                                    tracing::error!(index = %entry.index, "apply failed: {e}");
+                                    let _ = events.blocking_send(Event::StorageFailed(e));
+                                    return;
+                                }
                             }
-                        },
+                        }
                         _ => {
                             machine.apply_empty(entry.index);
                             Bytes::new()
@@ -102,11 +105,9 @@ pub fn run<M: StateMachine>(
                 {
                     return;
                 }
-                let busy = snapshotting.load(Ordering::Acquire);
-                if !busy && last.distance_from(snapshot_index) >= snapshot_entries {
-                    snapshot_index = last;
+                if snapshots.due(last) {
                     match machine.snapshot() {
-                        Ok(snapshot) => finish_snapshot(last, snapshot, &events, &snapshotting),
+                        Ok(snapshot) => snapshots.start(last, snapshot, &events),
                         Err(e) => {
                             tracing::error!("snapshot failed: {e}");
                             let _ = events.blocking_send(Event::StorageFailed(e));
@@ -147,39 +148,88 @@ pub fn run<M: StateMachine>(
     }
 }
 
-/// Hands a snapshot to the driver once its state is durable: at once if it
-/// is all in its bytes, otherwise after `make_durable` ran on a thread of its
-/// own (syncing volume files can take long; applying goes on meanwhile).
-fn finish_snapshot(
+/// When to snapshot, and the one snapshot in the making.
+///
+/// A snapshot is due once `every` entries have been applied since the last
+/// one *and* the commands applied since then add up to at least the last
+/// snapshot's size. The second rule (the one LSM trees and Redis's log
+/// rewrite follow) keeps the cost of encoding the state to at most one byte
+/// per byte written however large the state grows, and the log on disk at
+/// most about as large as the state.
+struct Snapshots {
+    every: u64,
+    /// The index of the last snapshot taken (or being taken).
     index: Index,
-    snapshot: MachineSnapshot,
-    events: &mpsc::Sender<Event>,
-    busy: &Arc<AtomicBool>,
-) {
-    let MachineSnapshot { data, make_durable } = snapshot;
-    let Some(make_durable) = make_durable else {
-        let _ = events.blocking_send(Event::SnapshotReady { index, data });
-        return;
-    };
-    busy.store(true, Ordering::Release);
-    let events = events.clone();
-    let busy_done = busy.clone();
-    let spawned = std::thread::Builder::new()
-        .name("snapshot-sync".into())
-        .spawn(move || {
-            let event = match make_durable() {
-                Ok(()) => Event::SnapshotReady { index, data },
-                Err(e) => {
-                    tracing::error!("snapshot at {index} cannot be made durable: {e}");
-                    Event::StorageFailed(e)
-                }
-            };
-            let _ = events.blocking_send(event);
-            busy_done.store(false, Ordering::Release);
-        });
-    if let Err(e) = spawned {
-        // Without the thread the snapshot is skipped; the next one retries.
-        tracing::warn!("cannot start a snapshot thread: {e}");
-        busy.store(false, Ordering::Release);
+    /// Command bytes applied since `index`.
+    bytes_since: u64,
+    /// The size of the last snapshot, once its encoding is done.
+    last_size: Arc<AtomicU64>,
+    /// At most one snapshot is being finished at a time.
+    busy: Arc<AtomicBool>,
+}
+
+impl Snapshots {
+    fn new(every: u64) -> Snapshots {
+        Snapshots {
+            every,
+            index: Index::default(),
+            bytes_since: 0,
+            last_size: Arc::new(AtomicU64::new(0)),
+            busy: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    /// The state is now the snapshot at `index` (this node's own at start,
+    /// or the leader's).
+    fn restored(&mut self, index: Index, size: usize) {
+        self.index = index;
+        self.bytes_since = 0;
+        self.last_size.store(size as u64, Ordering::Release);
+    }
+
+    fn logged(&mut self, bytes: usize) {
+        self.bytes_since = self.bytes_since.saturating_add(bytes as u64);
+    }
+
+    fn due(&self, applied: Index) -> bool {
+        !self.busy.load(Ordering::Acquire)
+            && applied.distance_from(self.index) >= self.every
+            && self.bytes_since >= self.last_size.load(Ordering::Acquire)
+    }
+
+    /// Finishes `snapshot` (taken at `index`) on a thread of its own and
+    /// hands it to the driver once it is encoded and durable.
+    fn start(&mut self, index: Index, snapshot: MachineSnapshot, events: &mpsc::Sender<Event>) {
+        self.busy.store(true, Ordering::Release);
+        let events = events.clone();
+        let busy = self.busy.clone();
+        let last_size = self.last_size.clone();
+        let spawned = std::thread::Builder::new()
+            .name("snapshot".into())
+            .spawn(move || {
+                let event = match (snapshot.finish)() {
+                    Ok(data) => {
+                        last_size.store(data.len() as u64, Ordering::Release);
+                        Event::SnapshotReady { index, data }
+                    }
+                    Err(e) => {
+                        tracing::error!("snapshot at {index} cannot be finished: {e}");
+                        Event::StorageFailed(e)
+                    }
+                };
+                let _ = events.blocking_send(event);
+                busy.store(false, Ordering::Release);
+            });
+        match spawned {
+            Ok(_) => {
+                self.index = index;
+                self.bytes_since = 0;
+            }
+            Err(e) => {
+                // Without the thread the snapshot is skipped; the next one retries.
+                tracing::warn!("cannot start a snapshot thread: {e}");
+                self.busy.store(false, Ordering::Release);
+            }
+        }
     }
 }

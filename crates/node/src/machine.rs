@@ -6,19 +6,20 @@
 use bytes::Bytes;
 use ferrite_raft::Index;
 
+/// The work of a snapshot that is left after the apply thread has captured
+/// the state: encoding it and making durable whatever lives outside the
+/// bytes. It runs on a thread of its own while applying goes on, so a large
+/// state costs the apply thread only the capture (a clone of shared data),
+/// never an encode of everything.
 pub struct MachineSnapshot {
-    pub data: Bytes,
-    /// Makes the state outside `data` durable as of the snapshot's index
-    /// (or later); the snapshot is used only once it has succeeded.
-    pub make_durable: Option<Box<dyn FnOnce() -> Result<(), String> + Send>>,
+    pub finish: Box<dyn FnOnce() -> Result<Bytes, String> + Send>,
 }
 
 impl MachineSnapshot {
-    /// A snapshot that is all in `data`.
+    /// A snapshot that is all in `data`, already encoded.
     pub fn complete(data: Bytes) -> MachineSnapshot {
         MachineSnapshot {
-            data,
-            make_durable: None,
+            finish: Box::new(move || Ok(data)),
         }
     }
 }
@@ -35,11 +36,10 @@ pub trait StateMachine: Send + 'static {
     fn query(&mut self, query: &[u8]) -> Bytes;
     /// The index of the last applied entry.
     fn applied(&self) -> Index;
-    /// Everything, to restore a node that is far behind or restarting. The
-    /// log up to `applied()` is discarded once the snapshot is saved, so
-    /// whatever state the machine keeps outside the returned bytes must be
-    /// durable first: `MachineSnapshot::make_durable` does that, on another
-    /// thread, while the apply thread goes on.
+    /// Everything, to restore a node that is far behind or restarting, as of
+    /// `applied()`. The log up to there is discarded once the snapshot is
+    /// saved, so whatever state the machine keeps outside the encoded bytes
+    /// must be durable by the time `MachineSnapshot::finish` returns them.
     fn snapshot(&mut self) -> Result<MachineSnapshot, String>;
     /// At start: the state of this node's own latest snapshot; empty data
     /// is the empty state.

@@ -69,6 +69,7 @@ impl Node {
             .snapshot
             .as_ref()
             .map_or(Default::default(), |s| s.meta.index);
+        let snapshot_bytes = durable.snapshot.as_ref().map_or(0, |s| s.data.len());
         if let Some(s) = &durable.snapshot {
             machine.recover(&s.data).map_err(StartError::Snapshot)?;
         }
@@ -119,7 +120,10 @@ impl Node {
             let every = cfg.snapshot_entries;
             std::thread::Builder::new()
                 .name(format!("apply-{}", cfg.id))
-                .spawn(move || apply::run(machine, apply_rx, events, every, snapshot_index))
+                .spawn(move || {
+                    let last = (snapshot_index, snapshot_bytes);
+                    apply::run(machine, apply_rx, events, every, last)
+                })
                 .map_err(|e| StartError::Config(format!("cannot start the apply thread: {e}")))?;
         }
         let driver = Driver::new(
@@ -135,7 +139,7 @@ impl Node {
             // Stop taking peer connections: a stopped node is gone.
             listening.abort();
         });
-        tracing::info!(id = %cfg.id, %peer_addr, "node started");
+        tracing::info!(id = %cfg.id, %peer_addr, snapshot = snapshot_index.0, "node started");
         Ok(Node {
             events: events_tx,
             transport,

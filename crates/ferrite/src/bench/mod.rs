@@ -23,6 +23,9 @@ pub enum BenchOp {
         /// Only Ferrite (no etcd needed).
         #[arg(long)]
         ferrite_only: bool,
+        /// Only the rows with this many clients (e.g. 256 while profiling).
+        #[arg(long)]
+        clients: Option<usize>,
     },
     /// Kill -9 the leader of a 3-member Ferrite and a 3-member etcd cluster
     /// repeatedly; time until a new leader and until the next write.
@@ -57,9 +60,18 @@ struct Row {
     errors: u64,
 }
 
+/// The workloads to run: all, or those with `clients` clients.
+fn workloads(clients: Option<usize>) -> Vec<(&'static str, load::Mix, usize)> {
+    WORKLOADS
+        .into_iter()
+        .filter(|w| clients.is_none_or(|c| c == w.2))
+        .collect()
+}
+
 async fn throughput(
     system: System,
     seconds: u64,
+    only: Option<usize>,
     dir: &std::path::Path,
 ) -> anyhow::Result<(Vec<Row>, f64)> {
     let mut c = Cluster::start(system, 3, dir).await?;
@@ -72,7 +84,7 @@ async fn throughput(
         let endpoint = c.endpoint(leader);
         let mut rows = Vec::new();
         let mut rss = 0.0f64;
-        for (_, mix, clients) in WORKLOADS {
+        for (_, mix, clients) in workloads(only) {
             let r = load::run(
                 &endpoint,
                 &pids,
@@ -104,14 +116,15 @@ pub async fn run(op: BenchOp) -> anyhow::Result<()> {
         BenchOp::Etcd {
             seconds,
             ferrite_only,
+            clients: only,
         } => {
             let dir = std::env::temp_dir().join(format!("ferrite-bench-{}", std::process::id()));
             std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
-            let (f, f_rss) = throughput(System::Ferrite, seconds, &dir).await?;
+            let (f, f_rss) = throughput(System::Ferrite, seconds, only, &dir).await?;
             let etcd = if ferrite_only {
                 None
             } else {
-                Some(throughput(System::Etcd, seconds, &dir).await?)
+                Some(throughput(System::Etcd, seconds, only, &dir).await?)
             };
             let _ = std::fs::remove_dir_all(&dir);
             println!();
@@ -131,7 +144,7 @@ pub async fn run(op: BenchOp) -> anyhow::Result<()> {
                 "ops F/E",
                 "p99 F/E"
             );
-            for (i, (name, _, clients)) in WORKLOADS.iter().enumerate() {
+            for (i, (name, _, clients)) in workloads(only).iter().enumerate() {
                 let fr = &f[i];
                 let (e_cols, ratio, p99_ratio) = match &etcd {
                     Some((e, _)) => {

@@ -44,6 +44,11 @@ fn addr(port: u16) -> SocketAddr {
 
 impl Cluster {
     pub fn start(n: usize) -> Cluster {
+        Cluster::start_with(n, &[])
+    }
+
+    /// `n` members, each started with `extra` flags too.
+    pub fn start_with(n: usize, extra: &[&str]) -> Cluster {
         let dir = tempfile::tempdir().expect("temp dir");
         let members = (1..=n)
             .map(|k| Member {
@@ -57,7 +62,7 @@ impl Cluster {
             .collect();
         let mut c = Cluster { dir, members };
         for i in 0..n {
-            c.spawn(i);
+            c.spawn_with(i, extra);
         }
         c
     }

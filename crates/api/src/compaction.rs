@@ -1,0 +1,97 @@
+//! Auto-compaction: the KV store keeps every version of every key until a
+//! compaction, in memory, so without one it grows with every write (and so
+//! does every snapshot). Like etcd's revision-mode auto-compaction, the
+//! leader proposes a compaction through the log once the history is twice
+//! the retention: a client can still read at any of the last `retain`
+//! revisions (and more, up to `2 × retain`); older reads get "required
+//! revision has been compacted", as from etcd.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use ferrite_node::Metrics;
+use ferrite_state::{CompactRequest, Op, RangeRequest, Reply};
+
+use crate::context::Context;
+
+const CHECK_EVERY: Duration = Duration::from_secs(1);
+
+/// Runs for as long as the node: `retain == 0` keeps all history.
+pub async fn run(ctx: Context, retain: u64) {
+    let Ok(retain) = i64::try_from(retain) else {
+        return;
+    };
+    if retain == 0 {
+        return;
+    }
+    // The revision this member last compacted at, as leader; a new leader
+    // starts from 0 and its first compaction may be refused as already done.
+    let mut compacted = 0i64;
+    let mut tick = tokio::time::interval(CHECK_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if Metrics::get(&ctx.metrics().is_leader) == 0 {
+            continue;
+        }
+        let Some(revision) = current_revision(&ctx).await else {
+            continue;
+        };
+        let Some(target) = due(revision, compacted, retain) else {
+            continue;
+        };
+        let op = Op::Compact(CompactRequest {
+            revision: target,
+            physical: false,
+        });
+        match ctx.write(op, None).await {
+            Ok(Reply::Compact(_)) => {
+                tracing::debug!(revision = target, "auto-compacted the KV history");
+                compacted = target;
+            }
+            // Already compacted there (by a client or an earlier leader).
+            Ok(Reply::Error(e)) => {
+                tracing::debug!(revision = target, "auto-compaction refused: {e}");
+                compacted = target;
+            }
+            Ok(other) => tracing::warn!("auto-compaction: unexpected reply {other:?}"),
+            Err(e) => tracing::debug!("auto-compaction not proposed: {}", e.message()),
+        }
+    }
+}
+
+/// The revision to compact at, if the history since the last compaction is
+/// at least twice `retain` revisions long.
+fn due(revision: i64, compacted: i64, retain: i64) -> Option<i64> {
+    let target = revision.saturating_sub(retain);
+    (target.saturating_sub(compacted) >= retain).then_some(target)
+}
+
+/// The store's revision, read locally (the leader's own state is current
+/// enough to decide when to compact).
+async fn current_revision(ctx: &Context) -> Option<i64> {
+    let req = RangeRequest {
+        key: Bytes::from_static(b"\0"),
+        count_only: true,
+        serializable: true,
+        ..RangeRequest::default()
+    };
+    match ctx.read(Op::Range(req), true).await {
+        Ok(Reply::Range(r)) => Some(r.revision),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::due;
+
+    #[test]
+    fn compacts_once_history_is_twice_the_retention() {
+        assert_eq!(due(19_999, 0, 10_000), None);
+        assert_eq!(due(20_000, 0, 10_000), Some(10_000));
+        assert_eq!(due(29_999, 10_000, 10_000), None);
+        assert_eq!(due(30_500, 10_000, 10_000), Some(20_500));
+        assert_eq!(due(5, 0, 1), Some(4));
+    }
+}

@@ -34,19 +34,24 @@ const SNAPSHOT_VERSION: u8 = 3;
 /// Version 2 is version 3 without the volume table; still read.
 const SNAPSHOT_VERSION_NO_VOLUMES: u8 = 2;
 
+/// Encodes in one buffer (a snapshot can be large): the body's length is
+/// filled in once the body is written.
 pub(crate) fn encode(sm: &StateMachine) -> Bytes {
-    let body = encode_body(sm);
     let mut w = Writer::new();
     w.raw(MAGIC);
     w.u8(SNAPSHOT_VERSION);
-    w.len(body.len());
-    w.raw(&body);
-    w.u32(crc32(&body));
+    let length_at = w.position();
+    w.len(0);
+    let body_at = w.position();
+    encode_body(sm, &mut w);
+    let body_len = w.position() - body_at;
+    w.set_u64_at(length_at, body_len as u64);
+    let crc = crc32(w.written_since(body_at));
+    w.u32(crc);
     w.finish()
 }
 
-fn encode_body(sm: &StateMachine) -> Bytes {
-    let mut w = Writer::new();
+fn encode_body(sm: &StateMachine, w: &mut Writer) {
     w.u64(sm.applied_index);
     w.i64(sm.kv.revision);
     w.i64(sm.kv.compact_revision);
@@ -55,7 +60,7 @@ fn encode_body(sm: &StateMachine) -> Bytes {
         w.bytes(key);
         w.len(history.versions().len());
         for v in history.versions() {
-            put_version(&mut w, v);
+            put_version(w, v);
         }
     }
     w.len(sm.registers.len());
@@ -71,19 +76,18 @@ fn encode_body(sm: &StateMachine) -> Bytes {
         w.u64(client);
         w.u64(s.seq);
         w.u64(s.last_used);
-        put_reply(&mut w, &s.reply);
+        put_reply(w, &s.reply);
     }
     let members = sm.members.list();
     w.len(members.len());
     for m in &members {
-        put_member(&mut w, m);
+        put_member(w, m);
     }
     let volumes = sm.volumes.list();
     w.len(volumes.len());
     for v in &volumes {
-        put_volume(&mut w, v);
+        put_volume(w, v);
     }
-    w.finish()
 }
 
 pub(crate) fn decode(data: &[u8]) -> Result<StateMachine, DecodeError> {

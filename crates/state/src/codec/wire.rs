@@ -54,6 +54,23 @@ impl Writer {
         self.buf.put_slice(v);
     }
 
+    /// How many bytes are written so far.
+    pub(crate) fn position(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// The bytes written from `from` on.
+    pub(crate) fn written_since(&self, from: usize) -> &[u8] {
+        self.buf.get(from..).unwrap_or_default()
+    }
+
+    /// Overwrites the u64 written at `at` (a length known only later).
+    pub(crate) fn set_u64_at(&mut self, at: usize, v: u64) {
+        if let Some(slot) = self.buf.get_mut(at..at + 8) {
+            slot.copy_from_slice(&v.to_le_bytes());
+        }
+    }
+
     pub(crate) fn finish(self) -> Bytes {
         self.buf.freeze()
     }

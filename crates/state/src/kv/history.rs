@@ -52,8 +52,14 @@ impl History {
         self.versions.push(version);
     }
 
-    /// The newest version at or below `revision`.
+    /// The newest version at or below `revision`. Most reads and every put
+    /// ask for the current revision, so the newest version is tried first.
     fn at(&self, revision: i64) -> Option<&Version> {
+        if let Some(last) = self.versions.last() {
+            if last.mod_revision <= revision {
+                return Some(last);
+            }
+        }
         let n = self
             .versions
             .partition_point(|v| v.mod_revision <= revision);

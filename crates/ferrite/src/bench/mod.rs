@@ -5,6 +5,7 @@
 mod cluster;
 mod failover;
 mod load;
+mod soak;
 
 use std::path::PathBuf;
 
@@ -26,6 +27,14 @@ pub enum BenchOp {
         /// Only the rows with this many clients (e.g. 256 while profiling).
         #[arg(long)]
         clients: Option<usize>,
+    },
+    /// A long put load on a 3-member Ferrite cluster, sampling each member's
+    /// resident memory every 30 s: it should stay flat.
+    Soak {
+        #[arg(long, default_value_t = 10)]
+        minutes: u64,
+        #[arg(long, default_value_t = 1024)]
+        clients: usize,
     },
     /// Kill -9 the leader of a 3-member Ferrite and a 3-member etcd cluster
     /// repeatedly; time until a new leader and until the next write.
@@ -190,6 +199,31 @@ pub async fn run(op: BenchOp) -> anyhow::Result<()> {
                 println!("; failed requests: ferrite {errors}, etcd {e_errors}");
             } else {
                 println!("; failed requests: ferrite {errors}");
+            }
+            Ok(())
+        }
+        BenchOp::Soak { minutes, clients } => {
+            let dir = std::env::temp_dir().join(format!("ferrite-bench-{}", std::process::id()));
+            std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
+            let mut c = soak::start(&dir).await?;
+            let result = soak::run(&c, clients, std::time::Duration::from_secs(minutes * 60)).await;
+            c.stop().await;
+            let _ = std::fs::remove_dir_all(&dir);
+            let s = result?;
+            let r = &s.result;
+            println!(
+                "soak: {clients} clients, {minutes} min: {:.0} puts/s, p50 {:.2} ms, p99 {:.2} ms, {} failed",
+                r.ops as f64 / r.seconds,
+                r.p50_us as f64 / 1000.0,
+                r.p99_us as f64 / 1000.0,
+                r.errors
+            );
+            match soak::halves(&s.samples) {
+                Some((first, second)) => println!(
+                    "largest member RSS after the first minute: first half {first:.1} MB, second half {second:.1} MB (growth {:+.1}%)",
+                    (second / first.max(1e-9) - 1.0) * 100.0
+                ),
+                None => println!("too short to compare halves (run at least 2 minutes)"),
             }
             Ok(())
         }

@@ -1,10 +1,12 @@
 //! Auto-compaction: the KV store keeps every version of every key until a
 //! compaction, in memory, so without one it grows with every write (and so
 //! does every snapshot). Like etcd's revision-mode auto-compaction, the
-//! leader proposes a compaction through the log once the history is twice
-//! the retention: a client can still read at any of the last `retain`
-//! revisions (and more, up to `2 × retain`); older reads get "required
-//! revision has been compacted", as from etcd.
+//! leader proposes a compaction through the log once the history is a
+//! quarter longer than the retention: a client can still read at any of the
+//! last `retain` revisions (and a few more); older reads get "required
+//! revision has been compacted", as from etcd. Checked twice a second, so
+//! the history stays within about `1.25 × retain` plus half a second of
+//! writes.
 
 use std::time::Duration;
 
@@ -14,7 +16,7 @@ use ferrite_state::{CompactRequest, Op, RangeRequest, Reply};
 
 use crate::context::Context;
 
-const CHECK_EVERY: Duration = Duration::from_secs(1);
+const CHECK_EVERY: Duration = Duration::from_millis(500);
 
 /// Runs for as long as the node: `retain == 0` keeps all history.
 pub async fn run(ctx: Context, retain: u64) {
@@ -61,10 +63,10 @@ pub async fn run(ctx: Context, retain: u64) {
 }
 
 /// The revision to compact at, if the history since the last compaction is
-/// at least twice `retain` revisions long.
+/// at least `1.25 × retain` revisions long.
 fn due(revision: i64, compacted: i64, retain: i64) -> Option<i64> {
     let target = revision.saturating_sub(retain);
-    (target.saturating_sub(compacted) >= retain).then_some(target)
+    (target.saturating_sub(compacted) >= (retain / 4).max(1)).then_some(target)
 }
 
 /// The store's revision, read locally (the leader's own state is current
@@ -87,11 +89,12 @@ mod tests {
     use super::due;
 
     #[test]
-    fn compacts_once_history_is_twice_the_retention() {
-        assert_eq!(due(19_999, 0, 10_000), None);
-        assert_eq!(due(20_000, 0, 10_000), Some(10_000));
-        assert_eq!(due(29_999, 10_000, 10_000), None);
-        assert_eq!(due(30_500, 10_000, 10_000), Some(20_500));
+    fn compacts_once_history_is_a_quarter_longer_than_the_retention() {
+        assert_eq!(due(12_499, 0, 10_000), None);
+        assert_eq!(due(12_500, 0, 10_000), Some(2_500));
+        assert_eq!(due(14_999, 2_500, 10_000), None);
+        assert_eq!(due(16_000, 2_500, 10_000), Some(6_000));
         assert_eq!(due(5, 0, 1), Some(4));
+        assert_eq!(due(5, 4, 1), None);
     }
 }

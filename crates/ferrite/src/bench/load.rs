@@ -27,6 +27,10 @@ pub struct Result {
     pub p99_us: u64,
     /// CPU seconds (user + system) the members used meanwhile.
     pub cpu_seconds: f64,
+    /// The largest member's resident memory (MB), sampled every second
+    /// while the load ran: the mean and the peak of those samples.
+    pub rss_mean_mb: f64,
+    pub rss_max_mb: f64,
 }
 
 const KEYS: u64 = 1000;
@@ -126,6 +130,13 @@ pub async fn run(
             (lat, errors)
         }));
     }
+    let mut rss = Vec::new();
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.tick().await;
+    while Instant::now() + Duration::from_secs(1) < until {
+        tick.tick().await;
+        rss.push(pids.iter().map(|p| rss_mb(*p)).fold(0.0, f64::max));
+    }
     let mut all = Vec::new();
     let mut errors = 0;
     for t in tasks {
@@ -151,5 +162,7 @@ pub async fn run(
         p50_us: pct(0.5),
         p99_us: pct(0.99),
         cpu_seconds,
+        rss_mean_mb: rss.iter().sum::<f64>() / (rss.len().max(1) as f64),
+        rss_max_mb: rss.iter().copied().fold(0.0, f64::max),
     })
 }

@@ -82,7 +82,7 @@ async fn throughput(
     seconds: u64,
     only: Option<usize>,
     dir: &std::path::Path,
-) -> anyhow::Result<(Vec<Row>, f64)> {
+) -> anyhow::Result<(Vec<Row>, (f64, f64))> {
     let mut c = Cluster::start(system, 3, dir).await?;
     let result = async {
         let (leader, _) = c
@@ -92,7 +92,7 @@ async fn throughput(
         let pids: Vec<u32> = (0..3).filter_map(|i| c.pid(i)).collect();
         let endpoint = c.endpoint(leader);
         let mut rows = Vec::new();
-        let mut rss = 0.0f64;
+        let mut rss = (0.0f64, 0.0f64);
         for (_, mix, clients) in workloads(only) {
             let r = load::run(
                 &endpoint,
@@ -103,7 +103,7 @@ async fn throughput(
             )
             .await?;
             if mix == load::Mix::Put && clients == 256 {
-                rss = pids.iter().map(|p| load::rss_mb(*p)).fold(0.0, f64::max);
+                rss = (r.rss_mean_mb, r.rss_max_mb);
             }
             rows.push(Row {
                 ops_per_s: r.ops as f64 / r.seconds,
@@ -189,11 +189,16 @@ pub async fn run(op: BenchOp) -> anyhow::Result<()> {
                 "(p50/p99 in ms; cpu = µs of CPU per operation, all three members, from /proc)"
             );
             let errors: u64 = f.iter().map(|r| r.errors).sum();
-            print!("largest member RSS at 256 put clients: ferrite {f_rss:.0} MB");
+            print!(
+                "largest member RSS during the 256-client puts, mean/peak of 1 s samples: ferrite {:.0}/{:.0} MB",
+                f_rss.0, f_rss.1
+            );
             if let Some((e, e_rss)) = &etcd {
                 print!(
-                    ", etcd {e_rss:.0} MB (ratio {:.2})",
-                    f_rss / e_rss.max(1e-9)
+                    ", etcd {:.0}/{:.0} MB (ratio of means {:.2})",
+                    e_rss.0,
+                    e_rss.1,
+                    f_rss.0 / e_rss.0.max(1e-9)
                 );
                 let e_errors: u64 = e.iter().map(|r| r.errors).sum();
                 println!("; failed requests: ferrite {errors}, etcd {e_errors}");

@@ -22,6 +22,19 @@ use ferrite_client::Client;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// `mi_option_purge_delay` in the pinned mimalloc (its v3 `mimalloc.h`; the sys
+/// crate names no constant for it).
+const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+
+/// Freed memory goes back to the OS at once instead of after mimalloc's
+/// default 10 ms delay: under a put load the delay kept ~30 MB more resident
+/// per member (83 → 55 MB at 256 clients) and returning it costs no
+/// measurable CPU.
+fn return_freed_memory_at_once() {
+    // SAFETY: sets a process-wide allocator option; any value is valid.
+    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 0) };
+}
+
 /// The default endpoints reach a `ferrite up` cluster.
 const DEFAULT_ENDPOINTS: &str = "127.0.0.1:2379,127.0.0.1:22379,127.0.0.1:32379";
 
@@ -291,6 +304,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 }
 
 fn main() -> ExitCode {
+    return_freed_memory_at_once();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("FERRITE_LOG")

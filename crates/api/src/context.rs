@@ -97,7 +97,10 @@ impl Context {
                     return open_envelope(&bytes)
                         .map_err(|e| Status::internal(format!("etcdserver: {e}")));
                 }
-                Err(NodeError::NoLeader | NodeError::NotLeader { .. } | NodeError::Lost)
+                Err(NodeError::NoLeader) if tokio::time::Instant::now() < deadline => {
+                    self.node.leader_known(RETRY_PAUSE).await;
+                }
+                Err(NodeError::NotLeader { .. } | NodeError::Lost)
                     if tokio::time::Instant::now() < deadline =>
                 {
                     tokio::time::sleep(RETRY_PAUSE).await;

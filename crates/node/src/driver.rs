@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use ferrite_raft::{Index, Membership, MembershipChange, NodeId, ProposeError, Raft, Role, Term};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::apply::{ApplyMsg, Reply};
 use crate::codec::{Frame, Refusal};
@@ -112,6 +112,8 @@ pub struct Driver {
     /// When the oldest unanswered heartbeat to each peer left, for the
     /// round-trip metric.
     heartbeat_sent: BTreeMap<NodeId, Instant>,
+    /// Tells front ends waiting for a leader when there is one.
+    leader_tx: watch::Sender<Option<NodeId>>,
 }
 
 impl Driver {
@@ -122,6 +124,7 @@ impl Driver {
         storage: mpsc::UnboundedSender<StorageMsg>,
         apply: mpsc::UnboundedSender<ApplyMsg>,
         metrics: Arc<Metrics>,
+        leader_tx: watch::Sender<Option<NodeId>>,
     ) -> Driver {
         Driver {
             raft,
@@ -139,6 +142,7 @@ impl Driver {
             last_leader: None,
             last_role: Role::Follower,
             heartbeat_sent: BTreeMap::new(),
+            leader_tx,
         }
     }
 
@@ -452,6 +456,7 @@ impl Driver {
                 "leader changed"
             );
             self.last_leader = self.raft.leader();
+            self.leader_tx.send_replace(self.last_leader);
             if self.last_leader.is_some() {
                 Metrics::bump(&self.metrics.leader_changes);
             }

@@ -11,7 +11,7 @@ use bytes::Bytes;
 use ferrite_raft::{Config, DurableState, MembershipChange, NodeId, Raft};
 use ferrite_wal::{FileDisk, Wal, WalOptions};
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::apply::{self, ApplyMsg};
 use crate::config::NodeConfig;
@@ -37,6 +37,8 @@ pub struct Node {
     cfg: NodeConfig,
     peer_addr: SocketAddr,
     metrics: Arc<Metrics>,
+    /// The leader as the driver last saw it.
+    leader: watch::Receiver<Option<NodeId>>,
 }
 
 impl Node {
@@ -126,6 +128,7 @@ impl Node {
                 })
                 .map_err(|e| StartError::Config(format!("cannot start the apply thread: {e}")))?;
         }
+        let (leader_tx, leader) = watch::channel(None);
         let driver = Driver::new(
             raft,
             cfg.clone(),
@@ -133,6 +136,7 @@ impl Node {
             storage_tx,
             apply_tx,
             metrics.clone(),
+            leader_tx,
         );
         tokio::spawn(async move {
             driver.run(events_rx, inbound_rx).await;
@@ -146,7 +150,22 @@ impl Node {
             cfg,
             peer_addr,
             metrics,
+            leader,
         })
+    }
+
+    /// Returns once this node knows a leader, or after `within`: a request
+    /// refused for want of a leader is retried as soon as one is elected
+    /// rather than after a fixed pause.
+    pub async fn leader_known(&self, within: Duration) {
+        let mut leader = self.leader.clone();
+        if leader.borrow_and_update().is_some() {
+            // Known here, yet the request was refused for want of one (the
+            // member it was forwarded to lost it): no busy loop meanwhile.
+            tokio::time::sleep(within.min(Duration::from_millis(10))).await;
+            return;
+        }
+        let _ = tokio::time::timeout(within, leader.wait_for(Option::is_some)).await;
     }
 
     pub fn metrics(&self) -> &Metrics {

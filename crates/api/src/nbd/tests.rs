@@ -802,6 +802,32 @@ async fn disconnect_answers_requests_in_flight_then_closes() {
     .await;
 }
 
+#[tokio::test]
+async fn a_dropped_connection_abandons_its_writes_in_flight() {
+    bounded(async {
+        let server =
+            start(MemExports::new(&[("disk0", 4096)]).slow_writes(Duration::from_millis(300)))
+                .await;
+        let mut client = Client::open(server.addr, "disk0").await;
+        client.send(CMD_WRITE, 0, 1, 0, 5, b"stale").await;
+        // The client goes away without NBD_CMD_DISC while the write waits
+        // (for a leader, say); it may be rewriting the block elsewhere.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        drop(client);
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        assert_eq!(
+            server.exports.bytes("disk0")[..5],
+            [0; 5],
+            "a write left by a dropped connection must not land later"
+        );
+        // The server still serves others.
+        let mut other = Client::open(server.addr, "disk0").await;
+        assert_eq!(other.write(0, b"fresh").await, 0);
+        assert_eq!(other.read(0, 5).await, b"fresh");
+    })
+    .await;
+}
+
 // ---------------------------------------------------------------------------
 // Concurrency and ordering
 

@@ -67,6 +67,18 @@ struct Connection<E> {
     tracker: Arc<Mutex<Tracker<Waiter>>>,
     requests: Arc<Semaphore>,
     payload_bytes: Arc<Semaphore>,
+    /// Set when the client went away without NBD_CMD_DISC: what it left in
+    /// flight is abandoned (see `run`).
+    abandoned: watch::Sender<bool>,
+}
+
+/// How the client left.
+enum End {
+    /// NBD_CMD_DISC, or this server shutting down: outstanding requests
+    /// are finished and answered first.
+    Disconnect,
+    /// The connection dropped (or broke the protocol).
+    Gone,
 }
 
 /// A request's share of the connection's bounds, released when dropped.
@@ -114,6 +126,7 @@ pub(crate) async fn run<E: Exports>(
         tracker: Arc::new(Mutex::new(Tracker::new())),
         requests: Arc::new(Semaphore::new(REQUESTS_INFLIGHT_MAX)),
         payload_bytes: Arc::new(Semaphore::new(PAYLOAD_BYTES_INFLIGHT_MAX as usize)),
+        abandoned: watch::Sender::new(false),
     });
     let read = read_requests(
         BufReader::new(read_half),
@@ -122,8 +135,17 @@ pub(crate) async fn run<E: Exports>(
         &mut shutdown,
     )
     .await;
+    // A client that dropped the connection cannot be answered, and it may
+    // already be writing the same blocks through another member: a write
+    // of its still retrying through a failover here could then land after
+    // those and undo them. Stop what it left in flight (an entry already
+    // in the log may still commit; nothing is retried any more).
+    if !matches!(read, Ok(End::Disconnect)) {
+        connection.abandoned.send_replace(true);
+    }
     // The reader's sender is gone; the channel closes once every request task
-    // has queued its reply, and the writer then flushes and closes.
+    // has queued its reply (or stopped), and the writer then flushes and
+    // closes.
     let written = writer
         .await
         .unwrap_or_else(|e| Err(std::io::Error::other(e)));
@@ -137,20 +159,20 @@ async fn read_requests<E: Exports>(
     connection: &Arc<Connection<E>>,
     replies: mpsc::Sender<Reply>,
     shutdown: &mut Shutdown,
-) -> Result<(), NbdError> {
+) -> Result<End, NbdError> {
     loop {
         let mut raw = [0; REQUEST_HEADER_LEN];
         let more = tokio::select! {
             more = read_header(&mut input, &mut raw) => more?,
-            () = shutdown.wait() => return Ok(()),
+            () = shutdown.wait() => return Ok(End::Disconnect),
         };
         // The writer stops only when the socket fails; stop reading too.
         if !more || replies.is_closed() {
-            return Ok(());
+            return Ok(End::Gone);
         }
         let header = RequestHeader::decode(&raw)?;
         if header.command == CMD_DISC {
-            return Ok(());
+            return Ok(End::Disconnect);
         }
         let checked = validate(&header, connection.export.size);
         let payload_len = match checked {
@@ -160,7 +182,7 @@ async fn read_requests<E: Exports>(
         // Waiting here is the backpressure; shutdown must still get through.
         let permits = tokio::select! {
             permits = connection.permits(payload_len) => permits?,
-            () = shutdown.wait() => return Ok(()),
+            () = shutdown.wait() => return Ok(End::Disconnect),
         };
         let mut data = Bytes::new();
         if header.command == CMD_WRITE {
@@ -188,7 +210,7 @@ async fn read_requests<E: Exports>(
                     _permits: permits,
                 };
                 if replies.send(reply).await.is_err() {
-                    return Ok(());
+                    return Ok(End::Gone);
                 }
             }
         }
@@ -227,12 +249,20 @@ fn dispatch<E: Exports>(
         _done: done,
     };
     let connection = connection.clone();
+    let mut abandoned = connection.abandoned.subscribe();
     tokio::spawn(async move {
-        for mut earlier in waits {
-            // Err once the earlier request's ticket is dropped: it is done.
-            let _ = earlier.changed().await;
-        }
-        let (error, data) = match execute(&connection, &header, kind, data).await {
+        let run = async {
+            for mut earlier in waits {
+                // Err once the earlier request's ticket is dropped: it is done.
+                let _ = earlier.changed().await;
+            }
+            execute(&connection, &header, kind, data).await
+        };
+        let result = tokio::select! {
+            result = run => result,
+            _ = abandoned.wait_for(|gone| *gone) => return,
+        };
+        let (error, data) = match result {
             Ok(data) => (0, data),
             Err(error) => (error, None),
         };

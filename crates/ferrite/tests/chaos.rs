@@ -36,4 +36,14 @@ fn a_short_chaos_run_is_linearizable_and_loses_nothing() {
         .expect("an operation count");
     assert!(ops > 500, "{summary}");
     assert!(!summary.contains("faults=0"), "{summary}");
+    // Block clients wrote and read over NBD through the faults too.
+    for kind in ["block-write=", "block-read="] {
+        let n: u64 = summary
+            .split(kind)
+            .nth(1)
+            .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0);
+        assert!(n > 20, "{kind} too few: {summary}");
+    }
 }

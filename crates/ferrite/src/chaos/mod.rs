@@ -1,13 +1,15 @@
 //! `ferrite chaos`: fault injection on a real cluster. Starts 5 `ferrite
 //! server` processes on loopback, runs concurrent clients through the etcd
-//! API and Ferrite's own, attacks the cluster as a data centre would
+//! API and Ferrite's own, and block clients over NBD (`blocks.rs`), attacks the cluster as a data centre would
 //! (`nemesis.rs`), then heals it, reads every key once more and checks the
 //! whole history for linearizability with the simulator's checker — which
 //! is also how a lost acknowledged write shows. The seed picks the faults
 //! and the operations (the timing of real processes is not reproducible;
 //! the seed makes runs comparable, not identical).
 
+mod blocks;
 mod cluster;
+mod nbd_client;
 mod nemesis;
 mod workload;
 
@@ -36,7 +38,8 @@ pub struct ChaosArgs {
     /// Concurrent clients.
     #[arg(long, default_value_t = 6)]
     pub clients: u64,
-    /// KV keys (and as many registers) the clients share.
+    /// KV keys (and as many registers, and volume blocks) the clients share;
+    /// one block client per block.
     #[arg(long, default_value_t = 3)]
     pub keys: u64,
     /// Fault kinds, comma-separated (default all): kill, kill-leader, pause,
@@ -158,6 +161,10 @@ async fn attack(
     for k in 0..args.keys {
         setup.put(&kv_key(k), b"0").await?;
     }
+    setup
+        .volume_create(blocks::VOLUME, args.keys * blocks::BLOCK)
+        .await?;
+    let nbd: Vec<std::net::SocketAddr> = c.nodes.iter().map(|n| n.addrs.nbd).collect();
     let rec = Arc::new(Recorder {
         start: Instant::now(),
         history: Default::default(),
@@ -170,6 +177,16 @@ async fn attack(
             c.endpoints(),
             args.keys,
             seed ^ (id << 32),
+            until,
+            rec.clone(),
+        )));
+    }
+    for block in 0..args.keys {
+        clients.push(tokio::spawn(blocks::client(
+            block,
+            args.keys,
+            nbd.clone(),
+            seed ^ ((block + 1000) << 32),
             until,
             rec.clone(),
         )));
@@ -204,11 +221,15 @@ async fn attack(
         .await
         .context("no leader after healing")?;
     workload::final_reads(0, c.endpoints(), args.keys, &rec).await?;
+    blocks::final_reads(args.keys, nbd, &rec).await?;
 
     let history = std::mem::take(&mut *rec.history.lock().await);
     let mut by_kind: BTreeMap<&str, u64> = BTreeMap::new();
     for op in &history.ops {
+        let block = op.key >= blocks::BLOCK_BASE;
         let name = match op.op {
+            linearizable::Op::Get if block => "block-read",
+            linearizable::Op::Put(_) if block => "block-write",
             linearizable::Op::Get => "get",
             linearizable::Op::Put(_) => "put",
             linearizable::Op::Cas { .. } => "cas",

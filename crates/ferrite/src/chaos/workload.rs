@@ -43,7 +43,7 @@ impl Recorder {
         self.start.elapsed().as_micros() as u64
     }
 
-    async fn record(&self, op: Operation) {
+    pub async fn record(&self, op: Operation) {
         let mut h = self.history.lock().await;
         if op.outcome == Outcome::Unknown {
             h.unknown += 1;
@@ -51,7 +51,7 @@ impl Recorder {
         h.ops.push(op);
     }
 
-    async fn failed_read(&self) {
+    pub async fn failed_read(&self) {
         self.history.lock().await.failed_reads += 1;
     }
 }

@@ -50,8 +50,7 @@ pub fn run<M: StateMachine>(
     (snapshot_index, snapshot_bytes): (Index, usize),
 ) {
     let mut waiters: BTreeMap<Index, (Term, Reply)> = BTreeMap::new();
-    let mut snapshots = Snapshots::new(snapshot_entries);
-    snapshots.restored(snapshot_index, snapshot_bytes);
+    let mut snapshots = Snapshots::new(snapshot_entries, snapshot_index, snapshot_bytes);
     let mut reads: BTreeMap<Index, Vec<(Bytes, Reply)>> = BTreeMap::new();
     while let Some(msg) = rx.blocking_recv() {
         match msg {
@@ -169,18 +168,18 @@ struct Snapshots {
 }
 
 impl Snapshots {
-    fn new(every: u64) -> Snapshots {
+    /// `index` and `size`: this node's own latest snapshot, at start.
+    fn new(every: u64, index: Index, size: usize) -> Snapshots {
         Snapshots {
             every,
-            index: Index::default(),
+            index,
             bytes_since: 0,
-            last_size: Arc::new(AtomicU64::new(0)),
+            last_size: Arc::new(AtomicU64::new(size as u64)),
             busy: Arc::new(AtomicBool::new(false)),
         }
     }
 
-    /// The state is now the snapshot at `index` (this node's own at start,
-    /// or the leader's).
+    /// The state is now the leader's snapshot at `index`.
     fn restored(&mut self, index: Index, size: usize) {
         self.index = index;
         self.bytes_since = 0;

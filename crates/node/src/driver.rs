@@ -50,7 +50,8 @@ pub enum Event {
     },
     Persisted {
         last: Option<(Index, Term)>,
-        sync: Duration,
+        /// The fdatasync's duration; None if the batch needed none.
+        sync: Option<Duration>,
     },
     Applied {
         index: Index,
@@ -107,12 +108,12 @@ pub struct Driver {
     last_sync: Duration,
     failed: Option<String>,
     metrics: Arc<Metrics>,
-    last_leader: Option<NodeId>,
     last_role: Role,
     /// When the oldest unanswered heartbeat to each peer left, for the
     /// round-trip metric.
     heartbeat_sent: BTreeMap<NodeId, Instant>,
-    /// Tells front ends waiting for a leader when there is one.
+    /// The leader as last seen, for front ends waiting for one (and for
+    /// noticing changes).
     leader_tx: watch::Sender<Option<NodeId>>,
 }
 
@@ -139,7 +140,6 @@ impl Driver {
             last_sync: Duration::ZERO,
             failed: None,
             metrics,
-            last_leader: None,
             last_role: Role::Follower,
             heartbeat_sent: BTreeMap::new(),
             leader_tx,
@@ -235,7 +235,9 @@ impl Driver {
                 let _ = reply.send(self.status());
             }
             Event::Persisted { last, sync } => {
-                self.last_sync = sync;
+                if let Some(sync) = sync {
+                    self.last_sync = sync;
+                }
                 if let Some((index, term)) = last {
                     self.raft.on_persisted(index, term);
                 }
@@ -448,16 +450,16 @@ impl Driver {
             self.last_role = self.raft.role();
             tracing::debug!(role = ?self.last_role, term = self.raft.term().0, "role changed");
         }
-        if self.raft.leader() != self.last_leader {
+        let leader = self.raft.leader();
+        if leader != *self.leader_tx.borrow() {
             tracing::info!(
-                leader = ?self.raft.leader(),
+                leader = ?leader,
                 term = self.raft.term().0,
                 role = ?self.raft.role(),
                 "leader changed"
             );
-            self.last_leader = self.raft.leader();
-            self.leader_tx.send_replace(self.last_leader);
-            if self.last_leader.is_some() {
+            self.leader_tx.send_replace(leader);
+            if leader.is_some() {
                 Metrics::bump(&self.metrics.leader_changes);
             }
         }

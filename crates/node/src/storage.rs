@@ -73,41 +73,30 @@ pub fn run(
                 break;
             }
         }
-        if result.is_ok() && !must_sync {
-            for msg in after {
-                transport.send(msg.to, &Frame::Raft(msg));
+        // How long the fdatasync took; None when the batch needed none.
+        let mut sync = None;
+        if must_sync && result.is_ok() {
+            let started = std::time::Instant::now();
+            let delay = Metrics::get(&metrics.disk_delay_micros);
+            if delay > 0 {
+                // Fault injection: a slow disk.
+                std::thread::sleep(std::time::Duration::from_micros(delay));
             }
-            let persisted = Event::Persisted {
-                last,
-                sync: std::time::Duration::ZERO,
-            };
-            if events.blocking_send(persisted).is_err() {
-                return;
-            }
-            continue;
+            result = wal.sync();
+            let elapsed = started.elapsed();
+            metrics.sync.record(elapsed);
+            sync = Some(elapsed);
         }
-        let started = std::time::Instant::now();
-        let delay = Metrics::get(&metrics.disk_delay_micros);
-        if delay > 0 {
-            // Fault injection: a slow disk.
-            std::thread::sleep(std::time::Duration::from_micros(delay));
-        }
-        let result = result.and_then(|()| wal.sync());
         if let Err(e) = result {
             tracing::error!("storage failed, stopping the node: {e}");
             let _ = events.blocking_send(Event::StorageFailed(e.to_string()));
             return;
         }
-        let elapsed = started.elapsed();
-        metrics.sync.record(elapsed);
         for msg in after {
             transport.send(msg.to, &Frame::Raft(msg));
         }
         if events
-            .blocking_send(Event::Persisted {
-                last,
-                sync: elapsed,
-            })
+            .blocking_send(Event::Persisted { last, sync })
             .is_err()
         {
             return;

@@ -120,6 +120,16 @@ async fn throughput(
     result
 }
 
+/// Where the clusters keep data and logs: `given`, or a new temporary
+/// directory (removed by the caller when done).
+fn data_dir(given: Option<PathBuf>) -> anyhow::Result<PathBuf> {
+    let dir = given.unwrap_or_else(|| {
+        std::env::temp_dir().join(format!("ferrite-bench-{}", std::process::id()))
+    });
+    std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
+    Ok(dir)
+}
+
 pub async fn run(op: BenchOp) -> anyhow::Result<()> {
     match op {
         BenchOp::Etcd {
@@ -127,8 +137,7 @@ pub async fn run(op: BenchOp) -> anyhow::Result<()> {
             ferrite_only,
             clients: only,
         } => {
-            let dir = std::env::temp_dir().join(format!("ferrite-bench-{}", std::process::id()));
-            std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
+            let dir = data_dir(None)?;
             let (f, f_rss) = throughput(System::Ferrite, seconds, only, &dir).await?;
             let etcd = if ferrite_only {
                 None
@@ -208,9 +217,8 @@ pub async fn run(op: BenchOp) -> anyhow::Result<()> {
             Ok(())
         }
         BenchOp::Soak { minutes, clients } => {
-            let dir = std::env::temp_dir().join(format!("ferrite-bench-{}", std::process::id()));
-            std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
-            let mut c = soak::start(&dir).await?;
+            let dir = data_dir(None)?;
+            let mut c = Cluster::start(System::Ferrite, 3, &dir).await?;
             let result = soak::run(&c, clients, std::time::Duration::from_secs(minutes * 60)).await;
             c.stop().await;
             let _ = std::fs::remove_dir_all(&dir);
@@ -238,10 +246,7 @@ pub async fn run(op: BenchOp) -> anyhow::Result<()> {
             data_dir,
         } => {
             let temporary = data_dir.is_none();
-            let dir = data_dir.unwrap_or_else(|| {
-                std::env::temp_dir().join(format!("ferrite-bench-{}", std::process::id()))
-            });
-            std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
+            let dir = self::data_dir(data_dir)?;
             let mut systems = vec![System::Ferrite];
             if !ferrite_only {
                 systems.push(System::Etcd);

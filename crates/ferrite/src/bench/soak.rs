@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use super::cluster::{Cluster, System};
+use super::cluster::Cluster;
 use super::load;
 
 /// How often memory is sampled.
@@ -65,10 +65,6 @@ pub fn halves(samples: &[(u64, Vec<f64>)]) -> Option<(f64, f64)> {
     let (a, b) = warm.split_at(warm.len() / 2);
     let max = |v: &[f64]| v.iter().copied().fold(0.0, f64::max);
     Some((max(a), max(b)))
-}
-
-pub async fn start(dir: &std::path::Path) -> anyhow::Result<Cluster> {
-    Cluster::start(System::Ferrite, 3, dir).await
 }
 
 #[cfg(test)]

@@ -100,12 +100,12 @@ impl Context {
                 Err(NodeError::NoLeader) if tokio::time::Instant::now() < deadline => {
                     self.node.leader_known(RETRY_PAUSE).await;
                 }
-                Err(NodeError::NotLeader { .. } | NodeError::Lost)
+                Err(NodeError::NotLeader { .. } | NodeError::Superseded)
                     if tokio::time::Instant::now() < deadline =>
                 {
                     tokio::time::sleep(RETRY_PAUSE).await;
                 }
-                Err(NodeError::Timeout | NodeError::Busy(_))
+                Err(NodeError::Timeout | NodeError::Busy(_) | NodeError::Unknown(_))
                     if retry_unknown && tokio::time::Instant::now() < deadline =>
                 {
                     tokio::time::sleep(RETRY_PAUSE).await;
@@ -124,8 +124,15 @@ pub fn node_status(e: NodeError) -> Status {
             Status::new(Code::Unavailable, "etcdserver: no leader")
         }
         NodeError::NotLeader { .. } => Status::new(Code::Unavailable, "etcdserver: leader changed"),
-        NodeError::Lost => Status::new(Code::Unavailable, "etcdserver: leader changed"),
+        NodeError::Superseded => Status::new(Code::Unavailable, "etcdserver: leader changed"),
         NodeError::Timeout => Status::new(Code::Unavailable, "etcdserver: request timed out"),
+        NodeError::Unknown(ferrite_node::Unknown::LeaderChanged) => Status::new(
+            Code::Unavailable,
+            "etcdserver: request timed out, possibly due to previous leader failure",
+        ),
+        NodeError::Unknown(ferrite_node::Unknown::CoveredBySnapshot) => {
+            Status::new(Code::Unavailable, "etcdserver: request timed out")
+        }
         NodeError::TooLarge => {
             Status::new(Code::InvalidArgument, "etcdserver: request is too large")
         }

@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use bytes::{BufMut, Bytes, BytesMut};
-use ferrite_node::MachineSnapshot;
+use ferrite_node::{MachineError, MachineSnapshot};
 use ferrite_raft::Index;
 use ferrite_state::{BlockStore, Command, Event, Op, Reply, StateError, StateMachine};
 
@@ -130,12 +130,14 @@ fn seal(reply: Result<Reply, String>) -> Bytes {
 }
 
 impl ferrite_node::StateMachine for Replicated {
-    fn apply(&mut self, index: Index, command: &[u8]) -> Result<Bytes, String> {
-        self.ensure_files()?;
+    fn apply(&mut self, index: Index, command: &[u8]) -> Result<Bytes, MachineError> {
+        self.ensure_files().map_err(MachineError::Storage)?;
         let applied = self.sm.apply(index.0, command);
         for event in &applied.events {
             if let Event::Volume(v) = event {
-                self.store.apply(v).map_err(|e| e.to_string())?;
+                self.store
+                    .apply(v)
+                    .map_err(|e| MachineError::Storage(e.to_string()))?;
             }
         }
         self.files.applied.store(index.0, Ordering::Release);
@@ -181,14 +183,14 @@ impl ferrite_node::StateMachine for Replicated {
     /// and leaves the encoding and the sync of the volume files to the
     /// snapshot thread: with a large state or many writes since the last
     /// snapshot either takes long, and applying goes on meanwhile.
-    fn snapshot(&mut self) -> Result<MachineSnapshot, String> {
-        self.ensure_files()?;
+    fn snapshot(&mut self) -> Result<MachineSnapshot, MachineError> {
+        self.ensure_files().map_err(MachineError::Storage)?;
         let sync = self.store.sync_later(self.sm.applied_index());
         let sm = self.sm.clone();
         Ok(MachineSnapshot {
             finish: Box::new(move || {
                 let data = sm.snapshot();
-                sync().map_err(|e| e.to_string())?;
+                sync().map_err(|e| MachineError::Storage(e.to_string()))?;
                 Ok(data)
             }),
         })
@@ -198,8 +200,8 @@ impl ferrite_node::StateMachine for Replicated {
     /// its index; if not (a copy from a peer was interrupted, or the node
     /// never synced them and replays its whole log), they are replaced on
     /// first use.
-    fn recover(&mut self, data: &[u8]) -> Result<(), String> {
-        self.restored(data)?;
+    fn recover(&mut self, data: &[u8]) -> Result<(), MachineError> {
+        self.restored(data).map_err(MachineError::Restore)?;
         let index = self.sm.applied_index();
         self.stale = self.store.valid_from().is_none_or(|v| v < index);
         if !self.stale {
@@ -209,9 +211,9 @@ impl ferrite_node::StateMachine for Replicated {
         Ok(())
     }
 
-    fn install(&mut self, data: &[u8]) -> Result<(), String> {
-        self.restored(data)?;
+    fn install(&mut self, data: &[u8]) -> Result<(), MachineError> {
+        self.restored(data).map_err(MachineError::Restore)?;
         self.stale = true;
-        self.ensure_files()
+        self.ensure_files().map_err(MachineError::Storage)
     }
 }

@@ -1,234 +1,118 @@
-//! The apply thread: applies committed entries to the state machine in log
-//! order, answers the clients waiting on them, serves reads once their read
-//! index is applied, and takes snapshots. It never decides anything: what to
-//! apply and when comes from the driver.
+//! The apply thread: runs the `Applier` (the apply side of the replica) on
+//! the tasks the driver hands it, answers clients straight from here (local
+//! ones through their channels, followers' through the transport), finishes
+//! snapshots on a thread of their own, and acknowledges every message to the
+//! driver, which counts what is outstanding.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
 
 use bytes::Bytes;
-use ferrite_raft::{Entry, Index, Payload, Snapshot, Term};
+use ferrite_raft::Index;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::driver::Event;
+use crate::applier::{Applied, Applier};
+use crate::codec::Frame;
+use crate::driver::Ack;
 use crate::error::NodeError;
 use crate::machine::{MachineSnapshot, StateMachine};
+use crate::replica::{refusal, ApplyTask, RequestId, Requester};
+use crate::transport::Transport;
 
 pub type Reply = oneshot::Sender<Result<Bytes, NodeError>>;
 
-/// The channel's volume is bounded by the core: committed entries come in
-/// outputs of at most `apply_bytes_max`, waiters by `uncommitted_bytes_max`,
-/// reads by `pending_reads_max`.
-pub enum ApplyMsg {
-    Restore(Snapshot),
-    Entries(Vec<Entry>),
-    /// Answer `reply` when the entry at `index` applies, if it has `term`.
-    Wait {
-        index: Index,
-        term: Term,
-        reply: Reply,
-    },
-    /// Answer `query` once everything up to `index` is applied.
-    ReadAt {
-        index: Index,
-        query: Bytes,
-        reply: Reply,
-    },
-    /// Answer `query` now (a serializable read).
-    Query {
-        query: Bytes,
-        reply: Reply,
-    },
+/// One hand-off from the driver: tasks in order, and the channels of the
+/// local clients they answer.
+pub struct ApplyMsg {
+    pub tasks: Vec<ApplyTask>,
+    pub replies: Vec<(RequestId, Reply)>,
 }
 
 pub fn run<M: StateMachine>(
-    mut machine: M,
-    mut rx: mpsc::UnboundedReceiver<ApplyMsg>,
-    events: mpsc::Sender<Event>,
-    snapshot_entries: u64,
-    (snapshot_index, snapshot_bytes): (Index, usize),
+    mut applier: Applier<M>,
+    mut rx: mpsc::Receiver<ApplyMsg>,
+    acks: mpsc::Sender<Ack>,
+    transport: Transport,
 ) {
-    let mut waiters: BTreeMap<Index, (Term, Reply)> = BTreeMap::new();
-    let mut snapshots = Snapshots::new(snapshot_entries, snapshot_index, snapshot_bytes);
-    let mut reads: BTreeMap<Index, Vec<(Bytes, Reply)>> = BTreeMap::new();
+    let mut replies: BTreeMap<RequestId, Reply> = BTreeMap::new();
+    // The snapshot thread, joined before the next starts and at exit.
+    let mut finishing: Option<std::thread::JoinHandle<()>> = None;
     while let Some(msg) = rx.blocking_recv() {
-        match msg {
-            ApplyMsg::Restore(snapshot) => {
-                if let Err(e) = machine.install(&snapshot.data) {
-                    tracing::error!("snapshot from the leader does not restore: {e}");
-                    let _ = events.blocking_send(Event::StorageFailed(e));
-                    return;
-                }
-                snapshots.restored(snapshot.meta.index, snapshot.data.len());
-                // Whatever waited at or below it can no longer be told apart.
-                let later = waiters.split_off(&snapshot.meta.index.next());
-                for (_, (_, reply)) in std::mem::replace(&mut waiters, later) {
-                    let _ = reply.send(Err(NodeError::Lost));
-                }
+        replies.extend(msg.replies);
+        let mut upto: Option<Index> = None;
+        for task in msg.tasks {
+            let mut out = Applied::default();
+            if let Err(e) = applier.handle(task, &mut out) {
+                tracing::error!("the state machine failed, stopping the node: {e}");
+                let _ = acks.blocking_send(Ack::StorageFailed(e.to_string()));
+                return;
             }
-            ApplyMsg::Entries(entries) => {
-                let Some(last) = entries.last().map(|e| e.index) else {
-                    continue;
-                };
-                for entry in entries {
-                    let reply = match &entry.payload {
-                        Payload::Normal(data) => {
-                            snapshots.logged(data.len());
-                            match machine.apply(entry.index, data) {
-                                Ok(reply) => reply,
-                                Err(e) => {
-                                    tracing::error!(index = %entry.index, "apply failed: {e}");
-                                    let _ = events.blocking_send(Event::StorageFailed(e));
-                                    return;
-                                }
-                            }
+            for (requester, answer) in out.answers {
+                match requester {
+                    Requester::Local(id) => {
+                        if let Some(reply) = replies.remove(&id) {
+                            let _ = reply.send(answer);
                         }
-                        _ => {
-                            machine.apply_empty(entry.index);
-                            Bytes::new()
-                        }
-                    };
-                    if let Some((term, waiter)) = waiters.remove(&entry.index) {
-                        let result = if term == entry.term {
-                            Ok(reply)
-                        } else {
-                            Err(NodeError::Lost)
-                        };
-                        let _ = waiter.send(result);
                     }
-                }
-                if events
-                    .blocking_send(Event::Applied { index: last })
-                    .is_err()
-                {
-                    return;
-                }
-                if snapshots.due(last) {
-                    match machine.snapshot() {
-                        Ok(snapshot) => snapshots.start(last, snapshot, &events),
-                        Err(e) => {
-                            tracing::error!("snapshot failed: {e}");
-                            let _ = events.blocking_send(Event::StorageFailed(e));
-                            return;
-                        }
+                    Requester::Peer { from, id } => {
+                        let result = answer.map_err(|e| refusal(&e));
+                        transport.send(from, &Frame::ForwardReply { id, result });
                     }
                 }
             }
-            ApplyMsg::Wait { index, term, reply } => {
-                if index <= machine.applied() {
-                    let _ = reply.send(Err(NodeError::Lost));
-                } else if let Some((_, old)) = waiters.insert(index, (term, reply)) {
-                    let _ = old.send(Err(NodeError::Lost));
+            upto = out.upto.or(upto);
+            if let Some((index, snapshot)) = out.snapshot {
+                if let Some(previous) = finishing.take() {
+                    let _ = previous.join();
                 }
-            }
-            ApplyMsg::ReadAt {
-                index,
-                query,
-                reply,
-            } => {
-                if index <= machine.applied() {
-                    let _ = reply.send(Ok(machine.query(&query)));
-                } else {
-                    reads.entry(index).or_default().push((query, reply));
-                }
-            }
-            ApplyMsg::Query { query, reply } => {
-                let _ = reply.send(Ok(machine.query(&query)));
+                finishing = finish_snapshot(index, snapshot, &applier, &acks);
             }
         }
-        let applied = machine.applied();
-        let later = reads.split_off(&applied.next());
-        for (_, ready) in std::mem::replace(&mut reads, later) {
-            for (query, reply) in ready {
-                let _ = reply.send(Ok(machine.query(&query)));
-            }
+        if acks.blocking_send(Ack::Applied { upto }).is_err() {
+            return;
         }
+    }
+    // The driver is gone; whoever still waits hears it stopped.
+    for (_, reply) in replies {
+        let _ = reply.send(Err(NodeError::Stopped));
+    }
+    if let Some(last) = finishing {
+        let _ = last.join();
     }
 }
 
-/// When to snapshot, and the one snapshot in the making.
-///
-/// A snapshot is due once `every` entries have been applied since the last
-/// one *and* the commands applied since then add up to at least the last
-/// snapshot's size. The second rule (the one LSM trees and Redis's log
-/// rewrite follow) keeps the cost of encoding the state to at most one byte
-/// per byte written however large the state grows, and the log on disk at
-/// most about as large as the state.
-struct Snapshots {
-    every: u64,
-    /// The index of the last snapshot taken (or being taken).
+/// Encodes and syncs the snapshot on a thread of its own, then hands it to
+/// the driver; the applier may start the next one when this one is done.
+fn finish_snapshot<M: StateMachine>(
     index: Index,
-    /// Command bytes applied since `index`.
-    bytes_since: u64,
-    /// The size of the last snapshot, once its encoding is done.
-    last_size: Arc<AtomicU64>,
-    /// At most one snapshot is being finished at a time.
-    busy: Arc<AtomicBool>,
-}
-
-impl Snapshots {
-    /// `index` and `size`: this node's own latest snapshot, at start.
-    fn new(every: u64, index: Index, size: usize) -> Snapshots {
-        Snapshots {
-            every,
-            index,
-            bytes_since: 0,
-            last_size: Arc::new(AtomicU64::new(size as u64)),
-            busy: Arc::new(AtomicBool::new(false)),
-        }
-    }
-
-    /// The state is now the leader's snapshot at `index`.
-    fn restored(&mut self, index: Index, size: usize) {
-        self.index = index;
-        self.bytes_since = 0;
-        self.last_size.store(size as u64, Ordering::Release);
-    }
-
-    fn logged(&mut self, bytes: usize) {
-        self.bytes_since = self.bytes_since.saturating_add(bytes as u64);
-    }
-
-    fn due(&self, applied: Index) -> bool {
-        !self.busy.load(Ordering::Acquire)
-            && applied.distance_from(self.index) >= self.every
-            && self.bytes_since >= self.last_size.load(Ordering::Acquire)
-    }
-
-    /// Finishes `snapshot` (taken at `index`) on a thread of its own and
-    /// hands it to the driver once it is encoded and durable.
-    fn start(&mut self, index: Index, snapshot: MachineSnapshot, events: &mpsc::Sender<Event>) {
-        self.busy.store(true, Ordering::Release);
-        let events = events.clone();
-        let busy = self.busy.clone();
-        let last_size = self.last_size.clone();
-        let spawned = std::thread::Builder::new()
-            .name("snapshot".into())
-            .spawn(move || {
-                let event = match (snapshot.finish)() {
-                    Ok(data) => {
-                        last_size.store(data.len() as u64, Ordering::Release);
-                        Event::SnapshotReady { index, data }
-                    }
-                    Err(e) => {
-                        tracing::error!("snapshot at {index} cannot be finished: {e}");
-                        Event::StorageFailed(e)
-                    }
-                };
-                let _ = events.blocking_send(event);
-                busy.store(false, Ordering::Release);
-            });
-        match spawned {
-            Ok(_) => {
-                self.index = index;
-                self.bytes_since = 0;
-            }
-            Err(e) => {
-                // Without the thread the snapshot is skipped; the next one retries.
-                tracing::warn!("cannot start a snapshot thread: {e}");
-                self.busy.store(false, Ordering::Release);
-            }
+    snapshot: MachineSnapshot,
+    applier: &Applier<M>,
+    acks: &mpsc::Sender<Ack>,
+) -> Option<std::thread::JoinHandle<()>> {
+    let done = applier.snapshot_policy().handle();
+    let acks = acks.clone();
+    let spawned = std::thread::Builder::new()
+        .name("snapshot".into())
+        .spawn(move || {
+            let ack = match (snapshot.finish)() {
+                Ok(data) => {
+                    done.finished(Some(data.len()));
+                    Ack::SnapshotReady { index, data }
+                }
+                Err(e) => {
+                    done.finished(None);
+                    tracing::error!("snapshot at {index} cannot be finished: {e}");
+                    Ack::StorageFailed(e.to_string())
+                }
+            };
+            let _ = acks.blocking_send(ack);
+        });
+    match spawned {
+        Ok(handle) => Some(handle),
+        Err(e) => {
+            // Without the thread the snapshot is skipped; the next one retries.
+            tracing::warn!("cannot start a snapshot thread: {e}");
+            applier.snapshot_done(None);
+            None
         }
     }
 }

@@ -61,9 +61,16 @@ pub enum Refusal {
     NotLeader {
         leader: Option<NodeId>,
     },
-    /// Retry later: queue full, leader not ready, entry superseded, timeout.
+    /// Not proposed; retry later (queue full, leader not ready).
     Busy,
     TooLarge,
+    /// Proposed, but its log position committed with another leader's
+    /// entry: definitely not applied.
+    Superseded,
+    /// Proposed, and the leader can no longer tell whether it applied (a
+    /// snapshot covered it, or the leader is stopping): must not be retried
+    /// by the server.
+    Unknown,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -157,6 +164,8 @@ fn put_refusal(b: &mut BytesMut, r: &Refusal) {
         }
         Refusal::Busy => b.put_u8(1),
         Refusal::TooLarge => b.put_u8(2),
+        Refusal::Superseded => b.put_u8(3),
+        Refusal::Unknown => b.put_u8(4),
     }
 }
 
@@ -409,6 +418,8 @@ impl Reader {
             }
             1 => Ok(Refusal::Busy),
             2 => Ok(Refusal::TooLarge),
+            3 => Ok(Refusal::Superseded),
+            4 => Ok(Refusal::Unknown),
             tag => Err(CodecError::UnknownTag {
                 what: "refusal",
                 tag,
@@ -654,6 +665,14 @@ mod tests {
             Frame::ReadIndexReply {
                 id: 9,
                 result: Err(Refusal::Busy),
+            },
+            Frame::ForwardReply {
+                id: 10,
+                result: Err(Refusal::Superseded),
+            },
+            Frame::ForwardReply {
+                id: 11,
+                result: Err(Refusal::Unknown),
             },
         ]
     }

@@ -1,32 +1,52 @@
-//! The driver: the one task that owns the Raft core. Each turn it takes
-//! everything pending (client requests, peer frames, acknowledgements from
-//! storage and apply, the tick), steps the core with all of it, then executes
-//! the output: writes go to the storage thread and messages to the transport
-//! in parallel, committed entries to the apply thread. Followers forward
-//! writes and read-index requests to the leader, so any node serves any
-//! client.
+//! The driver: the tokio task that runs the `Replica` with real time, disk
+//! and network. Each turn it takes everything pending (acknowledgements
+//! first, then the tick, client requests and peer frames), steps the replica
+//! with all of it, then executes the output: storage tasks to the storage
+//! thread, frames to the transport, apply tasks to the apply thread, and the
+//! answers the replica decided to the clients' channels. All the decisions
+//! are the replica's; this file only moves things between threads.
+//!
+//! Every channel is bounded. Client requests: `EVENTS_MAX`, refused `Busy`
+//! when full. Storage and apply: `STORAGE_TASKS_MAX` and `APPLY_MSGS_MAX`;
+//! the driver stops taking client requests and peer frames while either is
+//! that far behind, so a slow disk or state machine pushes back to the
+//! clients instead of filling memory. Acknowledgements (persisted, applied,
+//! snapshot ready) travel on their own channel, read before anything else,
+//! and never queue behind proposals.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use ferrite_raft::{Index, Membership, MembershipChange, NodeId, ProposeError, Raft, Role, Term};
+use ferrite_raft::{Index, Membership, MembershipChange, NodeId, Role, Term};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::apply::{ApplyMsg, Reply};
-use crate::codec::{Frame, Refusal};
+use crate::codec::Frame;
 use crate::config::NodeConfig;
-use std::sync::Arc;
-
 use crate::error::NodeError;
 use crate::metrics::Metrics;
-use crate::storage::StorageMsg;
+use crate::replica::{ApplyTask, Replica, ReplicaOutput, RequestId, Requester, StorageTask};
 use crate::transport::{Inbound, Transport};
+use std::sync::Arc;
 
 /// Inputs handled in one turn at most, so that output is never starved.
 const TURN_INPUTS_MAX: usize = 4096;
+/// Client requests queued for the driver; beyond it they are refused busy.
+pub const EVENTS_MAX: usize = 16_384;
+/// Storage tasks handed out and not yet acknowledged before the driver stops
+/// taking new work.
+pub const STORAGE_TASKS_MAX: usize = 1024;
+/// Apply hand-offs not yet acknowledged before the driver stops taking new
+/// work (the bytes in them are bounded by the core's apply budget).
+pub const APPLY_MSGS_MAX: usize = 1024;
+/// Room for every acknowledgement that can be outstanding at once: one per
+/// storage batch and apply hand-off, a snapshot, failures.
+pub const ACKS_MAX: usize = STORAGE_TASKS_MAX + APPLY_MSGS_MAX + 64;
+/// Ticks a leader that is shutting down waits for its leadership transfer.
+const SHUTDOWN_TRANSFER_TICKS: u64 = 30;
 
-/// What a front end may ask, and what storage and apply report.
+/// What a front end may ask.
 pub enum Event {
     Propose {
         data: Bytes,
@@ -48,20 +68,31 @@ pub enum Event {
     Status {
         reply: oneshot::Sender<Status>,
     },
+    /// Stop: transfer leadership first when leading, answer what waits,
+    /// drain storage, then say so on `done`.
+    Shutdown {
+        done: oneshot::Sender<()>,
+    },
+}
+
+/// What storage, apply and the snapshot thread report.
+pub enum Ack {
     Persisted {
+        /// Storage tasks this batch held.
+        tasks: usize,
         last: Option<(Index, Term)>,
         /// The fdatasync's duration; None if the batch needed none.
         sync: Option<Duration>,
     },
+    /// One apply hand-off is done; entries up to `upto` are applied.
     Applied {
-        index: Index,
+        upto: Option<Index>,
     },
     SnapshotReady {
         index: Index,
         data: Bytes,
     },
     StorageFailed(String),
-    Shutdown,
 }
 
 /// One node's view, for status pages and `ferrite status`.
@@ -86,25 +117,17 @@ pub struct Status {
 /// Entries whose terms a status carries.
 pub const STATUS_TAIL: u64 = 24;
 
-enum ReadOrigin {
-    Local { query: Bytes, reply: Reply },
-    Remote { from: NodeId, id: u64 },
-}
-
 pub struct Driver {
-    pub raft: Raft,
+    pub replica: Replica,
     pub cfg: NodeConfig,
     pub transport: Transport,
-    pub storage: mpsc::UnboundedSender<StorageMsg>,
-    pub apply: mpsc::UnboundedSender<ApplyMsg>,
-    next_id: u64,
-    /// Writes this follower forwarded to the leader, by request id, with the
-    /// leader they went to.
-    forwarded: BTreeMap<u64, (Instant, NodeId, Reply)>,
-    /// Reads waiting for the leader's read index, by request id.
-    remote_reads: BTreeMap<u64, (Instant, NodeId, Bytes, Reply)>,
-    /// Read-index contexts given to the core.
-    reads: BTreeMap<u64, ReadOrigin>,
+    pub storage: mpsc::Sender<StorageTask>,
+    pub apply: mpsc::Sender<ApplyMsg>,
+    /// Local clients' channels, until their answer is decided here or the
+    /// channel moves to the apply thread with the task that answers it.
+    replies: BTreeMap<RequestId, Reply>,
+    storage_outstanding: usize,
+    apply_outstanding: usize,
     last_sync: Duration,
     failed: Option<String>,
     metrics: Arc<Metrics>,
@@ -112,101 +135,126 @@ pub struct Driver {
     /// When the oldest unanswered heartbeat to each peer left, for the
     /// round-trip metric.
     heartbeat_sent: BTreeMap<NodeId, Instant>,
-    /// The leader as last seen, for front ends waiting for one (and for
-    /// noticing changes).
+    /// The leader as last seen, for front ends waiting for one.
     leader_tx: watch::Sender<Option<NodeId>>,
+    /// Set once shutdown began: the tick count left for a leadership
+    /// transfer, and who to tell when done.
+    stopping: Option<(u64, oneshot::Sender<()>)>,
 }
 
 impl Driver {
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
-        raft: Raft,
+        replica: Replica,
         cfg: NodeConfig,
         transport: Transport,
-        storage: mpsc::UnboundedSender<StorageMsg>,
-        apply: mpsc::UnboundedSender<ApplyMsg>,
+        storage: mpsc::Sender<StorageTask>,
+        apply: mpsc::Sender<ApplyMsg>,
         metrics: Arc<Metrics>,
         leader_tx: watch::Sender<Option<NodeId>>,
     ) -> Driver {
         Driver {
-            raft,
+            replica,
             cfg,
             transport,
             storage,
             apply,
-            next_id: 0,
-            forwarded: BTreeMap::new(),
-            remote_reads: BTreeMap::new(),
-            reads: BTreeMap::new(),
+            replies: BTreeMap::new(),
+            storage_outstanding: 0,
+            apply_outstanding: 0,
             last_sync: Duration::ZERO,
             failed: None,
             metrics,
             last_role: Role::Follower,
             heartbeat_sent: BTreeMap::new(),
             leader_tx,
+            stopping: None,
         }
     }
 
+    /// Runs until shutdown (or until every front end is gone). Returns who
+    /// to tell once the storage and apply threads are joined.
     pub async fn run(
         mut self,
         mut events: mpsc::Receiver<Event>,
+        mut acks: mpsc::Receiver<Ack>,
         mut inbound: mpsc::Receiver<Inbound>,
-    ) {
+    ) -> Option<oneshot::Sender<()>> {
         let mut ticker = tokio::time::interval(self.cfg.tick);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
+            let accepting = self.accepting();
             tokio::select! {
+                biased;
+                Some(ack) = acks.recv() => self.on_ack(ack),
                 _ = ticker.tick() => self.on_tick(),
-                event = events.recv() => match event {
-                    Some(Event::Shutdown) | None => break,
+                event = events.recv(), if accepting => match event {
                     Some(event) => self.on_event(event),
+                    None => break,
                 },
-                Some(frame) = inbound.recv() => self.on_inbound(frame),
+                Some(inbound) = inbound.recv(), if accepting => self.on_inbound(inbound),
             }
             for _ in 0..TURN_INPUTS_MAX {
+                match acks.try_recv() {
+                    Ok(ack) => self.on_ack(ack),
+                    Err(_) => break,
+                }
+            }
+            for _ in 0..TURN_INPUTS_MAX {
+                if !self.accepting() {
+                    break;
+                }
                 match inbound.try_recv() {
                     Ok(frame) => self.on_inbound(frame),
                     Err(_) => break,
                 }
             }
             for _ in 0..TURN_INPUTS_MAX {
+                if !self.accepting() {
+                    break;
+                }
                 match events.try_recv() {
-                    Ok(Event::Shutdown) => return,
                     Ok(event) => self.on_event(event),
                     Err(_) => break,
                 }
             }
-            self.flush();
+            if !self.flush().await {
+                break;
+            }
+            if self.stop_now() {
+                break;
+            }
         }
+        let out = self.replica.stop();
+        self.execute(out).await;
+        for (_, reply) in std::mem::take(&mut self.replies) {
+            let _ = reply.send(Err(NodeError::Stopped));
+        }
+        self.stopping.take().map(|(_, done)| done)
+    }
+
+    /// Whether new work (client requests, peer frames) is taken this turn.
+    fn accepting(&self) -> bool {
+        self.storage_outstanding < STORAGE_TASKS_MAX && self.apply_outstanding < APPLY_MSGS_MAX
     }
 
     fn id(&self) -> NodeId {
         self.cfg.id
     }
 
-    fn next_id(&mut self) -> u64 {
-        self.next_id += 1;
-        self.next_id
+    fn on_tick(&mut self) {
+        self.replica.tick();
+        if let Some((left, _)) = self.stopping.as_mut() {
+            *left = left.saturating_sub(1);
+        }
     }
 
-    fn on_tick(&mut self) {
-        self.raft.tick();
-        // Requests whose answer never came (the leader died, a message was
-        // lost), or sent to a leader that no longer leads and so will never
-        // answer: say so now rather than at the timeout. A forwarded write
-        // may still commit, so its outcome is unknown (Timeout); a read was
-        // not served and can simply be retried.
-        let deadline = Instant::now().checked_sub(self.cfg.request_timeout);
-        let leader = self.raft.leader();
-        let gone =
-            |at: &Instant, to: &NodeId| deadline.is_some_and(|d| *at < d) || leader != Some(*to);
-        for (_, (_, _, reply)) in self.forwarded.extract_if(.., |_, (at, to, _)| gone(at, to)) {
-            let _ = reply.send(Err(NodeError::Timeout));
-        }
-        for (_, (_, _, _, reply)) in self
-            .remote_reads
-            .extract_if(.., |_, (at, to, _, _)| gone(at, to))
-        {
-            let _ = reply.send(Err(NodeError::NoLeader));
+    /// Shutting down, and either not leading (any more) or out of patience
+    /// for the transfer.
+    fn stop_now(&self) -> bool {
+        match &self.stopping {
+            Some((left, _)) => *left == 0 || self.replica.raft().role() != Role::Leader,
+            None => false,
         }
     }
 
@@ -215,64 +263,105 @@ impl Driver {
             refuse(event, NodeError::Storage(reason.clone()));
             return;
         }
+        if self.stopping.is_some() {
+            refuse(event, NodeError::Stopped);
+            return;
+        }
         match event {
-            Event::Propose { data, reply } => self.propose(data, reply),
+            Event::Propose { data, reply } => {
+                Metrics::bump(&self.metrics.proposals);
+                let id = self.replica.propose(data);
+                self.replies.insert(id, reply);
+            }
             Event::Read {
                 query,
                 linearizable,
                 reply,
-            } => self.read(query, linearizable, reply),
-            Event::Membership { change, reply } => match self.raft.propose_membership(change) {
-                Ok((index, term)) => self.wait(index, term, reply),
-                Err(e) => {
-                    let _ = reply.send(Err(propose_error(e)));
+            } => {
+                if linearizable {
+                    // Linearizable reads only: status pages poll with local reads.
+                    Metrics::bump(&self.metrics.reads);
                 }
-            },
+                let id = self.replica.read(query, linearizable);
+                self.replies.insert(id, reply);
+            }
+            Event::Membership { change, reply } => {
+                let id = self.replica.change_membership(change);
+                self.replies.insert(id, reply);
+            }
             Event::Transfer { to, reply } => {
-                let _ = reply.send(self.raft.transfer_leader(to).map_err(propose_error));
+                let _ = reply.send(self.replica.transfer_leader(to));
             }
             Event::Status { reply } => {
                 let _ = reply.send(self.status());
             }
-            Event::Persisted { last, sync } => {
+            Event::Shutdown { done } => self.begin_shutdown(done),
+        }
+    }
+
+    /// As etcd does: a leader hands leadership to the most up-to-date voter
+    /// first, so the cluster does not wait out an election timeout.
+    fn begin_shutdown(&mut self, done: oneshot::Sender<()>) {
+        let raft = self.replica.raft();
+        if raft.role() == Role::Leader {
+            let me = self.id();
+            let best = raft
+                .membership()
+                .voters
+                .iter()
+                .filter(|v| **v != me)
+                .filter_map(|v| raft.progress(*v).map(|p| (p.match_index, *v)))
+                .max();
+            if let Some((_, to)) = best {
+                match self.replica.transfer_leader(to) {
+                    Ok(()) => tracing::info!(%to, "shutting down: leadership transferred"),
+                    Err(e) => tracing::warn!(%to, "shutting down: no leadership transfer: {e}"),
+                }
+            }
+        }
+        self.stopping = Some((SHUTDOWN_TRANSFER_TICKS, done));
+    }
+
+    fn on_ack(&mut self, ack: Ack) {
+        match ack {
+            Ack::Persisted { tasks, last, sync } => {
+                self.storage_outstanding = self.storage_outstanding.saturating_sub(tasks);
                 if let Some(sync) = sync {
                     self.last_sync = sync;
                 }
                 if let Some((index, term)) = last {
-                    self.raft.on_persisted(index, term);
+                    self.replica.on_persisted(index, term);
                 }
             }
-            Event::Applied { index } => self.raft.on_applied(index),
-            Event::SnapshotReady { index, data } => match self.raft.compact(index, data.clone()) {
-                Ok(meta) => {
-                    let _ = self
-                        .storage
-                        .send(StorageMsg::Snapshot(ferrite_raft::Snapshot { meta, data }));
+            Ack::Applied { upto } => {
+                self.apply_outstanding = self.apply_outstanding.saturating_sub(1);
+                if let Some(index) = upto {
+                    self.replica.on_applied(index);
                 }
-                Err(e) => tracing::warn!("snapshot at {index} not used: {e}"),
-            },
-            Event::StorageFailed(reason) => {
+            }
+            Ack::SnapshotReady { index, data } => self.replica.on_snapshot_ready(index, data),
+            Ack::StorageFailed(reason) => {
                 tracing::error!("node {} stops serving: {reason}", self.id());
                 self.failed = Some(reason);
             }
-            Event::Shutdown => {}
         }
     }
 
     fn status(&self) -> Status {
+        let raft = self.replica.raft();
         Status {
             id: self.id(),
-            role: self.raft.role(),
-            term: self.raft.term(),
-            leader: self.raft.leader(),
-            commit: self.raft.commit(),
-            applied: self.raft.applied(),
-            last_index: self.raft.log().last_index(),
-            snapshot_index: self.raft.log().snapshot_index(),
-            membership: self.raft.membership().clone(),
+            role: raft.role(),
+            term: raft.term(),
+            leader: raft.leader(),
+            commit: raft.commit(),
+            applied: raft.applied(),
+            last_index: raft.log().last_index(),
+            snapshot_index: raft.log().snapshot_index(),
+            membership: raft.membership().clone(),
             last_sync: self.last_sync,
             tail_terms: {
-                let log = self.raft.log();
+                let log = raft.log();
                 let last = log.last_index().0;
                 let first = last
                     .saturating_sub(STATUS_TAIL - 1)
@@ -284,178 +373,105 @@ impl Driver {
         }
     }
 
-    fn wait(&mut self, index: Index, term: Term, reply: Reply) {
-        let _ = self.apply.send(ApplyMsg::Wait { index, term, reply });
-    }
-
-    fn propose(&mut self, data: Bytes, reply: Reply) {
-        Metrics::bump(&self.metrics.proposals);
-        match self.raft.propose(data.clone()) {
-            Ok((index, term)) => self.wait(index, term, reply),
-            Err(ProposeError::NotLeader { leader }) => {
-                let id = self.next_id();
-                self.forwarded.insert(id, (Instant::now(), leader, reply));
-                let me = self.id();
-                self.transport
-                    .send(leader, &Frame::Forward { id, from: me, data });
-            }
-            Err(e) => {
-                Metrics::bump(&self.metrics.proposals_failed);
-                let _ = reply.send(Err(propose_error(e)));
-            }
-        }
-    }
-
-    fn read(&mut self, query: Bytes, linearizable: bool, reply: Reply) {
-        if !linearizable {
-            let _ = self.apply.send(ApplyMsg::Query { query, reply });
-            return;
-        }
-        // Linearizable reads only: status pages poll with local reads.
-        Metrics::bump(&self.metrics.reads);
-        let ctx = self.next_id();
-        match self.raft.read_index(ctx) {
-            Ok(()) => {
-                self.reads.insert(ctx, ReadOrigin::Local { query, reply });
-            }
-            Err(ProposeError::NotLeader { leader }) => {
-                self.remote_reads
-                    .insert(ctx, (Instant::now(), leader, query, reply));
-                let me = self.id();
-                self.transport
-                    .send(leader, &Frame::ReadIndex { id: ctx, from: me });
-            }
-            Err(e) => {
-                let _ = reply.send(Err(propose_error(e)));
-            }
-        }
-    }
-
     fn on_inbound(&mut self, inbound: Inbound) {
         match inbound {
-            Inbound::Unreachable(id) => self.raft.report_unreachable(id),
+            Inbound::Unreachable(id) => self.replica.report_unreachable(id),
             Inbound::Disconnected(id) => {
-                if self.raft.leader() == Some(id) && self.raft.role() == Role::Follower {
-                    tracing::info!(leader = %id, term = self.raft.term().0, "the leader's connection closed; standing for election soon");
+                let raft = self.replica.raft();
+                if raft.leader() == Some(id) && raft.role() == Role::Follower {
+                    tracing::info!(leader = %id, term = raft.term().0, "the leader's connection closed; standing for election soon");
                 }
-                self.raft.report_disconnected(id);
+                self.replica.report_disconnected(id);
             }
-            Inbound::Frame(frame) => self.on_frame(frame),
-        }
-    }
-
-    fn on_frame(&mut self, frame: Frame) {
-        match frame {
-            Frame::Hello { .. } => {}
-            Frame::Raft(msg) => {
-                let from = msg.from;
-                if matches!(
-                    msg.body,
-                    ferrite_raft::Body::PreVote { .. }
-                        | ferrite_raft::Body::PreVoteResponse { .. }
-                        | ferrite_raft::Body::Vote { .. }
-                        | ferrite_raft::Body::VoteResponse { .. }
-                ) {
-                    tracing::debug!(
-                        %from,
-                        term = msg.term.0,
-                        my_term = self.raft.term().0,
-                        my_last = self.raft.log().last_index().0,
-                        my_last_term = self.raft.log().last_term().0,
-                        body = ?msg.body,
-                        "election message"
-                    );
-                }
-                if matches!(msg.body, ferrite_raft::Body::HeartbeatResponse { .. }) {
-                    if let Some(sent) = self.heartbeat_sent.remove(&from) {
-                        self.metrics.peer_rtt.record(sent.elapsed());
+            Inbound::Frame(frame) => {
+                if let Frame::Raft(msg) = &frame {
+                    if matches!(msg.body, ferrite_raft::Body::HeartbeatResponse { .. }) {
+                        if let Some(sent) = self.heartbeat_sent.remove(&msg.from) {
+                            self.metrics.peer_rtt.record(sent.elapsed());
+                        }
                     }
                 }
-                if let Err(e) = self.raft.step(msg) {
+                if let Err(e) = self.replica.on_frame(frame) {
                     Metrics::bump(&self.metrics.peer_frames_refused);
-                    tracing::warn!(peer = %from, "refused a message: {e}");
-                }
-            }
-            Frame::Forward { id, from, data } => self.on_forward(id, from, data),
-            Frame::ForwardReply { id, result } => {
-                if let Some((_, _, reply)) = self.forwarded.remove(&id) {
-                    let _ = reply.send(result.map_err(refusal_error));
-                }
-            }
-            Frame::ReadIndex { id, from } => {
-                let ctx = self.next_id();
-                match self.raft.read_index(ctx) {
-                    Ok(()) => {
-                        self.reads.insert(ctx, ReadOrigin::Remote { from, id });
-                    }
-                    Err(e) => {
-                        let result = Err(refusal(&e));
-                        self.transport
-                            .send(from, &Frame::ReadIndexReply { id, result });
-                    }
-                }
-            }
-            Frame::ReadIndexReply { id, result } => {
-                if let Some((_, _, query, reply)) = self.remote_reads.remove(&id) {
-                    match result {
-                        Ok(index) => {
-                            let _ = self.apply.send(ApplyMsg::ReadAt {
-                                index,
-                                query,
-                                reply,
-                            });
-                        }
-                        Err(r) => {
-                            let _ = reply.send(Err(refusal_error(r)));
-                        }
-                    }
+                    tracing::warn!("refused a peer message: {e}");
                 }
             }
         }
     }
 
-    /// A follower's client write, proposed here; the answer goes back when
-    /// it is applied.
-    fn on_forward(&mut self, id: u64, from: NodeId, data: Bytes) {
-        match self.raft.propose(data) {
-            Ok((index, term)) => {
-                let (tx, rx) = oneshot::channel();
-                self.wait(index, term, tx);
-                let transport = self.transport.clone();
-                tokio::spawn(async move {
-                    let result = match rx.await {
-                        Ok(Ok(reply)) => Ok(reply),
-                        Ok(Err(NodeError::Lost)) | Ok(Err(_)) | Err(_) => Err(Refusal::Busy),
-                    };
-                    transport.send(from, &Frame::ForwardReply { id, result });
-                });
-            }
-            Err(e) => {
-                let result = Err(refusal(&e));
-                self.transport
-                    .send(from, &Frame::ForwardReply { id, result });
-            }
-        }
+    /// Executes everything the replica asks for. False if storage or apply
+    /// is gone (the node cannot go on).
+    async fn flush(&mut self) -> bool {
+        let out = self.replica.take_output();
+        self.publish();
+        self.execute(out).await
     }
 
-    /// Executes everything the core asks for, until it is quiet.
-    fn flush(&mut self) {
+    async fn execute(&mut self, out: ReplicaOutput) -> bool {
+        for (id, answer) in out.answers {
+            if answer.is_err() {
+                Metrics::bump(&self.metrics.proposals_failed);
+            }
+            if let Some(reply) = self.replies.remove(&id) {
+                let _ = reply.send(answer);
+            }
+        }
+        for task in out.storage {
+            self.storage_outstanding += 1;
+            if self.storage.send(task).await.is_err() {
+                return false;
+            }
+        }
+        for (to, frame) in out.send {
+            if let Frame::Raft(msg) = &frame {
+                if matches!(msg.body, ferrite_raft::Body::Heartbeat { .. }) {
+                    self.heartbeat_sent.entry(to).or_insert_with(Instant::now);
+                }
+            }
+            self.transport.send(to, &frame);
+        }
+        if !out.apply.is_empty() {
+            let mut replies = Vec::new();
+            for task in &out.apply {
+                for requester in requesters(task) {
+                    if let Requester::Local(id) = requester {
+                        if let Some(reply) = self.replies.remove(&id) {
+                            replies.push((id, reply));
+                        }
+                    }
+                }
+            }
+            self.apply_outstanding += 1;
+            let msg = ApplyMsg {
+                tasks: out.apply,
+                replies,
+            };
+            if self.apply.send(msg).await.is_err() {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Mirrors the replica's view into metrics and the leader watch.
+    fn publish(&mut self) {
+        let raft = self.replica.raft();
         let m = &self.metrics;
-        Metrics::set(&m.term, self.raft.term().0);
-        Metrics::set(&m.leader, self.raft.leader().map_or(0, |l| l.0));
-        Metrics::set(&m.commit, self.raft.commit().0);
-        Metrics::set(&m.applied, self.raft.applied().0);
-        Metrics::set(&m.is_leader, u64::from(self.raft.role() == Role::Leader));
-        if self.raft.role() != self.last_role {
-            self.last_role = self.raft.role();
-            tracing::debug!(role = ?self.last_role, term = self.raft.term().0, "role changed");
+        Metrics::set(&m.term, raft.term().0);
+        Metrics::set(&m.leader, raft.leader().map_or(0, |l| l.0));
+        Metrics::set(&m.commit, raft.commit().0);
+        Metrics::set(&m.applied, raft.applied().0);
+        Metrics::set(&m.is_leader, u64::from(raft.role() == Role::Leader));
+        if raft.role() != self.last_role {
+            self.last_role = raft.role();
+            tracing::debug!(role = ?self.last_role, term = raft.term().0, "role changed");
         }
-        let leader = self.raft.leader();
+        let leader = raft.leader();
         if leader != *self.leader_tx.borrow() {
             tracing::info!(
                 leader = ?leader,
-                term = self.raft.term().0,
-                role = ?self.raft.role(),
+                term = raft.term().0,
+                role = ?raft.role(),
                 "leader changed"
             );
             self.leader_tx.send_replace(leader);
@@ -463,61 +479,16 @@ impl Driver {
                 Metrics::bump(&self.metrics.leader_changes);
             }
         }
-        loop {
-            let out = self.raft.take_output();
-            if out.is_empty() {
-                return;
-            }
-            if let Some(snapshot) = &out.persist.snapshot {
-                let _ = self.apply.send(ApplyMsg::Restore(snapshot.clone()));
-            }
-            if !out.persist.is_empty() || !out.send_after_persist.is_empty() {
-                let _ = self.storage.send(StorageMsg::Persist {
-                    persist: out.persist,
-                    after: out.send_after_persist,
-                });
-            }
-            for msg in out.send {
-                let to = msg.to;
-                if matches!(msg.body, ferrite_raft::Body::Heartbeat { .. }) {
-                    self.heartbeat_sent.entry(to).or_insert_with(Instant::now);
-                }
-                self.transport.send(to, &Frame::Raft(msg));
-            }
-            if !out.apply.is_empty() {
-                let _ = self.apply.send(ApplyMsg::Entries(out.apply));
-            }
-            for ready in out.reads {
-                match self.reads.remove(&ready.ctx) {
-                    Some(ReadOrigin::Local { query, reply }) => {
-                        let index = ready.index;
-                        let _ = self.apply.send(ApplyMsg::ReadAt {
-                            index,
-                            query,
-                            reply,
-                        });
-                    }
-                    Some(ReadOrigin::Remote { from, id }) => {
-                        let result = Ok(ready.index);
-                        self.transport
-                            .send(from, &Frame::ReadIndexReply { id, result });
-                    }
-                    None => {}
-                }
-            }
-            for ctx in out.reads_dropped {
-                match self.reads.remove(&ctx) {
-                    Some(ReadOrigin::Local { reply, .. }) => {
-                        let _ = reply.send(Err(NodeError::NoLeader));
-                    }
-                    Some(ReadOrigin::Remote { from, id }) => {
-                        let result = Err(Refusal::NotLeader { leader: None });
-                        self.transport
-                            .send(from, &Frame::ReadIndexReply { id, result });
-                    }
-                    None => {}
-                }
-            }
+    }
+}
+
+/// The requesters an apply task answers.
+fn requesters(task: &ApplyTask) -> Vec<Requester> {
+    match task {
+        ApplyTask::Restore(_) => Vec::new(),
+        ApplyTask::Entries { waiters, .. } => waiters.iter().map(|(_, r)| *r).collect(),
+        ApplyTask::ReadAt { requester, .. } | ApplyTask::Query { requester, .. } => {
+            vec![*requester]
         }
     }
 }
@@ -532,42 +503,9 @@ fn refuse(event: Event, error: NodeError) {
         Event::Transfer { reply, .. } => {
             let _ = reply.send(Err(error));
         }
-        _ => {}
-    }
-}
-
-pub fn propose_error(e: ProposeError) -> NodeError {
-    match e {
-        ProposeError::NotLeader { leader } => NodeError::NotLeader {
-            leader: Some(leader),
-        },
-        ProposeError::NoLeader => NodeError::NoLeader,
-        ProposeError::EntryTooLarge { .. } => NodeError::TooLarge,
-        ProposeError::InvalidMembershipChange(reason) => NodeError::Invalid(reason),
-        other => NodeError::Busy(other.to_string()),
-    }
-}
-
-fn refusal(e: &ProposeError) -> Refusal {
-    match e {
-        ProposeError::NotLeader { leader } => Refusal::NotLeader {
-            leader: Some(*leader),
-        },
-        ProposeError::NoLeader => Refusal::NotLeader { leader: None },
-        ProposeError::EntryTooLarge { .. } => Refusal::TooLarge,
-        _ => Refusal::Busy,
-    }
-}
-
-fn refusal_error(r: Refusal) -> NodeError {
-    match r {
-        Refusal::NotLeader {
-            leader: Some(leader),
-        } => NodeError::NotLeader {
-            leader: Some(leader),
-        },
-        Refusal::NotLeader { leader: None } => NodeError::NoLeader,
-        Refusal::Busy => NodeError::Busy("the leader could not serve it".into()),
-        Refusal::TooLarge => NodeError::TooLarge,
+        Event::Status { .. } => {}
+        Event::Shutdown { done } => {
+            let _ = done.send(());
+        }
     }
 }

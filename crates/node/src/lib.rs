@@ -1,12 +1,19 @@
-//! The node runtime: drives `ferrite-raft` with real time, disk and network.
+//! The node: the replica around the Raft core, and the threads that run it.
 //!
-//! One driver task owns the core (`driver.rs`); a storage thread makes its
-//! writes durable with group commit (`storage.rs`); an apply thread applies
-//! committed entries and answers clients (`apply.rs`); the transport keeps one
-//! TCP connection per peer with a versioned binary codec (`transport.rs`,
-//! `codec.rs`). The state machine is anything that implements
-//! [`StateMachine`]: the node routes opaque commands and replies.
+//! The replica's logic is sans-IO and deterministic, so that the simulator
+//! runs exactly the code that ships: [`Replica`] (`replica.rs`: proposals,
+//! forwarding, read index, outcomes, deadlines in ticks), [`Applier`]
+//! (`applier.rs`: apply in order, answer waiters, serve reads at their
+//! index, snapshot policy) and [`write_batch`] (`storage.rs`: the
+//! group-commit rule). The real node runs them with real time, disk and
+//! network: one driver task owns the replica (`driver.rs`), a storage thread
+//! owns the WAL (`storage.rs`), an apply thread owns the state machine
+//! (`apply.rs`), and the transport keeps one TCP connection per peer with a
+//! versioned binary codec (`transport.rs`, `codec.rs`). The state machine is
+//! anything that implements [`StateMachine`]: the node routes opaque
+//! commands and replies.
 
+mod applier;
 mod apply;
 pub mod codec;
 mod config;
@@ -15,13 +22,20 @@ mod error;
 mod machine;
 mod metrics;
 mod node;
+pub mod replica;
 mod storage;
 mod transport;
 
 pub use config::{NodeConfig, TICK};
 pub use driver::Status;
-pub use error::{NodeError, StartError};
-pub use machine::{MachineSnapshot, StateMachine};
+pub use applier::{Applied, Applier, SnapshotPolicy};
+pub use error::{NodeError, StartError, Unknown};
+pub use machine::{MachineError, MachineSnapshot, StateMachine};
+pub use replica::{
+    Answer, ApplyTask, Replica, ReplicaConfig, ReplicaCounters, ReplicaOutput, RequestId,
+    Requester, StorageTask,
+};
+pub use storage::{write_batch, Committed};
 pub use metrics::{Histogram, Metrics, SYNC_BUCKETS};
 pub use node::{wait_for_leader, Node};
 pub use transport::Faults;

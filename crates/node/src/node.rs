@@ -13,22 +13,25 @@ use ferrite_wal::{FileDisk, Wal, WalOptions};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, watch};
 
+use crate::applier::Applier;
 use crate::apply::{self, ApplyMsg};
 use crate::config::NodeConfig;
-use crate::driver::{Driver, Event, Status};
+use crate::driver::{Driver, Event, Status, ACKS_MAX, APPLY_MSGS_MAX, EVENTS_MAX, STORAGE_TASKS_MAX};
 use crate::error::{NodeError, StartError};
+use crate::replica::{Replica, ReplicaConfig};
 use std::sync::Arc;
 
 use crate::machine::StateMachine;
 use crate::metrics::Metrics;
-use crate::storage::{self, StorageMsg};
+use crate::replica::StorageTask;
+use crate::storage;
 use crate::transport::Faults;
 use crate::transport::Transport;
 
-/// Requests queued for the driver before callers wait.
-const EVENTS_MAX: usize = 65_536;
 /// Peer frames queued for the driver before connections are back-pressured.
 const INBOUND_MAX: usize = 16_384;
+/// The longest `shutdown` waits for the node to drain and stop.
+const SHUTDOWN_MAX: Duration = Duration::from_secs(15);
 
 #[derive(Clone)]
 pub struct Node {
@@ -73,7 +76,9 @@ impl Node {
             .map_or(Default::default(), |s| s.meta.index);
         let snapshot_bytes = durable.snapshot.as_ref().map_or(0, |s| s.data.len());
         if let Some(s) = &durable.snapshot {
-            machine.recover(&s.data).map_err(StartError::Snapshot)?;
+            machine
+                .recover(&s.data)
+                .map_err(|e| StartError::Snapshot(e.to_string()))?;
         }
         let mut raft_cfg = Config::new(cfg.id);
         raft_cfg.heartbeat_ticks = cfg.heartbeat_ticks;
@@ -106,31 +111,43 @@ impl Node {
         let listening = tokio::spawn(transport.clone().serve(listener));
 
         let metrics = Arc::new(Metrics::default());
-        let (storage_tx, storage_rx) = mpsc::unbounded_channel::<StorageMsg>();
-        let (apply_tx, apply_rx) = mpsc::unbounded_channel::<ApplyMsg>();
-        {
-            let events = events_tx.clone();
+        let (storage_tx, storage_rx) = mpsc::channel::<StorageTask>(STORAGE_TASKS_MAX);
+        let (apply_tx, apply_rx) = mpsc::channel::<ApplyMsg>(APPLY_MSGS_MAX);
+        let (acks_tx, acks_rx) = mpsc::channel(ACKS_MAX);
+        let storage_thread = {
+            let acks = acks_tx.clone();
             let transport = transport.clone();
             let metrics = metrics.clone();
             std::thread::Builder::new()
                 .name(format!("storage-{}", cfg.id))
-                .spawn(move || storage::run(wal, storage_rx, events, transport, metrics))
-                .map_err(|e| StartError::Config(format!("cannot start the storage thread: {e}")))?;
-        }
-        {
-            let events = events_tx.clone();
-            let every = cfg.snapshot_entries;
+                .spawn(move || storage::run(wal, storage_rx, acks, transport, metrics))
+                .map_err(|e| StartError::Config(format!("cannot start the storage thread: {e}")))?
+        };
+        let canary = raft.config().canary;
+        let applier = Applier::new(
+            machine,
+            cfg.snapshot_entries,
+            (snapshot_index, snapshot_bytes),
+            canary,
+        );
+        let apply_thread = {
+            let transport = transport.clone();
             std::thread::Builder::new()
                 .name(format!("apply-{}", cfg.id))
-                .spawn(move || {
-                    let last = (snapshot_index, snapshot_bytes);
-                    apply::run(machine, apply_rx, events, every, last)
-                })
-                .map_err(|e| StartError::Config(format!("cannot start the apply thread: {e}")))?;
-        }
+                .spawn(move || apply::run(applier, apply_rx, acks_tx, transport))
+                .map_err(|e| StartError::Config(format!("cannot start the apply thread: {e}")))?
+        };
         let (leader_tx, leader) = watch::channel(None);
-        let driver = Driver::new(
+        let request_ticks = (cfg.request_timeout.as_millis() / cfg.tick.as_millis().max(1)).max(1);
+        let replica = Replica::new(
             raft,
+            ReplicaConfig {
+                request_ticks: request_ticks as u64,
+                ..ReplicaConfig::default()
+            },
+        );
+        let driver = Driver::new(
+            replica,
             cfg.clone(),
             transport.clone(),
             storage_tx,
@@ -139,9 +156,24 @@ impl Node {
             leader_tx,
         );
         tokio::spawn(async move {
-            driver.run(events_rx, inbound_rx).await;
+            let done = driver.run(events_rx, acks_rx, inbound_rx).await;
             // Stop taking peer connections: a stopped node is gone.
             listening.abort();
+            // The driver dropped its ends: storage drains and syncs, apply
+            // answers what it holds; both are joined before `done`.
+            let joined = tokio::task::spawn_blocking(move || {
+                let storage = storage_thread.join().is_ok();
+                let apply = apply_thread.join().is_ok();
+                storage && apply
+            })
+            .await;
+            if !matches!(joined, Ok(true)) {
+                tracing::error!("a storage or apply thread panicked");
+            }
+            tracing::info!("node stopped");
+            if let Some(done) = done {
+                let _ = done.send(());
+            }
         });
         tracing::info!(id = %cfg.id, %peer_addr, snapshot = snapshot_index.0, "node started");
         Ok(Node {
@@ -201,13 +233,20 @@ impl Node {
         self.peer_addr
     }
 
+    /// Queues a request for the driver (refused busy when the queue is
+    /// full) and waits for its answer. The replica answers within the
+    /// request timeout; the extra second here only guards against a
+    /// driver that is stuck.
     async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Event) -> Result<T, NodeError> {
         let (tx, rx) = oneshot::channel();
-        self.events
-            .send(make(tx))
-            .await
-            .map_err(|_| NodeError::Stopped)?;
-        match tokio::time::timeout(self.cfg.request_timeout, rx).await {
+        self.events.try_send(make(tx)).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => {
+                NodeError::Busy(format!("{EVENTS_MAX} requests queued"))
+            }
+            mpsc::error::TrySendError::Closed(_) => NodeError::Stopped,
+        })?;
+        let within = self.cfg.request_timeout + Duration::from_secs(1);
+        match tokio::time::timeout(within, rx).await {
             Ok(Ok(answer)) => Ok(answer),
             Ok(Err(_)) => Err(NodeError::Stopped),
             Err(_) => Err(NodeError::Timeout),
@@ -270,9 +309,17 @@ impl Node {
         self.transport.set_address(id, addr);
     }
 
-    /// Stops the driver; storage and apply stop when their queues close.
+    /// Stops the node, as etcd does on SIGTERM: a leader first hands
+    /// leadership to the most up-to-date voter (bounded wait), new requests
+    /// are refused `Stopped`, waiting ones answered (a write already
+    /// proposed as unknown), storage drains and syncs, and the storage and
+    /// apply threads are joined. Returns once all of that is done, or after
+    /// `SHUTDOWN_MAX`.
     pub async fn shutdown(&self) {
-        let _ = self.events.send(Event::Shutdown).await;
+        let (done, stopped) = oneshot::channel();
+        if self.events.send(Event::Shutdown { done }).await.is_ok() {
+            let _ = tokio::time::timeout(SHUTDOWN_MAX, stopped).await;
+        }
     }
 }
 

@@ -8,7 +8,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use bytes::Bytes;
-use ferrite_node::{wait_for_leader, MachineSnapshot, Node, NodeConfig, NodeError, StateMachine};
+use ferrite_node::{
+    wait_for_leader, MachineError, MachineSnapshot, Node, NodeConfig, NodeError, StateMachine,
+};
 use ferrite_raft::{Index, NodeId};
 
 /// A tiny text machine: "set k v", "add k n" and the query "get k".
@@ -19,7 +21,7 @@ struct Text {
 }
 
 impl StateMachine for Text {
-    fn apply(&mut self, index: Index, command: &[u8]) -> Result<Bytes, String> {
+    fn apply(&mut self, index: Index, command: &[u8]) -> Result<Bytes, MachineError> {
         self.applied = index;
         let text = String::from_utf8_lossy(command);
         let words: Vec<&str> = text.split(' ').collect();
@@ -56,22 +58,28 @@ impl StateMachine for Text {
     fn applied(&self) -> Index {
         self.applied
     }
-    fn snapshot(&mut self) -> Result<MachineSnapshot, String> {
+    fn snapshot(&mut self) -> Result<MachineSnapshot, MachineError> {
         let mut s = format!("{}\n", self.applied.0);
         for (k, v) in &self.values {
             s.push_str(&format!("{k} {v}\n"));
         }
         Ok(MachineSnapshot::complete(Bytes::from(s)))
     }
-    fn install(&mut self, data: &[u8]) -> Result<(), String> {
+    fn install(&mut self, data: &[u8]) -> Result<(), MachineError> {
         self.recover(data)
     }
-    fn recover(&mut self, data: &[u8]) -> Result<(), String> {
+    fn recover(&mut self, data: &[u8]) -> Result<(), MachineError> {
+        self.restore(data).map_err(|e| MachineError::Restore(e.to_string()))
+    }
+}
+
+impl Text {
+    fn restore(&mut self, data: &[u8]) -> Result<(), &'static str> {
         *self = Text::default();
         if data.is_empty() {
             return Ok(());
         }
-        let text = std::str::from_utf8(data).map_err(|e| e.to_string())?;
+        let text = std::str::from_utf8(data).map_err(|_| "not text")?;
         let mut lines = text.lines();
         let applied = lines.next().ok_or("empty snapshot")?;
         self.applied = Index(applied.parse().map_err(|_| "bad applied index")?);
@@ -122,7 +130,7 @@ async fn propose(node: &Node, command: &str) -> String {
         match node.propose(Bytes::from(command.to_string())).await {
             Ok(reply) => return String::from_utf8_lossy(&reply).into_owned(),
             Err(
-                NodeError::NoLeader | NodeError::Busy(_) | NodeError::Timeout | NodeError::Lost,
+                NodeError::NoLeader | NodeError::Busy(_) | NodeError::Timeout | NodeError::Superseded,
             ) => tokio::time::sleep(Duration::from_millis(25)).await,
             Err(NodeError::NotLeader { .. }) => tokio::time::sleep(Duration::from_millis(25)).await,
             Err(e) => panic!("{command}: {e}"),

@@ -18,6 +18,18 @@ pub enum Canary {
     /// leader count its own unsynced entries toward a quorum.
     #[cfg(feature = "canary")]
     AckBeforePersist,
+    /// Forget the apply budget: hand out everything committed, however much
+    /// is still waiting to be applied.
+    #[cfg(feature = "canary")]
+    IgnoreApplyBudget,
+    /// The replica (ferrite-node) re-proposes a write whose outcome is
+    /// unknown, as if it had definitely not been applied.
+    #[cfg(feature = "canary")]
+    ReproposeUnknown,
+    /// The replica answers a linearizable read before its state machine has
+    /// applied up to the read index.
+    #[cfg(feature = "canary")]
+    ReadBeforeApplied,
 }
 
 impl Canary {
@@ -29,6 +41,9 @@ impl Canary {
                 Canary::CommitEarlierTerm,
                 Canary::VoteWithoutLogCheck,
                 Canary::AckBeforePersist,
+                Canary::IgnoreApplyBudget,
+                Canary::ReproposeUnknown,
+                Canary::ReadBeforeApplied,
             ]
         }
         #[cfg(not(feature = "canary"))]
@@ -46,6 +61,12 @@ impl Canary {
             Canary::VoteWithoutLogCheck => "vote-without-log-check",
             #[cfg(feature = "canary")]
             Canary::AckBeforePersist => "ack-before-persist",
+            #[cfg(feature = "canary")]
+            Canary::IgnoreApplyBudget => "ignore-apply-budget",
+            #[cfg(feature = "canary")]
+            Canary::ReproposeUnknown => "repropose-unknown",
+            #[cfg(feature = "canary")]
+            Canary::ReadBeforeApplied => "read-before-applied",
         }
     }
 
@@ -75,6 +96,39 @@ impl Canary {
         #[cfg(feature = "canary")]
         {
             self == Canary::AckBeforePersist
+        }
+        #[cfg(not(feature = "canary"))]
+        {
+            false
+        }
+    }
+
+    pub fn ignores_apply_budget(self) -> bool {
+        #[cfg(feature = "canary")]
+        {
+            self == Canary::IgnoreApplyBudget
+        }
+        #[cfg(not(feature = "canary"))]
+        {
+            false
+        }
+    }
+
+    pub fn reproposes_unknown(self) -> bool {
+        #[cfg(feature = "canary")]
+        {
+            self == Canary::ReproposeUnknown
+        }
+        #[cfg(not(feature = "canary"))]
+        {
+            false
+        }
+    }
+
+    pub fn reads_before_applied(self) -> bool {
+        #[cfg(feature = "canary")]
+        {
+            self == Canary::ReadBeforeApplied
         }
         #[cfg(not(feature = "canary"))]
         {

@@ -103,6 +103,11 @@ pub struct Raft {
     pub(crate) handed: Index,
     /// What the caller has reported as applied.
     pub(crate) applied: Index,
+    /// Batches handed out for apply and not yet reported applied: each
+    /// batch's last index and payload bytes, oldest first.
+    /// Invariant: `applying_bytes` is the sum of the batches' bytes.
+    pub(crate) applying: VecDeque<(Index, usize)>,
+    pub(crate) applying_bytes: usize,
     pub(crate) membership: Membership,
     /// Where `membership` came from: a config entry, or the snapshot's index.
     pub(crate) membership_index: Index,
@@ -196,6 +201,8 @@ impl Raft {
             leader: None,
             handed: snapshot_index,
             applied: snapshot_index,
+            applying: VecDeque::new(),
+            applying_bytes: 0,
             membership: snapshot_membership.clone(),
             membership_index: snapshot_index,
             snapshot_membership,
@@ -357,11 +364,24 @@ impl Raft {
         }
     }
 
-    /// The state machine has applied everything up to `index`.
+    /// The state machine has applied everything up to `index`: the bytes
+    /// of the batches up to there no longer count against the apply budget.
     pub fn on_applied(&mut self, index: Index) {
         if index > self.applied && index <= self.handed {
             self.applied = index;
         }
+        while let Some(&(last, bytes)) = self.applying.front() {
+            if last > self.applied {
+                break;
+            }
+            self.applying.pop_front();
+            self.applying_bytes -= bytes;
+        }
+    }
+
+    /// Payload bytes handed out for apply and not yet reported applied.
+    pub fn applying_bytes(&self) -> usize {
+        self.applying_bytes
     }
 
     /// Everything the caller must now do, in the order given in `output.rs`.
@@ -371,8 +391,17 @@ impl Raft {
         }
         let hs = self.hard_state();
         if hs != self.emitted {
+            // A new term or vote must be durable before anything that
+            // depends on it leaves (a vote above all); a commit index alone
+            // need not be.
+            if (hs.term, hs.vote) != (self.emitted.term, self.emitted.vote) {
+                self.out.must_sync = true;
+            }
             self.out.persist.hard_state = Some(hs);
             self.emitted = hs;
+        }
+        if !self.out.persist.entries.is_empty() || self.out.persist.snapshot.is_some() {
+            self.out.must_sync = true;
         }
         self.collect_apply();
         self.check_invariants();
@@ -575,18 +604,39 @@ impl Raft {
         self.out.reads.push(ReadReady { ctx, index });
     }
 
+    /// Hands out committed entries for apply, within the apply budget
+    /// (etcd's `maxApplyingEntsSize`): at most `apply_bytes_max` payload
+    /// bytes handed out and not yet applied, so that a slow state machine
+    /// holds entries back here, in the log, instead of in a queue. One entry
+    /// always goes when nothing is outstanding, however large.
     fn collect_apply(&mut self) {
         let upto = self
             .commit
             .min(self.persisted.max(self.log.snapshot_index()));
+        let budget = self.cfg.apply_bytes_max;
+        // The canary forgets what is outstanding: only each output is bounded.
+        let outstanding = if self.cfg.canary.ignores_apply_budget() {
+            0
+        } else {
+            self.applying_bytes
+        };
         let mut bytes = 0usize;
-        while self.handed < upto && bytes < self.cfg.apply_bytes_max {
+        while self.handed < upto {
             let Some(entry) = self.log.get(self.handed.next()) else {
                 break;
             };
-            bytes += entry.size();
+            let size = entry.size();
+            let total = outstanding + bytes;
+            if total > 0 && total + size > budget {
+                break;
+            }
+            bytes += size;
             self.out.apply.push(entry.clone());
             self.handed = self.handed.next();
+        }
+        if let Some(last) = self.out.apply.last() {
+            self.applying.push_back((last.index, bytes));
+            self.applying_bytes += bytes;
         }
     }
 
@@ -608,6 +658,12 @@ impl Raft {
             self.handed <= commit,
             "handed={} commit={commit}",
             self.handed
+        );
+        let queued: usize = self.applying.iter().map(|(_, b)| *b).sum();
+        assert!(
+            queued == self.applying_bytes,
+            "applying_bytes={} queued={queued}",
+            self.applying_bytes
         );
         assert!(
             self.applied <= self.handed,

@@ -7,6 +7,12 @@
 //!    would not pass `Raft::new`). Persists complete in the order they were
 //!    handed out.
 //! 2. Meanwhile `send` may leave at once.
+//!    `must_sync` says whether that takes an fdatasync before step 3: it is
+//!    false only when the persist moves nothing but the commit index (etcd's
+//!    `MustSync`); such a write may be lost in a crash, which is safe because
+//!    a restarted node learns the commit index again from the leader, and an
+//!    append-only log never keeps a commit index past the entries that
+//!    survived with it.
 //! 3. Once this persist and every earlier one is durable, send
 //!    `send_after_persist` and report `Raft::on_persisted` with `Persist::last`.
 //! 4. Restore the state machine from `persist.snapshot` if present, then
@@ -63,6 +69,9 @@ pub struct ReadReady {
 #[derive(Debug, Default)]
 pub struct Output {
     pub persist: Persist,
+    /// `persist` must be fdatasynced before `send_after_persist` leaves and
+    /// before `Raft::on_persisted` is reported (see the module header).
+    pub must_sync: bool,
     pub send: Vec<Message>,
     pub send_after_persist: Vec<Message>,
     pub apply: Vec<Entry>,

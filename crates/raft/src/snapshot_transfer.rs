@@ -238,6 +238,9 @@ impl Raft {
         self.commit = meta.index;
         self.handed = meta.index;
         self.applied = meta.index;
+        // What was handed out before is superseded by the snapshot.
+        self.applying.clear();
+        self.applying_bytes = 0;
         self.persisted = self.persisted.min(meta.index.prev());
         self.recompute_membership();
         self.out.persist.entries.clear();

@@ -1,0 +1,973 @@
+//! The replica: everything between the front ends and the Raft core, as a
+//! deterministic state machine with no IO, no clock and no threads. The real
+//! node runs it on a tokio task (`driver.rs`); the simulator runs the very
+//! same code on virtual time. Only the network, the disk and the clock
+//! differ.
+//!
+//! It owns the core and the requests around it:
+//! - client writes: proposed here when leading, forwarded to the leader
+//!   otherwise, and parked while no leader is known; each ends in exactly
+//!   one outcome: applied (with the state machine's reply, answered by the
+//!   apply side), definitely not applied, or unknown (see `NodeError`);
+//! - linearizable reads: ReadIndex here when leading, asked of the leader
+//!   otherwise; the confirmed read index goes to the apply side, which
+//!   answers once it has applied that far (`apply.rs`);
+//! - requests forwarded by followers, answered with frames;
+//! - what the core says to persist (with its must-sync flag), send and
+//!   apply, turned into tasks for the executor's storage and apply workers;
+//! - time, as ticks: request deadlines are counted in them.
+//!
+//! Outcomes, and why each is safe:
+//! - an entry proposed here that commits with the same term is applied: the
+//!   apply side answers with its reply;
+//! - one whose index commits with another term was not applied
+//!   (`Superseded`): it may be proposed again, and is while its deadline
+//!   lasts;
+//! - one whose index a snapshot from the leader covers may or may not be in
+//!   it (unless its term is above the snapshot's: then it cannot be): its
+//!   outcome is unknown, and it is never proposed again by the server;
+//! - a forwarded write whose leader stops leading (or goes silent until the
+//!   deadline) is unknown too.
+//!
+//! Handlers follow one shape: ignore untrusted input first (and count it),
+//! then do the work; `check_invariants` asserts what must hold after every
+//! input (always in the simulator, in debug builds elsewhere).
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+use ferrite_raft::{
+    Entry, Index, MembershipChange, Message, NodeId, Persist, ProposeError, Raft, Snapshot, Term,
+};
+
+use crate::codec::{Frame, Refusal};
+use crate::error::{NodeError, Unknown};
+
+/// A request of one of this member's clients, named by the replica.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct RequestId(pub u64);
+
+/// Who waits for an answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Requester {
+    /// A client of this member: the executor holds its channel.
+    Local(RequestId),
+    /// A write forwarded by a follower: answered with a `ForwardReply`.
+    Peer { from: NodeId, id: u64 },
+}
+
+/// What a request ends with.
+pub type Answer = Result<Bytes, NodeError>;
+
+/// Work for the apply side, to be done in the order given.
+#[derive(Debug)]
+pub enum ApplyTask {
+    /// Replace the state with the leader's snapshot.
+    Restore(Snapshot),
+    /// Apply `entries` in order; answer each waiter with its entry's reply
+    /// (the replica has checked that the entry is the waiter's own).
+    Entries {
+        entries: Vec<Entry>,
+        waiters: Vec<(Index, Requester)>,
+    },
+    /// Answer `query` once everything up to `index` is applied.
+    ReadAt {
+        index: Index,
+        query: Bytes,
+        requester: Requester,
+    },
+    /// Answer `query` from the state as it is (a serializable read).
+    Query { query: Bytes, requester: Requester },
+}
+
+/// Work for the storage side, in order.
+#[derive(Debug)]
+pub enum StorageTask {
+    /// Write `persist`; fdatasync it first if `must_sync`; then send `after`
+    /// and report `Replica::on_persisted` with `persist.last()`.
+    Persist {
+        persist: Persist,
+        must_sync: bool,
+        after: Vec<Message>,
+    },
+    /// A snapshot this member took: durable before the log prefix goes.
+    Snapshot(Snapshot),
+}
+
+/// Everything one step asks the executor to do.
+#[derive(Debug, Default)]
+pub struct ReplicaOutput {
+    pub storage: Vec<StorageTask>,
+    /// Frames that may leave now.
+    pub send: Vec<(NodeId, Frame)>,
+    pub apply: Vec<ApplyTask>,
+    /// Answers to local requests decided here (refusals, superseded,
+    /// unknown); answers with a state machine reply come from the apply side.
+    pub answers: Vec<(RequestId, Answer)>,
+}
+
+impl ReplicaOutput {
+    pub fn is_empty(&self) -> bool {
+        self.storage.is_empty()
+            && self.send.is_empty()
+            && self.apply.is_empty()
+            && self.answers.is_empty()
+    }
+}
+
+/// Counters of what the replica ignored or decided, for metrics and the
+/// simulator's summary.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ReplicaCounters {
+    /// Frames from peers that named no request of ours (late, duplicated).
+    pub ignored_frames: u64,
+    /// Writes proposed again after a definite "not applied".
+    pub reproposed: u64,
+    /// Writes answered "unknown".
+    pub unknown: u64,
+    /// Writes answered "superseded" or re-proposed after it.
+    pub superseded: u64,
+}
+
+/// Limits of the replica.
+#[derive(Clone, Copy, Debug)]
+pub struct ReplicaConfig {
+    /// Ticks a request may wait for its answer before it is answered
+    /// `Timeout` (a write) or its last refusal (a read, or a parked write).
+    pub request_ticks: u64,
+    /// Local requests waiting at once; beyond it new ones are refused busy.
+    pub requests_max: usize,
+}
+
+impl Default for ReplicaConfig {
+    fn default() -> ReplicaConfig {
+        ReplicaConfig {
+            request_ticks: 50,
+            requests_max: REQUESTS_MAX,
+        }
+    }
+}
+
+/// Local requests (writes and reads) waiting at once, by default.
+pub const REQUESTS_MAX: usize = 65_536;
+
+struct LocalWrite {
+    data: Bytes,
+    deadline: u64,
+    state: WriteState,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum WriteState {
+    /// Waiting for a leader; the last refusal is the answer at the deadline.
+    Parked(NodeError),
+    /// In this leader's log at `index`, proposed in `term`.
+    Proposed { index: Index, term: Term },
+    /// Sent to the leader `to`.
+    Forwarded { to: NodeId },
+}
+
+struct LocalRead {
+    query: Bytes,
+    deadline: u64,
+    state: ReadState,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum ReadState {
+    Parked(NodeError),
+    /// Waiting for this leader's ReadIndex with context `ctx`.
+    Confirming { ctx: u64 },
+    /// Asked of the leader `to`.
+    Forwarded { to: NodeId },
+}
+
+/// Who asked for a read index given to the core.
+#[derive(Clone, Copy, Debug)]
+enum ReadOrigin {
+    Local(RequestId),
+    Peer { from: NodeId, id: u64 },
+}
+
+pub struct Replica {
+    raft: Raft,
+    cfg: ReplicaConfig,
+    /// Ticks since start.
+    now: u64,
+    next_id: u64,
+    writes: BTreeMap<RequestId, LocalWrite>,
+    reads: BTreeMap<RequestId, LocalRead>,
+    /// Entries this member proposed as leader, with who waits for them.
+    /// Invariant: a `Local` requester here is a write in state `Proposed`
+    /// with the same index and term, or a membership change.
+    proposed: BTreeMap<Index, (Term, Requester)>,
+    /// Membership changes waiting for their entry.
+    changes: BTreeMap<RequestId, u64>,
+    read_ctx: BTreeMap<u64, ReadOrigin>,
+    /// The leader when parked requests were last tried.
+    last_leader: Option<NodeId>,
+    out: ReplicaOutput,
+    counters: ReplicaCounters,
+}
+
+impl Replica {
+    pub fn new(raft: Raft, cfg: ReplicaConfig) -> Replica {
+        Replica {
+            raft,
+            cfg,
+            now: 0,
+            next_id: 0,
+            writes: BTreeMap::new(),
+            reads: BTreeMap::new(),
+            proposed: BTreeMap::new(),
+            changes: BTreeMap::new(),
+            read_ctx: BTreeMap::new(),
+            last_leader: None,
+            out: ReplicaOutput::default(),
+            counters: ReplicaCounters::default(),
+        }
+    }
+
+    // ---- Inspection -------------------------------------------------------
+
+    pub fn raft(&self) -> &Raft {
+        &self.raft
+    }
+
+    pub fn id(&self) -> NodeId {
+        self.raft.id()
+    }
+
+    pub fn leader(&self) -> Option<NodeId> {
+        self.raft.leader()
+    }
+
+    pub fn counters(&self) -> &ReplicaCounters {
+        &self.counters
+    }
+
+    /// Local requests waiting for an answer decided here.
+    pub fn waiting(&self) -> usize {
+        self.writes.len() + self.reads.len() + self.changes.len()
+    }
+
+    // ---- Client requests --------------------------------------------------
+
+    fn next_request(&mut self) -> RequestId {
+        self.next_id += 1;
+        RequestId(self.next_id)
+    }
+
+    fn full(&mut self, id: RequestId) -> bool {
+        if self.waiting() >= self.cfg.requests_max {
+            let busy = NodeError::Busy(format!(
+                "{} requests waiting (limit {})",
+                self.waiting(),
+                self.cfg.requests_max
+            ));
+            self.out.answers.push((id, Err(busy)));
+            return true;
+        }
+        false
+    }
+
+    /// A client write. The answer comes in `ReplicaOutput::answers` or from
+    /// the apply side, under the returned id.
+    pub fn propose(&mut self, data: Bytes) -> RequestId {
+        let id = self.next_request();
+        if self.full(id) {
+            return id;
+        }
+        let write = LocalWrite {
+            data,
+            deadline: self.now + self.cfg.request_ticks,
+            state: WriteState::Parked(NodeError::NoLeader),
+        };
+        self.writes.insert(id, write);
+        self.try_write(id);
+        id
+    }
+
+    /// A client read: linearizable (ReadIndex, here or at the leader) or
+    /// serializable (this member's state as it is).
+    pub fn read(&mut self, query: Bytes, linearizable: bool) -> RequestId {
+        let id = self.next_request();
+        if !linearizable {
+            let requester = Requester::Local(id);
+            self.out.apply.push(ApplyTask::Query { query, requester });
+            return id;
+        }
+        if self.full(id) {
+            return id;
+        }
+        let read = LocalRead {
+            query,
+            deadline: self.now + self.cfg.request_ticks,
+            state: ReadState::Parked(NodeError::NoLeader),
+        };
+        self.reads.insert(id, read);
+        self.try_read(id);
+        id
+    }
+
+    /// A membership change, proposed here (only a leader takes one).
+    pub fn change_membership(&mut self, change: MembershipChange) -> RequestId {
+        let id = self.next_request();
+        match self.raft.propose_membership(change) {
+            Ok((index, term)) => {
+                self.changes.insert(id, self.now + self.cfg.request_ticks);
+                self.wait_for_entry(index, term, Requester::Local(id));
+            }
+            Err(e) => self.out.answers.push((id, Err(propose_error(e)))),
+        }
+        id
+    }
+
+    pub fn transfer_leader(&mut self, to: NodeId) -> Result<(), NodeError> {
+        self.raft.transfer_leader(to).map_err(propose_error)
+    }
+
+    /// Tries a write where it can go now: proposed here, forwarded to the
+    /// leader, or parked until one is known.
+    fn try_write(&mut self, id: RequestId) {
+        let Some(write) = self.writes.get(&id) else {
+            return;
+        };
+        debug_assert!(matches!(write.state, WriteState::Parked(_)));
+        let data = write.data.clone();
+        let state = match self.raft.propose(data.clone()) {
+            Ok((index, term)) => {
+                self.wait_for_entry(index, term, Requester::Local(id));
+                WriteState::Proposed { index, term }
+            }
+            Err(ProposeError::NotLeader { leader }) => {
+                let me = self.id();
+                let frame = Frame::Forward {
+                    id: id.0,
+                    from: me,
+                    data,
+                };
+                self.out.send.push((leader, frame));
+                WriteState::Forwarded { to: leader }
+            }
+            Err(e) if parks(&e) => WriteState::Parked(propose_error(e)),
+            Err(e) => {
+                self.writes.remove(&id);
+                self.out.answers.push((id, Err(propose_error(e))));
+                return;
+            }
+        };
+        if let Some(write) = self.writes.get_mut(&id) {
+            write.state = state;
+        }
+    }
+
+    fn try_read(&mut self, id: RequestId) {
+        let ctx = id.0;
+        let state = match self.raft.read_index(ctx) {
+            Ok(()) => {
+                self.read_ctx.insert(ctx, ReadOrigin::Local(id));
+                ReadState::Confirming { ctx }
+            }
+            Err(ProposeError::NotLeader { leader }) => {
+                let me = self.id();
+                let frame = Frame::ReadIndex { id: ctx, from: me };
+                self.out.send.push((leader, frame));
+                ReadState::Forwarded { to: leader }
+            }
+            Err(e) if parks(&e) => ReadState::Parked(propose_error(e)),
+            Err(e) => {
+                self.reads.remove(&id);
+                self.out.answers.push((id, Err(propose_error(e))));
+                return;
+            }
+        };
+        if let Some(read) = self.reads.get_mut(&id) {
+            read.state = state;
+        }
+    }
+
+    /// Someone waits for the entry proposed at `index` in `term`. An entry
+    /// of an earlier term still waited for at that index was overwritten in
+    /// this member's log; whether it committed elsewhere is decided when
+    /// the index commits, but its waiter can no longer be told apart: it
+    /// is not ours any more, so it was not applied.
+    fn wait_for_entry(&mut self, index: Index, term: Term, requester: Requester) {
+        if let Some((old_term, old)) = self.proposed.insert(index, (term, requester)) {
+            assert!(old_term < term, "index {index} proposed twice in term {term}");
+            self.not_applied(old, NodeError::Superseded);
+        }
+    }
+
+    // ---- Time ---------------------------------------------------------------
+
+    /// One tick: the core's, then deadlines, then parked requests get
+    /// another try.
+    pub fn tick(&mut self) {
+        self.now += 1;
+        self.raft.tick();
+        self.expire();
+        self.retry_parked();
+    }
+
+    /// Answers the requests whose deadline passed, and forwarded ones whose
+    /// leader no longer leads (it will never answer).
+    fn expire(&mut self) {
+        let (now, leader) = (self.now, self.raft.leader());
+        let expired: Vec<RequestId> = self
+            .writes
+            .iter()
+            .filter(|(_, w)| {
+                now >= w.deadline
+                    || matches!(w.state, WriteState::Forwarded { to } if leader != Some(to))
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for id in expired {
+            let Some(write) = self.writes.remove(&id) else {
+                continue;
+            };
+            let answer = match write.state {
+                WriteState::Parked(last) => last,
+                WriteState::Proposed { index, term } => {
+                    // The apply side answers it if it still applies; nobody
+                    // waits for it here any more.
+                    if self.proposed.get(&index) == Some(&(term, Requester::Local(id))) {
+                        self.proposed.remove(&index);
+                    }
+                    NodeError::Timeout
+                }
+                WriteState::Forwarded { to } if leader != Some(to) && now < write.deadline => {
+                    self.counters.unknown += 1;
+                    if self.raft.config().canary.reproposes_unknown() {
+                        // Canary: treat "unknown" as "not applied".
+                        self.counters.reproposed += 1;
+                        let parked = WriteState::Parked(NodeError::NoLeader);
+                        self.writes.insert(id, LocalWrite { state: parked, ..write });
+                        continue;
+                    }
+                    NodeError::Unknown(Unknown::LeaderChanged)
+                }
+                WriteState::Forwarded { .. } => NodeError::Timeout,
+            };
+            self.out.answers.push((id, Err(answer)));
+        }
+        let expired: Vec<RequestId> = self
+            .reads
+            .iter()
+            .filter(|(_, r)| {
+                now >= r.deadline
+                    || matches!(r.state, ReadState::Forwarded { to } if leader != Some(to))
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for id in expired {
+            let Some(read) = self.reads.get_mut(&id) else {
+                continue;
+            };
+            if now < read.deadline {
+                // Its leader is gone: ask again (a read is always safe to).
+                read.state = ReadState::Parked(NodeError::NoLeader);
+                continue;
+            }
+            let Some(read) = self.reads.remove(&id) else {
+                continue;
+            };
+            let answer = match read.state {
+                ReadState::Parked(last) => last,
+                ReadState::Confirming { ctx } => {
+                    self.read_ctx.remove(&ctx);
+                    NodeError::Timeout
+                }
+                ReadState::Forwarded { .. } => NodeError::Timeout,
+            };
+            self.out.answers.push((id, Err(answer)));
+        }
+        let expired: Vec<RequestId> = self
+            .changes
+            .iter()
+            .filter(|(_, deadline)| now >= **deadline)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in expired {
+            self.changes.remove(&id);
+            self.proposed
+                .retain(|_, (_, r)| *r != Requester::Local(id));
+            self.out.answers.push((id, Err(NodeError::Timeout)));
+        }
+    }
+
+    /// Gives every parked request another try; called on ticks and when a
+    /// leader becomes known, never in a loop of its own.
+    fn retry_parked(&mut self) {
+        let writes: Vec<RequestId> = self
+            .writes
+            .iter()
+            .filter(|(_, w)| matches!(w.state, WriteState::Parked(_)))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in writes {
+            self.try_write(id);
+        }
+        let reads: Vec<RequestId> = self
+            .reads
+            .iter()
+            .filter(|(_, r)| matches!(r.state, ReadState::Parked(_)))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in reads {
+            self.try_read(id);
+        }
+    }
+
+    // ---- Outcomes -------------------------------------------------------------
+
+    /// `requester`'s write was definitely not applied: a local one goes
+    /// again while its deadline lasts, a peer's is told so.
+    fn not_applied(&mut self, requester: Requester, why: NodeError) {
+        debug_assert!(why.not_applied(), "{why:?}");
+        if why == NodeError::Superseded {
+            self.counters.superseded += 1;
+        }
+        match requester {
+            Requester::Local(id) => {
+                if self.changes.remove(&id).is_some() {
+                    self.out.answers.push((id, Err(why)));
+                    return;
+                }
+                let Some(write) = self.writes.get_mut(&id) else {
+                    return;
+                };
+                if self.now < write.deadline && why.retryable() {
+                    self.counters.reproposed += 1;
+                    write.state = WriteState::Parked(why);
+                    if self.raft.leader().is_some() {
+                        self.try_write(id);
+                    }
+                } else {
+                    self.writes.remove(&id);
+                    self.out.answers.push((id, Err(why)));
+                }
+            }
+            Requester::Peer { from, id } => {
+                let result = Err(refusal(&why));
+                self.out.send.push((from, Frame::ForwardReply { id, result }));
+            }
+        }
+    }
+
+    /// `requester`'s write may or may not have been applied: it is answered
+    /// so and never proposed again by the server.
+    fn unknown(&mut self, requester: Requester, why: Unknown) {
+        self.counters.unknown += 1;
+        match requester {
+            Requester::Local(id) => {
+                if self.changes.remove(&id).is_some() {
+                    self.out.answers.push((id, Err(NodeError::Unknown(why))));
+                    return;
+                }
+                let Some(write) = self.writes.get_mut(&id) else {
+                    return;
+                };
+                if self.raft.config().canary.reproposes_unknown() && self.now < write.deadline {
+                    // Canary: the bug this module exists to prevent.
+                    self.counters.reproposed += 1;
+                    write.state = WriteState::Parked(NodeError::NoLeader);
+                    return;
+                }
+                self.writes.remove(&id);
+                self.out.answers.push((id, Err(NodeError::Unknown(why))));
+            }
+            Requester::Peer { from, id } => {
+                let result = Err(Refusal::Unknown);
+                self.out.send.push((from, Frame::ForwardReply { id, result }));
+            }
+        }
+    }
+
+    // ---- Peers ---------------------------------------------------------------
+
+    /// A frame from a peer. Raft messages the core refuses are counted and
+    /// dropped; replies that name no waiting request (late, after a
+    /// deadline) are ignored.
+    pub fn on_frame(&mut self, frame: Frame) -> Result<(), ferrite_raft::StepError> {
+        match frame {
+            Frame::Hello { .. } => {}
+            Frame::Raft(msg) => self.raft.step(msg)?,
+            Frame::Forward { id, from, data } => self.on_forward(id, from, data),
+            Frame::ForwardReply { id, result } => self.on_forward_reply(RequestId(id), result),
+            Frame::ReadIndex { id, from } => self.on_read_index(id, from),
+            Frame::ReadIndexReply { id, result } => {
+                self.on_read_index_reply(RequestId(id), result)
+            }
+        }
+        Ok(())
+    }
+
+    pub fn report_unreachable(&mut self, peer: NodeId) {
+        self.raft.report_unreachable(peer);
+    }
+
+    pub fn report_disconnected(&mut self, peer: NodeId) {
+        self.raft.report_disconnected(peer);
+    }
+
+    /// A follower's client write, proposed here; the apply side answers it
+    /// with a frame once applied.
+    fn on_forward(&mut self, id: u64, from: NodeId, data: Bytes) {
+        match self.raft.propose(data) {
+            Ok((index, term)) => self.wait_for_entry(index, term, Requester::Peer { from, id }),
+            Err(e) => {
+                let result = Err(refusal(&propose_error(e)));
+                self.out.send.push((from, Frame::ForwardReply { id, result }));
+            }
+        }
+    }
+
+    fn on_forward_reply(&mut self, id: RequestId, result: Result<Bytes, Refusal>) {
+        let forwarded = self
+            .writes
+            .get(&id)
+            .is_some_and(|w| matches!(w.state, WriteState::Forwarded { .. }));
+        if !forwarded {
+            self.counters.ignored_frames += 1;
+            return;
+        }
+        match result {
+            Ok(reply) => {
+                self.writes.remove(&id);
+                self.out.answers.push((id, Ok(reply)));
+            }
+            Err(Refusal::Unknown) => self.unknown(Requester::Local(id), Unknown::LeaderChanged),
+            Err(r) => self.not_applied(Requester::Local(id), refusal_error(r)),
+        }
+    }
+
+    fn on_read_index(&mut self, id: u64, from: NodeId) {
+        // Read contexts and request ids come from one counter: a peer's
+        // context never meets a local read's.
+        let ctx = self.next_request().0;
+        match self.raft.read_index(ctx) {
+            Ok(()) => {
+                self.read_ctx.insert(ctx, ReadOrigin::Peer { from, id });
+            }
+            Err(e) => {
+                let result = Err(refusal(&propose_error(e)));
+                self.out.send.push((from, Frame::ReadIndexReply { id, result }));
+            }
+        }
+    }
+
+    fn on_read_index_reply(&mut self, id: RequestId, result: Result<Index, Refusal>) {
+        let forwarded = self
+            .reads
+            .get(&id)
+            .is_some_and(|r| matches!(r.state, ReadState::Forwarded { .. }));
+        if !forwarded {
+            self.counters.ignored_frames += 1;
+            return;
+        }
+        match result {
+            Ok(index) => {
+                if let Some(read) = self.reads.remove(&id) {
+                    let requester = Requester::Local(id);
+                    let query = read.query;
+                    self.out.apply.push(ApplyTask::ReadAt {
+                        index,
+                        query,
+                        requester,
+                    });
+                }
+            }
+            Err(r) => {
+                if let Some(read) = self.reads.get_mut(&id) {
+                    read.state = ReadState::Parked(refusal_error(r));
+                }
+            }
+        }
+    }
+
+    // ---- Storage and apply report back ------------------------------------
+
+    /// Storage made everything up to `(index, term)` durable.
+    pub fn on_persisted(&mut self, index: Index, term: Term) {
+        self.raft.on_persisted(index, term);
+    }
+
+    /// The apply side has applied everything up to `index`.
+    pub fn on_applied(&mut self, index: Index) {
+        self.raft.on_applied(index);
+    }
+
+    /// The state machine's snapshot at `index` is encoded and durable: the
+    /// log up to there may go, once the snapshot file is saved.
+    pub fn on_snapshot_ready(&mut self, index: Index, data: Bytes) {
+        match self.raft.compact(index, data.clone()) {
+            Ok(meta) => self
+                .out
+                .storage
+                .push(StorageTask::Snapshot(Snapshot { meta, data })),
+            Err(e) => tracing::warn!("snapshot at {index} not used: {e}"),
+        }
+    }
+
+    // ---- Output ---------------------------------------------------------------
+
+    /// Everything to do now, until the core is quiet.
+    pub fn take_output(&mut self) -> ReplicaOutput {
+        if self.raft.leader() != self.last_leader {
+            self.last_leader = self.raft.leader();
+            if self.last_leader.is_some() {
+                self.retry_parked();
+            }
+        }
+        loop {
+            let out = self.raft.take_output();
+            if out.is_empty() {
+                break;
+            }
+            if let Some(snapshot) = &out.persist.snapshot {
+                self.on_snapshot_installed(snapshot.meta.index, snapshot.meta.term);
+                self.out.apply.push(ApplyTask::Restore(snapshot.clone()));
+            }
+            if !out.persist.is_empty() || !out.send_after_persist.is_empty() {
+                self.out.storage.push(StorageTask::Persist {
+                    persist: out.persist,
+                    must_sync: out.must_sync,
+                    after: out.send_after_persist,
+                });
+            }
+            for msg in out.send {
+                self.out.send.push((msg.to, Frame::Raft(msg)));
+            }
+            if !out.apply.is_empty() {
+                self.hand_to_apply(out.apply);
+            }
+            for ready in out.reads {
+                self.on_read_ready(ready.ctx, ready.index);
+            }
+            for ctx in out.reads_dropped {
+                self.on_read_dropped(ctx);
+            }
+        }
+        self.check_invariants();
+        std::mem::take(&mut self.out)
+    }
+
+    /// Committed entries go to the apply side with their waiters: an entry
+    /// with the term it was proposed in is the waiter's own; one with
+    /// another term took its place, so the waiter's was not applied.
+    fn hand_to_apply(&mut self, entries: Vec<Entry>) {
+        let mut waiters = Vec::new();
+        let (first, last) = match (entries.first(), entries.last()) {
+            (Some(f), Some(l)) => (f.index, l.index),
+            _ => return,
+        };
+        let waiting: Vec<Index> = self.proposed.range(first..=last).map(|(i, _)| *i).collect();
+        for index in waiting {
+            let Some((term, requester)) = self.proposed.remove(&index) else {
+                continue;
+            };
+            let entry_term = entries
+                .get(index.distance_from(first) as usize)
+                .map(|e| e.term);
+            if entry_term == Some(term) {
+                if let Requester::Local(id) = requester {
+                    self.writes.remove(&id);
+                    self.changes.remove(&id);
+                }
+                waiters.push((index, requester));
+            } else {
+                self.not_applied(requester, NodeError::Superseded);
+            }
+        }
+        self.out.apply.push(ApplyTask::Entries { entries, waiters });
+    }
+
+    /// A snapshot from the leader replaced the log up to `index`: entries
+    /// this member proposed at or below it are in the snapshot or not, and
+    /// their replies are not. Only one proposed in a term above the
+    /// snapshot's is certainly not in it (the committed entry at its index
+    /// has a term at most the snapshot's).
+    fn on_snapshot_installed(&mut self, index: Index, term: Term) {
+        let covered: Vec<Index> = self.proposed.range(..=index).map(|(i, _)| *i).collect();
+        for i in covered {
+            let Some((entry_term, requester)) = self.proposed.remove(&i) else {
+                continue;
+            };
+            if entry_term > term {
+                self.not_applied(requester, NodeError::Superseded);
+            } else {
+                self.unknown(requester, Unknown::CoveredBySnapshot);
+            }
+        }
+    }
+
+    fn on_read_ready(&mut self, ctx: u64, index: Index) {
+        match self.read_ctx.remove(&ctx) {
+            Some(ReadOrigin::Local(id)) => {
+                if let Some(read) = self.reads.remove(&id) {
+                    let requester = Requester::Local(id);
+                    self.out.apply.push(ApplyTask::ReadAt {
+                        index,
+                        query: read.query,
+                        requester,
+                    });
+                }
+            }
+            Some(ReadOrigin::Peer { from, id }) => {
+                let result = Ok(index);
+                self.out.send.push((from, Frame::ReadIndexReply { id, result }));
+            }
+            None => {}
+        }
+    }
+
+    /// Leadership was lost before the read was confirmed: a local read goes
+    /// again, a peer's is told to.
+    fn on_read_dropped(&mut self, ctx: u64) {
+        match self.read_ctx.remove(&ctx) {
+            Some(ReadOrigin::Local(id)) => {
+                if let Some(read) = self.reads.get_mut(&id) {
+                    read.state = ReadState::Parked(NodeError::NoLeader);
+                }
+            }
+            Some(ReadOrigin::Peer { from, id }) => {
+                let result = Err(Refusal::NotLeader { leader: None });
+                self.out.send.push((from, Frame::ReadIndexReply { id, result }));
+            }
+            None => {}
+        }
+    }
+
+    /// Stops: every request still waiting here is answered. A write that
+    /// was proposed or forwarded may still commit: its outcome is unknown.
+    pub fn stop(&mut self) -> ReplicaOutput {
+        for (id, write) in std::mem::take(&mut self.writes) {
+            let answer = match write.state {
+                WriteState::Parked(last) => last,
+                _ => NodeError::Stopped,
+            };
+            self.out.answers.push((id, Err(answer)));
+        }
+        for (id, _) in std::mem::take(&mut self.reads) {
+            self.out.answers.push((id, Err(NodeError::Stopped)));
+        }
+        for (id, _) in std::mem::take(&mut self.changes) {
+            self.out.answers.push((id, Err(NodeError::Stopped)));
+        }
+        for (_, (_, requester)) in std::mem::take(&mut self.proposed) {
+            if let Requester::Peer { from, id } = requester {
+                let result = Err(Refusal::Unknown);
+                self.out.send.push((from, Frame::ForwardReply { id, result }));
+            }
+        }
+        self.read_ctx.clear();
+        std::mem::take(&mut self.out)
+    }
+
+    /// What must hold after every input. Cheap enough for every simulated
+    /// step; the real node runs it in debug builds.
+    pub fn check_invariants(&self) {
+        if cfg!(debug_assertions) {
+            self.assert_invariants();
+        }
+    }
+
+    pub fn assert_invariants(&self) {
+        self.raft.assert_invariants();
+        for (id, write) in &self.writes {
+            if let WriteState::Proposed { index, term } = write.state {
+                assert_eq!(
+                    self.proposed.get(&index),
+                    Some(&(term, Requester::Local(*id))),
+                    "write {id:?} proposed at {index} in {term} is not waited for there"
+                );
+            }
+            assert!(
+                write.deadline <= self.now + self.cfg.request_ticks,
+                "write {id:?} deadline {} beyond now {} + {}",
+                write.deadline,
+                self.now,
+                self.cfg.request_ticks
+            );
+        }
+        for (index, (term, requester)) in &self.proposed {
+            if let Requester::Local(id) = requester {
+                let own = self.writes.get(id).is_some_and(|w| {
+                    w.state
+                        == WriteState::Proposed {
+                            index: *index,
+                            term: *term,
+                        }
+                });
+                assert!(
+                    own || self.changes.contains_key(id),
+                    "entry {index} waited for by {id:?}, which waits for nothing there"
+                );
+            }
+        }
+        for (id, read) in &self.reads {
+            if let ReadState::Confirming { ctx } = read.state {
+                assert!(
+                    matches!(self.read_ctx.get(&ctx), Some(ReadOrigin::Local(r)) if r == id),
+                    "read {id:?} confirming with context {ctx} the core does not hold for it"
+                );
+            }
+        }
+        assert!(
+            self.waiting() <= self.cfg.requests_max,
+            "waiting={} max={}",
+            self.waiting(),
+            self.cfg.requests_max
+        );
+    }
+}
+
+/// Refusals after which a request waits for a leader instead of failing.
+fn parks(e: &ProposeError) -> bool {
+    matches!(
+        e,
+        ProposeError::NoLeader | ProposeError::LeaderNotReady | ProposeError::TransferInProgress
+    )
+}
+
+pub fn propose_error(e: ProposeError) -> NodeError {
+    match e {
+        ProposeError::NotLeader { leader } => NodeError::NotLeader {
+            leader: Some(leader),
+        },
+        ProposeError::NoLeader => NodeError::NoLeader,
+        ProposeError::EntryTooLarge { .. } => NodeError::TooLarge,
+        ProposeError::InvalidMembershipChange(reason) => NodeError::Invalid(reason),
+        other => NodeError::Busy(other.to_string()),
+    }
+}
+
+/// What a follower is told about its forwarded request.
+pub(crate) fn refusal(e: &NodeError) -> Refusal {
+    match e {
+        NodeError::NotLeader { leader } => Refusal::NotLeader { leader: *leader },
+        NodeError::NoLeader => Refusal::NotLeader { leader: None },
+        NodeError::TooLarge => Refusal::TooLarge,
+        NodeError::Superseded => Refusal::Superseded,
+        e if e.is_unknown() => Refusal::Unknown,
+        _ => Refusal::Busy,
+    }
+}
+
+/// What a follower's client is told of the leader's refusal.
+pub(crate) fn refusal_error(r: Refusal) -> NodeError {
+    match r {
+        Refusal::NotLeader {
+            leader: Some(leader),
+        } => NodeError::NotLeader {
+            leader: Some(leader),
+        },
+        Refusal::NotLeader { leader: None } => NodeError::NoLeader,
+        Refusal::Busy => NodeError::Busy("the leader could not take it".into()),
+        Refusal::TooLarge => NodeError::TooLarge,
+        Refusal::Superseded => NodeError::Superseded,
+        Refusal::Unknown => NodeError::Unknown(Unknown::LeaderChanged),
+    }
+}

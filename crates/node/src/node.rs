@@ -143,6 +143,7 @@ impl Node {
             raft,
             ReplicaConfig {
                 request_ticks: request_ticks as u64,
+                first_request_id: seed.rotate_left(17) ^ nanos(),
                 ..ReplicaConfig::default()
             },
         );

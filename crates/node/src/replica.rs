@@ -137,6 +137,11 @@ pub struct ReplicaConfig {
     pub request_ticks: u64,
     /// Local requests waiting at once; beyond it new ones are refused busy.
     pub requests_max: usize,
+    /// Where this life's request ids start: drawn at random at every start,
+    /// so that a peer's late reply to a request of an earlier life of this
+    /// member (a `ForwardReply` queued before a restart) names no request
+    /// of this one.
+    pub first_request_id: u64,
 }
 
 impl Default for ReplicaConfig {
@@ -144,6 +149,7 @@ impl Default for ReplicaConfig {
         ReplicaConfig {
             request_ticks: 50,
             requests_max: REQUESTS_MAX,
+            first_request_id: 0,
         }
     }
 }
@@ -216,7 +222,8 @@ impl Replica {
             raft,
             cfg,
             now: 0,
-            next_id: 0,
+            // Half the id space lies ahead, whatever the draw.
+            next_id: cfg.first_request_id >> 1,
             writes: BTreeMap::new(),
             reads: BTreeMap::new(),
             proposed: BTreeMap::new(),
@@ -254,7 +261,7 @@ impl Replica {
     // ---- Client requests --------------------------------------------------
 
     fn next_request(&mut self) -> RequestId {
-        self.next_id += 1;
+        self.next_id = self.next_id.wrapping_add(1);
         RequestId(self.next_id)
     }
 
@@ -945,7 +952,7 @@ pub fn propose_error(e: ProposeError) -> NodeError {
 }
 
 /// What a follower is told about its forwarded request.
-pub(crate) fn refusal(e: &NodeError) -> Refusal {
+pub fn refusal(e: &NodeError) -> Refusal {
     match e {
         NodeError::NotLeader { leader } => Refusal::NotLeader { leader: *leader },
         NodeError::NoLeader => Refusal::NotLeader { leader: None },

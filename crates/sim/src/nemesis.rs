@@ -78,7 +78,7 @@ impl World {
     fn up_nodes(&self) -> Vec<NodeId> {
         self.nodes
             .iter()
-            .filter(|(_, n)| n.raft.is_some())
+            .filter(|(_, n)| n.is_up())
             .map(|(id, _)| *id)
             .collect()
     }
@@ -182,10 +182,10 @@ impl World {
         let Some(&to) = self.prng.pick(&voters) else {
             return;
         };
-        let Some(raft) = self.nodes.get_mut(&leader_id).and_then(|n| n.raft.as_mut()) else {
+        let Some(running) = self.nodes.get_mut(&leader_id).and_then(|n| n.running.as_mut()) else {
             return;
         };
-        if raft.transfer_leader(to).is_ok() {
+        if running.replica.transfer_leader(to).is_ok() {
             self.stats.transfers += 1;
             self.log(|| format!("TRANSFER {leader_id} -> {to}"));
         }
@@ -250,9 +250,15 @@ impl World {
                 .then_some(MembershipChange::Promote(n)),
         };
         if let Some(change) = change {
-            if let Some(raft) = self.nodes.get_mut(&leader_id).and_then(|n| n.raft.as_mut()) {
-                let result = raft.propose_membership(change);
-                self.log(|| format!("MEMBERSHIP {change:?} at {leader_id}: {result:?}"));
+            if let Some(running) = self
+                .nodes
+                .get_mut(&leader_id)
+                .and_then(|n| n.running.as_mut())
+            {
+                // Its answer goes to no client: the cycle looks at the
+                // leader's membership instead.
+                let request = running.replica.change_membership(change);
+                self.log(|| format!("MEMBERSHIP {change:?} at {leader_id}: {request:?}"));
                 self.drive(leader_id);
             }
         }
@@ -275,7 +281,7 @@ impl World {
         let down: Vec<NodeId> = self
             .nodes
             .iter()
-            .filter(|(_, n)| n.raft.is_none())
+            .filter(|(_, n)| !n.is_up())
             .map(|(id, _)| *id)
             .collect();
         for id in down {

@@ -1,47 +1,126 @@
-//! One simulated server: the Raft core, its disk, its state machine and the
-//! client requests waiting on it. `World::drive` executes the core's output
-//! exactly as the contract in `ferrite_raft::Output` says a real node must.
+//! One simulated server, running the code that ships: `ferrite_node`'s
+//! `Replica` (proposals, forwarding, read index, outcomes), its `Applier`
+//! (apply in order, answer waiters, reads at their index, snapshot policy)
+//! and its group-commit rule `write_batch`, over the real WAL on `MemDisk`
+//! and the real `ferrite-state` machine. What is simulated: the network
+//! (`World::send_frame`), the disk's latency and crashes (`disk.rs`), the
+//! apply thread's latency (tasks wait in a queue), and time (ticks).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 
-use ferrite_raft::{Config, Index, NodeId, Payload, Raft, Snapshot, Term};
-use ferrite_state::{ApplyError, Reply, StateMachine};
+use bytes::{BufMut, Bytes, BytesMut};
+use ferrite_node::{
+    Applied, Applier, ApplyTask, MachineError, MachineSnapshot, Replica, ReplicaConfig,
+    ReplicaOutput, RequestId, Requester, StorageTask,
+};
+use ferrite_raft::{Config, Index, NodeId, Payload, Raft};
+use ferrite_state::{ApplyError, Command, Op, Reply, StateMachine};
 use ferrite_wal::{Recovered, WalOptions};
 
-use crate::check::linearizable::Key;
 use crate::check::Violation;
-use crate::disk::{Disk, Pending};
+use crate::disk::Disk;
 use crate::options::Micros;
-use crate::workload::register_name;
 use crate::world::{Event, World};
 
-/// A client write waiting to be applied at an index.
-pub struct Waiter {
-    pub term: Term,
-    pub client: usize,
-    pub seq: u64,
+/// `ferrite-state`'s machine behind the node's `StateMachine` trait, as the
+/// service's `Replicated` is in the real server (without volume files):
+/// replies are enveloped (0 and an encoded `Reply`, or 1 for a stale
+/// duplicate nobody waits for).
+pub struct SimMachine {
+    pub sm: StateMachine,
 }
 
-/// A client read waiting for its ReadIndex (and then for apply).
-#[derive(Clone, Copy)]
-pub struct ReadWaiter {
-    pub client: usize,
-    pub seq: u64,
-    pub key: Key,
+impl SimMachine {
+    fn restore(data: &[u8]) -> Result<StateMachine, MachineError> {
+        if data.is_empty() {
+            return Ok(StateMachine::new());
+        }
+        StateMachine::restore(data).map_err(|e| MachineError::Restore(e.to_string()))
+    }
+}
+
+impl ferrite_node::StateMachine for SimMachine {
+    fn apply(&mut self, index: Index, command: &[u8]) -> Result<Bytes, MachineError> {
+        let mut b = BytesMut::new();
+        match self.sm.apply(index.0, command).reply {
+            Ok(reply) => {
+                b.put_u8(0);
+                b.put_slice(&reply.encode());
+            }
+            // A duplicate of a write the client has moved past.
+            Err(ApplyError::StaleSequence { .. }) => b.put_u8(1),
+            Err(ApplyError::Decode(e)) => {
+                return Err(MachineError::Storage(format!(
+                    "undecodable entry {index}: {e}"
+                )))
+            }
+        }
+        Ok(b.freeze())
+    }
+
+    fn apply_empty(&mut self, index: Index) {
+        self.sm.apply_noop(index.0);
+    }
+
+    fn query(&mut self, query: &[u8]) -> Bytes {
+        let mut b = BytesMut::new();
+        match Command::decode(query).map(|c| c.op) {
+            Ok(Op::RegisterGet { name }) => {
+                b.put_u8(0);
+                b.put_slice(&Reply::Value(self.sm.read_register(&name)).encode());
+            }
+            _ => b.put_u8(1),
+        }
+        b.freeze()
+    }
+
+    fn applied(&self) -> Index {
+        Index(self.sm.applied_index())
+    }
+
+    fn snapshot(&mut self) -> Result<MachineSnapshot, MachineError> {
+        Ok(MachineSnapshot::complete(self.sm.snapshot()))
+    }
+
+    fn recover(&mut self, data: &[u8]) -> Result<(), MachineError> {
+        self.sm = SimMachine::restore(data)?;
+        Ok(())
+    }
+
+    fn install(&mut self, data: &[u8]) -> Result<(), MachineError> {
+        self.recover(data)
+    }
+}
+
+/// Decodes a reply envelope: `None` for "no reply" (a stale duplicate).
+pub fn open_reply(data: &[u8]) -> Option<Reply> {
+    match data.split_first() {
+        Some((0, rest)) => Reply::decode(rest).ok(),
+        _ => None,
+    }
+}
+
+/// The running parts of a node; `None` while it is crashed.
+pub struct Running {
+    pub replica: Replica,
+    pub applier: Applier<SimMachine>,
 }
 
 pub struct SimNode {
-    /// `None` while crashed.
-    pub raft: Option<Raft>,
-    /// Bumped on every crash and start, so stale ticks and disk completions
-    /// of an earlier life are ignored.
+    pub running: Option<Running>,
+    /// Bumped on every crash and start, so stale ticks and completions of
+    /// an earlier life are ignored.
     pub incarnation: u64,
     pub disk: Disk,
-    pub sm: StateMachine,
-    pub proposals: BTreeMap<Index, Waiter>,
-    pub reads: BTreeMap<u64, ReadWaiter>,
-    pub ready: Vec<(Index, ReadWaiter)>,
-    pub next_ctx: u64,
+    /// Storage tasks handed out and not yet written (the storage thread's
+    /// queue): the next disk completion writes them all (group commit).
+    pub storage: Vec<StorageTask>,
+    /// Apply tasks handed out and not yet done (the apply thread's queue).
+    pub apply: VecDeque<ApplyTask>,
+    /// Whether an apply completion is scheduled.
+    pub applying: bool,
+    /// Which client request each local request id is.
+    pub requests: BTreeMap<RequestId, (usize, u64)>,
     /// Until then the process is stopped: its events wait.
     pub paused_until: Micros,
     /// This node's tick interval (clock skew).
@@ -51,23 +130,39 @@ pub struct SimNode {
 impl SimNode {
     pub fn new(wal: WalOptions) -> SimNode {
         SimNode {
-            raft: None,
+            running: None,
             incarnation: 0,
             disk: Disk::new(wal),
-            sm: StateMachine::new(),
-            proposals: BTreeMap::new(),
-            reads: BTreeMap::new(),
-            ready: Vec::new(),
-            next_ctx: 0,
+            storage: Vec::new(),
+            apply: VecDeque::new(),
+            applying: false,
+            requests: BTreeMap::new(),
             paused_until: 0,
             tick: 0,
         }
     }
 
+    pub fn raft(&self) -> Option<&Raft> {
+        self.running.as_ref().map(|r| r.replica.raft())
+    }
+
+    pub fn is_up(&self) -> bool {
+        self.running.is_some()
+    }
+
+    pub fn machine(&self) -> Option<&StateMachine> {
+        self.running.as_ref().map(|r| &r.applier.machine().sm)
+    }
+
     /// Boots from what is on the disk, as a real node does after a crash:
     /// the WAL recovers, the state machine restores from the snapshot.
-    /// Returns the durable state recovered.
-    pub fn start(&mut self, cfg: Config, seed: u64) -> Result<Recovered, Violation> {
+    pub fn start(
+        &mut self,
+        cfg: Config,
+        seed: u64,
+        replica: ReplicaConfig,
+        snapshot_entries: u64,
+    ) -> Result<Recovered, Violation> {
         self.incarnation += 1;
         let recovered = self
             .disk
@@ -76,260 +171,273 @@ impl SimNode {
         let durable = recovered.durable.clone();
         let (data, index) = match &durable.snapshot {
             Some(s) => (s.data.clone(), s.meta.index),
-            None => (bytes::Bytes::new(), Index::ZERO),
+            None => (Bytes::new(), Index::ZERO),
         };
-        self.sm = restore(&data, index)?;
+        let sm = SimMachine::restore(&data).map_err(|e| Violation::new("snapshot", e.to_string()))?;
+        if sm.applied_index() != index.0 {
+            return Err(Violation::new(
+                "snapshot",
+                format!(
+                    "snapshot at {index} holds state applied to {}",
+                    sm.applied_index()
+                ),
+            ));
+        }
+        let canary = cfg.canary;
         let raft =
             Raft::new(cfg, durable, seed).map_err(|e| Violation::new("recovery", e.to_string()))?;
-        self.raft = Some(raft);
+        let applier = Applier::new(
+            SimMachine { sm },
+            snapshot_entries,
+            (index, data.len()),
+            canary,
+        );
+        self.running = Some(Running {
+            replica: Replica::new(raft, replica),
+            applier,
+        });
         Ok(recovered)
     }
 
     pub fn crash(&mut self, rng: &mut dyn FnMut() -> u64) {
         self.incarnation += 1;
-        self.raft = None;
+        self.running = None;
         self.disk.crash(rng);
-        self.proposals.clear();
-        self.reads.clear();
-        self.ready.clear();
+        self.storage.clear();
+        self.apply.clear();
+        self.applying = false;
+        self.requests.clear();
+    }
+
+    /// Payload bytes of entries waiting in the apply queue after its last
+    /// restore, and how many entries: what the core's apply budget bounds.
+    pub fn apply_backlog(&self) -> (usize, usize) {
+        let start = self
+            .apply
+            .iter()
+            .rposition(|t| matches!(t, ApplyTask::Restore(_)))
+            .map_or(0, |i| i + 1);
+        let mut bytes = 0;
+        let mut count = 0;
+        for task in self.apply.iter().skip(start) {
+            if let ApplyTask::Entries { entries, .. } = task {
+                for e in entries {
+                    if let Payload::Normal(data) = &e.payload {
+                        bytes += data.len();
+                    }
+                    count += 1;
+                }
+            }
+        }
+        (bytes, count)
     }
 }
-
-fn restore(data: &[u8], index: Index) -> Result<StateMachine, Violation> {
-    let sm = StateMachine::restore(data).map_err(|e| Violation::new("snapshot", e.to_string()))?;
-    if sm.applied_index() != index.0 {
-        return Err(Violation::new(
-            "snapshot",
-            format!(
-                "snapshot at {index} holds state applied to {}",
-                sm.applied_index()
-            ),
-        ));
-    }
-    Ok(sm)
-}
-
-/// Answers owed to clients, sent once the node is no longer borrowed.
-type Answers = Vec<(usize, u64, Result<Reply, Option<NodeId>>)>;
 
 impl World {
-    /// Executes everything the core of `id` has to say, until it is quiet.
+    /// Executes everything the replica of `id` has to say, until it is quiet.
     pub(crate) fn drive(&mut self, id: NodeId) {
         loop {
+            let Some(running) = self.nodes.get_mut(&id).and_then(|n| n.running.as_mut()) else {
+                return;
+            };
+            let out = running.replica.take_output();
+            if out.is_empty() {
+                break;
+            }
+            self.touched.insert(id);
+            self.execute(id, out);
+        }
+        self.check_apply_budget(id);
+    }
+
+    fn execute(&mut self, id: NodeId, out: ReplicaOutput) {
+        for (request, answer) in out.answers {
+            self.answer_request(id, request, answer);
+        }
+        if !out.storage.is_empty() {
+            let latency = self.prng.range(1, self.opts.disk_latency_max);
             let Some(node) = self.nodes.get_mut(&id) else {
                 return;
             };
-            let Some(raft) = node.raft.as_mut() else {
+            node.storage.extend(out.storage);
+            node.disk.busy_until = node.disk.busy_until.max(self.now) + latency;
+            let (at, incarnation) = (node.disk.busy_until - self.now, node.incarnation);
+            self.schedule(
+                at,
+                Event::DiskDone {
+                    node: id,
+                    incarnation,
+                },
+            );
+        }
+        for (to, frame) in out.send {
+            self.send_frame(id, to, frame);
+        }
+        if !out.apply.is_empty() {
+            let Some(node) = self.nodes.get_mut(&id) else {
                 return;
             };
-            let out = raft.take_output();
-            if out.is_empty() {
-                return;
-            }
-            self.touched.insert(id);
-            let mut answers: Answers = Vec::new();
-
-            // 1. Persist; `send_after_persist` rides with the write.
-            if let Some(snapshot) = &out.persist.snapshot {
-                self.stats.snapshots_installed += 1;
-                match restore(&snapshot.data, snapshot.meta.index) {
-                    Ok(sm) => node.sm = sm,
-                    Err(v) => {
-                        self.fail(v);
-                        return;
-                    }
-                }
-                let covered: Vec<Index> = node
-                    .proposals
-                    .range(..=snapshot.meta.index)
-                    .map(|(i, _)| *i)
-                    .collect();
-                for index in covered {
-                    if let Some(w) = node.proposals.remove(&index) {
-                        answers.push((w.client, w.seq, Err(None)));
-                    }
-                }
-            }
-            if !out.persist.is_empty() || !out.send_after_persist.is_empty() {
-                let latency = if out.persist.is_empty() {
-                    0
-                } else {
-                    self.prng.range(1, self.opts.disk_latency_max)
-                };
-                let Some(node) = self.nodes.get_mut(&id) else {
-                    return;
-                };
-                // The write reaches the WAL now; it is durable only once the
-                // sync scheduled below completes.
-                if let Some(Err(e)) = node.disk.wal().map(|w| w.write(&out.persist)) {
-                    self.fail(Violation::new("wal", format!("{id}: write: {e}")));
-                    return;
-                }
-                node.disk.busy_until = node.disk.busy_until.max(self.now) + latency;
-                node.disk.pending.push_back(Pending {
-                    after: out.send_after_persist,
-                    last: out.persist.last(),
-                });
-                let (at, incarnation) = (node.disk.busy_until - self.now, node.incarnation);
-                self.schedule(
-                    at,
-                    Event::DiskDone {
-                        node: id,
-                        incarnation,
-                    },
-                );
-            }
-
-            // 2. Messages that may leave now.
-            for msg in out.send {
-                self.send(msg);
-            }
-
-            // 3. Apply, answering the writes proposed here.
-            for entry in &out.apply {
-                if let Err(v) = self.safety.on_apply(id, entry) {
-                    self.fail(v);
-                    return;
-                }
-                let node = self.nodes.get_mut(&id).expect("node present");
-                let reply = match &entry.payload {
-                    Payload::Normal(data) => match node.sm.apply(entry.index.0, data).reply {
-                        Ok(reply) => Some(reply),
-                        // A duplicate of a write the client has moved past:
-                        // nobody waits for its answer.
-                        Err(ApplyError::StaleSequence { .. }) => None,
-                        Err(ApplyError::Decode(e)) => {
-                            self.fail(Violation::new(
-                                "apply",
-                                format!("undecodable entry {}: {e}", entry.index),
-                            ));
-                            return;
-                        }
-                    },
-                    _ => {
-                        node.sm.apply_noop(entry.index.0);
-                        None
-                    }
-                };
-                if let Some(w) = node.proposals.remove(&entry.index) {
-                    if w.term == entry.term {
-                        if let Some(r) = reply {
-                            answers.push((w.client, w.seq, Ok(r)));
-                        }
-                    } else {
-                        // Our entry lost to another leader's: retry.
-                        answers.push((w.client, w.seq, Err(None)));
-                    }
-                }
-            }
-            let node = self.nodes.get_mut(&id).expect("node present");
-            let applied = Index(node.sm.applied_index());
-            if let Some(raft) = node.raft.as_mut() {
-                raft.on_applied(applied);
-            }
-
-            // 4. Reads: confirmed ones wait for apply; dropped ones retry.
-            for r in out.reads {
-                if let Some(w) = node.reads.remove(&r.ctx) {
-                    node.ready.push((r.index, w));
-                }
-            }
-            for ctx in out.reads_dropped {
-                if let Some(w) = node.reads.remove(&ctx) {
-                    answers.push((w.client, w.seq, Err(None)));
-                }
-            }
-            let sm = &node.sm;
-            node.ready.retain(|(index, w)| {
-                if index.0 <= sm.applied_index() {
-                    let value = sm.read_register(&register_name(w.key));
-                    answers.push((w.client, w.seq, Ok(Reply::Value(value))));
-                    false
-                } else {
-                    true
-                }
-            });
-
-            // Check before compaction drops entries the checker has not seen.
-            self.observe(id);
-            self.maybe_compact(id);
-            for (client, seq, result) in answers {
-                self.respond(client, seq, result);
-            }
+            node.apply.extend(out.apply);
+            self.schedule_apply(id);
         }
     }
 
-    /// Takes a snapshot once enough has been applied since the last one.
-    fn maybe_compact(&mut self, id: NodeId) {
-        let every = self.opts.compact_every;
+    fn schedule_apply(&mut self, id: NodeId) {
+        let latency = self.prng.range(0, self.opts.apply_latency_max + 1);
         let Some(node) = self.nodes.get_mut(&id) else {
             return;
         };
-        let Some(raft) = node.raft.as_mut() else {
-            return;
-        };
-        let applied = Index(node.sm.applied_index());
-        if applied.distance_from(raft.log().snapshot_index()) < every {
+        if node.applying || node.apply.is_empty() {
             return;
         }
-        let data = node.sm.snapshot();
-        match raft.compact(applied, data.clone()) {
-            // The snapshot file is made durable before the WAL drops the log
-            // prefix it replaces.
-            Ok(meta) => {
-                let snapshot = Snapshot { meta, data };
-                if let Some(Err(e)) = node.disk.wal().map(|w| w.save_snapshot(&snapshot)) {
-                    self.fail(Violation::new("wal", format!("{id}: snapshot: {e}")));
-                }
-                self.stats.snapshots_taken += 1;
-            }
-            Err(e) => self.fail(Violation::new("compaction", format!("{id}: {e}"))),
-        }
+        node.applying = true;
+        let incarnation = node.incarnation;
+        self.schedule(
+            latency,
+            Event::ApplyDone {
+                node: id,
+                incarnation,
+            },
+        );
     }
 
-    pub(crate) fn on_disk_done(&mut self, id: NodeId, incarnation: u64) {
+    /// The apply thread finished its next task.
+    pub(crate) fn on_apply_done(&mut self, id: NodeId, incarnation: u64) {
         let Some(node) = self.nodes.get_mut(&id) else {
             return;
         };
         if node.incarnation != incarnation {
             return;
         }
-        let Some(write) = node.disk.pending.pop_front() else {
+        node.applying = false;
+        let Some(task) = node.apply.pop_front() else {
             return;
         };
-        // One fdatasync makes everything written so far durable.
-        let skip = self.opts.skip_sync;
-        let synced = node.disk.wal().map(|w| {
-            if skip {
-                Ok(w.hard_state())
-            } else {
-                w.sync().map(|()| w.hard_state())
-            }
-        });
-        match synced {
-            Some(Ok(hs)) => {
-                if let Err(v) = self.safety.on_durable_commit(id, hs.commit) {
+        if let ApplyTask::Entries { entries, .. } = &task {
+            for entry in entries {
+                if let Err(v) = self.safety.on_apply(id, entry) {
                     self.fail(v);
+                    return;
                 }
             }
-            Some(Err(e)) => {
-                self.fail(Violation::new("wal", format!("{id}: sync: {e}")));
-                return;
-            }
-            None => return,
         }
-        self.log(|| format!("disk {id} durable {:?}", write.last));
-        for msg in write.after {
-            self.send(msg);
+        if matches!(task, ApplyTask::Restore(_)) {
+            self.stats.snapshots_installed += 1;
         }
-        let Some(raft) = self.nodes.get_mut(&id).and_then(|n| n.raft.as_mut()) else {
+        let Some(running) = self.nodes.get_mut(&id).and_then(|n| n.running.as_mut()) else {
             return;
         };
-        if let Some((index, term)) = write.last {
-            raft.on_persisted(index, term);
+        let mut out = Applied::default();
+        if let Err(e) = running.applier.handle(task, &mut out) {
+            self.fail(Violation::new("apply", format!("{id}: {e}")));
+            return;
+        }
+        if let Some(upto) = out.upto {
+            running.replica.on_applied(upto);
+        }
+        if let Some((index, snapshot)) = out.snapshot {
+            // The snapshot thread, at once: its encode takes no virtual time.
+            match (snapshot.finish)() {
+                Ok(data) => {
+                    running.applier.snapshot_done(Some(data.len()));
+                    running.replica.on_snapshot_ready(index, data);
+                    self.stats.snapshots_taken += 1;
+                }
+                Err(e) => {
+                    self.fail(Violation::new("snapshot", format!("{id}: {e}")));
+                    return;
+                }
+            }
+        }
+        for (requester, answer) in out.answers {
+            match requester {
+                Requester::Local(request) => self.answer_request(id, request, answer),
+                Requester::Peer { from, id: fwd } => {
+                    let result = answer.map_err(|e| ferrite_node::replica::refusal(&e));
+                    let frame = ferrite_node::codec::Frame::ForwardReply { id: fwd, result };
+                    self.send_frame(id, from, frame);
+                }
+            }
+        }
+        self.touched.insert(id);
+        self.schedule_apply(id);
+        self.drive(id);
+    }
+
+    /// The disk finished: everything queued is written (the storage
+    /// thread's group commit, with the node's own rule for what to sync).
+    pub(crate) fn on_disk_done(&mut self, id: NodeId, incarnation: u64) {
+        let Some(node) = self.nodes.get_mut(&id) else {
+            return;
+        };
+        if node.incarnation != incarnation || node.storage.is_empty() {
+            return;
+        }
+        let batch = std::mem::take(&mut node.storage);
+        let skip = self.opts.skip_sync;
+        let Some(wal) = node.disk.wal() else {
+            return;
+        };
+        let result = if skip {
+            // Test-only: "durable" without the fdatasync.
+            batch
+                .into_iter()
+                .try_fold(ferrite_node::Committed::default(), |mut done, task| {
+                    match task {
+                        StorageTask::Persist { persist, after, .. } => {
+                            done.last = persist.last().or(done.last);
+                            done.after.extend(after);
+                            wal.write(&persist)?;
+                        }
+                        StorageTask::Snapshot(s) => wal.save_snapshot(&s)?,
+                    }
+                    Ok(done)
+                })
+        } else {
+            ferrite_node::write_batch(wal, batch, || {})
+        };
+        let done = match result {
+            Ok(done) => done,
+            Err(e) => {
+                self.fail(Violation::new("wal", format!("{id}: {e}")));
+                return;
+            }
+        };
+        if done.synced {
+            let hs = wal.hard_state();
+            if let Err(v) = self.safety.on_durable_commit(id, hs.commit) {
+                self.fail(v);
+            }
+        }
+        self.log(|| format!("disk {id} durable {:?} synced={}", done.last, done.synced));
+        for msg in done.after {
+            let (from, to) = (msg.from, msg.to);
+            self.send_frame(from, to, ferrite_node::codec::Frame::Raft(msg));
+        }
+        let Some(running) = self.nodes.get_mut(&id).and_then(|n| n.running.as_mut()) else {
+            return;
+        };
+        if let Some((index, term)) = done.last {
+            running.replica.on_persisted(index, term);
         }
         self.touched.insert(id);
         self.drive(id);
+    }
+
+    /// The core's apply budget holds, checked outside the core: what waits
+    /// in the apply queue is at most `apply_bytes_max`, or one entry.
+    fn check_apply_budget(&mut self, id: NodeId) {
+        let Some(node) = self.nodes.get(&id) else {
+            return;
+        };
+        let (bytes, count) = node.apply_backlog();
+        let budget = self.opts.apply_bytes_max;
+        if bytes > budget && count > 1 {
+            self.fail(Violation::new(
+                "apply budget",
+                format!("{id}: {count} entries of {bytes} bytes wait for apply (budget {budget})"),
+            ));
+        }
     }
 
     /// What a node recovered must include everything it had synced: its
@@ -348,7 +456,7 @@ impl World {
         let Some(node) = self.nodes.get_mut(&id) else {
             return;
         };
-        if node.raft.is_none() {
+        if !node.is_up() {
             return;
         }
         let prng = &mut self.prng;
@@ -375,14 +483,16 @@ impl World {
 
     pub(crate) fn restart(&mut self, id: NodeId) {
         let cfg = self.raft_config(id);
+        let replica = self.replica_config();
+        let every = self.opts.compact_every;
         let seed = self.prng.next_u64();
         let Some(node) = self.nodes.get_mut(&id) else {
             return;
         };
-        if node.raft.is_some() {
+        if node.is_up() {
             return;
         }
-        let recovered = match node.start(cfg, seed) {
+        let recovered = match node.start(cfg, seed, replica, every) {
             Ok(r) => r,
             Err(v) => {
                 self.fail(v);
@@ -401,5 +511,32 @@ impl World {
                 incarnation,
             },
         );
+    }
+}
+
+/// A local request's answer goes back to the client that sent it.
+impl World {
+    pub(crate) fn answer_request(
+        &mut self,
+        id: NodeId,
+        request: RequestId,
+        answer: ferrite_node::Answer,
+    ) {
+        let Some(node) = self.nodes.get_mut(&id) else {
+            return;
+        };
+        let Some((client, seq)) = node.requests.remove(&request) else {
+            return;
+        };
+        self.log(|| format!("answer {id} client #{client} seq {seq}: {:?}", answer.as_ref().err()));
+        let result = match answer {
+            Ok(bytes) => match open_reply(&bytes) {
+                Some(reply) => Ok(reply),
+                // A stale duplicate's "reply": the client has moved on.
+                None => return,
+            },
+            Err(e) => Err(crate::workload::Failed::from_node(&e)),
+        };
+        self.respond(client, seq, result);
     }
 }

@@ -42,6 +42,17 @@ pub struct Options {
     pub append_entries_max: usize,
     pub inflight_appends_max: usize,
     pub client_timeout: Micros,
+    /// Of every thousand clients, how many send writes without a session
+    /// (as plain etcd clients do): their writes are applied once only if
+    /// the server never re-proposes one whose outcome is unknown.
+    pub sessionless_per_mille: u64,
+    /// The apply thread takes up to this long per task.
+    pub apply_latency_max: Micros,
+    /// The core's apply budget: payload bytes handed to apply and not yet
+    /// applied.
+    pub apply_bytes_max: usize,
+    /// Ticks a request may wait in the replica.
+    pub request_ticks: u64,
     /// After healing, everything must settle within this much virtual time.
     pub heal_deadline: Micros,
     pub canary: Canary,
@@ -89,6 +100,10 @@ impl Options {
             append_entries_max: [1, 4, 16, 64][p.below(4) as usize],
             inflight_appends_max: [1, 4, 16][p.below(3) as usize],
             client_timeout: p.range(100_000, 600_000),
+            sessionless_per_mille: [0, 300, 500, 1000][p.below(4) as usize],
+            apply_latency_max: [0, 200, 2_000, 20_000][p.below(4) as usize],
+            apply_bytes_max: [128, 1024, 1 << 20][p.below(3) as usize],
+            request_ticks: p.range(20, 60),
             heal_deadline: 60_000_000,
             canary: Canary::None,
             stale_reads: false,
@@ -112,13 +127,17 @@ impl Options {
         o.inflight_appends_max = 1;
         o.disk_latency_max = p.range(1_000, 20_000);
         o.compact_every = 1_000_000;
+        o.sessionless_per_mille = 500;
+        o.apply_latency_max = p.range(1_000, 20_000);
+        o.apply_bytes_max = 128;
         o
     }
 
     pub fn describe(&self) -> String {
         format!(
             "seed={} voters={} clients={} keys={} steps={} latency={}..{}us drop={}ppm dup={}ppm disk<={}us \
-             nemesis={}us skew={}permille weights(crash={} pause={} partition={} transfer={} membership={}) compact={} chunk={} segment={} append={}x{} canary={}{}",
+             nemesis={}us skew={}permille weights(crash={} pause={} partition={} transfer={} membership={}) compact={} chunk={} segment={} append={}x{} \
+             sessionless={}permille apply<={}us/{}B request={}ticks canary={}{}",
             self.seed,
             self.voters,
             self.clients,
@@ -141,6 +160,10 @@ impl Options {
             self.segment_bytes_max,
             self.append_entries_max,
             self.inflight_appends_max,
+            self.sessionless_per_mille,
+            self.apply_latency_max,
+            self.apply_bytes_max,
+            self.request_ticks,
             self.canary.name(),
             match (self.stale_reads, self.skip_sync) {
                 (true, true) => " stale-reads skip-sync",

@@ -1,19 +1,40 @@
 //! Simulated clients: each runs one operation at a time (put, get,
-//! compare-and-set, add on a few keys) against whichever node it believes
-//! leads, follows redirects, and retries with the same session sequence
-//! number so that a retried write is applied once. Every operation is
-//! recorded, from its first call to its final answer, for the
-//! linearizability check.
+//! compare-and-set, add on a few keys) against a member of its choice,
+//! followers included (their replicas forward to the leader). Clients with a
+//! session retry with the same sequence number, so a retried write is
+//! applied once. Clients without one (as plain etcd clients) retry only
+//! what was definitely not applied; a write whose outcome is unknown is
+//! recorded as unknown and left. Every operation is recorded, from its first
+//! call to its final answer, for the linearizability check.
 
 use std::collections::BTreeMap;
 
-use ferrite_raft::{NodeId, ProposeError};
+use ferrite_node::NodeError;
+use ferrite_raft::NodeId;
 use ferrite_state::{Command, Reply};
 
 use crate::check::linearizable::{Key, Op, Operation, Outcome};
 use crate::check::Violation;
-use crate::node::{ReadWaiter, Waiter};
 use crate::world::{Event, World};
+
+/// How a request failed, as the client can tell.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Failed {
+    /// Definitely not applied: may be sent again (to `leader`, if known).
+    NotApplied { leader: Option<NodeId> },
+    /// May have been applied.
+    Unknown,
+}
+
+impl Failed {
+    pub fn from_node(e: &NodeError) -> Failed {
+        match e {
+            NodeError::NotLeader { leader } => Failed::NotApplied { leader: *leader },
+            e if e.not_applied() => Failed::NotApplied { leader: None },
+            _ => Failed::Unknown,
+        }
+    }
+}
 
 /// The ferrite-state register that holds the simulator's key `key`.
 pub fn register_name(key: Key) -> String {
@@ -37,6 +58,8 @@ fn register_op(key: Key, op: Op) -> ferrite_state::Op {
 
 pub struct Client {
     pub id: u64,
+    /// Writes carry a session (client id, sequence number).
+    pub session: bool,
     pub seq: u64,
     pub target: NodeId,
     pub current: Option<Pending>,
@@ -66,14 +89,14 @@ pub struct ClientRequest {
 pub struct ClientResponse {
     pub client: usize,
     pub seq: u64,
-    /// An answer, or a redirect (to the leader if known) to retry.
-    pub result: Result<Reply, Option<NodeId>>,
+    pub result: Result<Reply, Failed>,
 }
 
 impl Client {
-    pub fn new(id: u64, target: NodeId) -> Client {
+    pub fn new(id: u64, target: NodeId, session: bool) -> Client {
         Client {
             id,
+            session,
             seq: 0,
             target,
             current: None,
@@ -84,6 +107,7 @@ impl Client {
 }
 
 const RETRY_BACKOFF: u64 = 20_000;
+const RETRY_BACKOFF_MAX: u64 = 1_000_000;
 
 impl World {
     pub(crate) fn on_client_next(&mut self, c: usize) {
@@ -170,76 +194,50 @@ impl World {
 
     pub(crate) fn on_request(&mut self, req: ClientRequest) {
         let id = req.node;
+        let client = &self.clients[req.client];
+        let (client_id, session) = (client.id, client.session);
         let Some(node) = self.nodes.get_mut(&id) else {
             return;
         };
-        let Some(raft) = node.raft.as_mut() else {
+        let Some(running) = node.running.as_mut() else {
             return;
         };
-        let client_id = self.clients[req.client].id;
-        let mut replaced = None;
-        let result = match req.op {
+        let request = match req.op {
             Op::Get if self.opts.stale_reads => {
-                let value = node.sm.read_register(&register_name(req.key));
+                let value = running
+                    .applier
+                    .machine()
+                    .sm
+                    .read_register(&register_name(req.key));
                 self.respond(req.client, req.seq, Ok(Reply::Value(value)));
                 return;
             }
             Op::Get => {
-                node.next_ctx += 1;
-                let ctx = node.next_ctx;
-                raft.read_index(ctx).map(|()| {
-                    node.reads.insert(
-                        ctx,
-                        ReadWaiter {
-                            client: req.client,
-                            seq: req.seq,
-                            key: req.key,
-                        },
-                    );
-                })
+                let query = Command::new(register_op(req.key, Op::Get)).encode();
+                running.replica.read(query, true)
             }
             op => {
-                let cmd = Command::with_session(client_id, req.seq, register_op(req.key, op));
-                raft.propose(cmd.encode()).map(|(index, term)| {
-                    let waiter = Waiter {
-                        term,
-                        client: req.client,
-                        seq: req.seq,
-                    };
-                    // An entry we proposed at this index in an earlier term
-                    // was overwritten: that client must retry.
-                    replaced = node.proposals.insert(index, waiter);
-                })
+                let op = register_op(req.key, op);
+                let cmd = if session {
+                    Command::with_session(client_id, req.seq, op)
+                } else {
+                    Command::new(op)
+                };
+                running.replica.propose(cmd.encode())
             }
         };
+        node.requests.insert(request, (req.client, req.seq));
         self.log(|| {
             format!(
-                "request client {} seq {} at {id}: {:?}",
-                client_id,
-                req.seq,
-                result.as_ref().err()
+                "request client {client_id} seq {} at {id}: {request:?}",
+                req.seq
             )
         });
-        if let Err(e) = result {
-            let hint = match e {
-                ProposeError::NotLeader { leader } => Some(leader),
-                _ => None,
-            };
-            self.respond(req.client, req.seq, Err(hint));
-        }
-        if let Some(w) = replaced {
-            self.respond(w.client, w.seq, Err(None));
-        }
         self.touched.insert(id);
         self.drive(id);
     }
 
-    pub(crate) fn respond(
-        &mut self,
-        client: usize,
-        seq: u64,
-        result: Result<Reply, Option<NodeId>>,
-    ) {
+    pub(crate) fn respond(&mut self, client: usize, seq: u64, result: Result<Reply, Failed>) {
         if self.prng.chance(self.drop_per_million) {
             return;
         }
@@ -295,10 +293,8 @@ impl World {
                     self.schedule(think, Event::ClientNext { client: c });
                 }
             }
-            Err(hint) => {
-                let delay = if hint.is_some() { 0 } else { RETRY_BACKOFF };
-                self.retry(c, hint, delay);
-            }
+            Err(Failed::NotApplied { leader }) => self.retry(c, leader, RETRY_BACKOFF),
+            Err(Failed::Unknown) => self.unknown(c),
         }
     }
 
@@ -307,11 +303,35 @@ impl World {
             return;
         };
         if p.seq == seq && p.attempt == attempt {
-            self.retry(c, None, 0);
+            self.unknown(c);
         }
     }
 
+    /// No answer, or "unknown": a read or a write in a session is sent
+    /// again (the session makes it apply once); a write without one may
+    /// have been applied, so it stays unknown in the history and the client
+    /// moves on, as a plain etcd client's caller must.
+    fn unknown(&mut self, c: usize) {
+        let Some(p) = &self.clients[c].current else {
+            return;
+        };
+        if p.op == Op::Get || self.clients[c].session {
+            self.retry(c, None, RETRY_BACKOFF);
+            return;
+        }
+        self.clients[c].current = None;
+        let think = self.prng.below(20_000);
+        self.schedule(think, Event::ClientNext { client: c });
+    }
+
+    /// Sends the current operation again after `delay`, doubled with every
+    /// attempt up to `RETRY_BACKOFF_MAX` (as real clients back off), so
+    /// that a slow cluster is not buried in retries.
     fn retry(&mut self, c: usize, hint: Option<NodeId>, delay: u64) {
+        let attempt = self.clients[c].current.as_ref().map_or(0, |p| p.attempt);
+        let delay = delay
+            .saturating_mul(1 << attempt.min(10))
+            .min(RETRY_BACKOFF_MAX);
         let target = match hint {
             Some(leader) => leader,
             None => {

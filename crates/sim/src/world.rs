@@ -5,7 +5,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use ferrite_raft::{Config, DurableState, Message, NodeId, Prng, Raft, Role};
+use ferrite_node::codec::Frame;
+use ferrite_node::ReplicaConfig;
+use ferrite_raft::{Config, DurableState, NodeId, Prng, Raft, Role};
 use ferrite_wal::WalOptions;
 
 use crate::check::linearizable::Operation;
@@ -20,8 +22,18 @@ pub enum Event {
         node: NodeId,
         incarnation: u64,
     },
-    Deliver(Message),
+    /// A frame reaches `to` over the simulated network.
+    Deliver {
+        from: NodeId,
+        to: NodeId,
+        frame: Frame,
+    },
     DiskDone {
+        node: NodeId,
+        incarnation: u64,
+    },
+    /// The apply thread of `node` finished its next task.
+    ApplyDone {
         node: NodeId,
         incarnation: u64,
     },
@@ -145,9 +157,10 @@ impl World {
             world.add_node(*id, Some(DurableState::bootstrap(voters.iter().copied())));
         }
         for c in 0..world.opts.clients {
+            let session = world.prng.below(1000) >= world.opts.sessionless_per_mille;
             world
                 .clients
-                .push(Client::new(c as u64 + 1, voters[c % voters.len()]));
+                .push(Client::new(c as u64 + 1, voters[c % voters.len()], session));
             let start = world.prng.below(100_000);
             world.schedule(start, Event::ClientNext { client: c });
         }
@@ -165,7 +178,16 @@ impl World {
         cfg.snapshot_chunk_bytes = self.opts.snapshot_chunk_bytes;
         cfg.learner_lag_max = 5;
         cfg.canary = self.opts.canary;
+        cfg.apply_bytes_max = self.opts.apply_bytes_max;
         cfg
+    }
+
+    pub(crate) fn replica_config(&mut self) -> ReplicaConfig {
+        ReplicaConfig {
+            request_ticks: self.opts.request_ticks,
+            first_request_id: self.prng.next_u64(),
+            ..ReplicaConfig::default()
+        }
     }
 
     /// Starts a node: a founding member writes its bootstrap state to its
@@ -185,7 +207,8 @@ impl World {
             }
         }
         let seed = self.prng.next_u64();
-        if let Err(v) = node.start(self.raft_config(id), seed) {
+        let replica = self.replica_config();
+        if let Err(v) = node.start(self.raft_config(id), seed, replica, self.opts.compact_every) {
             self.fail(v);
         }
         let incarnation = node.incarnation;
@@ -282,8 +305,9 @@ impl World {
         let target = match &event {
             Event::Tick { node, .. }
             | Event::DiskDone { node, .. }
+            | Event::ApplyDone { node, .. }
             | Event::Disconnected { node, .. } => Some(*node),
-            Event::Deliver(msg) => Some(msg.to),
+            Event::Deliver { to, .. } => Some(*to),
             Event::Request(req) => Some(req.node),
             _ => None,
         };
@@ -298,8 +322,9 @@ impl World {
         }
         match event {
             Event::Tick { node, incarnation } => self.on_tick(node, incarnation),
-            Event::Deliver(msg) => self.on_deliver(msg),
+            Event::Deliver { from, to, frame } => self.on_deliver(from, to, frame),
             Event::DiskDone { node, incarnation } => self.on_disk_done(node, incarnation),
+            Event::ApplyDone { node, incarnation } => self.on_apply_done(node, incarnation),
             Event::Request(req) => self.on_request(req),
             Event::Response(resp) => self.on_response(resp),
             Event::ClientTimeout {
@@ -317,10 +342,10 @@ impl World {
     }
 
     fn on_disconnected(&mut self, id: NodeId, peer: NodeId) {
-        let Some(raft) = self.nodes.get_mut(&id).and_then(|n| n.raft.as_mut()) else {
+        let Some(running) = self.nodes.get_mut(&id).and_then(|n| n.running.as_mut()) else {
             return;
         };
-        raft.report_disconnected(peer);
+        running.replica.report_disconnected(peer);
         self.log(|| format!("disconnected {id} <- {peer}"));
         self.drive(id);
     }
@@ -332,10 +357,10 @@ impl World {
         if node.incarnation != incarnation {
             return;
         }
-        let Some(raft) = node.raft.as_mut() else {
+        let Some(running) = node.running.as_mut() else {
             return;
         };
-        raft.tick();
+        running.replica.tick();
         self.log(|| format!("tick {id}"));
         self.drive(id);
         let tick = self.nodes.get(&id).map_or(self.opts.tick, |n| n.tick);
@@ -348,40 +373,49 @@ impl World {
         );
     }
 
-    fn on_deliver(&mut self, msg: Message) {
-        let (from, to) = (msg.from, msg.to);
+    fn on_deliver(&mut self, from: NodeId, to: NodeId, frame: Frame) {
         if self.blocked.contains(&(from, to)) {
             return;
         }
-        let Some(raft) = self.nodes.get_mut(&to).and_then(|n| n.raft.as_mut()) else {
+        let Some(running) = self.nodes.get_mut(&to).and_then(|n| n.running.as_mut()) else {
             return;
         };
         if let Some(trace) = &mut self.trace {
             trace.push(format!(
-                "{:>10.3}ms deliver {from}->{to} t{} {:?}",
+                "{:>10.3}ms deliver {from}->{to} {frame:?}",
                 self.now as f64 / 1000.0,
-                msg.term,
-                msg.body
             ));
         }
-        if let Err(e) = raft.step(msg) {
+        if let Err(e) = running.replica.on_frame(frame) {
             self.fail(Violation::new("step error", format!("{to}: {e}")));
         }
+        self.touched.insert(to);
         self.drive(to);
     }
 
-    /// Sends through the simulated network: maybe dropped, maybe
-    /// duplicated, each copy delayed independently (which also reorders).
-    pub(crate) fn send(&mut self, msg: Message) {
-        if self.blocked.contains(&(msg.from, msg.to)) || self.prng.chance(self.drop_per_million) {
+    /// Sends through the simulated network: maybe dropped, each copy
+    /// delayed independently (which also reorders). Raft messages may also
+    /// be duplicated; the node's other frames are not (the real transport
+    /// is TCP, which never duplicates, and a duplicated Forward would be a
+    /// second client request, not a network fault).
+    pub(crate) fn send_frame(&mut self, from: NodeId, to: NodeId, frame: Frame) {
+        if self.blocked.contains(&(from, to)) || self.prng.chance(self.drop_per_million) {
             return;
         }
-        if self.prng.chance(self.duplicate_per_million) {
+        if matches!(frame, Frame::Raft(_)) && self.prng.chance(self.duplicate_per_million) {
             let delay = self.latency();
-            self.schedule(delay, Event::Deliver(msg.clone()));
+            let copy = frame.clone();
+            self.schedule(
+                delay,
+                Event::Deliver {
+                    from,
+                    to,
+                    frame: copy,
+                },
+            );
         }
         let delay = self.latency();
-        self.schedule(delay, Event::Deliver(msg));
+        self.schedule(delay, Event::Deliver { from, to, frame });
     }
 
     pub(crate) fn latency(&mut self) -> Micros {
@@ -393,7 +427,7 @@ impl World {
     pub(crate) fn leader(&self) -> Option<(NodeId, &Raft)> {
         self.nodes
             .iter()
-            .filter_map(|(id, n)| n.raft.as_ref().map(|r| (*id, r)))
+            .filter_map(|(id, n)| n.raft().map(|r| (*id, r)))
             .filter(|(_, r)| r.role() == Role::Leader)
             .max_by_key(|(_, r)| r.term())
     }
@@ -407,10 +441,11 @@ impl World {
 
     /// Runs the safety checks on one node now.
     pub(crate) fn observe(&mut self, id: NodeId) {
-        let Some(raft) = self.nodes.get(&id).and_then(|n| n.raft.as_ref()) else {
+        let Some(running) = self.nodes.get(&id).and_then(|n| n.running.as_ref()) else {
             return;
         };
-        if let Err(v) = self.safety.observe(raft) {
+        running.replica.assert_invariants();
+        if let Err(v) = self.safety.observe(running.replica.raft()) {
             self.fail(v);
         }
     }
@@ -419,16 +454,16 @@ impl World {
     /// every write any client was told succeeded. (All replicas apply the
     /// same sequence, which the safety checks establish.)
     fn check_acknowledged_writes(&self) -> Result<(), Violation> {
-        let Some(node) = self
+        let Some(sm) = self
             .nodes
             .values()
-            .filter(|n| n.raft.is_some())
-            .max_by_key(|n| n.sm.applied_index())
+            .filter_map(|n| n.machine())
+            .max_by_key(|sm| sm.applied_index())
         else {
             return Err(Violation::new("liveness", "no node is up at the end"));
         };
-        for c in &self.clients {
-            let applied = node.sm.session_seq(c.id);
+        for c in self.clients.iter().filter(|c| c.session) {
+            let applied = sm.session_seq(c.id);
             if applied < c.acked_write {
                 return Err(Violation::new(
                     "lost write",

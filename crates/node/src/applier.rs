@@ -133,13 +133,18 @@ impl<M: StateMachine> Applier<M> {
                 requester,
             } => {
                 if index <= self.machine.applied() || self.canary.reads_before_applied() {
-                    out.answers.push((requester, Ok(self.machine.query(&query))));
+                    out.answers
+                        .push((requester, Ok(self.machine.query(&query))));
                 } else {
-                    self.reads.entry(index).or_default().push((query, requester));
+                    self.reads
+                        .entry(index)
+                        .or_default()
+                        .push((query, requester));
                 }
             }
             ApplyTask::Query { query, requester } => {
-                out.answers.push((requester, Ok(self.machine.query(&query))));
+                out.answers
+                    .push((requester, Ok(self.machine.query(&query))));
             }
         }
         self.serve_reads(out);
@@ -152,7 +157,8 @@ impl<M: StateMachine> Applier<M> {
         for (index, ready) in std::mem::replace(&mut self.reads, later) {
             assert!(index <= applied, "read at {index} served at {applied}");
             for (query, requester) in ready {
-                out.answers.push((requester, Ok(self.machine.query(&query))));
+                out.answers
+                    .push((requester, Ok(self.machine.query(&query))));
             }
         }
     }

@@ -26,16 +26,16 @@ pub mod replica;
 mod storage;
 mod transport;
 
+pub use applier::{Applied, Applier, SnapshotPolicy};
 pub use config::{NodeConfig, TICK};
 pub use driver::Status;
-pub use applier::{Applied, Applier, SnapshotPolicy};
 pub use error::{NodeError, StartError, Unknown};
 pub use machine::{MachineError, MachineSnapshot, StateMachine};
+pub use metrics::{Histogram, Metrics, SYNC_BUCKETS};
+pub use node::{wait_for_leader, Node};
 pub use replica::{
     Answer, ApplyTask, Replica, ReplicaConfig, ReplicaCounters, ReplicaOutput, RequestId,
     Requester, StorageTask,
 };
 pub use storage::{write_batch, Committed};
-pub use metrics::{Histogram, Metrics, SYNC_BUCKETS};
-pub use node::{wait_for_leader, Node};
 pub use transport::Faults;

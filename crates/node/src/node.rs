@@ -16,7 +16,9 @@ use tokio::sync::{mpsc, oneshot, watch};
 use crate::applier::Applier;
 use crate::apply::{self, ApplyMsg};
 use crate::config::NodeConfig;
-use crate::driver::{Driver, Event, Status, ACKS_MAX, APPLY_MSGS_MAX, EVENTS_MAX, STORAGE_TASKS_MAX};
+use crate::driver::{
+    Driver, Event, Status, ACKS_MAX, APPLY_MSGS_MAX, EVENTS_MAX, STORAGE_TASKS_MAX,
+};
 use crate::error::{NodeError, StartError};
 use crate::replica::{Replica, ReplicaConfig};
 use std::sync::Arc;

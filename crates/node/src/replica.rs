@@ -119,6 +119,8 @@ impl ReplicaOutput {
 /// simulator's summary.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ReplicaCounters {
+    /// Writes this member forwarded to the leader.
+    pub forwarded: u64,
     /// Frames from peers that named no request of ours (late, duplicated).
     pub ignored_frames: u64,
     /// Writes proposed again after a definite "not applied".
@@ -183,9 +185,13 @@ struct LocalRead {
 enum ReadState {
     Parked(NodeError),
     /// Waiting for this leader's ReadIndex with context `ctx`.
-    Confirming { ctx: u64 },
+    Confirming {
+        ctx: u64,
+    },
     /// Asked of the leader `to`.
-    Forwarded { to: NodeId },
+    Forwarded {
+        to: NodeId,
+    },
 }
 
 /// Who asked for a read index given to the core.
@@ -355,6 +361,7 @@ impl Replica {
                     data,
                 };
                 self.out.send.push((leader, frame));
+                self.counters.forwarded += 1;
                 WriteState::Forwarded { to: leader }
             }
             Err(e) if parks(&e) => WriteState::Parked(propose_error(e)),
@@ -401,7 +408,10 @@ impl Replica {
     /// is not ours any more, so it was not applied.
     fn wait_for_entry(&mut self, index: Index, term: Term, requester: Requester) {
         if let Some((old_term, old)) = self.proposed.insert(index, (term, requester)) {
-            assert!(old_term < term, "index {index} proposed twice in term {term}");
+            assert!(
+                old_term < term,
+                "index {index} proposed twice in term {term}"
+            );
             self.not_applied(old, NodeError::Superseded);
         }
     }
@@ -450,7 +460,13 @@ impl Replica {
                         // Canary: treat "unknown" as "not applied".
                         self.counters.reproposed += 1;
                         let parked = WriteState::Parked(NodeError::NoLeader);
-                        self.writes.insert(id, LocalWrite { state: parked, ..write });
+                        self.writes.insert(
+                            id,
+                            LocalWrite {
+                                state: parked,
+                                ..write
+                            },
+                        );
                         continue;
                     }
                     NodeError::Unknown(Unknown::LeaderChanged)
@@ -498,8 +514,7 @@ impl Replica {
             .collect();
         for id in expired {
             self.changes.remove(&id);
-            self.proposed
-                .retain(|_, (_, r)| *r != Requester::Local(id));
+            self.proposed.retain(|_, (_, r)| *r != Requester::Local(id));
             self.out.answers.push((id, Err(NodeError::Timeout)));
         }
     }
@@ -558,7 +573,9 @@ impl Replica {
             }
             Requester::Peer { from, id } => {
                 let result = Err(refusal(&why));
-                self.out.send.push((from, Frame::ForwardReply { id, result }));
+                self.out
+                    .send
+                    .push((from, Frame::ForwardReply { id, result }));
             }
         }
     }
@@ -587,7 +604,9 @@ impl Replica {
             }
             Requester::Peer { from, id } => {
                 let result = Err(Refusal::Unknown);
-                self.out.send.push((from, Frame::ForwardReply { id, result }));
+                self.out
+                    .send
+                    .push((from, Frame::ForwardReply { id, result }));
             }
         }
     }
@@ -604,9 +623,7 @@ impl Replica {
             Frame::Forward { id, from, data } => self.on_forward(id, from, data),
             Frame::ForwardReply { id, result } => self.on_forward_reply(RequestId(id), result),
             Frame::ReadIndex { id, from } => self.on_read_index(id, from),
-            Frame::ReadIndexReply { id, result } => {
-                self.on_read_index_reply(RequestId(id), result)
-            }
+            Frame::ReadIndexReply { id, result } => self.on_read_index_reply(RequestId(id), result),
         }
         Ok(())
     }
@@ -626,7 +643,9 @@ impl Replica {
             Ok((index, term)) => self.wait_for_entry(index, term, Requester::Peer { from, id }),
             Err(e) => {
                 let result = Err(refusal(&propose_error(e)));
-                self.out.send.push((from, Frame::ForwardReply { id, result }));
+                self.out
+                    .send
+                    .push((from, Frame::ForwardReply { id, result }));
             }
         }
     }
@@ -660,7 +679,9 @@ impl Replica {
             }
             Err(e) => {
                 let result = Err(refusal(&propose_error(e)));
-                self.out.send.push((from, Frame::ReadIndexReply { id, result }));
+                self.out
+                    .send
+                    .push((from, Frame::ReadIndexReply { id, result }));
             }
         }
     }
@@ -824,7 +845,9 @@ impl Replica {
             }
             Some(ReadOrigin::Peer { from, id }) => {
                 let result = Ok(index);
-                self.out.send.push((from, Frame::ReadIndexReply { id, result }));
+                self.out
+                    .send
+                    .push((from, Frame::ReadIndexReply { id, result }));
             }
             None => {}
         }
@@ -841,7 +864,9 @@ impl Replica {
             }
             Some(ReadOrigin::Peer { from, id }) => {
                 let result = Err(Refusal::NotLeader { leader: None });
-                self.out.send.push((from, Frame::ReadIndexReply { id, result }));
+                self.out
+                    .send
+                    .push((from, Frame::ReadIndexReply { id, result }));
             }
             None => {}
         }
@@ -866,7 +891,9 @@ impl Replica {
         for (_, (_, requester)) in std::mem::take(&mut self.proposed) {
             if let Requester::Peer { from, id } = requester {
                 let result = Err(Refusal::Unknown);
-                self.out.send.push((from, Frame::ForwardReply { id, result }));
+                self.out
+                    .send
+                    .push((from, Frame::ForwardReply { id, result }));
             }
         }
         self.read_ctx.clear();

@@ -114,7 +114,9 @@ pub fn run<D: Disk>(
         };
         // How long the fdatasync took (with an injected delay); None when
         // the batch needed none.
-        let sync = done.synced.then(|| sync_started.unwrap_or(started).elapsed());
+        let sync = done
+            .synced
+            .then(|| sync_started.unwrap_or(started).elapsed());
         if let Some(elapsed) = sync {
             metrics.sync.record(elapsed);
         }
@@ -135,4 +137,3 @@ pub fn run<D: Disk>(
         tracing::error!("final sync failed: {e}");
     }
 }
-

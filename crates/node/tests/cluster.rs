@@ -69,7 +69,8 @@ impl StateMachine for Text {
         self.recover(data)
     }
     fn recover(&mut self, data: &[u8]) -> Result<(), MachineError> {
-        self.restore(data).map_err(|e| MachineError::Restore(e.to_string()))
+        self.restore(data)
+            .map_err(|e| MachineError::Restore(e.to_string()))
     }
 }
 
@@ -130,7 +131,10 @@ async fn propose(node: &Node, command: &str) -> String {
         match node.propose(Bytes::from(command.to_string())).await {
             Ok(reply) => return String::from_utf8_lossy(&reply).into_owned(),
             Err(
-                NodeError::NoLeader | NodeError::Busy(_) | NodeError::Timeout | NodeError::Superseded,
+                NodeError::NoLeader
+                | NodeError::Busy(_)
+                | NodeError::Timeout
+                | NodeError::Superseded,
             ) => tokio::time::sleep(Duration::from_millis(25)).await,
             Err(NodeError::NotLeader { .. }) => tokio::time::sleep(Duration::from_millis(25)).await,
             Err(e) => panic!("{command}: {e}"),

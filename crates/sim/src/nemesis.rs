@@ -182,7 +182,11 @@ impl World {
         let Some(&to) = self.prng.pick(&voters) else {
             return;
         };
-        let Some(running) = self.nodes.get_mut(&leader_id).and_then(|n| n.running.as_mut()) else {
+        let Some(running) = self
+            .nodes
+            .get_mut(&leader_id)
+            .and_then(|n| n.running.as_mut())
+        else {
             return;
         };
         if running.replica.transfer_leader(to).is_ok() {

@@ -173,7 +173,8 @@ impl SimNode {
             Some(s) => (s.data.clone(), s.meta.index),
             None => (Bytes::new(), Index::ZERO),
         };
-        let sm = SimMachine::restore(&data).map_err(|e| Violation::new("snapshot", e.to_string()))?;
+        let sm =
+            SimMachine::restore(&data).map_err(|e| Violation::new("snapshot", e.to_string()))?;
         if sm.applied_index() != index.0 {
             return Err(Violation::new(
                 "snapshot",
@@ -459,6 +460,9 @@ impl World {
         if !node.is_up() {
             return;
         }
+        if let Some(r) = &node.running {
+            self.stats.add_replica(r.replica.counters());
+        }
         let prng = &mut self.prng;
         node.crash(&mut || prng.next_u64());
         self.safety.forget(id);
@@ -528,7 +532,12 @@ impl World {
         let Some((client, seq)) = node.requests.remove(&request) else {
             return;
         };
-        self.log(|| format!("answer {id} client #{client} seq {seq}: {:?}", answer.as_ref().err()));
+        self.log(|| {
+            format!(
+                "answer {id} client #{client} seq {seq}: {:?}",
+                answer.as_ref().err()
+            )
+        });
         let result = match answer {
             Ok(bytes) => match open_reply(&bytes) {
                 Some(reply) => Ok(reply),

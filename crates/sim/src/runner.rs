@@ -30,7 +30,7 @@ impl Summary {
         let s = &self.stats;
         format!(
             "seeds={} steps={} elections={} commits={} operations={} crashes={} partitions={} transfers={} \
-             membership_changes={} snapshots_taken={} snapshots_installed={} torn_tails={} pauses={} virtual_s={} violations={}",
+             membership_changes={} snapshots_taken={} snapshots_installed={} torn_tails={} pauses={} forwarded={} unknown={} superseded={} virtual_s={} violations={}",
             self.seeds,
             s.steps,
             s.elections,
@@ -44,6 +44,9 @@ impl Summary {
             s.snapshots_installed,
             s.torn_tails,
             s.pauses,
+            s.forwarded,
+            s.unknown,
+            s.superseded,
             s.virtual_ms / 1000,
             self.failures.len()
         )

@@ -79,6 +79,12 @@ pub struct Stats {
     pub torn_tails: u64,
     pub pauses: u64,
     pub virtual_ms: u64,
+    /// Writes the replicas forwarded to a leader.
+    pub forwarded: u64,
+    /// Writes answered "outcome unknown" by a replica.
+    pub unknown: u64,
+    /// Writes whose entry was superseded (answered so, or proposed again).
+    pub superseded: u64,
 }
 
 impl Stats {
@@ -96,6 +102,16 @@ impl Stats {
         self.snapshots_taken += o.snapshots_taken;
         self.torn_tails += o.torn_tails;
         self.virtual_ms += o.virtual_ms;
+        self.forwarded += o.forwarded;
+        self.unknown += o.unknown;
+        self.superseded += o.superseded;
+    }
+
+    /// Adds what one replica counted (at a crash, and at the end).
+    pub fn add_replica(&mut self, c: &ferrite_node::ReplicaCounters) {
+        self.forwarded += c.forwarded;
+        self.unknown += c.unknown;
+        self.superseded += c.superseded;
     }
 }
 
@@ -298,6 +314,11 @@ impl World {
         self.stats.commits = self.safety.committed_len();
         self.stats.operations = self.history.len() as u64;
         self.stats.virtual_ms = self.now / 1000;
+        for node in self.nodes.values() {
+            if let Some(r) = &node.running {
+                self.stats.add_replica(r.replica.counters());
+            }
+        }
         Ok(self.stats.clone())
     }
 

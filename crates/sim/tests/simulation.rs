@@ -44,6 +44,22 @@ fn three_node_clusters_stay_safe_and_linearizable() {
         summary.stats.crashes > 0 && summary.stats.partitions > 0,
         "faults happened"
     );
+    let s = &summary.stats;
+    assert!(
+        s.forwarded > 0,
+        "followers forwarded writes: {}",
+        summary.line()
+    );
+    assert!(
+        s.unknown > 0,
+        "some writes ended unknown: {}",
+        summary.line()
+    );
+    assert!(
+        s.superseded > 0,
+        "some entries were superseded: {}",
+        summary.line()
+    );
 }
 
 #[test]
@@ -119,6 +135,30 @@ fn catches_votes_granted_without_the_log_check() {
 fn catches_acknowledgement_before_persist() {
     let (seed, kind) = first_catch(Canary::AckBeforePersist, 400);
     println!("ack-before-persist caught at seed {seed}: {kind}");
+}
+
+#[test]
+fn catches_an_ignored_apply_budget() {
+    let (seed, kind) = first_catch(Canary::IgnoreApplyBudget, 100);
+    assert_eq!(kind, "apply budget", "seed {seed}");
+    println!("ignore-apply-budget caught at seed {seed}: {kind}");
+}
+
+#[test]
+fn catches_a_server_that_reproposes_writes_of_unknown_outcome() {
+    let (seed, kind) = first_catch(Canary::ReproposeUnknown, 400);
+    assert!(
+        kind == "linearizability" || kind == "reply",
+        "seed {seed}: {kind}"
+    );
+    println!("repropose-unknown caught at seed {seed}: {kind}");
+}
+
+#[test]
+fn catches_a_read_answered_before_apply_reaches_its_index() {
+    let (seed, kind) = first_catch(Canary::ReadBeforeApplied, 400);
+    assert_eq!(kind, "linearizability", "seed {seed}");
+    println!("read-before-applied caught at seed {seed}: {kind}");
 }
 
 #[test]

@@ -437,6 +437,7 @@ impl Cluster {
     fn execute(&mut self, id: u64, out: Output) {
         let Output {
             persist,
+            must_sync: _,
             send,
             send_after_persist,
             apply,

@@ -14,6 +14,7 @@ use ferrite_proto::ferrite::v1 as fv;
 use ferrite_proto::ferrite::v1::registers_client::RegistersClient;
 use ferrite_proto::ferrite::v1::status_client::StatusClient;
 use ferrite_proto::ferrite::v1::volumes_client::VolumesClient;
+use ferrite_proto::{Outcome, Session, SESSION_METADATA};
 use tonic::transport::{Channel, Endpoint};
 use tonic::Code;
 
@@ -32,6 +33,10 @@ pub enum ClientError {
     Unavailable(Duration, String),
     #[error("{0}")]
     Refused(String),
+    /// The write may or may not have been applied, and was not sent again
+    /// (it carries no session that would make a retry safe).
+    #[error("the outcome is unknown: {0}")]
+    Unknown(String),
     #[error("bad endpoint {0:?}")]
     BadEndpoint(String),
     #[error("the server's answer was empty")]
@@ -79,8 +84,18 @@ fn new_client_id() -> u64 {
     (z ^ (z >> 31)).max(1)
 }
 
-/// Whether an error means "try again, maybe elsewhere".
-fn retryable(s: &tonic::Status) -> bool {
+/// Whether a request may be sent again when its outcome is unknown.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Retry {
+    /// Reads, writes in a session, idempotent writes: always.
+    Always,
+    /// Writes without a session: only when definitely not applied.
+    IfNotApplied,
+}
+
+/// Whether a failure without the server's word is the connection's (the
+/// request may or may not have reached the server).
+fn transport_failure(s: &tonic::Status) -> bool {
     matches!(
         s.code(),
         Code::Unavailable | Code::DeadlineExceeded | Code::Unknown | Code::Cancelled
@@ -92,7 +107,7 @@ fn with_session<T>(
     session: &tonic::metadata::MetadataValue<tonic::metadata::Ascii>,
 ) -> tonic::Request<T> {
     let mut r = tonic::Request::new(message);
-    r.metadata_mut().insert("ferrite-session", session.clone());
+    r.metadata_mut().insert(SESSION_METADATA, session.clone());
     r
 }
 
@@ -165,8 +180,20 @@ impl Client {
     }
 
     /// Runs `call` against the current endpoint, moving on and backing off
-    /// on retryable errors, until it answers or patience runs out.
-    async fn call<T, F, Fut>(&mut self, mut call: F) -> Result<T, ClientError>
+    /// on retryable errors, until it answers or patience runs out. What is
+    /// retryable comes from the outcome the server attached to its error
+    /// (`ferrite-outcome`), never from the message: "not applied" is sent
+    /// again, "no leader" to the next member, "unknown" only if `retry`
+    /// allows it.
+    async fn call<T, F, Fut>(&mut self, call: F) -> Result<T, ClientError>
+    where
+        F: FnMut(Channel) -> Fut,
+        Fut: std::future::Future<Output = Result<T, tonic::Status>>,
+    {
+        self.call_with(Retry::Always, call).await
+    }
+
+    async fn call_with<T, F, Fut>(&mut self, retry: Retry, mut call: F) -> Result<T, ClientError>
     where
         F: FnMut(Channel) -> Fut,
         Fut: std::future::Future<Output = Result<T, tonic::Status>>,
@@ -179,32 +206,37 @@ impl Client {
         let mut backoff = BACKOFF_MIN;
         let mut last = String::new();
         while tokio::time::Instant::now() < deadline {
-            let result = match self.channel().await {
-                Ok(channel) => call(channel).await,
-                Err(e) => Err(e),
+            let (result, sent) = match self.channel().await {
+                Ok(channel) => (call(channel).await, true),
+                Err(e) => (Err(e), false),
             };
-            match result {
+            let status = match result {
                 Ok(v) => return Ok(v),
-                Err(s) if retryable(&s) => {
-                    last = s.message().to_string();
-                    // The server's own refusals start with "etcdserver:";
-                    // anything else is the connection failing: move on.
-                    let from_server = last.starts_with("etcdserver:");
-                    if last.contains("no leader") {
-                        // This member may be the one cut off: the others may
-                        // well have a leader. Ask the next.
-                        (self.notify)(Notice::NoLeader);
-                        self.next_endpoint();
-                    } else if !from_server {
-                        self.next_endpoint();
-                    } else {
-                        (self.notify)(Notice::Retrying(last.clone()));
-                    }
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(BACKOFF_MAX);
+                Err(status) => status,
+            };
+            last = status.message().to_string();
+            match Outcome::of(&status) {
+                Some(Outcome::NoLeader) => {
+                    // This member may be the one cut off: the others may
+                    // well have a leader. Ask the next.
+                    (self.notify)(Notice::NoLeader);
+                    self.next_endpoint();
                 }
-                Err(s) => return Err(ClientError::Refused(s.message().to_string())),
+                Some(Outcome::NotApplied) => (self.notify)(Notice::Retrying(last.clone())),
+                Some(Outcome::Unknown) if retry == Retry::Always => {
+                    (self.notify)(Notice::Retrying(last.clone()))
+                }
+                Some(Outcome::Unknown) => return Err(ClientError::Unknown(last)),
+                None if transport_failure(&status) => {
+                    if sent && retry == Retry::IfNotApplied {
+                        return Err(ClientError::Unknown(last));
+                    }
+                    self.next_endpoint();
+                }
+                None => return Err(ClientError::Refused(last)),
             }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(BACKOFF_MAX);
         }
         Err(ClientError::Unavailable(PATIENCE, last))
     }
@@ -258,9 +290,11 @@ impl Client {
     /// (the server's `ferrite-session`): every retry of the write carries the
     /// same, so it applies exactly once.
     fn kv_session(&mut self) -> tonic::metadata::MetadataValue<tonic::metadata::Ascii> {
-        let seq = self.next_sequence();
-        let text = format!("{}/{}", self.client_id, seq);
-        tonic::metadata::MetadataValue::try_from(text.as_str())
+        let session = Session {
+            client: self.client_id,
+            seq: self.next_sequence(),
+        };
+        tonic::metadata::MetadataValue::try_from(session.to_string())
             .unwrap_or_else(|_| tonic::metadata::MetadataValue::from_static("0/0"))
     }
 
@@ -460,7 +494,7 @@ impl Client {
             size,
         };
         let r = self
-            .call(|ch| {
+            .call_with(Retry::IfNotApplied, |ch| {
                 let req = req.clone();
                 async move { VolumesClient::new(ch).create(req).await }
             })
@@ -478,7 +512,7 @@ impl Client {
             size,
         };
         let r = self
-            .call(|ch| {
+            .call_with(Retry::IfNotApplied, |ch| {
                 let req = req.clone();
                 async move { VolumesClient::new(ch).resize(req).await }
             })
@@ -491,7 +525,7 @@ impl Client {
             name: name.to_string(),
         };
         let r = self
-            .call(|ch| {
+            .call_with(Retry::IfNotApplied, |ch| {
                 let req = req.clone();
                 async move { VolumesClient::new(ch).delete(req).await }
             })
@@ -569,7 +603,7 @@ impl Client {
             is_learner: learner,
         };
         let r = self
-            .call(|ch| {
+            .call_with(Retry::IfNotApplied, |ch| {
                 let req = req.clone();
                 async move { ClusterClient::new(ch).member_add(req).await }
             })
@@ -580,7 +614,7 @@ impl Client {
     }
 
     pub async fn member_remove(&mut self, id: u64) -> Result<(), ClientError> {
-        self.call(|ch| async move {
+        self.call_with(Retry::IfNotApplied, |ch| async move {
             ClusterClient::new(ch)
                 .member_remove(pb::MemberRemoveRequest { id })
                 .await
@@ -590,7 +624,7 @@ impl Client {
     }
 
     pub async fn member_promote(&mut self, id: u64) -> Result<(), ClientError> {
-        self.call(|ch| async move {
+        self.call_with(Retry::IfNotApplied, |ch| async move {
             ClusterClient::new(ch)
                 .member_promote(pb::MemberPromoteRequest { id })
                 .await

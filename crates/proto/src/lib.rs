@@ -8,6 +8,10 @@
 //! Every generated server trait has default method bodies that answer
 //! `UNIMPLEMENTED`, so a server overrides only the methods it serves.
 
+mod session;
+
+pub use session::{BadSession, Outcome, Session, OUTCOME_METADATA, SESSION_METADATA};
+
 /// etcd's multi-version key-value records (`KeyValue`, `Event`).
 #[allow(clippy::all, clippy::pedantic, missing_docs, rustdoc::all)]
 pub mod mvccpb {

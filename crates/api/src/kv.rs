@@ -2,11 +2,13 @@
 
 use ferrite_proto::etcdserverpb as pb;
 use ferrite_proto::etcdserverpb::kv_server::Kv;
+use ferrite_service::Context;
 use ferrite_state::{Op, Reply};
 use tonic::{Request, Response, Status};
 
-use crate::context::{unexpected, Context};
 use crate::convert;
+use crate::errors::{service_status, unexpected};
+use crate::header::Header;
 
 pub struct KvService(pub Context);
 
@@ -44,7 +46,8 @@ impl Kv for KvService {
         match self
             .0
             .read(Op::Range(convert::range_request(req)), serializable)
-            .await?
+            .await
+            .map_err(service_status)?
         {
             Reply::Range(r) => Ok(Response::new(convert::range_response(r, header))),
             other => Err(unexpected(other)),
@@ -55,7 +58,7 @@ impl Kv for KvService {
         let session = session_of(&req)?;
         let op = Op::Put(convert::put_request(req.into_inner()));
         let header = |rev| self.0.header(rev);
-        match self.0.write(op, session).await? {
+        match self.0.write(op, session).await.map_err(service_status)? {
             Reply::Put(r) => Ok(Response::new(convert::put_response(r, header))),
             other => Err(unexpected(other)),
         }
@@ -68,7 +71,7 @@ impl Kv for KvService {
         let session = session_of(&req)?;
         let op = Op::DeleteRange(convert::delete_request(req.into_inner()));
         let header = |rev| self.0.header(rev);
-        match self.0.write(op, session).await? {
+        match self.0.write(op, session).await.map_err(service_status)? {
             Reply::DeleteRange(r) => Ok(Response::new(convert::delete_response(r, header))),
             other => Err(unexpected(other)),
         }
@@ -79,7 +82,12 @@ impl Kv for KvService {
         let txn = convert::txn_request(req.into_inner())
             .map_err(|e| Status::invalid_argument(format!("etcdserver: {e}")))?;
         let header = |rev| self.0.header(rev);
-        match self.0.write(Op::Txn(txn), session).await? {
+        match self
+            .0
+            .write(Op::Txn(txn), session)
+            .await
+            .map_err(service_status)?
+        {
             Reply::Txn(r) => Ok(Response::new(convert::txn_response(r, &header))),
             other => Err(unexpected(other)),
         }
@@ -94,7 +102,7 @@ impl Kv for KvService {
             revision: req.revision,
             physical: req.physical,
         });
-        match self.0.write(op, None).await? {
+        match self.0.write(op, None).await.map_err(service_status)? {
             Reply::Compact(r) => Ok(Response::new(pb::CompactionResponse {
                 header: self.0.header(r.revision),
             })),

@@ -15,16 +15,16 @@ use ferrite_proto::ferrite::v1::registers_server::RegistersServer;
 use ferrite_proto::ferrite::v1::status_server::StatusServer;
 use ferrite_proto::ferrite::v1::volumes_server::VolumesServer;
 use ferrite_raft::NodeId;
+use ferrite_service::copy::PeerCopier;
+use ferrite_service::machine::Replicated;
+use ferrite_service::Context;
 use ferrite_state::{MemberInfo, Op};
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_stream::StreamExt;
 
 use crate::cluster::{parse_url, ClusterService, MaintenanceService};
-use crate::context::Context;
-use crate::copy::PeerCopier;
 use crate::kv::KvService;
-use crate::machine::Replicated;
 use crate::registers::RegistersService;
 use crate::status::StatusService;
 use crate::volumes::{VolumeExports, VolumesService};
@@ -44,7 +44,8 @@ pub struct ServerOptions {
     pub control: Option<SocketAddr>,
     /// Allow `/v1/fault/isolate|heal` (tests, `ferrite up`).
     pub fault_injection: bool,
-    /// Revisions of KV history kept readable (`compaction.rs`); 0: all.
+    /// Revisions of KV history kept readable (`ferrite_service::compaction`);
+    /// 0: all.
     pub history_revisions: u64,
 }
 
@@ -165,7 +166,7 @@ impl Server {
         };
         tokio::spawn(publish(context.clone(), me));
         tokio::spawn(learn_addresses(context.clone()));
-        tokio::spawn(crate::compaction::run(
+        tokio::spawn(ferrite_service::compaction::run(
             context.clone(),
             opts.history_revisions,
         ));

@@ -8,10 +8,11 @@
 //!   the response header.
 //! - `registers.rs`, `status.rs`: Ferrite's own gRPC services.
 //! - `volumes.rs`: Ferrite's `Volumes` gRPC service (and the `Copy` stream
-//!   a member serves to a peer); `nbd/`: the NBD server that exports them.
+//!   a member serves to a peer).
 //! - `http.rs`: JSON API, `/healthz`, `/metrics`; `dashboard/`: the web
 //!   page and its live stream.
-//! - `server.rs`: one server with all of them on a node.
+//! - `server.rs`: one server with all of them on a node, and the NBD server
+//!   (`ferrite-nbd`).
 
 mod cluster;
 mod convert;
@@ -20,7 +21,6 @@ pub mod errors;
 pub mod header;
 pub mod http;
 mod kv;
-pub mod nbd;
 mod registers;
 pub mod server;
 mod status;

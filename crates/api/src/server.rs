@@ -1,8 +1,9 @@
 //! One Ferrite server: the node, the gRPC front end (etcd v3 and Ferrite's
-//! services on one port) and the HTTP front end. Listeners are bound before
-//! anything starts, so a busy port is a clear error at start. Two small
-//! background tasks keep the member table current: this member publishes its
-//! name and addresses, and every member learns its peers' addresses from it.
+//! services on one port), the HTTP front end and the NBD server
+//! (`ferrite-nbd`). Listeners are bound before anything starts, so a busy
+//! port is a clear error at start. Two small background tasks keep the
+//! member table current: this member publishes its name and addresses, and
+//! every member learns its peers' addresses from it.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -27,7 +28,7 @@ use crate::cluster::{parse_url, ClusterService, MaintenanceService};
 use crate::kv::KvService;
 use crate::registers::RegistersService;
 use crate::status::StatusService;
-use crate::volumes::{VolumeExports, VolumesService};
+use crate::volumes::VolumesService;
 
 /// The largest gRPC message accepted: etcd's default request limit (1.5 MiB)
 /// plus room for framing.
@@ -149,9 +150,9 @@ impl Server {
             }
         });
 
-        tokio::spawn(crate::nbd::serve(
+        tokio::spawn(ferrite_nbd::serve(
             nbd,
-            std::sync::Arc::new(VolumeExports(context.clone())),
+            std::sync::Arc::new(ferrite_nbd::VolumeExports(context.clone())),
             std::future::pending(),
         ));
 

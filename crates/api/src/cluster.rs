@@ -11,26 +11,20 @@ use ferrite_proto::etcdserverpb::cluster_client::ClusterClient;
 use ferrite_proto::etcdserverpb::cluster_server::Cluster;
 use ferrite_proto::etcdserverpb::maintenance_server::Maintenance;
 use ferrite_raft::{MembershipChange, NodeId, Role};
-use ferrite_state::{MemberInfo, Op, Reply};
+use ferrite_service::ids::node_id;
+use ferrite_service::members::dial_url;
+use ferrite_service::Context;
+use ferrite_state::{MemberInfo, Op};
 use tonic::{Code, Request, Response, Status};
 
-use crate::context::{node_status, unexpected, Context};
-use crate::ids::node_id;
+use crate::errors::{node_status, service_status};
+use crate::header::Header;
 
 /// The etcd version we speak; clients check it for feature support.
 pub const ETCD_VERSION: &str = "3.5.0";
 
 pub struct ClusterService(pub Context);
 pub struct MaintenanceService(pub Context);
-
-/// `host:port` as a URL tonic can dial.
-pub fn dial_url(url: &str) -> String {
-    if url.contains("://") {
-        url.to_string()
-    } else {
-        format!("http://{url}")
-    }
-}
 
 /// Parses `http://host:port` or `host:port`.
 pub fn parse_url(url: &str) -> Result<SocketAddr, Status> {
@@ -45,74 +39,65 @@ pub fn parse_url(url: &str) -> Result<SocketAddr, Status> {
     })
 }
 
-impl Context {
-    pub async fn member_table(&self) -> Result<Vec<MemberInfo>, Status> {
-        match self.read(Op::MemberList, true).await? {
-            Reply::Members(m) => Ok(m),
-            other => Err(unexpected(other)),
-        }
-    }
+/// Every member of the configuration, named and addressed from the member
+/// table.
+pub async fn members(ctx: &Context) -> Result<Vec<pb::Member>, Status> {
+    let status = ctx.node.status().await.map_err(node_status)?;
+    let table = ctx.member_table().await.map_err(service_status)?;
+    let m = &status.membership;
+    let ids = m
+        .voters
+        .iter()
+        .map(|id| (id, false))
+        .chain(m.learners.iter().map(|id| (id, true)));
+    Ok(ids
+        .map(|(id, is_learner)| {
+            let info = table
+                .iter()
+                .find(|i| i.id == id.0)
+                .cloned()
+                .unwrap_or_default();
+            pb::Member {
+                id: id.0,
+                name: info.name,
+                peer_ur_ls: info.peer_urls,
+                client_ur_ls: info.client_urls,
+                is_learner,
+            }
+        })
+        .collect())
+}
 
-    /// Every member of the configuration, named and addressed from the
-    /// member table.
-    pub async fn members(&self) -> Result<Vec<pb::Member>, Status> {
-        let status = self.node.status().await.map_err(node_status)?;
-        let table = self.member_table().await?;
-        let m = &status.membership;
-        let ids = m
-            .voters
-            .iter()
-            .map(|id| (id, false))
-            .chain(m.learners.iter().map(|id| (id, true)));
-        Ok(ids
-            .map(|(id, is_learner)| {
-                let info = table
-                    .iter()
-                    .find(|i| i.id == id.0)
-                    .cloned()
-                    .unwrap_or_default();
-                pb::Member {
-                    id: id.0,
-                    name: info.name,
-                    peer_ur_ls: info.peer_urls,
-                    client_ur_ls: info.client_urls,
-                    is_learner,
-                }
-            })
-            .collect())
+/// The leader's client address, for forwarding leader-only requests.
+async fn leader_url(ctx: &Context) -> Result<String, Status> {
+    let leader = ferrite_node::Metrics::get(&ctx.metrics().leader);
+    if leader == 0 {
+        return Err(node_status(NodeError::NoLeader));
     }
+    let table = ctx.member_table().await.map_err(service_status)?;
+    table
+        .into_iter()
+        .find(|m| m.id == leader)
+        .and_then(|m| m.client_urls.into_iter().next())
+        .ok_or_else(|| {
+            Status::unavailable("etcdserver: the leader's client address is not known yet")
+        })
+}
 
-    /// The leader's client address, for forwarding leader-only requests.
-    async fn leader_url(&self) -> Result<String, Status> {
-        let leader = ferrite_node::Metrics::get(&self.metrics().leader);
-        if leader == 0 {
-            return Err(node_status(NodeError::NoLeader));
-        }
-        let table = self.member_table().await?;
-        table
-            .into_iter()
-            .find(|m| m.id == leader)
-            .and_then(|m| m.client_urls.into_iter().next())
-            .ok_or_else(|| {
-                Status::unavailable("etcdserver: the leader's client address is not known yet")
-            })
-    }
+async fn leader_cluster_client(
+    ctx: &Context,
+) -> Result<ClusterClient<tonic::transport::Channel>, Status> {
+    let url = leader_url(ctx).await?;
+    let endpoint = tonic::transport::Endpoint::from_shared(dial_url(&url))
+        .map_err(|e| Status::internal(e.to_string()))?
+        .timeout(Duration::from_secs(10));
+    ClusterClient::connect(endpoint)
+        .await
+        .map_err(|e| Status::unavailable(format!("etcdserver: cannot reach the leader: {e}")))
+}
 
-    async fn leader_cluster_client(
-        &self,
-    ) -> Result<ClusterClient<tonic::transport::Channel>, Status> {
-        let url = self.leader_url().await?;
-        let endpoint = tonic::transport::Endpoint::from_shared(dial_url(&url))
-            .map_err(|e| Status::internal(e.to_string()))?
-            .timeout(Duration::from_secs(10));
-        ClusterClient::connect(endpoint)
-            .await
-            .map_err(|e| Status::unavailable(format!("etcdserver: cannot reach the leader: {e}")))
-    }
-
-    fn is_leader(&self) -> bool {
-        ferrite_node::Metrics::get(&self.metrics().is_leader) == 1
-    }
+fn is_leader(ctx: &Context) -> bool {
+    ferrite_node::Metrics::get(&ctx.metrics().is_leader) == 1
 }
 
 fn membership_status(e: NodeError) -> Status {
@@ -142,10 +127,8 @@ impl Cluster for ClusterService {
         &self,
         req: Request<pb::MemberAddRequest>,
     ) -> Result<Response<pb::MemberAddResponse>, Status> {
-        if !self.0.is_leader() {
-            return self
-                .0
-                .leader_cluster_client()
+        if !is_leader(&self.0) {
+            return leader_cluster_client(&self.0)
                 .await?
                 .member_add(req.into_inner())
                 .await;
@@ -164,13 +147,16 @@ impl Cluster for ClusterService {
             client_urls: Vec::new(),
         };
         // The address first, so the new member can be named before it joins.
-        self.0.write(Op::MemberPublish(info), None).await?;
+        self.0
+            .write(Op::MemberPublish(info), None)
+            .await
+            .map_err(service_status)?;
         self.0
             .node
             .add_member(id, addr, !req.is_learner)
             .await
             .map_err(membership_status)?;
-        let members = self.0.members().await?;
+        let members = members(&self.0).await?;
         let member = members.iter().find(|m| m.id == id.0).cloned();
         Ok(Response::new(pb::MemberAddResponse {
             header: self.0.header(0),
@@ -183,10 +169,8 @@ impl Cluster for ClusterService {
         &self,
         req: Request<pb::MemberRemoveRequest>,
     ) -> Result<Response<pb::MemberRemoveResponse>, Status> {
-        if !self.0.is_leader() {
-            return self
-                .0
-                .leader_cluster_client()
+        if !is_leader(&self.0) {
+            return leader_cluster_client(&self.0)
                 .await?
                 .member_remove(req.into_inner())
                 .await;
@@ -194,9 +178,12 @@ impl Cluster for ClusterService {
         let id = req.into_inner().id;
         // Forget the name first: a leader that removes itself steps down
         // once the change commits, and could not write afterwards.
-        let table = self.0.member_table().await?;
+        let table = self.0.member_table().await.map_err(service_status)?;
         let entry = table.into_iter().find(|m| m.id == id);
-        self.0.write(Op::MemberForget { id }, None).await?;
+        self.0
+            .write(Op::MemberForget { id }, None)
+            .await
+            .map_err(service_status)?;
         if let Err(e) = self
             .0
             .node
@@ -210,7 +197,7 @@ impl Cluster for ClusterService {
         }
         Ok(Response::new(pb::MemberRemoveResponse {
             header: self.0.header(0),
-            members: self.0.members().await?,
+            members: members(&self.0).await?,
         }))
     }
 
@@ -229,7 +216,7 @@ impl Cluster for ClusterService {
     ) -> Result<Response<pb::MemberListResponse>, Status> {
         Ok(Response::new(pb::MemberListResponse {
             header: self.0.header(0),
-            members: self.0.members().await?,
+            members: members(&self.0).await?,
         }))
     }
 
@@ -237,10 +224,8 @@ impl Cluster for ClusterService {
         &self,
         req: Request<pb::MemberPromoteRequest>,
     ) -> Result<Response<pb::MemberPromoteResponse>, Status> {
-        if !self.0.is_leader() {
-            return self
-                .0
-                .leader_cluster_client()
+        if !is_leader(&self.0) {
+            return leader_cluster_client(&self.0)
                 .await?
                 .member_promote(req.into_inner())
                 .await;
@@ -253,7 +238,7 @@ impl Cluster for ClusterService {
             .map_err(membership_status)?;
         Ok(Response::new(pb::MemberPromoteResponse {
             header: self.0.header(0),
-            members: self.0.members().await?,
+            members: members(&self.0).await?,
         }))
     }
 }

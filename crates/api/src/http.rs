@@ -22,11 +22,12 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use bytes::Bytes;
 use ferrite_node::{Metrics, SYNC_BUCKETS};
+use ferrite_service::{Context, ServiceError};
 use ferrite_state::{DeleteRangeRequest, Op, PutRequest, RangeRequest, Reply};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::context::Context;
+use crate::errors::{node_status, service_status, unexpected};
 
 pub fn router(ctx: Context) -> Router {
     Router::new()
@@ -67,6 +68,14 @@ impl From<tonic::Status> for ApiError {
     }
 }
 
+/// The JSON API reports what failed with etcd's messages, as the gRPC API
+/// does, and the HTTP status for etcd's code.
+impl From<ServiceError> for ApiError {
+    fn from(e: ServiceError) -> ApiError {
+        ApiError::from(service_status(e))
+    }
+}
+
 type ApiResult = Result<Json<Value>, ApiError>;
 
 fn text(b: &[u8]) -> String {
@@ -84,7 +93,7 @@ fn kv_json(kv: &ferrite_state::KeyValue) -> Value {
 }
 
 fn bad_reply(reply: Reply) -> ApiError {
-    ApiError::from(crate::context::unexpected(reply))
+    ApiError::from(unexpected(reply))
 }
 
 async fn healthz(State(ctx): State<Context>) -> (StatusCode, &'static str) {
@@ -96,11 +105,7 @@ async fn healthz(State(ctx): State<Context>) -> (StatusCode, &'static str) {
 }
 
 async fn status(State(ctx): State<Context>) -> ApiResult {
-    let s = ctx
-        .node
-        .status()
-        .await
-        .map_err(crate::context::node_status)?;
+    let s = ctx.node.status().await.map_err(node_status)?;
     Ok(Json(json!({
         "id": s.id.0,
         "name": ctx.name,
@@ -117,7 +122,7 @@ async fn status(State(ctx): State<Context>) -> ApiResult {
 }
 
 async fn members(State(ctx): State<Context>) -> ApiResult {
-    let members = ctx.members().await?;
+    let members = crate::cluster::members(&ctx).await?;
     Ok(Json(json!(members
         .iter()
         .map(|m| json!({

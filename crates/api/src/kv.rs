@@ -2,34 +2,31 @@
 
 use ferrite_proto::etcdserverpb as pb;
 use ferrite_proto::etcdserverpb::kv_server::Kv;
+use ferrite_proto::{Session, SESSION_METADATA};
+use ferrite_service::Context;
 use ferrite_state::{Op, Reply};
 use tonic::{Request, Response, Status};
 
-use crate::context::{unexpected, Context};
 use crate::convert;
+use crate::errors::{service_status, unexpected};
+use crate::header::Header;
 
 pub struct KvService(pub Context);
 
-/// gRPC metadata with which Ferrite's client makes its KV writes
-/// exactly-once: `<client id>/<sequence>`, as in the Registers service. A
-/// retried write with a sequence already applied gets the saved answer
-/// instead of applying again (an etcd client sends none: at-least-once).
-pub const SESSION_HEADER: &str = "ferrite-session";
-
+/// The write's session, if Ferrite's client sent one (`ferrite-session`,
+/// see `ferrite_proto::Session`): a retried write with a sequence already
+/// applied gets the saved answer instead of applying again (an etcd client
+/// sends none: at-least-once).
 fn session_of<T>(req: &Request<T>) -> Result<Option<(u64, u64)>, Status> {
-    let Some(value) = req.metadata().get(SESSION_HEADER) else {
+    let Some(value) = req.metadata().get(SESSION_METADATA) else {
         return Ok(None);
     };
-    let bad = || Status::invalid_argument(format!("etcdserver: bad {SESSION_HEADER} metadata"));
-    let text = value.to_str().map_err(|_| bad())?;
-    let (client, seq) = text.split_once('/').ok_or_else(bad)?;
-    let client: u64 = client.parse().map_err(|_| bad())?;
-    let seq: u64 = seq.parse().map_err(|_| bad())?;
-    match (client, seq) {
-        (0, _) => Ok(None),
-        (_, 0) => Err(bad()),
-        (c, s) => Ok(Some((c, s))),
-    }
+    let text = value.to_str().map_err(|_| {
+        Status::invalid_argument(format!("etcdserver: bad {SESSION_METADATA} metadata"))
+    })?;
+    let session =
+        Session::parse(text).map_err(|e| Status::invalid_argument(format!("etcdserver: {e}")))?;
+    Ok(session.map(|s| (s.client, s.seq)))
 }
 
 #[tonic::async_trait]
@@ -44,7 +41,8 @@ impl Kv for KvService {
         match self
             .0
             .read(Op::Range(convert::range_request(req)), serializable)
-            .await?
+            .await
+            .map_err(service_status)?
         {
             Reply::Range(r) => Ok(Response::new(convert::range_response(r, header))),
             other => Err(unexpected(other)),
@@ -55,7 +53,7 @@ impl Kv for KvService {
         let session = session_of(&req)?;
         let op = Op::Put(convert::put_request(req.into_inner()));
         let header = |rev| self.0.header(rev);
-        match self.0.write(op, session).await? {
+        match self.0.write(op, session).await.map_err(service_status)? {
             Reply::Put(r) => Ok(Response::new(convert::put_response(r, header))),
             other => Err(unexpected(other)),
         }
@@ -68,7 +66,7 @@ impl Kv for KvService {
         let session = session_of(&req)?;
         let op = Op::DeleteRange(convert::delete_request(req.into_inner()));
         let header = |rev| self.0.header(rev);
-        match self.0.write(op, session).await? {
+        match self.0.write(op, session).await.map_err(service_status)? {
             Reply::DeleteRange(r) => Ok(Response::new(convert::delete_response(r, header))),
             other => Err(unexpected(other)),
         }
@@ -79,7 +77,12 @@ impl Kv for KvService {
         let txn = convert::txn_request(req.into_inner())
             .map_err(|e| Status::invalid_argument(format!("etcdserver: {e}")))?;
         let header = |rev| self.0.header(rev);
-        match self.0.write(Op::Txn(txn), session).await? {
+        match self
+            .0
+            .write(Op::Txn(txn), session)
+            .await
+            .map_err(service_status)?
+        {
             Reply::Txn(r) => Ok(Response::new(convert::txn_response(r, &header))),
             other => Err(unexpected(other)),
         }
@@ -94,7 +97,7 @@ impl Kv for KvService {
             revision: req.revision,
             physical: req.physical,
         });
-        match self.0.write(op, None).await? {
+        match self.0.write(op, None).await.map_err(service_status)? {
             Reply::Compact(r) => Ok(Response::new(pb::CompactionResponse {
                 header: self.0.header(r.revision),
             })),

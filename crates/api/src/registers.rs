@@ -4,10 +4,12 @@
 
 use ferrite_proto::ferrite::v1 as fv;
 use ferrite_proto::ferrite::v1::registers_server::Registers;
+use ferrite_service::Context;
 use ferrite_state::{Op, Reply};
 use tonic::{Request, Response, Status};
 
-use crate::context::{unexpected, Context};
+use crate::errors::{service_status, unexpected};
+use crate::header::Header;
 
 pub struct RegistersService(pub Context);
 
@@ -28,7 +30,8 @@ impl Registers for RegistersService {
         match self
             .0
             .read(Op::RegisterGet { name: req.name }, req.serializable)
-            .await?
+            .await
+            .map_err(service_status)?
         {
             Reply::Value(value) => Ok(Response::new(fv::GetResponse {
                 header: self.0.header(0),
@@ -48,7 +51,8 @@ impl Registers for RegistersService {
         match self
             .0
             .write(op, session(req.client_id, req.sequence)?)
-            .await?
+            .await
+            .map_err(service_status)?
         {
             Reply::Set { previous } => Ok(Response::new(fv::SetResponse {
                 header: self.0.header(0),
@@ -68,7 +72,8 @@ impl Registers for RegistersService {
         match self
             .0
             .write(op, session(req.client_id, req.sequence)?)
-            .await?
+            .await
+            .map_err(service_status)?
         {
             Reply::Value(value) => Ok(Response::new(fv::AddResponse {
                 header: self.0.header(0),
@@ -91,7 +96,8 @@ impl Registers for RegistersService {
         match self
             .0
             .write(op, session(req.client_id, req.sequence)?)
-            .await?
+            .await
+            .map_err(service_status)?
         {
             Reply::Cas { swapped, current } => Ok(Response::new(fv::CompareAndSetResponse {
                 header: self.0.header(0),

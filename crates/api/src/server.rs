@@ -1,8 +1,9 @@
 //! One Ferrite server: the node, the gRPC front end (etcd v3 and Ferrite's
-//! services on one port) and the HTTP front end. Listeners are bound before
-//! anything starts, so a busy port is a clear error at start. Two small
-//! background tasks keep the member table current: this member publishes its
-//! name and addresses, and every member learns its peers' addresses from it.
+//! services on one port), the HTTP front end and the NBD server
+//! (`ferrite-nbd`). Listeners are bound before anything starts, so a busy
+//! port is a clear error at start. Two small background tasks keep the
+//! member table current: this member publishes its name and addresses, and
+//! every member learns its peers' addresses from it.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -15,19 +16,19 @@ use ferrite_proto::ferrite::v1::registers_server::RegistersServer;
 use ferrite_proto::ferrite::v1::status_server::StatusServer;
 use ferrite_proto::ferrite::v1::volumes_server::VolumesServer;
 use ferrite_raft::NodeId;
+use ferrite_service::copy::PeerCopier;
+use ferrite_service::machine::Replicated;
+use ferrite_service::Context;
 use ferrite_state::{MemberInfo, Op};
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_stream::StreamExt;
 
 use crate::cluster::{parse_url, ClusterService, MaintenanceService};
-use crate::context::Context;
-use crate::copy::PeerCopier;
 use crate::kv::KvService;
-use crate::machine::Replicated;
 use crate::registers::RegistersService;
 use crate::status::StatusService;
-use crate::volumes::{VolumeExports, VolumesService};
+use crate::volumes::VolumesService;
 
 /// The largest gRPC message accepted: etcd's default request limit (1.5 MiB)
 /// plus room for framing.
@@ -44,7 +45,8 @@ pub struct ServerOptions {
     pub control: Option<SocketAddr>,
     /// Allow `/v1/fault/isolate|heal` (tests, `ferrite up`).
     pub fault_injection: bool,
-    /// Revisions of KV history kept readable (`compaction.rs`); 0: all.
+    /// Revisions of KV history kept readable (`ferrite_service::compaction`);
+    /// 0: all.
     pub history_revisions: u64,
 }
 
@@ -148,9 +150,9 @@ impl Server {
             }
         });
 
-        tokio::spawn(crate::nbd::serve(
+        tokio::spawn(ferrite_nbd::serve(
             nbd,
-            std::sync::Arc::new(VolumeExports(context.clone())),
+            std::sync::Arc::new(ferrite_nbd::VolumeExports(context.clone())),
             std::future::pending(),
         ));
 
@@ -165,7 +167,7 @@ impl Server {
         };
         tokio::spawn(publish(context.clone(), me));
         tokio::spawn(learn_addresses(context.clone()));
-        tokio::spawn(crate::compaction::run(
+        tokio::spawn(ferrite_service::compaction::run(
             context.clone(),
             opts.history_revisions,
         ));

@@ -7,9 +7,13 @@ use ferrite_node::Status as NodeStatus;
 use ferrite_proto::ferrite::v1 as fv;
 use ferrite_proto::ferrite::v1::status_client::StatusClient;
 use ferrite_raft::Role;
+use ferrite_service::members::dial_url;
+use ferrite_service::Context;
 use tonic::{Request, Response, Status};
 
-use crate::context::{node_status, Context};
+use crate::cluster;
+use crate::errors::node_status;
+use crate::header::Header;
 
 pub struct StatusService(pub Context);
 
@@ -43,7 +47,7 @@ pub async fn cluster_statuses(
     ctx: &Context,
     within: Duration,
 ) -> Result<Vec<fv::MemberStatus>, Status> {
-    let members = ctx.members().await?;
+    let members = cluster::members(ctx).await?;
     let asks = members.into_iter().map(|m| async move {
         let (status, error) = match m.client_ur_ls.first() {
             Some(url) => match ask(url, within).await {
@@ -64,7 +68,7 @@ pub async fn cluster_statuses(
 }
 
 async fn ask(url: &str, within: Duration) -> Result<fv::NodeStatus, String> {
-    let endpoint = tonic::transport::Endpoint::from_shared(crate::cluster::dial_url(url))
+    let endpoint = tonic::transport::Endpoint::from_shared(dial_url(url))
         .map_err(|e| e.to_string())?
         .connect_timeout(within.min(Duration::from_secs(1)))
         .timeout(within);

@@ -1,139 +1,29 @@
-//! Block volumes as the front ends see them: the operations (on `Context`,
-//! shared by gRPC, NBD and HTTP), Ferrite's `Volumes` gRPC service, and the
+//! Ferrite's `Volumes` gRPC service (the operations themselves are on
+//! `ferrite-service`'s `Context`, shared with the NBD server), and the
 //! `Copy` stream a member serves to a peer that needs its volume files.
-//!
-//! Writes and zeroes are idempotent as the NBD server issues them (a later
-//! overlapping request waits for the earlier one's reply), so they are
-//! retried through failovers without sessions, and a client only sees a
-//! leader change as latency.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
 use ferrite_proto::ferrite::v1 as fv;
-use ferrite_state::limits::{VOLUME_READ_BYTES_MAX, VOLUME_WRITE_BYTES_MAX};
-use ferrite_state::{Op, Reply, StateError, VolumeInfo};
+use ferrite_service::copy::COPY_CHUNK_BYTES;
+use ferrite_service::machine::VolumeFiles;
+use ferrite_service::{Context, ServiceError};
+use ferrite_state::{StateError, VolumeInfo};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Code, Request, Response, Status};
 
-use crate::context::{state_status, Context};
-use crate::copy::COPY_CHUNK_BYTES;
-use crate::machine::VolumeFiles;
-
-/// How long a block request keeps retrying through elections before it
-/// fails: well beyond a failover (about 1.5 s), short of a client's own
-/// timeouts (the Linux NBD client's default is 30 s).
-pub const BLOCK_RETRY: Duration = Duration::from_secs(20);
+use crate::errors::{service_status, state_status};
+use crate::header::Header;
 
 /// The largest write or read one gRPC call carries.
 const GRPC_DATA_BYTES_MAX: usize = 1 << 20;
 
-impl Context {
-    pub async fn volume_create(&self, name: &str, size: u64) -> Result<VolumeInfo, Status> {
-        let op = Op::VolumeCreate {
-            name: name.to_string(),
-            size,
-        };
-        volume(self.write(op, None).await?)
-    }
-
-    pub async fn volume_resize(&self, name: &str, size: u64) -> Result<VolumeInfo, Status> {
-        let op = Op::VolumeResize {
-            name: name.to_string(),
-            size,
-        };
-        volume(self.write(op, None).await?)
-    }
-
-    pub async fn volume_delete(&self, name: &str) -> Result<VolumeInfo, Status> {
-        let op = Op::VolumeDelete {
-            name: name.to_string(),
-        };
-        volume(self.write(op, None).await?)
-    }
-
-    /// Every volume, linearizably.
-    pub async fn volume_list(&self) -> Result<Vec<VolumeInfo>, Status> {
-        match self.read_patiently(Op::VolumeList, BLOCK_RETRY).await? {
-            Reply::Volumes(list) => Ok(list),
-            other => Err(unexpected_reply(other)),
-        }
-    }
-
-    /// Writes `data` at `offset`, in commands of at most
-    /// `VOLUME_WRITE_BYTES_MAX` proposed together; returns once all are
-    /// committed and applied.
-    pub async fn volume_write(&self, name: &str, offset: u64, data: Bytes) -> Result<(), Status> {
-        let mut parts = Vec::new();
-        let mut at = 0usize;
-        while at < data.len() {
-            let n = (data.len() - at).min(VOLUME_WRITE_BYTES_MAX);
-            let op = Op::VolumeWrite {
-                name: name.to_string(),
-                offset: offset + at as u64,
-                data: data.slice(at..at + n),
-            };
-            parts.push(self.write_idempotent(op, BLOCK_RETRY));
-            at += n;
-        }
-        for reply in futures_util::future::try_join_all(parts).await? {
-            done(reply)?;
-        }
-        Ok(())
-    }
-
-    pub async fn volume_zero(&self, name: &str, offset: u64, len: u64) -> Result<(), Status> {
-        let op = Op::VolumeZero {
-            name: name.to_string(),
-            offset,
-            len,
-        };
-        done(self.write_idempotent(op, BLOCK_RETRY).await?)
-    }
-
-    /// `len` bytes at `offset`, linearizably (ReadIndex, no log write).
-    pub async fn volume_read(&self, name: &str, offset: u64, len: u64) -> Result<Bytes, Status> {
-        if len > VOLUME_READ_BYTES_MAX {
-            return Err(Status::out_of_range(format!(
-                "a read is at most {VOLUME_READ_BYTES_MAX} bytes"
-            )));
-        }
-        let op = Op::VolumeRead {
-            name: name.to_string(),
-            offset,
-            len,
-        };
-        match self.read_patiently(op, BLOCK_RETRY).await? {
-            Reply::Data(data) if data.len() as u64 == len => Ok(data),
-            Reply::Data(data) => Err(Status::internal(format!(
-                "read returned {} bytes instead of {len}",
-                data.len()
-            ))),
-            other => Err(unexpected_reply(other)),
-        }
-    }
-}
-
-fn volume(reply: Reply) -> Result<VolumeInfo, Status> {
-    match reply {
-        Reply::Volume(v) => Ok(v),
-        other => Err(unexpected_reply(other)),
-    }
-}
-
-fn done(reply: Reply) -> Result<(), Status> {
-    match reply {
-        Reply::Done => Ok(()),
-        other => Err(unexpected_reply(other)),
-    }
-}
-
 /// Volume errors with the gRPC codes a client can act on.
-pub fn unexpected_reply(reply: Reply) -> Status {
-    match reply {
-        Reply::Error(e) => {
+pub fn volume_status(e: ServiceError) -> Status {
+    match e {
+        ServiceError::State(e) => {
             let code = match &e {
                 StateError::NoSuchVolume(_) => Code::NotFound,
                 StateError::VolumeExists(_) => Code::AlreadyExists,
@@ -143,7 +33,8 @@ pub fn unexpected_reply(reply: Reply) -> Status {
             };
             Status::new(code, e.to_string())
         }
-        other => Status::internal(format!("unexpected reply {other:?}")),
+        ServiceError::Unexpected(reply) => Status::internal(format!("unexpected reply {reply:?}")),
+        other => service_status(other),
     }
 }
 
@@ -176,14 +67,19 @@ impl fv::volumes_server::Volumes for VolumesService {
         req: Request<fv::VolumeCreateRequest>,
     ) -> Result<Response<fv::VolumeResponse>, Status> {
         let req = req.into_inner();
-        Ok(self.answer(self.ctx.volume_create(&req.name, req.size).await?))
+        let v = self
+            .ctx
+            .volume_create(&req.name, req.size)
+            .await
+            .map_err(volume_status)?;
+        Ok(self.answer(v))
     }
 
     async fn list(
         &self,
         _req: Request<fv::VolumeListRequest>,
     ) -> Result<Response<fv::VolumeListResponse>, Status> {
-        let volumes = self.ctx.volume_list().await?;
+        let volumes = self.ctx.volume_list().await.map_err(volume_status)?;
         Ok(Response::new(fv::VolumeListResponse {
             header: self.ctx.header(0),
             volumes: volumes.into_iter().map(to_proto).collect(),
@@ -195,7 +91,12 @@ impl fv::volumes_server::Volumes for VolumesService {
         req: Request<fv::VolumeResizeRequest>,
     ) -> Result<Response<fv::VolumeResponse>, Status> {
         let req = req.into_inner();
-        Ok(self.answer(self.ctx.volume_resize(&req.name, req.size).await?))
+        let v = self
+            .ctx
+            .volume_resize(&req.name, req.size)
+            .await
+            .map_err(volume_status)?;
+        Ok(self.answer(v))
     }
 
     async fn delete(
@@ -203,7 +104,12 @@ impl fv::volumes_server::Volumes for VolumesService {
         req: Request<fv::VolumeDeleteRequest>,
     ) -> Result<Response<fv::VolumeResponse>, Status> {
         let req = req.into_inner();
-        Ok(self.answer(self.ctx.volume_delete(&req.name).await?))
+        let v = self
+            .ctx
+            .volume_delete(&req.name)
+            .await
+            .map_err(volume_status)?;
+        Ok(self.answer(v))
     }
 
     async fn write(
@@ -218,7 +124,8 @@ impl fv::volumes_server::Volumes for VolumesService {
         }
         self.ctx
             .volume_write(&req.name, req.offset, Bytes::from(req.data))
-            .await?;
+            .await
+            .map_err(volume_status)?;
         Ok(Response::new(fv::VolumeWriteResponse {
             header: self.ctx.header(0),
         }))
@@ -237,7 +144,8 @@ impl fv::volumes_server::Volumes for VolumesService {
         let data = self
             .ctx
             .volume_read(&req.name, req.offset, req.length)
-            .await?;
+            .await
+            .map_err(volume_status)?;
         Ok(Response::new(fv::VolumeReadResponse {
             header: self.ctx.header(0),
             data: data.to_vec(),
@@ -313,62 +221,4 @@ fn send_copy(
         at = start + read as u64;
     }
     Ok(())
-}
-
-/// The volumes as the NBD server sees them.
-pub struct VolumeExports(pub Context);
-
-fn export_error(s: Status) -> crate::nbd::ExportError {
-    use crate::nbd::ExportError;
-    match s.code() {
-        Code::NotFound => ExportError::NotFound,
-        Code::OutOfRange => ExportError::OutOfRange,
-        Code::Unavailable | Code::DeadlineExceeded => {
-            ExportError::Unavailable(s.message().to_string())
-        }
-        _ => ExportError::Io(s.message().to_string()),
-    }
-}
-
-impl crate::nbd::Exports for VolumeExports {
-    async fn list(&self) -> Result<Vec<String>, crate::nbd::ExportError> {
-        let list = self.0.volume_list().await.map_err(export_error)?;
-        Ok(list.into_iter().map(|v| v.name).collect())
-    }
-
-    async fn size(&self, name: &str) -> Result<Option<u64>, crate::nbd::ExportError> {
-        let list = self.0.volume_list().await.map_err(export_error)?;
-        Ok(list.into_iter().find(|v| v.name == name).map(|v| v.size))
-    }
-
-    async fn read(
-        &self,
-        name: &str,
-        offset: u64,
-        len: u32,
-    ) -> Result<Bytes, crate::nbd::ExportError> {
-        self.0
-            .volume_read(name, offset, u64::from(len))
-            .await
-            .map_err(export_error)
-    }
-
-    async fn write(
-        &self,
-        name: &str,
-        offset: u64,
-        data: Bytes,
-    ) -> Result<(), crate::nbd::ExportError> {
-        self.0
-            .volume_write(name, offset, data)
-            .await
-            .map_err(export_error)
-    }
-
-    async fn zero(&self, name: &str, offset: u64, len: u32) -> Result<(), crate::nbd::ExportError> {
-        self.0
-            .volume_zero(name, offset, u64::from(len))
-            .await
-            .map_err(export_error)
-    }
 }

@@ -3,9 +3,9 @@
 use std::collections::BTreeMap;
 
 use anyhow::Context as _;
-use ferrite_api::ids::node_id;
 use ferrite_api::{Server, ServerOptions};
 use ferrite_node::NodeConfig;
+use ferrite_service::ids::node_id;
 
 use crate::config::ServerConfig;
 

@@ -314,7 +314,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         Some(leader) => {
             let name = members
                 .iter()
-                .find(|m| ferrite_api::ids::node_id(m.peer).0 == leader)
+                .find(|m| ferrite_service::ids::node_id(m.peer).0 == leader)
                 .map_or_else(|| format!("{leader:x}"), |m| m.name.clone());
             println!("ferrite: leader is {name}");
         }

@@ -92,7 +92,7 @@ pub async fn fault(
             ok()
         }
         "drop" => {
-            let members = match d.ctx.members().await {
+            let members = match crate::cluster::members(&d.ctx).await {
                 Ok(m) => m,
                 Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, e.message().to_string()),
             };

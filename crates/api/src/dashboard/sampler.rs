@@ -11,11 +11,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ferrite_node::{Histogram, Metrics, SYNC_BUCKETS};
 use ferrite_proto::ferrite::v1 as fv;
+use ferrite_service::Context;
 use ferrite_state::{Op, Reply};
 use serde_json::{json, Value};
 use tokio::sync::watch;
-
-use crate::context::Context;
 
 /// How often the view is refreshed.
 pub const PERIOD: Duration = Duration::from_millis(500);

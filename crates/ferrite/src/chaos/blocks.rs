@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ferrite_sim::check::linearizable::{Op, Operation, Outcome};
+use ferrite_checker::linearizable::{Op, Operation, Outcome};
 
 use super::nbd_client::NbdClient;
 use super::workload::Recorder;

@@ -2,10 +2,11 @@
 //! server` processes on loopback, runs concurrent clients through the etcd
 //! API and Ferrite's own, and block clients over NBD (`blocks.rs`), attacks the cluster as a data centre would
 //! (`nemesis.rs`), then heals it, reads every key once more and checks the
-//! whole history for linearizability with the simulator's checker — which
-//! is also how a lost acknowledged write shows. The seed picks the faults
-//! and the operations (the timing of real processes is not reproducible;
-//! the seed makes runs comparable, not identical).
+//! whole history for linearizability with the simulator's checker
+//! (`ferrite-checker`) — which is also how a lost acknowledged write shows.
+//! The seed picks the faults and the operations (the timing of real
+//! processes is not reproducible; the seed makes runs comparable, not
+//! identical).
 
 mod blocks;
 mod cluster;
@@ -19,7 +20,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
-use ferrite_sim::check::linearizable;
+use ferrite_checker::linearizable;
 
 use cluster::Cluster;
 use workload::{kv_key, Recorder};

@@ -6,7 +6,7 @@
 use std::io;
 use std::net::SocketAddr;
 
-use ferrite_api::nbd::protocol::{
+use ferrite_nbd::protocol::{
     encode_greeting, InfoRequest, OptionHeader, RequestHeader, CMD_READ, CMD_WRITE,
     FLAG_C_FIXED_NEWSTYLE, FLAG_C_NO_ZEROES, GREETING_LEN, OPTION_REPLY_MAGIC, OPT_GO, REP_ACK,
     SIMPLE_REPLY_MAGIC,

@@ -8,8 +8,8 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use ferrite_checker::linearizable::{Op, Operation, Outcome};
 use ferrite_client::Client;
-use ferrite_sim::check::linearizable::{Op, Operation, Outcome};
 use tokio::sync::Mutex;
 
 use super::Rng;

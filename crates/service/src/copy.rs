@@ -5,8 +5,8 @@
 //! member without its volume bytes has nothing else useful to do.
 //!
 //! Peers serve the copy with `Volumes/Copy` on their client port (see
-//! `volumes.rs`); a copy is streamed straight into the files, one chunk of
-//! at most `COPY_CHUNK_BYTES` in memory at a time.
+//! `volumes.rs` in `ferrite-api`); a copy is streamed straight into the
+//! files, one chunk of at most `COPY_CHUNK_BYTES` in memory at a time.
 
 use std::time::Duration;
 
@@ -93,7 +93,7 @@ async fn copy_from(
     applied: u64,
     store: &mut BlockStore,
 ) -> Result<u64, String> {
-    let endpoint = tonic::transport::Endpoint::from_shared(crate::cluster::dial_url(url))
+    let endpoint = tonic::transport::Endpoint::from_shared(crate::members::dial_url(url))
         .map_err(|e| e.to_string())?
         .connect_timeout(Duration::from_secs(1));
     let mut client = VolumesClient::connect(endpoint)

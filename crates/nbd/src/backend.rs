@@ -5,7 +5,8 @@
 use std::future::Future;
 
 /// What the NBD server serves: named volumes. Implemented by the replicated
-/// volume store (elsewhere) and by an in-memory test backend (in `tests.rs`).
+/// volume store (`volumes.rs`) and by an in-memory test backend (in
+/// `tests.rs`).
 ///
 /// The server calls these concurrently, from many connections and with many
 /// requests in flight per connection; it keeps overlapping requests of one

@@ -57,7 +57,7 @@ pub async fn run(ctx: Context, retain: u64) {
                 compacted = target;
             }
             Ok(other) => tracing::warn!("auto-compaction: unexpected reply {other:?}"),
-            Err(e) => tracing::debug!("auto-compaction not proposed: {}", e.message()),
+            Err(e) => tracing::debug!("auto-compaction not proposed: {e}"),
         }
     }
 }

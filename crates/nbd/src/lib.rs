@@ -1,8 +1,9 @@
-//! The NBD server: Ferrite's volumes as network block devices, so that
-//! `qemu-img`, `nbdcopy`, `nbdinfo`, `fio` and the Linux kernel client use
-//! them as disks. Like every front end it translates and never decides: each
-//! request becomes a call on [`Exports`], which the replicated volume store
-//! implements.
+//! `ferrite-nbd`, the NBD server: Ferrite's volumes as network block
+//! devices, so that `qemu-img`, `nbdcopy`, `nbdinfo`, `fio` and the Linux
+//! kernel client use them as disks. Like every front end it translates and
+//! never decides: each request becomes a call on [`Exports`], which the
+//! replicated volume store implements (`volumes.rs`, on
+//! `ferrite-service`'s `Context`).
 //!
 //! - `protocol.rs`: wire constants and header codecs.
 //! - `handshake.rs`: fixed-newstyle negotiation (GO, INFO, LIST, ABORT,
@@ -10,6 +11,7 @@
 //! - `transmission.rs`: the request loop: one reader, a task per request, one
 //!   writer; replies out of order, bounded in count and bytes.
 //! - `ordering.rs`: which earlier requests a request waits for (overlaps).
+//! - `volumes.rs`: `VolumeExports`, the replicated volumes as [`Exports`].
 //!
 //! Only simple replies are offered (no structured replies, no block status),
 //! and no TLS. Writes are durable on a majority before they are answered, so
@@ -21,6 +23,7 @@ mod handshake;
 mod ordering;
 pub mod protocol;
 mod transmission;
+pub mod volumes;
 
 #[cfg(test)]
 mod tests;
@@ -34,6 +37,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 pub use backend::{ExportError, Exports};
+pub use volumes::VolumeExports;
 
 /// Requests one connection may have in flight; past it the server stops
 /// reading that socket until a reply has been written.

@@ -1,4 +1,5 @@
-//! Linearizability checking for the client histories the simulator records.
+//! Linearizability checking for the client histories the simulator and
+//! `ferrite chaos` record.
 //!
 //! This module owns the definition of what a *correct* Ferrite cluster looks
 //! like from the outside: every history of concurrent client operations must be

@@ -1,0 +1,27 @@
+//! `ferrite-service`: the replicated service the front ends share. A front
+//! end (etcd gRPC, Ferrite's gRPC services and the JSON API in
+//! `ferrite-api`; NBD in `ferrite-nbd`) translates its protocol into calls
+//! on [`Context`] and translates the answer, or the typed [`ServiceError`],
+//! back; nothing here knows a protocol's error codes.
+//!
+//! - `context.rs`: `Context`, the one way to run a request (propose a
+//!   write, or read after ReadIndex) with retries through elections.
+//! - `error.rs`: `ServiceError`, what can fail, typed.
+//! - `machine.rs`: `Replicated`, the bridge between the node and
+//!   `ferrite-state` (commands in, reply envelopes out; volume files).
+//! - `copy.rs`: `PeerCopier`, copies of volume files from a peer.
+//! - `volumes.rs`: block volume operations (shared by gRPC and NBD).
+//! - `members.rs`: the member table; `ids.rs`: member ids.
+//! - `compaction.rs`: the leader's auto-compaction of the KV history.
+
+pub mod compaction;
+pub mod context;
+pub mod copy;
+pub mod error;
+pub mod ids;
+pub mod machine;
+pub mod members;
+pub mod volumes;
+
+pub use context::Context;
+pub use error::ServiceError;

@@ -70,6 +70,26 @@ pub struct Server {
     pub client_addr: SocketAddr,
     pub http_addr: SocketAddr,
     pub nbd_addr: SocketAddr,
+    /// Set to true: the front ends stop accepting.
+    stop: tokio::sync::watch::Sender<bool>,
+    /// The front ends (gRPC, HTTP, NBD): each ends once its connections are
+    /// done after `stop`.
+    front_ends: Vec<tokio::task::JoinHandle<()>>,
+    /// Background loops (member publication, address learning,
+    /// auto-compaction): aborted at shutdown.
+    background: Vec<tokio::task::AbortHandle>,
+}
+
+/// How long the front ends may take to finish what is in flight once they
+/// stopped accepting, before the node stops under them.
+const DRAIN_MAX: Duration = Duration::from_secs(3);
+
+/// A future that completes once `stop` says so.
+fn stopped(stop: &tokio::sync::watch::Sender<bool>) -> impl std::future::Future<Output = ()> {
+    let mut rx = stop.subscribe();
+    async move {
+        let _ = rx.wait_for(|s| *s).await;
+    }
 }
 
 async fn bind(addr: SocketAddr, what: &'static str) -> Result<TcpListener, ServeError> {
@@ -127,34 +147,41 @@ impl Server {
                 .max_decoding_message_size(GRPC_MESSAGE_BYTES_MAX)
                 .max_encoding_message_size(GRPC_MESSAGE_BYTES_MAX),
             );
-        tokio::spawn(async move {
+        let (stop, _) = tokio::sync::watch::channel(false);
+        let mut front_ends = Vec::new();
+        let grpc_stopped = stopped(&stop);
+        front_ends.push(tokio::spawn(async move {
+            let incoming = TcpListenerStream::new(client).map(|conn| {
+                // Small replies go out at once, not after the client's
+                // delayed ACK (Nagle's algorithm would hold them ~40 ms).
+                conn.inspect(|c| {
+                    let _ = c.set_nodelay(true);
+                })
+            });
             if let Err(e) = grpc
-                .serve_with_incoming(TcpListenerStream::new(client).map(|conn| {
-                    // Small replies go out at once, not after the client's
-                    // delayed ACK (Nagle's algorithm would hold them ~40 ms).
-                    conn.inspect(|c| {
-                        let _ = c.set_nodelay(true);
-                    })
-                }))
+                .serve_with_incoming_shutdown(incoming, grpc_stopped)
                 .await
             {
                 tracing::error!("gRPC server stopped: {e}");
             }
-        });
+        }));
         let dashboard =
             crate::dashboard::Dashboard::start(context.clone(), opts.control, opts.fault_injection);
         let router = crate::http::router(context.clone()).merge(dashboard.router());
-        tokio::spawn(async move {
-            if let Err(e) = axum::serve(http, router).await {
+        let http_stopped = stopped(&stop);
+        front_ends.push(tokio::spawn(async move {
+            if let Err(e) = axum::serve(http, router)
+                .with_graceful_shutdown(http_stopped)
+                .await
+            {
                 tracing::error!("HTTP server stopped: {e}");
             }
-        });
-
-        tokio::spawn(ferrite_nbd::serve(
+        }));
+        front_ends.push(tokio::spawn(ferrite_nbd::serve(
             nbd,
             std::sync::Arc::new(ferrite_nbd::VolumeExports(context.clone())),
-            std::future::pending(),
-        ));
+            stopped(&stop),
+        )));
 
         let me = MemberInfo {
             id: opts.node.id.0,
@@ -165,19 +192,50 @@ impl Server {
             // "http://..." there is a protocol error for our HTTP/2 server.
             client_urls: vec![client_addr.to_string()],
         };
-        tokio::spawn(publish(context.clone(), me));
-        tokio::spawn(learn_addresses(context.clone()));
-        tokio::spawn(ferrite_service::compaction::run(
-            context.clone(),
-            opts.history_revisions,
-        ));
+        let background = vec![
+            tokio::spawn(publish(context.clone(), me)).abort_handle(),
+            tokio::spawn(learn_addresses(context.clone())).abort_handle(),
+            tokio::spawn(ferrite_service::compaction::run(
+                context.clone(),
+                opts.history_revisions,
+            ))
+            .abort_handle(),
+        ];
         Ok(Server {
             node,
             context,
             client_addr,
             http_addr,
             nbd_addr,
+            stop,
+            front_ends,
+            background,
         })
+    }
+
+    /// Stops the member, as etcd does on SIGTERM: the front ends stop
+    /// accepting and finish what is in flight (at most `DRAIN_MAX`), then
+    /// the node hands leadership over, answers what still waits, drains
+    /// and syncs storage, and joins its threads (`Node::shutdown`).
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        for task in &self.background {
+            task.abort();
+        }
+        let mut front_ends = self.front_ends;
+        let drained = tokio::time::timeout(DRAIN_MAX, async {
+            for task in &mut front_ends {
+                let _ = task.await;
+            }
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!("front ends still busy after {DRAIN_MAX:?}; stopping under them");
+        }
+        self.node.shutdown().await;
+        for task in front_ends {
+            task.abort();
+        }
     }
 }
 

@@ -51,6 +51,6 @@ pub async fn run(cfg: ServerConfig) -> anyhow::Result<()> {
         _ = term.recv() => {}
     }
     tracing::info!("stopping");
-    server.node.shutdown().await;
+    server.shutdown().await;
     Ok(())
 }

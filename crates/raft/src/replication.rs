@@ -180,6 +180,19 @@ impl Raft {
                         p.become_probe();
                     }
                 }
+                if let Some(p) = self.progress.get(&from) {
+                    assert!(
+                        p.match_index <= last,
+                        "{from}: match={} last={last}",
+                        p.match_index
+                    );
+                    assert!(
+                        p.next > p.match_index,
+                        "{from}: next={} match={}",
+                        p.next,
+                        p.match_index
+                    );
+                }
                 if updated {
                     self.maybe_commit();
                 }
@@ -246,6 +259,7 @@ impl Raft {
         let current_term = self.log.term_at(candidate) == Some(self.term);
         if current_term || self.cfg.canary.commits_earlier_term() {
             self.commit_to(candidate);
+            assert_eq!(self.commit, candidate);
         }
     }
 
@@ -330,7 +344,21 @@ impl Raft {
             );
             return Ok(());
         }
+        let last_term = entries.last().map(|e| (e.index, e.term));
         self.append_as_follower(entries);
+        // Raft §5.3: the log now matches the leader's through `last_new`.
+        if let Some((index, term)) = last_term {
+            assert_eq!(
+                self.log.term_at(index),
+                Some(term),
+                "entry {index} not held"
+            );
+        }
+        assert!(
+            self.log.last_index() >= last_new,
+            "last={} after appending through {last_new}",
+            self.log.last_index()
+        );
         let commit = leader_commit.min(last_new);
         if commit > self.commit {
             self.commit = commit;

@@ -398,6 +398,14 @@ impl World {
         if self.blocked.contains(&(from, to)) {
             return;
         }
+        // Through the real peer codec, as the transport sends it.
+        let frame = match wire(&frame) {
+            Ok(decoded) => decoded,
+            Err(e) => {
+                self.fail(Violation::new("codec", format!("{from}->{to}: {e}")));
+                return;
+            }
+        };
         let Some(running) = self.nodes.get_mut(&to).and_then(|n| n.running.as_mut()) else {
             return;
         };
@@ -508,4 +516,21 @@ impl World {
             Some(k) => k >= self.opts.keys,
         }
     }
+}
+
+/// Encodes `frame` with the peer codec and decodes it again, as a frame
+/// crosses the real transport; a frame that does not survive is a bug.
+fn wire(frame: &Frame) -> Result<Frame, String> {
+    let bytes = ferrite_node::codec::encode(frame);
+    let (prefix, body) = bytes.split_at(4);
+    let prefix: [u8; 4] = prefix.try_into().map_err(|_| "short frame".to_string())?;
+    let len = ferrite_node::codec::frame_len(prefix).map_err(|e| e.to_string())?;
+    if len != body.len() {
+        return Err(format!("length prefix {len} for a body of {}", body.len()));
+    }
+    let decoded = ferrite_node::codec::decode(bytes.slice(4..)).map_err(|e| e.to_string())?;
+    if decoded != *frame {
+        return Err(format!("{frame:?} decoded as {decoded:?}"));
+    }
+    Ok(decoded)
 }

@@ -163,9 +163,23 @@ async fn isolating_the_leader_over_http_elects_another_and_healing_rejoins() {
     }
     let leader = c.leader(Duration::from_secs(20)).await;
     let other = (leader + 1) % 3;
-    let view = common::watch_once(c.members[other].http);
-    assert_eq!(view["me"], c.members[other].name.as_str());
-    assert_eq!(view["members"].as_array().map(Vec::len), Some(3), "{view}");
+    // The dashboard has sampled every member at least twice (its timeline
+    // tells changes between samples), all reachable, before the cut.
+    let mut full_views = 0;
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while full_views < 2 {
+        let view = common::watch_once(c.members[other].http);
+        assert_eq!(view["me"], c.members[other].name.as_str());
+        let members = view["members"].as_array().cloned().unwrap_or_default();
+        if members.len() == 3 && members.iter().all(|m| m["reachable"] == true) {
+            full_views += 1;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the dashboard never saw all three members: {view}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
     let old = c.members[leader].name.clone();
     let (code, body) = http(c.members[leader].http, "POST", "/v1/fault/isolate", "");
     assert_eq!(code, 200, "{body}");

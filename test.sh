@@ -56,6 +56,6 @@ failed=$(grep -Eo '[0-9]+ failed' "$log" | awk '{s += $1} END {print s + 0}')
 
 echo "==> simulation sweep (release)"
 cargo build --release --locked -p ferrite-sim
-./target/release/ferrite-sim --seeds 0..1000 --steps 5000
+./target/release/ferrite-sim --seeds 0..10000 --steps 5000
 
 echo "tests: ${passed} passed, ${failed} failed"

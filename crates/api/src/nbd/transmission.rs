@@ -23,9 +23,7 @@
 use std::sync::{Arc, Mutex, PoisonError};
 
 use bytes::{Bytes, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader, BufWriter};
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 
 use super::handshake::{discard, Export};
@@ -110,14 +108,20 @@ impl Drop for Ticket {
     }
 }
 
-/// Serves requests on `stream` for `export` until the client disconnects.
-pub(crate) async fn run<E: Exports>(
-    stream: TcpStream,
+/// Serves requests read from `read_half` for `export`, replying on
+/// `write_half`, until the client disconnects.
+pub(crate) async fn run<E, R, W>(
+    read_half: R,
+    write_half: W,
     exports: Arc<E>,
     export: Export,
     mut shutdown: Shutdown,
-) -> Result<(), NbdError> {
-    let (read_half, write_half) = stream.into_split();
+) -> Result<(), NbdError>
+where
+    E: Exports,
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
     let (replies, queued) = mpsc::channel(REQUESTS_INFLIGHT_MAX);
     let writer = tokio::spawn(write_replies(queued, write_half));
     let connection = Arc::new(Connection {
@@ -154,8 +158,8 @@ pub(crate) async fn run<E: Exports>(
     Ok(())
 }
 
-async fn read_requests<E: Exports>(
-    mut input: BufReader<OwnedReadHalf>,
+async fn read_requests<E: Exports, R: AsyncRead + Unpin>(
+    mut input: BufReader<R>,
     connection: &Arc<Connection<E>>,
     replies: mpsc::Sender<Reply>,
     shutdown: &mut Shutdown,
@@ -381,8 +385,8 @@ impl<E> Connection<E> {
 }
 
 /// False on a clean end of stream between two requests.
-async fn read_header(
-    input: &mut BufReader<OwnedReadHalf>,
+async fn read_header<R: AsyncRead + Unpin>(
+    input: &mut BufReader<R>,
     raw: &mut [u8; REQUEST_HEADER_LEN],
 ) -> std::io::Result<bool> {
     let n = input.read(raw).await?;
@@ -393,9 +397,9 @@ async fn read_header(
     Ok(true)
 }
 
-async fn write_replies(
+async fn write_replies<W: AsyncWrite + Unpin>(
     mut queued: mpsc::Receiver<Reply>,
-    output: OwnedWriteHalf,
+    output: W,
 ) -> std::io::Result<()> {
     let mut output = BufWriter::with_capacity(WRITE_BUFFER_BYTES, output);
     while let Some(reply) = queued.recv().await {
@@ -409,7 +413,10 @@ async fn write_replies(
     output.shutdown().await
 }
 
-async fn write_reply(output: &mut BufWriter<OwnedWriteHalf>, reply: Reply) -> std::io::Result<()> {
+async fn write_reply<W: AsyncWrite + Unpin>(
+    output: &mut BufWriter<W>,
+    reply: Reply,
+) -> std::io::Result<()> {
     output
         .write_all(&encode_simple_reply(reply.error, reply.handle))
         .await?;

@@ -10,9 +10,15 @@
 //! refuses or that reopens differently, a restored state machine that breaks
 //! its invariants on the next apply. Those are the bugs being looked for.
 //!
+//! Every body also runs under an allocation bound (see `allocation.rs`),
+//! which turns an allocation sized by an unchecked length field into a
+//! crash where [`Bounded`] is the global allocator (the fuzz targets and
+//! the corpus replay).
+//!
 //! The input formats are documented on each function; `seeds.rs` writes
 //! valid examples of every one.
 
+mod allocation;
 mod nbd;
 mod peer;
 mod runtime;
@@ -21,6 +27,7 @@ mod snapshot;
 mod state;
 mod wal;
 
+pub use allocation::{name_input, Bounded, ALLOCATION_BYTES_BASE, ALLOCATION_FACTOR};
 pub use nbd::nbd_server;
 pub use peer::peer_frames;
 pub use snapshot::snapshot_files;

@@ -20,8 +20,15 @@ use server::protocol::{
 };
 use server::{ExportError, Exports};
 
-/// The exports every session sees: one to read and write, one empty.
+/// The exports held in memory: one to read and write, one empty.
 pub(crate) const EXPORTS: [(&str, usize); 2] = [("disk0", 64 << 10), ("empty", 0)];
+/// And one too large to hold (1 TiB), so that requests of any size are in
+/// range: it reads as zeros and drops writes. Its reads above
+/// `HUGE_READ_BYTES_MAX` fail, since answering them would rightly take as
+/// much memory as they ask for; what the server allocates for a request
+/// before its bytes arrive is what the allocation bound is for.
+pub(crate) const HUGE: (&str, u64) = ("huge", 1 << 40);
+const HUGE_READ_BYTES_MAX: u32 = 64 << 10;
 /// Bytes the in-memory stream buffers each way; smaller than most sessions
 /// so that reads and writes are split as over a socket.
 const STREAM_BUFFER_BYTES: usize = 4096;
@@ -33,6 +40,7 @@ const STREAM_BUFFER_BYTES: usize = 4096;
 /// header parsers and the `NBD_OPT_INFO`/`GO` data parser, and whatever
 /// they accept must encode back to the same bytes.
 pub fn nbd_server(data: &[u8]) {
+    let _bound = crate::allocation::bound(data.len());
     parsers(data);
     crate::runtime::block_on(session(data));
 }
@@ -115,26 +123,45 @@ impl MemExports {
 
 impl Exports for MemExports {
     async fn list(&self) -> Result<Vec<String>, ExportError> {
-        Ok(self.volumes().keys().cloned().collect())
+        let mut names: Vec<String> = self.volumes().keys().cloned().collect();
+        names.push(HUGE.0.to_string());
+        Ok(names)
     }
 
     async fn size(&self, name: &str) -> Result<Option<u64>, ExportError> {
+        if name == HUGE.0 {
+            return Ok(Some(HUGE.1));
+        }
         Ok(self.volumes().get(name).map(|v| v.len() as u64))
     }
 
     async fn read(&self, name: &str, offset: u64, len: u32) -> Result<Bytes, ExportError> {
+        if name == HUGE.0 {
+            if len > HUGE_READ_BYTES_MAX {
+                return Err(ExportError::Io(
+                    "a read too large for the test store".into(),
+                ));
+            }
+            return Ok(Bytes::from(vec![0; len as usize]));
+        }
         self.with(name, offset, len as usize, |range| {
             Bytes::copy_from_slice(range)
         })
     }
 
     async fn write(&self, name: &str, offset: u64, data: Bytes) -> Result<(), ExportError> {
+        if name == HUGE.0 {
+            return Ok(());
+        }
         self.with(name, offset, data.len(), |range| {
             range.copy_from_slice(&data)
         })
     }
 
     async fn zero(&self, name: &str, offset: u64, len: u32) -> Result<(), ExportError> {
+        if name == HUGE.0 {
+            return Ok(());
+        }
         self.with(name, offset, len as usize, |range| range.fill(0))
     }
 }

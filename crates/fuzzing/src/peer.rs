@@ -9,6 +9,7 @@ use ferrite_node::codec::{self, Frame};
 /// reader (`read_frame`, which parses the length prefixes). Every frame that
 /// decodes must survive an encode/decode round trip.
 pub fn peer_frames(data: &[u8]) {
+    let _bound = crate::allocation::bound(data.len());
     if let Ok(frame) = codec::decode(Bytes::copy_from_slice(data)) {
         round_trip(&frame);
     }

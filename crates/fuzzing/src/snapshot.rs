@@ -26,6 +26,7 @@ const STATE_MAGIC: &[u8; 4] = b"FSSM";
 /// the node does next), and must restore from its own snapshot to an equal
 /// machine, before and after.
 pub fn snapshot_files(data: &[u8]) {
+    let _bound = crate::allocation::bound(data.len());
     let Some((&mode, rest)) = data.split_first() else {
         return;
     };

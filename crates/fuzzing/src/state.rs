@@ -28,6 +28,7 @@ const SMALL_SESSIONS: SessionLimits = SessionLimits {
 ///         bit 1  every entry is applied twice (a client's retry)
 /// ```
 pub fn state_commands(data: &[u8]) {
+    let _bound = crate::allocation::bound(data.len());
     if let Ok(command) = Command::decode(data) {
         assert_eq!(
             Command::decode(&command.encode()).as_ref(),

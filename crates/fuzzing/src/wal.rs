@@ -40,6 +40,7 @@ pub(crate) const OPTIONS: WalOptions = WalOptions {
 /// tag >> 3: sequence numbers skipped before a segment (the first is 1)
 /// ```
 pub fn wal_recovery(data: &[u8]) {
+    let _bound = crate::allocation::bound(data.len());
     payload_decoders(data);
     if let Ok((wal, recovered)) = Wal::open(disk(data), DIR, OPTIONS) {
         check_recovered(wal, recovered);

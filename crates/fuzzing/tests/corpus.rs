@@ -10,7 +10,12 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Once;
 
-use ferrite_fuzzing::{seeds, TARGETS};
+use ferrite_fuzzing::{seeds, Bounded, TARGETS};
+
+/// An allocation over a body's bound aborts the replay, as it crashes a
+/// fuzz target.
+#[global_allocator]
+static ALLOCATOR: Bounded = Bounded;
 
 fn fuzz_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz")
@@ -57,6 +62,7 @@ fn every_corpus_file_and_regression_replays_cleanly() {
         let regressions = files(&fuzz_dir().join("regressions").join(target));
         for path in corpus.iter().chain(&regressions) {
             let data = fs::read(path).expect("read a corpus file");
+            ferrite_fuzzing::name_input(Box::leak(path.display().to_string().into_boxed_str()));
             let before = PANICS.load(Ordering::SeqCst);
             let result = panic::catch_unwind(AssertUnwindSafe(|| body(&data)));
             if result.is_err() || PANICS.load(Ordering::SeqCst) != before {

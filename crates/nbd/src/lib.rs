@@ -32,6 +32,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -125,6 +126,22 @@ pub async fn serve_connection<E: Exports>(
     run_connection(stream, exports, Shutdown(None)).await
 }
 
+/// Serves one connection over any byte stream, as `serve_connection` does
+/// over TCP. Public for the fuzz target (`fuzz/`), which runs the server over
+/// an in-memory stream; the TCP path splits its socket without a lock.
+pub async fn serve_stream<S, E>(mut stream: S, exports: Arc<E>) -> Result<(), NbdError>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    E: Exports,
+{
+    let mut shutdown = Shutdown(None);
+    let Some(export) = negotiate(&mut stream, &*exports, &mut shutdown).await? else {
+        return Ok(());
+    };
+    let (read_half, write_half) = tokio::io::split(stream);
+    transmission::run(read_half, write_half, exports, export, shutdown).await
+}
+
 async fn run_connection<E: Exports>(
     mut stream: TcpStream,
     exports: Arc<E>,
@@ -132,15 +149,32 @@ async fn run_connection<E: Exports>(
 ) -> Result<(), NbdError> {
     // Replies are small and latency matters (the spec asks for this too).
     stream.set_nodelay(true)?;
+    let Some(export) = negotiate(&mut stream, &*exports, &mut shutdown).await? else {
+        return Ok(());
+    };
+    let (read_half, write_half) = stream.into_split();
+    transmission::run(read_half, write_half, exports, export, shutdown).await
+}
+
+/// The handshake, given up when the server stops; None if the client left.
+async fn negotiate<S, E>(
+    stream: &mut S,
+    exports: &E,
+    shutdown: &mut Shutdown,
+) -> Result<Option<handshake::Export>, NbdError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+    E: Exports,
+{
     let export = tokio::select! {
-        negotiated = handshake::negotiate(&mut stream, &*exports) => match negotiated? {
+        negotiated = handshake::negotiate(stream, exports) => match negotiated? {
             Some(export) => export,
-            None => return Ok(()),
+            None => return Ok(None),
         },
-        () = shutdown.wait() => return Ok(()),
+        () = shutdown.wait() => return Ok(None),
     };
     tracing::debug!(export = %export.name, size = export.size, "nbd: transmission");
-    transmission::run(stream, exports, export, shutdown).await
+    Ok(Some(export))
 }
 
 /// The server's stop signal as seen by a connection; `None` never fires.

@@ -23,9 +23,7 @@
 use std::sync::{Arc, Mutex, PoisonError};
 
 use bytes::{Bytes, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader, BufWriter};
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 
 use super::handshake::{discard, Export};
@@ -37,6 +35,8 @@ use super::{
 
 /// Buffer of the reply writer; large read data bypasses it.
 const WRITE_BUFFER_BYTES: usize = 64 << 10;
+/// What a write's payload buffer starts with; it grows as bytes arrive.
+const PAYLOAD_RESERVE_BYTES: usize = 64 << 10;
 
 /// Closes (its sender drops) when its request completes.
 type Waiter = watch::Receiver<()>;
@@ -110,14 +110,20 @@ impl Drop for Ticket {
     }
 }
 
-/// Serves requests on `stream` for `export` until the client disconnects.
-pub(crate) async fn run<E: Exports>(
-    stream: TcpStream,
+/// Serves requests read from `read_half` for `export`, replying on
+/// `write_half`, until the client disconnects.
+pub(crate) async fn run<E, R, W>(
+    read_half: R,
+    write_half: W,
     exports: Arc<E>,
     export: Export,
     mut shutdown: Shutdown,
-) -> Result<(), NbdError> {
-    let (read_half, write_half) = stream.into_split();
+) -> Result<(), NbdError>
+where
+    E: Exports,
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
     let (replies, queued) = mpsc::channel(REQUESTS_INFLIGHT_MAX);
     let writer = tokio::spawn(write_replies(queued, write_half));
     let connection = Arc::new(Connection {
@@ -154,8 +160,8 @@ pub(crate) async fn run<E: Exports>(
     Ok(())
 }
 
-async fn read_requests<E: Exports>(
-    mut input: BufReader<OwnedReadHalf>,
+async fn read_requests<E: Exports, R: AsyncRead + Unpin>(
+    mut input: BufReader<R>,
     connection: &Arc<Connection<E>>,
     replies: mpsc::Sender<Reply>,
     shutdown: &mut Shutdown,
@@ -187,9 +193,7 @@ async fn read_requests<E: Exports>(
         let mut data = Bytes::new();
         if header.command == CMD_WRITE {
             if checked.is_ok() {
-                let mut buf = BytesMut::zeroed(header.length as usize);
-                input.read_exact(&mut buf).await?;
-                data = buf.freeze();
+                data = read_payload(&mut input, header.length as usize).await?;
             } else {
                 // Refused writes still carry their payload; skip it to stay
                 // in step (streamed, so even 4 GiB costs no memory).
@@ -380,9 +384,27 @@ impl<E> Connection<E> {
     }
 }
 
+/// Reads a write's `len` payload bytes into a buffer that grows (doubling)
+/// with what arrives, rather than one allocated at the length the header
+/// claims: a header alone would otherwise hold up to `BLOCK_SIZE_MAX` of
+/// memory for as long as the client cares to send nothing more.
+async fn read_payload<R: AsyncRead + Unpin>(input: &mut R, len: usize) -> std::io::Result<Bytes> {
+    let mut buf = BytesMut::with_capacity(len.min(PAYLOAD_RESERVE_BYTES));
+    while buf.len() < len {
+        if buf.len() == buf.capacity() {
+            buf.reserve(buf.len().min(len - buf.len()));
+        }
+        let wanted = (len - buf.len()) as u64;
+        if (&mut *input).take(wanted).read_buf(&mut buf).await? == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+    }
+    Ok(buf.freeze())
+}
+
 /// False on a clean end of stream between two requests.
-async fn read_header(
-    input: &mut BufReader<OwnedReadHalf>,
+async fn read_header<R: AsyncRead + Unpin>(
+    input: &mut BufReader<R>,
     raw: &mut [u8; REQUEST_HEADER_LEN],
 ) -> std::io::Result<bool> {
     let n = input.read(raw).await?;
@@ -393,9 +415,9 @@ async fn read_header(
     Ok(true)
 }
 
-async fn write_replies(
+async fn write_replies<W: AsyncWrite + Unpin>(
     mut queued: mpsc::Receiver<Reply>,
-    output: OwnedWriteHalf,
+    output: W,
 ) -> std::io::Result<()> {
     let mut output = BufWriter::with_capacity(WRITE_BUFFER_BYTES, output);
     while let Some(reply) = queued.recv().await {
@@ -409,7 +431,10 @@ async fn write_replies(
     output.shutdown().await
 }
 
-async fn write_reply(output: &mut BufWriter<OwnedWriteHalf>, reply: Reply) -> std::io::Result<()> {
+async fn write_reply<W: AsyncWrite + Unpin>(
+    output: &mut BufWriter<W>,
+    reply: Reply,
+) -> std::io::Result<()> {
     output
         .write_all(&encode_simple_reply(reply.error, reply.handle))
         .await?;
@@ -422,4 +447,64 @@ async fn write_reply(output: &mut BufWriter<OwnedWriteHalf>, reply: Reply) -> st
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // The tracker holds no invariant a panicking holder could break halfway.
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
+
+    use tokio::io::ReadBuf;
+
+    use super::*;
+
+    /// Hands out `data`, and records the largest buffer it was offered.
+    struct Trickle {
+        data: Vec<u8>,
+        offered_max: usize,
+    }
+
+    impl AsyncRead for Trickle {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &mut ReadBuf<'_>,
+        ) -> Poll<std::io::Result<()>> {
+            self.offered_max = self.offered_max.max(buf.remaining());
+            let n = buf.remaining().min(self.data.len()).min(1000);
+            buf.put_slice(&self.data[..n]);
+            self.data.drain(..n);
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    /// Regression (found by the `nbd_server` fuzz target): the payload
+    /// buffer of a write was allocated, zeroed, at the length its header
+    /// claims before any of the payload arrived.
+    #[tokio::test]
+    async fn a_payload_buffer_grows_with_the_bytes_that_arrive() {
+        let mut short = Trickle {
+            data: vec![7; 5],
+            offered_max: 0,
+        };
+        let claimed = BLOCK_SIZE_MAX as usize;
+        let e = read_payload(&mut short, claimed).await.unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::UnexpectedEof);
+        assert!(
+            short.offered_max <= 2 * PAYLOAD_RESERVE_BYTES,
+            "a buffer of {} bytes for 5 bytes of payload",
+            short.offered_max
+        );
+
+        for len in [0, 1, PAYLOAD_RESERVE_BYTES, 3 * PAYLOAD_RESERVE_BYTES + 17] {
+            let data: Vec<u8> = (0..len + 10).map(|i| i as u8).collect();
+            let mut full = Trickle {
+                data: data.clone(),
+                offered_max: 0,
+            };
+            let payload = read_payload(&mut full, len).await.unwrap();
+            assert_eq!(&payload[..], &data[..len]);
+            assert_eq!(full.data.len(), 10, "read past the payload");
+        }
+    }
 }

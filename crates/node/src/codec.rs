@@ -6,13 +6,18 @@
 //! ```text
 //! frame   = len:u32 (bytes after this field) | version:u8 | kind:u8 | body
 //! ```
+//!
+//! `read_frame` takes frames off a stream; `decode` parses one frame's body.
+//! Both are public for the fuzz targets (`fuzz/`) as well as the transport.
 
 use std::collections::BTreeSet;
+use std::io;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use ferrite_raft::{
     AppendResult, Body, Entry, Index, Membership, Message, NodeId, Payload, SnapshotMeta, Term,
 };
+use tokio::io::{AsyncRead, AsyncReadExt};
 
 /// Bumped on any incompatible change; a peer speaking another version is
 /// refused at the first frame.
@@ -23,6 +28,9 @@ pub const FRAME_BYTES_MAX: usize = 32 << 20;
 /// Entries in one append, and members in one configuration: bounds on what a
 /// frame may make us allocate.
 const ITEMS_MAX: u64 = 1 << 20;
+/// What `read_frame` reserves up front for a frame body; beyond it the buffer
+/// grows only as bytes arrive.
+const READ_RESERVE_BYTES: usize = 64 << 10;
 
 /// Everything one node says to another.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -87,6 +95,16 @@ pub enum CodecError {
     Trailing(usize),
     #[error("{what} count {count} exceeds the limit")]
     Count { what: &'static str, count: u64 },
+}
+
+/// Why `read_frame` could not take a frame off a stream.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    /// The stream failed, or ended inside a frame (`UnexpectedEof`).
+    #[error("{0}")]
+    Io(#[from] io::Error),
+    #[error("bad frame: {0}")]
+    Codec(#[from] CodecError),
 }
 
 // ---- Encoding --------------------------------------------------------------
@@ -309,6 +327,30 @@ pub fn frame_len(prefix: [u8; 4]) -> Result<usize, CodecError> {
         return Err(CodecError::TooLarge(len));
     }
     Ok(len)
+}
+
+/// Reads one frame (length prefix and body) from `stream`; `None` at a clean
+/// end of stream, that is before the first byte of a frame.
+///
+/// Memory grows with the bytes that really arrive, not with the length the
+/// prefix claims: otherwise four bytes from anyone who can connect (the hello
+/// is checked only after this) would pin `FRAME_BYTES_MAX` of memory.
+pub async fn read_frame<R: AsyncRead + Unpin>(stream: &mut R) -> Result<Option<Frame>, ReadError> {
+    let mut prefix = [0u8; 4];
+    if stream.read(&mut prefix[..1]).await? == 0 {
+        return Ok(None);
+    }
+    stream.read_exact(&mut prefix[1..]).await?;
+    let len = frame_len(prefix)?;
+    let mut body = Vec::with_capacity(len.min(READ_RESERVE_BYTES));
+    (&mut *stream)
+        .take(len as u64)
+        .read_to_end(&mut body)
+        .await?;
+    if body.len() < len {
+        return Err(io::Error::from(io::ErrorKind::UnexpectedEof).into());
+    }
+    Ok(Some(decode(Bytes::from(body))?))
 }
 
 /// Decodes a frame body (everything after the length prefix).
@@ -682,6 +724,74 @@ mod tests {
         for frame in samples() {
             round_trip(frame);
         }
+    }
+
+    #[tokio::test]
+    async fn frames_are_read_off_a_stream_until_its_clean_end() {
+        let mut stream = Vec::new();
+        for frame in samples() {
+            stream.extend_from_slice(&encode(&frame));
+        }
+        let mut input = &stream[..];
+        for frame in samples() {
+            assert_eq!(read_frame(&mut input).await.unwrap(), Some(frame));
+        }
+        assert!(read_frame(&mut input).await.unwrap().is_none());
+        // Ending anywhere inside a frame, prefix included, is an error.
+        let one = encode(&samples()[0]);
+        for cut in 1..one.len() {
+            let mut input = &one[..cut];
+            assert!(
+                matches!(read_frame(&mut input).await, Err(ReadError::Io(_))),
+                "cut at {cut}"
+            );
+        }
+        let mut too_large = &u32::MAX.to_le_bytes()[..];
+        assert!(matches!(
+            read_frame(&mut too_large).await,
+            Err(ReadError::Codec(CodecError::TooLarge(_)))
+        ));
+    }
+
+    /// Hands out `data`, and records the largest buffer it was offered.
+    struct Trickle {
+        data: Vec<u8>,
+        offered_max: usize,
+    }
+
+    impl AsyncRead for Trickle {
+        fn poll_read(
+            mut self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+            buf: &mut tokio::io::ReadBuf<'_>,
+        ) -> std::task::Poll<io::Result<()>> {
+            self.offered_max = self.offered_max.max(buf.remaining());
+            let n = buf.remaining().min(self.data.len());
+            buf.put_slice(&self.data[..n]);
+            self.data.drain(..n);
+            std::task::Poll::Ready(Ok(()))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_length_prefix_alone_reserves_no_memory_for_its_claim() {
+        // Regression: the body buffer was allocated (zeroed) at the claimed
+        // length before any of it arrived.
+        let mut data = (FRAME_BYTES_MAX as u32).to_le_bytes().to_vec();
+        data.extend_from_slice(&[VERSION, 0, 1, 2, 3]);
+        let mut stream = Trickle {
+            data,
+            offered_max: 0,
+        };
+        assert!(matches!(
+            read_frame(&mut stream).await,
+            Err(ReadError::Io(e)) if e.kind() == io::ErrorKind::UnexpectedEof
+        ));
+        assert!(
+            stream.offered_max <= 2 * READ_RESERVE_BYTES,
+            "a buffer of {} bytes for 5 bytes of body",
+            stream.offered_max
+        );
     }
 
     #[test]

@@ -12,13 +12,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use ferrite_raft::NodeId;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
-use crate::codec::{self, CodecError, Frame};
+use crate::codec::{self, Frame, ReadError};
 
 /// Frames queued for one peer before new ones are dropped.
 const PEER_QUEUE_FRAMES_MAX: usize = 4096;
@@ -184,8 +184,8 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 enum LinkError {
     #[error("{0}")]
     Io(#[from] std::io::Error),
-    #[error("bad frame: {0}")]
-    Codec(#[from] CodecError),
+    #[error("{0}")]
+    Read(#[from] ReadError),
     #[error("expected a hello frame first")]
     NoHello,
     #[error("peer belongs to cluster {0:#x}")]
@@ -194,16 +194,7 @@ enum LinkError {
 
 /// Reads one frame; `None` at a clean end of stream.
 async fn read_frame(stream: &mut TcpStream) -> Result<Option<Frame>, LinkError> {
-    let mut prefix = [0u8; 4];
-    match stream.read_exact(&mut prefix).await {
-        Ok(_) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
-        Err(e) => return Err(e.into()),
-    }
-    let len = codec::frame_len(prefix)?;
-    let mut body = BytesMut::zeroed(len);
-    stream.read_exact(&mut body).await?;
-    Ok(Some(codec::decode(body.freeze())?))
+    Ok(codec::read_frame(stream).await?)
 }
 
 async fn inbound(inner: Arc<Inner>, mut stream: TcpStream) -> Result<(), LinkError> {

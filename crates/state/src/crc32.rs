@@ -21,7 +21,7 @@ const TABLE: [u32; 256] = {
 };
 
 /// The CRC-32 of `data`.
-pub(crate) fn crc32(data: &[u8]) -> u32 {
+pub fn crc32(data: &[u8]) -> u32 {
     let mut crc = !0u32;
     for &b in data {
         crc = TABLE[((crc ^ u32::from(b)) & 0xFF) as usize] ^ (crc >> 8);

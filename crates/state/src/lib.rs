@@ -44,3 +44,11 @@ pub use crate::registers::Registers;
 pub use crate::reply::Reply;
 pub use crate::session::SessionLimits;
 pub use crate::volumes::{VolumeInfo, Volumes};
+
+/// Public only for the fuzz targets (`fuzz/`, and their corpus replay in
+/// `ferrite-fuzzing`), which seal arbitrary snapshot bodies with a valid
+/// checksum so that mutations reach the body's decoder. Not an API.
+#[doc(hidden)]
+pub mod fuzzing {
+    pub use crate::crc32::crc32;
+}

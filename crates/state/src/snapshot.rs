@@ -127,7 +127,7 @@ fn decode_body(body: &[u8], version: u8) -> Result<StateMachine, DecodeError> {
     for _ in 0..r.len("keys", usize::MAX)? {
         let key = r.bytes("key", KEY_BYTES_MAX)?;
         let n = r.len("versions", usize::MAX)?;
-        let mut versions = Vec::with_capacity(r.capacity(n));
+        let mut versions = r.vec_for(n);
         for _ in 0..n {
             versions.push(get_version(&mut r)?);
         }

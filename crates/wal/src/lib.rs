@@ -45,3 +45,24 @@ pub use crate::recovery::{RecoveryStats, TornTail};
 pub use crate::segment::segment_name;
 pub use crate::snapshot_file::snapshot_name;
 pub use crate::wal::{Recovered, Wal, WalOptions};
+
+/// The decoders of on-disk bytes and the framing they check, public only so
+/// that the fuzz targets (`fuzz/`, and their corpus replay in
+/// `ferrite-fuzzing`) can drive them directly. Not an API to build on: the
+/// `Wal` is.
+#[doc(hidden)]
+pub mod fuzzing {
+    pub use crate::codec::{
+        decode_entry, decode_hard_state, decode_mark, encode_entry, encode_hard_state, encode_mark,
+        VALUE_MAX,
+    };
+    pub use crate::record::{
+        find_valid_after, parse as parse_record, Frame, FrameError, Framer, RecordType,
+        FLAG_BATCH_END, HEADER_BYTES,
+    };
+    pub use crate::segment::{
+        encode_header as encode_segment_header, scan as scan_segment, HeaderError, SegmentScan,
+        SEGMENT_HEADER_BYTES,
+    };
+    pub use crate::snapshot_file::decode as decode_snapshot_file;
+}

@@ -10,6 +10,16 @@ use std::process::{Command, Output};
 use common::*;
 use ferrite_wal::{FileDisk, Wal, WalOptions};
 
+/// The tests of this file run one at a time: a child process forked by one
+/// test inherits, until its exec, every descriptor open at the fork, the
+/// directory lock of another test's `Wal` included, so that test's own
+/// child could find its directory still locked after the `Wal` was dropped.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn run(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_ferrite-wal"))
         .args(args)
@@ -41,6 +51,7 @@ fn small_log(dir: &str) -> Wal<FileDisk> {
 
 #[test]
 fn another_process_cannot_open_a_locked_directory() {
+    let _serial = serial();
     let root = tempfile::tempdir().unwrap();
     let dir = root.path().join("data");
     let dir = dir.to_str().unwrap();
@@ -67,6 +78,7 @@ fn another_process_cannot_open_a_locked_directory() {
 
 #[test]
 fn inspect_prints_records_and_snapshot_files() {
+    let _serial = serial();
     let root = tempfile::tempdir().unwrap();
     let dir = root.path().join("data");
     let dir = dir.to_str().unwrap();
@@ -88,6 +100,7 @@ fn inspect_prints_records_and_snapshot_files() {
 
 #[test]
 fn verify_reports_corruption_with_file_and_offset() {
+    let _serial = serial();
     let root = tempfile::tempdir().unwrap();
     let dir = root.path().join("data");
     let dir_str = dir.to_str().unwrap();
@@ -117,6 +130,7 @@ fn verify_reports_corruption_with_file_and_offset() {
 
 #[test]
 fn verify_reports_a_torn_tail_without_cutting_it() {
+    let _serial = serial();
     let root = tempfile::tempdir().unwrap();
     let dir = root.path().join("data");
     let dir_str = dir.to_str().unwrap();
@@ -143,6 +157,7 @@ fn verify_reports_a_torn_tail_without_cutting_it() {
 
 #[test]
 fn bad_arguments_print_usage_and_exit_2() {
+    let _serial = serial();
     for args in [
         &[][..],
         &["frob"][..],

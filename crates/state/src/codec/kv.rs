@@ -246,13 +246,13 @@ pub(crate) fn get_txn(r: &mut Reader<'_>, depth: usize) -> Result<TxnRequest, De
         return Err(DecodeError::TooDeep { max: TXN_DEPTH_MAX });
     }
     let n = r.len("txn compares", TXN_OPS_MAX)?;
-    let mut compare = Vec::with_capacity(r.capacity(n));
+    let mut compare = r.vec_for(n);
     for _ in 0..n {
         compare.push(get_compare(r)?);
     }
     let branch = |r: &mut Reader<'_>, what| -> Result<Vec<RequestOp>, DecodeError> {
         let n = r.len(what, TXN_OPS_MAX)?;
-        let mut ops = Vec::with_capacity(r.capacity(n));
+        let mut ops = r.vec_for(n);
         for _ in 0..n {
             ops.push(get_request_op(r, depth)?);
         }
@@ -294,7 +294,7 @@ fn put_kvs(w: &mut Writer, kvs: &[KeyValue]) {
 
 fn get_kvs(r: &mut Reader<'_>) -> Result<Vec<KeyValue>, DecodeError> {
     let n = r.len("kvs", usize::MAX)?;
-    let mut kvs = Vec::with_capacity(r.capacity(n));
+    let mut kvs = r.vec_for(n);
     for _ in 0..n {
         kvs.push(get_kv(r)?);
     }
@@ -409,7 +409,7 @@ pub(crate) fn get_txn_response(
     let revision = r.i64()?;
     let succeeded = r.bool()?;
     let n = r.len("txn responses", TXN_OPS_MAX)?;
-    let mut responses = Vec::with_capacity(r.capacity(n));
+    let mut responses = r.vec_for(n);
     for _ in 0..n {
         responses.push(match r.u8()? {
             REQUEST_RANGE => ResponseOp::Range(get_range_response(r)?),

@@ -112,7 +112,7 @@ pub(crate) fn get_reply(r: &mut Reader<'_>) -> Result<Reply, DecodeError> {
         REPLY_SET => Reply::Set { previous: r.i64()? },
         REPLY_MEMBERS => {
             let n = r.len("members", MEMBERS_MAX)?;
-            let mut members = Vec::with_capacity(r.capacity(n));
+            let mut members = r.vec_for(n);
             for _ in 0..n {
                 members.push(crate::codec::get_member(r)?);
             }
@@ -120,7 +120,7 @@ pub(crate) fn get_reply(r: &mut Reader<'_>) -> Result<Reply, DecodeError> {
         }
         REPLY_REGISTERS => {
             let n = r.len("registers", REGISTERS_MAX)?;
-            let mut list = Vec::with_capacity(r.capacity(n));
+            let mut list = r.vec_for(n);
             for _ in 0..n {
                 let name = r.string("register name", crate::limits::REGISTER_NAME_BYTES_MAX)?;
                 list.push((name, r.i64()?));
@@ -134,7 +134,7 @@ pub(crate) fn get_reply(r: &mut Reader<'_>) -> Result<Reply, DecodeError> {
         REPLY_VOLUME => Reply::Volume(crate::codec::get_volume(r)?),
         REPLY_VOLUMES => {
             let n = r.len("volumes", VOLUMES_MAX)?;
-            let mut list = Vec::with_capacity(r.capacity(n));
+            let mut list = r.vec_for(n);
             for _ in 0..n {
                 list.push(crate::codec::get_volume(r)?);
             }

@@ -325,3 +325,23 @@ fn nesting_is_bounded() {
         Err(DecodeError::TooDeep { max: TXN_DEPTH_MAX })
     );
 }
+
+/// Regression: a count was believed up to one item per byte of input, and
+/// an item in memory is far larger than one byte (a key-value pair is 88),
+/// so a reply claiming 2^64 pairs over 24 KiB reserved 2 MiB at once, and a
+/// 32 MiB forwarded reply would have reserved 2.8 GB.
+#[test]
+fn a_count_reserves_no_more_memory_than_the_input_holds() {
+    let input = vec![0u8; 24 << 10];
+    let r = Reader::new(&input);
+    let kvs: Vec<KeyValue> = r.vec_for(usize::MAX);
+    assert!(kvs.capacity() * std::mem::size_of::<KeyValue>() <= input.len());
+    let few: Vec<KeyValue> = r.vec_for(3);
+    assert!(few.capacity() >= 3, "an honest count is reserved in full");
+
+    let mut reply = vec![COMMAND_VERSION, 2];
+    reply.extend_from_slice(&1i64.to_le_bytes());
+    reply.extend_from_slice(&u64::MAX.to_le_bytes());
+    reply.extend_from_slice(&input);
+    assert_eq!(Reply::decode(&reply), Err(DecodeError::Truncated));
+}

@@ -140,10 +140,14 @@ impl<'a> Reader<'a> {
         }
     }
 
-    /// A count of items that each take at least one byte: a safe capacity
-    /// to reserve, since a count larger than the input must be a lie.
-    pub(crate) fn capacity(&self, count: usize) -> usize {
-        count.min(self.data.len())
+    /// An empty vector with room for `count` items of `T`, but never for
+    /// more bytes than the input has left: each item takes at least one
+    /// byte, so a count larger than the input is a lie, and an item in
+    /// memory can be far larger than its encoding (a key-value pair is 88
+    /// bytes). Beyond that the vector grows as items really decode.
+    pub(crate) fn vec_for<T>(&self, count: usize) -> Vec<T> {
+        let fits = self.data.len() / std::mem::size_of::<T>().max(1);
+        Vec::with_capacity(count.min(fits))
     }
 
     pub(crate) fn bytes(&mut self, what: &'static str, max: usize) -> Result<Bytes, DecodeError> {

@@ -1,0 +1,9 @@
+//! Fuzz target `snapshot_files`: see `ferrite_fuzzing::snapshot_files` for what it drives and
+//! the input format.
+#![no_main]
+
+/// Turns an allocation sized by an unchecked length into a crash.
+#[global_allocator]
+static ALLOCATOR: ferrite_fuzzing::Bounded = ferrite_fuzzing::Bounded;
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| ferrite_fuzzing::snapshot_files(data));

@@ -149,6 +149,7 @@ impl Node {
                 ..ReplicaConfig::default()
             },
         );
+        let closing = transport.clone();
         let driver = Driver::new(
             replica,
             cfg.clone(),
@@ -160,8 +161,10 @@ impl Node {
         );
         tokio::spawn(async move {
             let done = driver.run(events_rx, acks_rx, inbound_rx).await;
-            // Stop taking peer connections: a stopped node is gone.
+            // Stop taking peer connections and end the open ones: a stopped
+            // node is gone.
             listening.abort();
+            closing.close();
             // The driver dropped its ends: storage drains and syncs, apply
             // answers what it holds; both are joined before `done`.
             let joined = tokio::task::spawn_blocking(move || {

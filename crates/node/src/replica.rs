@@ -791,6 +791,17 @@ impl Replica {
             (Some(f), Some(l)) => (f.index, l.index),
             _ => return,
         };
+        assert_eq!(
+            last.distance_from(first) as usize + 1,
+            entries.len(),
+            "entries {first}..={last} handed to apply are not contiguous"
+        );
+        // Proposals go after the log's end, beyond what was handed out: a
+        // waiter below these entries would never be answered.
+        assert!(
+            self.proposed.range(..first).next().is_none(),
+            "a waiter below the first entry handed to apply ({first}) was skipped"
+        );
         let waiting: Vec<Index> = self.proposed.range(first..=last).map(|(i, _)| *i).collect();
         for index in waiting {
             let Some((term, requester)) = self.proposed.remove(&index) else {
@@ -809,6 +820,7 @@ impl Replica {
                 self.not_applied(requester, NodeError::Superseded);
             }
         }
+        debug_assert!(waiters.iter().all(|(i, _)| *i >= first && *i <= last));
         self.out.apply.push(ApplyTask::Entries { entries, waiters });
     }
 

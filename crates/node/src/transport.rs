@@ -53,6 +53,9 @@ struct Inner {
     faults: Mutex<Faults>,
     /// Whether `faults` drops anything: the send path checks only this.
     faulty: AtomicBool,
+    /// Every connection task (outbound and inbound), so that `close` ends
+    /// them all; finished ones are pruned as new ones start.
+    tasks: Mutex<Vec<tokio::task::AbortHandle>>,
 }
 
 /// Frames dropped at the socket, to model network partitions: `isolated`
@@ -90,6 +93,7 @@ impl Transport {
                 runtime,
                 faults: Mutex::new(Faults::default()),
                 faulty: AtomicBool::new(false),
+                tasks: Mutex::new(Vec::new()),
             }),
         }
     }
@@ -131,9 +135,11 @@ impl Transport {
                     };
                     let (tx, rx) = mpsc::channel(PEER_QUEUE_FRAMES_MAX);
                     let inner = self.inner.clone();
-                    self.inner
+                    let task = self
+                        .inner
                         .runtime
                         .spawn(async move { outbound(inner, to, addr, rx).await });
+                    self.inner.track(task.abort_handle());
                     queues.insert(to, tx.clone());
                     tx
                 }
@@ -150,11 +156,12 @@ impl Transport {
             match listener.accept().await {
                 Ok((stream, addr)) => {
                     let inner = self.inner.clone();
-                    tokio::spawn(async move {
+                    let task = tokio::spawn(async move {
                         if let Err(e) = inbound(inner, stream).await {
                             tracing::warn!(%addr, "peer connection closed: {e}");
                         }
                     });
+                    self.inner.track(task.abort_handle());
                 }
                 Err(e) => {
                     tracing::warn!("accepting a peer connection failed: {e}");
@@ -165,7 +172,24 @@ impl Transport {
     }
 }
 
+impl Transport {
+    /// Ends every connection, both ways; frames sent afterwards open new
+    /// ones, so call it only once the node has stopped.
+    pub fn close(&self) {
+        lock(&self.inner.queues).clear();
+        for task in lock(&self.inner.tasks).drain(..) {
+            task.abort();
+        }
+    }
+}
+
 impl Inner {
+    fn track(&self, task: tokio::task::AbortHandle) {
+        let mut tasks = lock(&self.tasks);
+        tasks.retain(|t| !t.is_finished());
+        tasks.push(task);
+    }
+
     /// Whether a frame to or from `peer` is dropped by fault injection.
     fn dropped(&self, peer: NodeId, set: impl Fn(&Faults) -> &BTreeSet<NodeId>) -> bool {
         if !self.faulty.load(Ordering::Acquire) {

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it: installs what it needs, then checks
 # formatting and lints, runs every test (including the CI slice of the
-# cluster simulation), and a seed sweep of the simulator in release mode.
+# cluster simulation), a seed sweep of the simulator in release mode, and a
+# short run of every fuzz target.
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -30,6 +31,8 @@ command -v fio >/dev/null 2>&1 || missing+=(fio)
 command -v fusermount3 >/dev/null 2>&1 || missing+=(fuse3)
 command -v mkfs.ext4 >/dev/null 2>&1 || missing+=(e2fsprogs)
 command -v losetup >/dev/null 2>&1 || missing+=(mount)
+# A C++ compiler: cargo-fuzz builds libFuzzer from source.
+command -v c++ >/dev/null 2>&1 || missing+=(g++)
 # Headless Chromium and its WebDriver for the dashboard tests.
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
@@ -57,5 +60,11 @@ failed=$(grep -Eo '[0-9]+ failed' "$log" | awk '{s += $1} END {print s + 0}')
 echo "==> simulation sweep (release)"
 cargo build --release --locked -p ferrite-sim
 ./target/release/ferrite-sim --seeds 0..10000 --steps 5000
+
+# A short slice of every fuzz target, from the committed corpora (on stable:
+# fuzz/run installs cargo-fuzz if it is missing and builds without a
+# sanitizer). A crash fails the suite; its input is under fuzz/work/.
+echo "==> fuzzing (CI slice: 15 s per target, two at a time)"
+fuzz/run -j 2 15
 
 echo "tests: ${passed} passed, ${failed} failed"

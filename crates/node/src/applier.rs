@@ -75,6 +75,14 @@ impl<M: StateMachine> Applier<M> {
         match task {
             ApplyTask::Restore(snapshot) => {
                 self.machine.install(&snapshot.data)?;
+                // A snapshot whose state does not end where its metadata says
+                // would make the next entry's apply go out of order.
+                let (index, applied) = (snapshot.meta.index, self.machine.applied());
+                if applied != index {
+                    return Err(MachineError::Restore(format!(
+                        "the snapshot at {index} holds state applied to {applied}"
+                    )));
+                }
                 self.snapshots
                     .restored(snapshot.meta.index, snapshot.data.len());
                 out.upto = Some(snapshot.meta.index);

@@ -81,6 +81,14 @@ impl Node {
             machine
                 .recover(&s.data)
                 .map_err(|e| StartError::Snapshot(e.to_string()))?;
+            // Empty data is the empty state of a founding member.
+            if !s.data.is_empty() && machine.applied() != s.meta.index {
+                return Err(StartError::Snapshot(format!(
+                    "the snapshot at {} holds state applied to {}",
+                    s.meta.index,
+                    machine.applied()
+                )));
+            }
         }
         let mut raft_cfg = Config::new(cfg.id);
         raft_cfg.heartbeat_ticks = cfg.heartbeat_ticks;

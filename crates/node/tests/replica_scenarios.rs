@@ -360,3 +360,31 @@ fn a_follower_forwards_writes_and_reads_and_answers_them() {
     );
     assert_eq!(c.member(n3).replica.counters().forwarded, 3);
 }
+
+#[test]
+fn a_snapshot_whose_state_ends_elsewhere_than_its_index_is_refused() {
+    use ferrite_raft::{Membership, Snapshot, SnapshotMeta, Term};
+    let mut applier = Applier::new(Counter::default(), 4, (Index::ZERO, 0), Canary::None);
+    let snapshot = |index: u64, applied: u64| {
+        ApplyTask::Restore(Snapshot {
+            meta: SnapshotMeta {
+                index: Index(index),
+                term: Term(2),
+                membership: Membership::new(IDS),
+            },
+            data: Bytes::from(format!("9 {applied}")),
+        })
+    };
+    let mut out = Applied::default();
+    let refused = applier.handle(snapshot(7, 5), &mut out);
+    assert!(
+        matches!(&refused, Err(MachineError::Restore(why)) if why.contains("applied to 5")),
+        "{refused:?}"
+    );
+    let mut out = Applied::default();
+    applier
+        .handle(snapshot(7, 7), &mut out)
+        .expect("a consistent snapshot");
+    assert_eq!(out.upto, Some(Index(7)));
+    assert_eq!(applier.machine().count, 9);
+}

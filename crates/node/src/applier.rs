@@ -174,7 +174,7 @@ impl<M: StateMachine> Applier<M> {
     /// The snapshot started at some index finished (`size` bytes), or
     /// failed (`None`): the next may start.
     pub fn snapshot_done(&self, size: Option<usize>) {
-        self.snapshots.finished(size);
+        self.snapshots.done.finished(size);
     }
 }
 
@@ -192,9 +192,8 @@ pub struct SnapshotPolicy {
     index: Index,
     /// Command bytes applied since `index`.
     bytes_since: u64,
-    /// The size of the last snapshot, once its encoding is done.
-    last_size: Arc<AtomicU64>,
-    busy: Arc<AtomicBool>,
+    /// What the thread that finishes a snapshot reports back.
+    done: SnapshotDone,
 }
 
 impl SnapshotPolicy {
@@ -203,15 +202,17 @@ impl SnapshotPolicy {
             every,
             index,
             bytes_since: 0,
-            last_size: Arc::new(AtomicU64::new(size as u64)),
-            busy: Arc::new(AtomicBool::new(false)),
+            done: SnapshotDone {
+                last_size: Arc::new(AtomicU64::new(size as u64)),
+                busy: Arc::new(AtomicBool::new(false)),
+            },
         }
     }
 
     fn restored(&mut self, index: Index, size: usize) {
         self.index = index;
         self.bytes_since = 0;
-        self.last_size.store(size as u64, Ordering::Release);
+        self.done.last_size.store(size as u64, Ordering::Release);
     }
 
     fn logged(&mut self, bytes: usize) {
@@ -219,38 +220,30 @@ impl SnapshotPolicy {
     }
 
     fn due(&self, applied: Index) -> bool {
-        !self.busy.load(Ordering::Acquire)
+        !self.done.busy.load(Ordering::Acquire)
             && applied.distance_from(self.index) >= self.every
-            && self.bytes_since >= self.last_size.load(Ordering::Acquire)
+            && self.bytes_since >= self.done.last_size.load(Ordering::Acquire)
     }
 
     fn started(&mut self, index: Index) {
-        self.busy.store(true, Ordering::Release);
+        self.done.busy.store(true, Ordering::Release);
         self.index = index;
         self.bytes_since = 0;
     }
 
-    /// Callable from the thread that finishes the snapshot.
-    pub fn finished(&self, size: Option<usize>) {
-        if let Some(size) = size {
-            self.last_size.store(size as u64, Ordering::Release);
-        }
-        self.busy.store(false, Ordering::Release);
-    }
-
     /// A handle for the thread that finishes a snapshot.
     pub fn handle(&self) -> SnapshotDone {
-        SnapshotDone {
-            last_size: self.last_size.clone(),
-            busy: self.busy.clone(),
-        }
+        self.done.clone()
     }
 }
 
-/// Lets another thread report a snapshot finished.
+/// Lets the thread that finishes a snapshot report it done: its size (the
+/// next one waits until as many bytes were written), or `None` if it failed.
 #[derive(Clone)]
 pub struct SnapshotDone {
+    /// The size of the last snapshot, once its encoding is done.
     last_size: Arc<AtomicU64>,
+    /// At most one snapshot is in the making.
     busy: Arc<AtomicBool>,
 }
 

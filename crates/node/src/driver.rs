@@ -432,12 +432,10 @@ impl Driver {
         }
         if !out.apply.is_empty() {
             let mut replies = Vec::new();
-            for task in &out.apply {
-                for requester in requesters(task) {
-                    if let Requester::Local(id) = requester {
-                        if let Some(reply) = self.replies.remove(&id) {
-                            replies.push((id, reply));
-                        }
+            for requester in out.apply.iter().flat_map(requesters) {
+                if let Requester::Local(id) = requester {
+                    if let Some(reply) = self.replies.remove(&id) {
+                        replies.push((id, reply));
                     }
                 }
             }
@@ -482,15 +480,17 @@ impl Driver {
     }
 }
 
-/// The requesters an apply task answers.
-fn requesters(task: &ApplyTask) -> Vec<Requester> {
-    match task {
-        ApplyTask::Restore(_) => Vec::new(),
-        ApplyTask::Entries { waiters, .. } => waiters.iter().map(|(_, r)| *r).collect(),
+/// The requesters an apply task answers (no allocation: this is on the
+/// path of every write).
+fn requesters(task: &ApplyTask) -> impl Iterator<Item = Requester> + '_ {
+    let (waiters, one): (&[(Index, Requester)], Option<Requester>) = match task {
+        ApplyTask::Restore(_) => (&[], None),
+        ApplyTask::Entries { waiters, .. } => (waiters, None),
         ApplyTask::ReadAt { requester, .. } | ApplyTask::Query { requester, .. } => {
-            vec![*requester]
+            (&[], Some(*requester))
         }
-    }
+    };
+    waiters.iter().map(|(_, r)| *r).chain(one)
 }
 
 fn refuse(event: Event, error: NodeError) {

@@ -44,6 +44,7 @@ pub fn put_request(r: pb::PutRequest) -> st::PutRequest {
         prev_kv: r.prev_kv,
         ignore_value: r.ignore_value,
         ignore_lease: r.ignore_lease,
+        lease: r.lease,
     }
 }
 
@@ -117,7 +118,7 @@ pub fn key_value(kv: st::KeyValue) -> mvccpb::KeyValue {
         mod_revision: kv.mod_revision,
         version: kv.version,
         value: kv.value.to_vec(),
-        lease: 0,
+        lease: kv.lease,
     }
 }
 

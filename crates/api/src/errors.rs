@@ -77,6 +77,9 @@ pub fn state_status(e: StateError) -> Status {
     let code = match e {
         StateError::Compacted | StateError::FutureRevision => Code::OutOfRange,
         StateError::Overflow { .. } => Code::OutOfRange,
+        StateError::LeaseNotFound => Code::NotFound,
+        StateError::LeaseExists => Code::FailedPrecondition,
+        StateError::LeaseTtlTooLarge => Code::OutOfRange,
         _ => Code::InvalidArgument,
     };
     let text = e.to_string();

@@ -84,6 +84,32 @@ pub enum Op {
         offset: u64,
         len: u64,
     },
+    /// A new lease; the proposer chose the id (> 0) and raised the TTL to
+    /// the minimum.
+    LeaseGrant {
+        id: i64,
+        ttl: i64,
+    },
+    /// Deletes the lease's keys at one revision, then the lease: a client's
+    /// revoke, or the leader's lessor carrying out an expiry.
+    LeaseRevoke {
+        id: i64,
+    },
+    /// Remaining TTLs measured by the leader, `(id, seconds)`; at most
+    /// 1,000 per command.
+    LeaseCheckpoint {
+        checkpoints: Vec<(i64, i64)>,
+    },
+    /// Read-only: one lease, with its keys if asked.
+    LeaseGet {
+        id: i64,
+        keys: bool,
+    },
+    /// Read-only: every lease id.
+    LeaseList,
+    /// Read-only: the changes to a key range since a revision (watch
+    /// replay).
+    Changes(crate::kv::ChangesRequest),
 }
 
 impl Command {

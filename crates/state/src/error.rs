@@ -26,6 +26,18 @@ pub enum StateError {
     /// A put with `ignore_value` that also carries a value.
     #[error("etcdserver: value is provided")]
     ValueProvided,
+    /// A put, grant's keys or revoke naming a lease that does not exist.
+    #[error("etcdserver: requested lease not found")]
+    LeaseNotFound,
+    /// A grant with an id that is taken.
+    #[error("etcdserver: lease already exists")]
+    LeaseExists,
+    /// A put with `ignore_lease` that also names a lease.
+    #[error("etcdserver: lease is provided")]
+    LeaseProvided,
+    /// A grant whose TTL is beyond `LEASE_TTL_MAX`.
+    #[error("etcdserver: too large lease TTL")]
+    LeaseTtlTooLarge,
     /// A register add whose result does not fit in an i64.
     #[error("register add overflows: {value} + {delta}")]
     Overflow { value: i64, delta: i64 },

@@ -1,6 +1,6 @@
 //! The change stream: every change an applied entry makes, in apply order.
-//! The dashboard's live view and a future etcd Watch are both views of this
-//! one stream, so it carries enough to render either: the revision, the key
+//! The dashboard's live view and etcd's Watch are both views of this one
+//! stream (and the lessor learns of grants and revokes from it), so it carries enough to render either: the revision, the key
 //! and both the previous and new values. The machine returns events per
 //! entry; bounding how many are kept is the node's job.
 
@@ -14,6 +14,25 @@ pub enum Event {
     Kv(KvEvent),
     Register(RegisterEvent),
     Volume(VolumeEvent),
+    Lease(LeaseEvent),
+}
+
+/// A change to the lease table. The keys a revoke deletes come as `Kv`
+/// events before it, at one revision.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LeaseEvent {
+    Granted {
+        id: i64,
+        ttl: i64,
+    },
+    Revoked {
+        id: i64,
+    },
+    /// `remaining` 0: no checkpoint, a new leader uses the full TTL.
+    Checkpointed {
+        id: i64,
+        remaining: i64,
+    },
 }
 
 /// A key was put or deleted. All changes of one transaction share its

@@ -20,6 +20,7 @@ mod crc32;
 pub mod error;
 pub mod event;
 pub mod kv;
+pub mod leases;
 pub mod limits;
 pub mod machine;
 pub mod members;
@@ -32,12 +33,14 @@ pub mod volumes;
 pub use crate::block_store::{BlockStore, StoreError};
 pub use crate::command::{Command, Op};
 pub use crate::error::{ApplyError, DecodeError, StateError};
-pub use crate::event::{Event, KvEvent, RegisterEvent, VolumeEvent};
+pub use crate::event::{Event, KvEvent, LeaseEvent, RegisterEvent, VolumeEvent};
 pub use crate::kv::{
-    CompactRequest, CompactResponse, Compare, CompareResult, CompareTarget, DeleteRangeRequest,
-    DeleteRangeResponse, KeyValue, KvStore, PutRequest, PutResponse, RangeRequest, RangeResponse,
-    RequestOp, ResponseOp, SortOrder, SortTarget, TxnRequest, TxnResponse,
+    ChangesRequest, ChangesResponse, CompactRequest, CompactResponse, Compare, CompareResult,
+    CompareTarget, DeleteRangeRequest, DeleteRangeResponse, KeyValue, KvStore, PutRequest,
+    PutResponse, RangeRequest, RangeResponse, RequestOp, ResponseOp, SortOrder, SortTarget,
+    TxnRequest, TxnResponse,
 };
+pub use crate::leases::{LeaseId, LeaseInfo, Leases, LEASE_TTL_MAX};
 pub use crate::machine::{Applied, StateMachine};
 pub use crate::members::{MemberInfo, Members};
 pub use crate::registers::Registers;

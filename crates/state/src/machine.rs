@@ -81,6 +81,35 @@ impl StateMachine {
         self.kv.range(req)
     }
 
+    /// Answers a read-only op from the state as it is: lease lookups and
+    /// history reads (ranges and registers have their own calls).
+    pub fn read(&self, op: &Op) -> Reply {
+        let result = match op {
+            Op::LeaseGet { id, keys } => self
+                .kv
+                .leases()
+                .info(*id, *keys)
+                .map(Reply::Lease)
+                .ok_or(StateError::LeaseNotFound),
+            Op::LeaseList => Ok(Reply::Leases(
+                self.kv.leases().iter().map(|(id, _)| id).collect(),
+            )),
+            Op::Changes(c) => self.kv.changes(c).map(Reply::Changes),
+            Op::Range(r) => self.kv.range(r).map(Reply::Range),
+            _ => Err(StateError::LocalReadOnly),
+        };
+        result.unwrap_or_else(Reply::Error)
+    }
+
+    /// Every lease as `(id, ttl, remaining)`: what a lessor restarts from.
+    pub fn lease_records(&self) -> Vec<(i64, i64, i64)> {
+        self.kv
+            .leases()
+            .iter()
+            .map(|(id, l)| (id, l.ttl, l.remaining))
+            .collect()
+    }
+
     /// A local read of a register; 0 if it was never written.
     pub fn read_register(&self, name: &str) -> i64 {
         self.registers.get(name)
@@ -248,6 +277,19 @@ impl StateMachine {
             // The bytes are not in this machine but in the block store: the
             // node serves volume reads locally after ReadIndex.
             Op::VolumeRead { .. } => Err(StateError::LocalReadOnly),
+            Op::LeaseGrant { id, ttl } => self
+                .kv
+                .lease_grant(*id, *ttl, events)
+                .map(|(id, ttl)| Reply::LeaseGranted { id, ttl }),
+            Op::LeaseRevoke { id } => self
+                .kv
+                .lease_revoke(*id, events)
+                .map(|revision| Reply::LeaseRevoked { revision }),
+            Op::LeaseCheckpoint { checkpoints } => {
+                self.kv.lease_checkpoint(checkpoints, events);
+                Ok(Reply::Done)
+            }
+            Op::LeaseGet { .. } | Op::LeaseList | Op::Changes(_) => Ok(self.read(op)),
         };
         result.unwrap_or_else(Reply::Error)
     }
@@ -298,6 +340,31 @@ impl StateMachine {
             }
             if compacted > 1 {
                 return Err("several versions at or below the compact revision");
+            }
+            if let Some(live) = history.live_at(key, kv.revision) {
+                let attached = live.lease == 0
+                    || kv
+                        .leases
+                        .get(live.lease)
+                        .is_some_and(|l| l.keys.contains(key));
+                if !attached {
+                    return Err("a live key names a lease that does not hold it");
+                }
+            }
+        }
+        for (id, lease) in kv.leases.iter() {
+            if id <= 0 || lease.ttl < 1 || lease.remaining < 0 || lease.remaining > lease.ttl {
+                return Err("lease id or TTL out of bounds");
+            }
+            for key in &lease.keys {
+                let holds = kv
+                    .keys
+                    .get(key)
+                    .and_then(|h| h.live_at(key, kv.revision))
+                    .is_some_and(|live| live.lease == id);
+                if !holds {
+                    return Err("a lease holds a key that does not name it");
+                }
             }
         }
         let limits = self.sessions.limits();

@@ -35,6 +35,19 @@ pub enum Reply {
     /// A volume read's bytes.
     Data(bytes::Bytes),
     Error(StateError),
+    /// A lease was granted: its id and TTL (raised to the minimum).
+    LeaseGranted {
+        id: i64,
+        ttl: i64,
+    },
+    /// A lease was revoked; the store's revision after its keys went.
+    LeaseRevoked {
+        revision: i64,
+    },
+    Lease(crate::leases::LeaseInfo),
+    /// Every lease id, ascending.
+    Leases(Vec<i64>),
+    Changes(crate::kv::ChangesResponse),
 }
 
 impl Reply {

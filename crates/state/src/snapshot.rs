@@ -23,6 +23,7 @@ use crate::codec::{
 use crate::crc32::crc32;
 use crate::error::DecodeError;
 use crate::kv::{History, KvStore};
+use crate::leases::Leases;
 use crate::limits::{KEY_BYTES_MAX, REGISTER_NAME_BYTES_MAX, VOLUMES_MAX, VOLUME_BYTES_MAX};
 use crate::machine::StateMachine;
 use crate::registers::Registers;
@@ -30,7 +31,10 @@ use crate::session::{Session, SessionLimits, Sessions};
 use crate::volumes::{VolumeInfo, Volumes};
 
 const MAGIC: &[u8; 4] = b"FSSM";
-const SNAPSHOT_VERSION: u8 = 3;
+const SNAPSHOT_VERSION: u8 = 4;
+/// Version 3 is version 4 without leases (no lease table, no lease or
+/// sub-revision in versions, version-1 replies); still read.
+const SNAPSHOT_VERSION_NO_LEASES: u8 = 3;
 /// Version 2 is version 3 without the volume table; still read.
 const SNAPSHOT_VERSION_NO_VOLUMES: u8 = 2;
 
@@ -88,6 +92,12 @@ fn encode_body(sm: &StateMachine, w: &mut Writer) {
     for v in &volumes {
         put_volume(w, v);
     }
+    w.len(sm.kv.leases.len());
+    for (id, lease) in sm.kv.leases.iter() {
+        w.i64(id);
+        w.i64(lease.ttl);
+        w.i64(lease.remaining);
+    }
 }
 
 pub(crate) fn decode(data: &[u8]) -> Result<StateMachine, DecodeError> {
@@ -99,7 +109,7 @@ pub(crate) fn decode(data: &[u8]) -> Result<StateMachine, DecodeError> {
         return Err(DecodeError::BadMagic);
     }
     let version = r.u8()?;
-    if version != SNAPSHOT_VERSION && version != SNAPSHOT_VERSION_NO_VOLUMES {
+    if !(SNAPSHOT_VERSION_NO_VOLUMES..=SNAPSHOT_VERSION).contains(&version) {
         return Err(DecodeError::Version {
             found: version,
             expected: SNAPSHOT_VERSION,
@@ -120,6 +130,7 @@ pub(crate) fn decode(data: &[u8]) -> Result<StateMachine, DecodeError> {
 
 fn decode_body(body: &[u8], version: u8) -> Result<StateMachine, DecodeError> {
     let mut r = Reader::new(body);
+    r.legacy = version <= SNAPSHOT_VERSION_NO_LEASES;
     let applied_index = r.u64()?;
     let revision = r.i64()?;
     let compact_revision = r.i64()?;
@@ -192,12 +203,39 @@ fn decode_body(body: &[u8], version: u8) -> Result<StateMachine, DecodeError> {
             volumes.push(v);
         }
     }
+    let mut records = Vec::new();
+    if version >= SNAPSHOT_VERSION {
+        for _ in 0..r.len("leases", usize::MAX)? {
+            let record = (r.i64()?, r.i64()?, r.i64()?);
+            if records
+                .last()
+                .is_some_and(|last: &(i64, i64, i64)| last.0 >= record.0)
+            {
+                return Err(DecodeError::Inconsistent("leases out of order"));
+            }
+            records.push(record);
+        }
+    }
     r.finish()?;
+    let mut leases = Leases::from_records(records);
+    for (key, history) in &keys {
+        if let Some(live) = history.live_at(key, revision) {
+            if live.lease != 0 {
+                if !leases.contains(live.lease) {
+                    return Err(DecodeError::Inconsistent(
+                        "a key names a lease that does not exist",
+                    ));
+                }
+                leases.move_key(key, 0, live.lease);
+            }
+        }
+    }
     Ok(StateMachine {
         kv: KvStore {
             keys,
             revision,
             compact_revision,
+            leases,
         },
         registers: Registers::from_values(values),
         sessions: Sessions::from_sessions(limits, sessions),

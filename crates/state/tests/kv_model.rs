@@ -108,6 +108,7 @@ impl Model {
             mod_revision: rev,
             version: prev.as_ref().map_or(1, |p| p.version + 1),
             value: req.value.clone(),
+            lease: 0,
         };
         map.insert(req.key.clone(), kv);
         PutResponse {

@@ -4,10 +4,12 @@
 
 use crate::codec::wire::{Reader, Writer};
 use crate::error::DecodeError;
+use crate::event::KvEvent;
 use crate::kv::{
-    CompactResponse, Compare, CompareResult, CompareTarget, DeleteRangeRequest,
-    DeleteRangeResponse, KeyValue, PutRequest, PutResponse, RangeRequest, RangeResponse, RequestOp,
-    ResponseOp, SortOrder, SortTarget, Stored, TxnRequest, TxnResponse, Version,
+    ChangesRequest, ChangesResponse, CompactResponse, Compare, CompareResult, CompareTarget,
+    DeleteRangeRequest, DeleteRangeResponse, KeyValue, PutRequest, PutResponse, RangeRequest,
+    RangeResponse, RequestOp, ResponseOp, SortOrder, SortTarget, Stored, TxnRequest, TxnResponse,
+    Version,
 };
 use crate::limits::{KEY_BYTES_MAX, TXN_DEPTH_MAX, TXN_OPS_MAX, VALUE_BYTES_MAX};
 
@@ -30,6 +32,7 @@ pub(crate) fn put_put(w: &mut Writer, p: &PutRequest) {
     w.bool(p.prev_kv);
     w.bool(p.ignore_value);
     w.bool(p.ignore_lease);
+    w.i64(p.lease);
 }
 
 pub(crate) fn get_put(r: &mut Reader<'_>) -> Result<PutRequest, DecodeError> {
@@ -39,6 +42,7 @@ pub(crate) fn get_put(r: &mut Reader<'_>) -> Result<PutRequest, DecodeError> {
         prev_kv: r.bool()?,
         ignore_value: r.bool()?,
         ignore_lease: r.bool()?,
+        lease: r.lease()?,
     })
 }
 
@@ -273,6 +277,7 @@ pub(crate) fn put_kv(w: &mut Writer, kv: &KeyValue) {
     w.i64(kv.mod_revision);
     w.i64(kv.version);
     w.bytes(&kv.value);
+    w.i64(kv.lease);
 }
 
 pub(crate) fn get_kv(r: &mut Reader<'_>) -> Result<KeyValue, DecodeError> {
@@ -282,6 +287,7 @@ pub(crate) fn get_kv(r: &mut Reader<'_>) -> Result<KeyValue, DecodeError> {
         mod_revision: r.i64()?,
         version: r.i64()?,
         value: value(r)?,
+        lease: r.lease()?,
     })
 }
 
@@ -434,6 +440,7 @@ pub(crate) fn get_txn_response(
 /// One version of a key's history, for snapshots.
 pub(crate) fn put_version(w: &mut Writer, v: &Version) {
     w.i64(v.mod_revision);
+    w.u32(v.sub);
     match &v.put {
         None => w.u8(0),
         Some(p) => {
@@ -441,18 +448,21 @@ pub(crate) fn put_version(w: &mut Writer, v: &Version) {
             w.i64(p.create_revision);
             w.i64(p.version);
             w.bytes(&p.value);
+            w.i64(p.lease);
         }
     }
 }
 
 pub(crate) fn get_version(r: &mut Reader<'_>) -> Result<Version, DecodeError> {
     let mod_revision = r.i64()?;
+    let sub = if r.legacy { 0 } else { r.u32()? };
     let put = match r.u8()? {
         0 => None,
         1 => Some(Stored {
             create_revision: r.i64()?,
             version: r.i64()?,
             value: value(r)?,
+            lease: r.lease()?,
         }),
         tag => {
             return Err(DecodeError::UnknownTag {
@@ -461,5 +471,60 @@ pub(crate) fn get_version(r: &mut Reader<'_>) -> Result<Version, DecodeError> {
             })
         }
     };
-    Ok(Version { mod_revision, put })
+    Ok(Version {
+        mod_revision,
+        sub,
+        put,
+    })
+}
+
+pub(crate) fn put_changes_request(w: &mut Writer, c: &ChangesRequest) {
+    w.bytes(&c.key);
+    w.bytes(&c.range_end);
+    w.i64(c.start_revision);
+    w.u64(c.events_max);
+}
+
+pub(crate) fn get_changes_request(r: &mut Reader<'_>) -> Result<ChangesRequest, DecodeError> {
+    Ok(ChangesRequest {
+        key: key(r, "key")?,
+        range_end: key(r, "range_end")?,
+        start_revision: r.i64()?,
+        events_max: r.u64()?,
+    })
+}
+
+pub(crate) fn put_changes_response(w: &mut Writer, c: &ChangesResponse) {
+    w.i64(c.revision);
+    w.i64(c.compact_revision);
+    w.i64(c.next_revision);
+    w.len(c.events.len());
+    for e in &c.events {
+        w.i64(e.revision);
+        w.bytes(&e.key);
+        put_opt_kv(w, &e.prev);
+        put_opt_kv(w, &e.kv);
+    }
+}
+
+pub(crate) fn get_changes_response(r: &mut Reader<'_>) -> Result<ChangesResponse, DecodeError> {
+    let revision = r.i64()?;
+    let compact_revision = r.i64()?;
+    let next_revision = r.i64()?;
+    let n = r.len("events", usize::MAX)?;
+    let mut events = r.vec_for(n);
+    for _ in 0..n {
+        events.push(KvEvent {
+            revision: r.i64()?,
+            key: key(r, "key")?,
+            prev: get_opt_kv(r)?,
+            kv: get_opt_kv(r)?,
+        });
+    }
+    Ok(ChangesResponse {
+        events,
+        revision,
+        compact_revision,
+        next_revision,
+    })
 }

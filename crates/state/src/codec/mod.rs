@@ -21,7 +21,9 @@ pub(crate) use reply::{get_reply, put_reply};
 pub(crate) use wire::{Reader, Writer};
 
 /// The command format version this code writes and reads.
-pub(crate) const COMMAND_VERSION: u8 = 1;
+pub(crate) const COMMAND_VERSION: u8 = 2;
+/// The first format, without lease fields: still read (as lease 0).
+pub(crate) const COMMAND_VERSION_NO_LEASES: u8 = 1;
 
 const OP_PUT: u8 = 1;
 const OP_DELETE_RANGE: u8 = 2;
@@ -43,6 +45,14 @@ const OP_VOLUME_LIST: u8 = 51;
 const OP_VOLUME_WRITE: u8 = 52;
 const OP_VOLUME_ZERO: u8 = 53;
 const OP_VOLUME_READ: u8 = 54;
+const OP_LEASE_GRANT: u8 = 64;
+const OP_LEASE_REVOKE: u8 = 65;
+const OP_LEASE_CHECKPOINT: u8 = 66;
+const OP_LEASE_GET: u8 = 67;
+const OP_LEASE_LIST: u8 = 68;
+const OP_CHANGES: u8 = 69;
+/// At most this many leases in one checkpoint (etcd's batch limit).
+pub(crate) const CHECKPOINTS_MAX: usize = 1000;
 
 /// Bounds on a member entry: names and addresses are short.
 const MEMBER_TEXT_BYTES_MAX: usize = 1024;
@@ -99,17 +109,26 @@ pub(crate) fn encode_reply(reply: &crate::reply::Reply) -> Bytes {
 }
 
 pub(crate) fn decode_reply(data: &[u8]) -> Result<crate::reply::Reply, DecodeError> {
-    let mut r = Reader::new(data);
-    let version = r.u8()?;
-    if version != COMMAND_VERSION {
-        return Err(DecodeError::Version {
-            found: version,
-            expected: COMMAND_VERSION,
-        });
-    }
+    let mut r = versioned(data)?;
     let reply = get_reply(&mut r)?;
     r.finish()?;
     Ok(reply)
+}
+
+/// A reader past the version byte, in the format it names.
+fn versioned(data: &[u8]) -> Result<Reader<'_>, DecodeError> {
+    let mut r = Reader::new(data);
+    match r.u8()? {
+        COMMAND_VERSION => {}
+        COMMAND_VERSION_NO_LEASES => r.legacy = true,
+        found => {
+            return Err(DecodeError::Version {
+                found,
+                expected: COMMAND_VERSION,
+            })
+        }
+    }
+    Ok(r)
 }
 
 pub(crate) fn encode_command(cmd: &Command) -> Bytes {
@@ -128,14 +147,7 @@ pub(crate) fn encode_command(cmd: &Command) -> Bytes {
 }
 
 pub(crate) fn decode_command(data: &[u8]) -> Result<Command, DecodeError> {
-    let mut r = Reader::new(data);
-    let version = r.u8()?;
-    if version != COMMAND_VERSION {
-        return Err(DecodeError::Version {
-            found: version,
-            expected: COMMAND_VERSION,
-        });
-    }
+    let mut r = versioned(data)?;
     let session = match r.u8()? {
         0 => None,
         1 => Some((r.u64()?, r.u64()?)),
@@ -244,6 +256,33 @@ fn put_op(w: &mut Writer, op: &Op) {
             w.u64(*offset);
             w.u64(*len);
         }
+        Op::LeaseGrant { id, ttl } => {
+            w.u8(OP_LEASE_GRANT);
+            w.i64(*id);
+            w.i64(*ttl);
+        }
+        Op::LeaseRevoke { id } => {
+            w.u8(OP_LEASE_REVOKE);
+            w.i64(*id);
+        }
+        Op::LeaseCheckpoint { checkpoints } => {
+            w.u8(OP_LEASE_CHECKPOINT);
+            w.len(checkpoints.len());
+            for (id, remaining) in checkpoints {
+                w.i64(*id);
+                w.i64(*remaining);
+            }
+        }
+        Op::LeaseGet { id, keys } => {
+            w.u8(OP_LEASE_GET);
+            w.i64(*id);
+            w.bool(*keys);
+        }
+        Op::LeaseList => w.u8(OP_LEASE_LIST),
+        Op::Changes(c) => {
+            w.u8(OP_CHANGES);
+            kv::put_changes_request(w, c);
+        }
     }
 }
 
@@ -302,6 +341,25 @@ fn get_op(r: &mut Reader<'_>) -> Result<Op, DecodeError> {
             offset: r.u64()?,
             len: r.u64()?,
         },
+        OP_LEASE_GRANT => Op::LeaseGrant {
+            id: r.i64()?,
+            ttl: r.i64()?,
+        },
+        OP_LEASE_REVOKE => Op::LeaseRevoke { id: r.i64()? },
+        OP_LEASE_CHECKPOINT => {
+            let n = r.len("lease checkpoints", CHECKPOINTS_MAX)?;
+            let mut checkpoints = r.vec_for(n);
+            for _ in 0..n {
+                checkpoints.push((r.i64()?, r.i64()?));
+            }
+            Op::LeaseCheckpoint { checkpoints }
+        }
+        OP_LEASE_GET => Op::LeaseGet {
+            id: r.i64()?,
+            keys: r.bool()?,
+        },
+        OP_LEASE_LIST => Op::LeaseList,
+        OP_CHANGES => Op::Changes(kv::get_changes_request(r)?),
         tag => return Err(DecodeError::UnknownTag { what: "op", tag }),
     })
 }

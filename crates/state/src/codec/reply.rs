@@ -25,6 +25,13 @@ const REPLY_VOLUME: u8 = 48;
 const REPLY_VOLUMES: u8 = 49;
 const REPLY_DONE: u8 = 50;
 const REPLY_DATA: u8 = 51;
+const REPLY_LEASE_GRANTED: u8 = 64;
+const REPLY_LEASE_REVOKED: u8 = 65;
+const REPLY_LEASE: u8 = 66;
+const REPLY_LEASES: u8 = 67;
+const REPLY_CHANGES: u8 = 68;
+/// At most this many leases (or keys of one lease) in a reply.
+const LEASES_MAX: usize = 1 << 24;
 /// At most this many volumes in a reply.
 const VOLUMES_MAX: usize = crate::limits::VOLUMES_MAX;
 
@@ -98,6 +105,36 @@ pub(crate) fn put_reply(w: &mut Writer, reply: &Reply) {
             w.u8(REPLY_ERROR);
             put_error(w, e);
         }
+        Reply::LeaseGranted { id, ttl } => {
+            w.u8(REPLY_LEASE_GRANTED);
+            w.i64(*id);
+            w.i64(*ttl);
+        }
+        Reply::LeaseRevoked { revision } => {
+            w.u8(REPLY_LEASE_REVOKED);
+            w.i64(*revision);
+        }
+        Reply::Lease(l) => {
+            w.u8(REPLY_LEASE);
+            w.i64(l.id);
+            w.i64(l.ttl);
+            w.i64(l.remaining);
+            w.len(l.keys.len());
+            for k in &l.keys {
+                w.bytes(k);
+            }
+        }
+        Reply::Leases(ids) => {
+            w.u8(REPLY_LEASES);
+            w.len(ids.len());
+            for id in ids {
+                w.i64(*id);
+            }
+        }
+        Reply::Changes(c) => {
+            w.u8(REPLY_CHANGES);
+            kv::put_changes_response(w, c);
+        }
     }
 }
 
@@ -145,6 +182,34 @@ pub(crate) fn get_reply(r: &mut Reader<'_>) -> Result<Reply, DecodeError> {
             Reply::Data(r.bytes("volume data", crate::limits::VOLUME_READ_BYTES_MAX as usize)?)
         }
         REPLY_ERROR => Reply::Error(get_error(r)?),
+        REPLY_LEASE_GRANTED => Reply::LeaseGranted {
+            id: r.i64()?,
+            ttl: r.i64()?,
+        },
+        REPLY_LEASE_REVOKED => Reply::LeaseRevoked { revision: r.i64()? },
+        REPLY_LEASE => {
+            let (id, ttl, remaining) = (r.i64()?, r.i64()?, r.i64()?);
+            let n = r.len("lease keys", LEASES_MAX)?;
+            let mut keys = r.vec_for(n);
+            for _ in 0..n {
+                keys.push(r.bytes("key", crate::limits::KEY_BYTES_MAX)?);
+            }
+            Reply::Lease(crate::leases::LeaseInfo {
+                id,
+                ttl,
+                remaining,
+                keys,
+            })
+        }
+        REPLY_LEASES => {
+            let n = r.len("leases", LEASES_MAX)?;
+            let mut ids = r.vec_for(n);
+            for _ in 0..n {
+                ids.push(r.i64()?);
+            }
+            Reply::Leases(ids)
+        }
+        REPLY_CHANGES => Reply::Changes(kv::get_changes_response(r)?),
         tag => return Err(DecodeError::UnknownTag { what: "reply", tag }),
     })
 }
@@ -184,6 +249,10 @@ fn put_error(w: &mut Writer, e: &StateError) {
             w.len(*max);
         }
         StateError::LocalReadOnly => w.u8(14),
+        StateError::LeaseNotFound => w.u8(15),
+        StateError::LeaseExists => w.u8(16),
+        StateError::LeaseProvided => w.u8(17),
+        StateError::LeaseTtlTooLarge => w.u8(18),
         StateError::VolumeRange { offset, len, size } => {
             w.u8(13);
             w.u64(*offset);
@@ -219,6 +288,10 @@ fn get_error(r: &mut Reader<'_>) -> Result<StateError, DecodeError> {
             max: r.len("volume limit", usize::MAX)?,
         },
         14 => StateError::LocalReadOnly,
+        15 => StateError::LeaseNotFound,
+        16 => StateError::LeaseExists,
+        17 => StateError::LeaseProvided,
+        18 => StateError::LeaseTtlTooLarge,
         13 => StateError::VolumeRange {
             offset: r.u64()?,
             len: r.u64()?,

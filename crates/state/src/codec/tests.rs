@@ -19,6 +19,7 @@ fn kv(k: &str) -> KeyValue {
         mod_revision: 5,
         version: 3,
         value: b("v"),
+        lease: 7,
     }
 }
 
@@ -45,6 +46,13 @@ fn every_request_op() -> Vec<RequestOp> {
             prev_kv: true,
             ignore_value: false,
             ignore_lease: true,
+            lease: 0,
+        }),
+        RequestOp::Put(PutRequest {
+            key: b("l"),
+            value: b("v"),
+            lease: 0x694d_7a3c_1122_3344,
+            ..PutRequest::default()
         }),
         RequestOp::DeleteRange(DeleteRangeRequest {
             key: b("a"),
@@ -130,6 +138,19 @@ fn every_op() -> Vec<Op> {
         expected: 1,
         new: 2,
     });
+    ops.push(Op::LeaseGrant { id: 5, ttl: 60 });
+    ops.push(Op::LeaseRevoke { id: 5 });
+    ops.push(Op::LeaseCheckpoint {
+        checkpoints: vec![(5, 30), (6, 0)],
+    });
+    ops.push(Op::LeaseGet { id: 5, keys: true });
+    ops.push(Op::LeaseList);
+    ops.push(Op::Changes(crate::kv::ChangesRequest {
+        key: b("a"),
+        range_end: b("\0"),
+        start_revision: 9,
+        events_max: 100,
+    }));
     ops
 }
 
@@ -180,6 +201,26 @@ fn every_reply() -> Vec<Reply> {
             current: 2,
         },
     ];
+    replies.push(Reply::LeaseGranted { id: 5, ttl: 60 });
+    replies.push(Reply::LeaseRevoked { revision: 9 });
+    replies.push(Reply::Lease(crate::leases::LeaseInfo {
+        id: 5,
+        ttl: 60,
+        remaining: 12,
+        keys: vec![b("a"), b("b")],
+    }));
+    replies.push(Reply::Leases(vec![1, 5]));
+    replies.push(Reply::Changes(crate::kv::ChangesResponse {
+        events: vec![crate::event::KvEvent {
+            revision: 4,
+            key: b("a"),
+            prev: Some(kv("a")),
+            kv: None,
+        }],
+        revision: 5,
+        compact_revision: 2,
+        next_revision: 6,
+    }));
     for e in [
         StateError::Compacted,
         StateError::FutureRevision,
@@ -188,6 +229,10 @@ fn every_reply() -> Vec<Reply> {
         StateError::KeyNotFound,
         StateError::ValueProvided,
         StateError::Overflow { value: 1, delta: 2 },
+        StateError::LeaseNotFound,
+        StateError::LeaseExists,
+        StateError::LeaseProvided,
+        StateError::LeaseTtlTooLarge,
     ] {
         replies.push(Reply::Error(e));
     }
@@ -239,12 +284,12 @@ fn garbage_is_refused_with_typed_errors() {
         .encode()
         .to_vec();
     let mut version = good.clone();
-    version[0] = 2;
+    version[0] = 3;
     assert_eq!(
         Command::decode(&version),
         Err(DecodeError::Version {
-            found: 2,
-            expected: 1
+            found: 3,
+            expected: 2
         })
     );
     let mut session = good.clone();
@@ -344,4 +389,20 @@ fn a_count_reserves_no_more_memory_than_the_input_holds() {
     reply.extend_from_slice(&u64::MAX.to_le_bytes());
     reply.extend_from_slice(&input);
     assert_eq!(Reply::decode(&reply), Err(DecodeError::Truncated));
+}
+
+#[test]
+fn the_first_format_still_reads_with_no_leases() {
+    // A version-1 put: key "k", value "v", three flags, no lease field.
+    let mut v1 = vec![1u8, 0, 1];
+    for field in [&b"k"[..], &b"v"[..]] {
+        v1.extend_from_slice(&(field.len() as u64).to_le_bytes());
+        v1.extend_from_slice(field);
+    }
+    v1.extend_from_slice(&[0, 0, 0]);
+    let cmd = Command::decode(&v1).unwrap();
+    let Op::Put(p) = cmd.op else {
+        panic!("not a put: {cmd:?}")
+    };
+    assert_eq!((p.key, p.value, p.lease), (b("k"), b("v"), 0));
 }

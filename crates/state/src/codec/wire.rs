@@ -78,11 +78,26 @@ impl Writer {
 
 pub(crate) struct Reader<'a> {
     data: &'a [u8],
+    /// The input is in the first format, without lease fields (commands and
+    /// replies of version 1, snapshots up to version 3): they read as 0.
+    pub(crate) legacy: bool,
 }
 
 impl<'a> Reader<'a> {
     pub(crate) fn new(data: &'a [u8]) -> Reader<'a> {
-        Reader { data }
+        Reader {
+            data,
+            legacy: false,
+        }
+    }
+
+    /// A lease id where the format has one; 0 in the legacy format.
+    pub(crate) fn lease(&mut self) -> Result<i64, DecodeError> {
+        if self.legacy {
+            Ok(0)
+        } else {
+            self.i64()
+        }
     }
 
     pub(crate) fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {

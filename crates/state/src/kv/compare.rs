@@ -27,7 +27,7 @@ pub enum CompareTarget {
     Create(i64),
     Mod(i64),
     Value(Bytes),
-    /// Leases are not supported: every key's lease is 0.
+    /// The lease the key is attached to (0: none).
     Lease(i64),
 }
 
@@ -47,7 +47,7 @@ impl Compare {
             CompareTarget::Create(v) => kv.create_revision.cmp(v),
             CompareTarget::Mod(v) => kv.mod_revision.cmp(v),
             CompareTarget::Value(v) => kv.value.cmp(v),
-            CompareTarget::Lease(v) => 0.cmp(v),
+            CompareTarget::Lease(v) => kv.lease.cmp(v),
         };
         match self.result {
             CompareResult::Equal => ord == Ordering::Equal,
@@ -81,6 +81,7 @@ impl KvStore {
             mod_revision: 0,
             version: 0,
             value: Bytes::new(),
+            lease: 0,
         };
         compare.holds_for(&zero)
     }

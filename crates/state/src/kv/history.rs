@@ -11,6 +11,8 @@ pub(crate) struct Stored {
     pub(crate) create_revision: i64,
     pub(crate) version: i64,
     pub(crate) value: Bytes,
+    /// The lease the key is attached to at this version; 0: none.
+    pub(crate) lease: i64,
 }
 
 /// One change to a key: a put, or a deletion (a tombstone) when `put` is
@@ -18,6 +20,10 @@ pub(crate) struct Stored {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Version {
     pub(crate) mod_revision: i64,
+    /// The change's position among those of its revision (etcd's
+    /// sub-revision): a transaction's changes are ordered by it, so a
+    /// watcher replaying history sees them in the order a live one did.
+    pub(crate) sub: u32,
     pub(crate) put: Option<Stored>,
 }
 
@@ -38,6 +44,27 @@ impl History {
 
     pub(crate) fn versions(&self) -> &[Version] {
         &self.versions
+    }
+
+    /// The version before the one at `i`, as the key's value: the previous
+    /// value a watch event carries. `None` if there was none (a create) or
+    /// compaction dropped it.
+    pub(crate) fn before(&self, key: &Bytes, i: usize) -> Option<KeyValue> {
+        self.value_of(key, i.checked_sub(1)?)
+    }
+
+    /// The key's value as the version at `i` left it; `None` for a deletion.
+    pub(crate) fn value_of(&self, key: &Bytes, i: usize) -> Option<KeyValue> {
+        let v = self.versions.get(i)?;
+        let put = v.put.as_ref()?;
+        Some(KeyValue {
+            key: key.clone(),
+            create_revision: put.create_revision,
+            mod_revision: v.mod_revision,
+            version: put.version,
+            value: put.value.clone(),
+            lease: put.lease,
+        })
     }
 
     pub(crate) fn push(&mut self, version: Version) {
@@ -76,6 +103,7 @@ impl History {
             mod_revision: v.mod_revision,
             version: put.version,
             value: put.value.clone(),
+            lease: put.lease,
         })
     }
 
@@ -103,10 +131,12 @@ mod tests {
     fn put(rev: i64, version: i64) -> Version {
         Version {
             mod_revision: rev,
+            sub: 0,
             put: Some(Stored {
                 create_revision: 2,
                 version,
                 value: Bytes::from(format!("v{rev}")),
+                lease: 0,
             }),
         }
     }
@@ -114,6 +144,7 @@ mod tests {
     fn tomb(rev: i64) -> Version {
         Version {
             mod_revision: rev,
+            sub: 0,
             put: None,
         }
     }

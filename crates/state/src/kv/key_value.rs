@@ -2,8 +2,7 @@
 
 use bytes::Bytes;
 
-/// One key at one revision, as etcd's `mvccpb.KeyValue` (leases are not
-/// supported, so there is no lease field: it would always be 0).
+/// One key at one revision, as etcd's `mvccpb.KeyValue`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct KeyValue {
     pub key: Bytes,
@@ -16,4 +15,6 @@ pub struct KeyValue {
     /// compares.
     pub version: i64,
     pub value: Bytes,
+    /// The lease the key is attached to; 0: none.
+    pub lease: i64,
 }

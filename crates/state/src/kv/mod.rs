@@ -6,12 +6,14 @@
 //! `range.rs`, ...). All writes go through one [`write::Write`] batch, which is
 //! where the rule "one request, at most one new revision" is kept.
 
+mod changes;
 mod compact;
 mod compare;
 mod delete;
 mod history;
 mod key_range;
 mod key_value;
+mod lease;
 mod put;
 mod range;
 mod store;
@@ -19,6 +21,7 @@ mod txn;
 mod txn_check;
 mod write;
 
+pub use changes::{ChangesRequest, ChangesResponse};
 pub use compact::{CompactRequest, CompactResponse};
 pub use compare::{Compare, CompareResult, CompareTarget};
 pub use delete::{DeleteRangeRequest, DeleteRangeResponse};

@@ -1,5 +1,5 @@
-//! Put: write one key, as etcd's `Put` (leases are not supported, so
-//! `ignore_lease` is accepted and has nothing to ignore).
+//! Put: write one key, as etcd's `Put`, optionally attached to a lease
+//! (`lease`) or keeping the lease it has (`ignore_lease`).
 
 use bytes::Bytes;
 
@@ -16,8 +16,11 @@ pub struct PutRequest {
     pub prev_kv: bool,
     /// Keep the current value (the key must exist; `value` must be empty).
     pub ignore_value: bool,
-    /// Accepted for etcd compatibility; without leases it changes nothing.
+    /// Keep the key's current lease (the key must exist; `lease` must be 0).
     pub ignore_lease: bool,
+    /// Attach the key to this lease (0: none; a put without `ignore_lease`
+    /// detaches the key from any lease it had, as etcd's does).
+    pub lease: i64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -37,6 +40,9 @@ impl PutRequest {
         if self.ignore_value && !self.value.is_empty() {
             return Err(StateError::ValueProvided);
         }
+        if self.ignore_lease && self.lease != 0 {
+            return Err(StateError::LeaseProvided);
+        }
         Ok(())
     }
 }
@@ -44,8 +50,13 @@ impl PutRequest {
 impl KvStore {
     /// The checks etcd makes against the state at apply time.
     pub(crate) fn check_put(&self, req: &PutRequest) -> Result<(), StateError> {
-        if req.ignore_value && self.live_one(&req.key, self.revision).is_none() {
+        if (req.ignore_value || req.ignore_lease)
+            && self.live_one(&req.key, self.revision).is_none()
+        {
             return Err(StateError::KeyNotFound);
+        }
+        if req.lease != 0 && !self.leases.contains(req.lease) {
+            return Err(StateError::LeaseNotFound);
         }
         Ok(())
     }
@@ -66,16 +77,22 @@ impl KvStore {
 
 /// Carries out a checked put inside a batch.
 pub(crate) fn put_in(w: &mut Write<'_>, req: &PutRequest) -> PutResponse {
+    // `check_put` made sure the key exists when either is ignored; should
+    // it not, the empty value and no lease are still deterministic.
+    let current = w.store().live_one(&req.key, w.revision());
     let value = if req.ignore_value {
-        // `check_put` made sure the key exists; should it not, keeping the
-        // empty value is still deterministic.
-        w.store()
-            .live_one(&req.key, w.revision())
-            .map_or_else(Bytes::new, |kv| kv.value)
+        current
+            .as_ref()
+            .map_or_else(Bytes::new, |kv| kv.value.clone())
     } else {
         req.value.clone()
     };
-    let prev = w.put(&req.key, value);
+    let lease = if req.ignore_lease {
+        current.as_ref().map_or(0, |kv| kv.lease)
+    } else {
+        req.lease
+    };
+    let prev = w.put(&req.key, value, lease);
     PutResponse {
         revision: w.view_revision(),
         prev_kv: prev.filter(|_| req.prev_kv),

@@ -17,6 +17,7 @@ use bytes::Bytes;
 use crate::error::StateError;
 use crate::kv::key_range::KeySpan;
 use crate::kv::{History, KeyValue};
+use crate::leases::Leases;
 
 /// The key-value state machine. Changed only through a `Write` batch or a
 /// compaction, both applied in log order by `StateMachine`.
@@ -30,6 +31,10 @@ pub struct KvStore {
     /// Reads below this revision are refused. 0 until the first compaction.
     /// Invariant: 0 <= compact_revision <= revision.
     pub(crate) compact_revision: i64,
+    /// The lease table: a put names a lease and a revoke deletes its keys,
+    /// both in the write batch, so the table lives beside the keys.
+    /// Invariant: a lease's key set is exactly the live keys naming it.
+    pub(crate) leases: Leases,
 }
 
 impl Default for KvStore {
@@ -38,6 +43,7 @@ impl Default for KvStore {
             keys: BTreeMap::new(),
             revision: 1,
             compact_revision: 0,
+            leases: Leases::default(),
         }
     }
 }
@@ -46,6 +52,10 @@ impl KvStore {
     /// The revision of the latest change (1 for an empty store).
     pub fn revision(&self) -> i64 {
         self.revision
+    }
+
+    pub fn leases(&self) -> &Leases {
+        &self.leases
     }
 
     /// The revision of the latest compaction (0 if none).

@@ -110,6 +110,29 @@ impl Store {
         self.range(k, "").kvs.into_iter().next()
     }
 
+    pub(crate) fn try_grant(&mut self, id: i64, ttl: i64) -> Result<(i64, i64), StateError> {
+        self.kv.lease_grant(id, ttl, &mut self.events)
+    }
+
+    pub(crate) fn grant(&mut self, id: i64, ttl: i64) {
+        self.try_grant(id, ttl).expect("grant");
+    }
+
+    pub(crate) fn revoke(&mut self, id: i64) -> Result<i64, StateError> {
+        self.kv.lease_revoke(id, &mut self.events)
+    }
+
+    pub(crate) fn changes(&self, k: &str, end: &str, from: i64) -> ChangesResponse {
+        self.kv
+            .changes(&ChangesRequest {
+                key: b(k),
+                range_end: b(end),
+                start_revision: from,
+                events_max: 1000,
+            })
+            .expect("changes")
+    }
+
     /// The (prev, kv) of the latest KV event.
     pub(crate) fn last_kv_event(&self) -> (Option<KeyValue>, Option<KeyValue>) {
         match self.events.last() {

@@ -15,6 +15,8 @@ pub(crate) struct Write<'s> {
     store: &'s mut KvStore,
     events: &'s mut Vec<Event>,
     wrote: bool,
+    /// The next change's sub-revision.
+    sub: u32,
 }
 
 impl<'s> Write<'s> {
@@ -23,6 +25,7 @@ impl<'s> Write<'s> {
             store,
             events,
             wrote: false,
+            sub: 0,
         }
     }
 
@@ -45,14 +48,23 @@ impl<'s> Write<'s> {
         self.store
     }
 
-    /// Puts `value` at `key`; returns the previous value, if the key existed.
-    pub(crate) fn put(&mut self, key: &Bytes, value: Bytes) -> Option<KeyValue> {
+    fn next_sub(&mut self) -> u32 {
+        let sub = self.sub;
+        self.sub = self.sub.saturating_add(1);
+        sub
+    }
+
+    /// Puts `value` at `key`, attached to `lease` (0: none; the caller has
+    /// checked that it exists); returns the previous value, if the key
+    /// existed.
+    pub(crate) fn put(&mut self, key: &Bytes, value: Bytes, lease: i64) -> Option<KeyValue> {
         let revision = self.revision();
         let prev = self.store.live_one(key, revision);
         let stored = Stored {
             create_revision: prev.as_ref().map_or(revision, |p| p.create_revision),
             version: prev.as_ref().map_or(1, |p| p.version.saturating_add(1)),
             value,
+            lease,
         };
         let kv = KeyValue {
             key: key.clone(),
@@ -60,9 +72,14 @@ impl<'s> Write<'s> {
             mod_revision: revision,
             version: stored.version,
             value: stored.value.clone(),
+            lease,
         };
+        let old_lease = prev.as_ref().map_or(0, |p| p.lease);
+        self.store.leases.move_key(key, old_lease, lease);
+        let sub = self.next_sub();
         self.store.history_mut(key).push(Version {
             mod_revision: revision,
+            sub,
             put: Some(stored),
         });
         self.wrote = true;
@@ -80,8 +97,11 @@ impl<'s> Write<'s> {
         let revision = self.revision();
         let doomed: Vec<KeyValue> = self.store.live(span, revision).collect();
         for kv in &doomed {
+            self.store.leases.move_key(&kv.key, kv.lease, 0);
+            let sub = self.next_sub();
             self.store.history_mut(&kv.key).push(Version {
                 mod_revision: revision,
+                sub,
                 put: None,
             });
             self.events.push(Event::Kv(KvEvent {

@@ -385,3 +385,45 @@ fn volumes_are_created_written_resized_and_deleted_with_events() {
     assert_ne!(d.sm.volumes().get("disk0").map(|v| v.id), Some(id));
     assert_eq!(info.id, id);
 }
+
+#[test]
+fn leases_travel_in_snapshots_with_their_keys() {
+    let mut d = Driver::new(StateMachine::new());
+    d.apply(Command::new(Op::LeaseGrant { id: 9, ttl: 30 }));
+    d.apply(Command::new(Op::LeaseGrant { id: 4, ttl: 5 }));
+    let mut leased = PutRequest {
+        key: Bytes::from_static(b"a"),
+        value: Bytes::from_static(b"1"),
+        lease: 9,
+        ..PutRequest::default()
+    };
+    d.apply(Command::new(Op::Put(leased.clone())));
+    leased.key = Bytes::from_static(b"b");
+    d.apply(Command::new(Op::Put(leased)));
+    d.apply(Command::new(Op::LeaseCheckpoint {
+        checkpoints: vec![(9, 12), (77, 1)],
+    }));
+    let snap = d.sm.snapshot();
+    let restored = StateMachine::restore(&snap).unwrap();
+    assert_eq!(restored, d.sm, "keys are re-attached on restore");
+    assert_eq!(restored.lease_records(), vec![(4, 5, 0), (9, 30, 12)]);
+    let mut e = Driver::new(restored);
+    let revoked = e.apply(Command::new(Op::LeaseRevoke { id: 9 }));
+    let deleted: Vec<_> = revoked
+        .events
+        .iter()
+        .filter_map(|ev| match ev {
+            Event::Kv(k) if k.kv.is_none() => Some((k.key.clone(), k.revision)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        deleted,
+        vec![(Bytes::from_static(b"a"), 4), (Bytes::from_static(b"b"), 4)],
+        "both keys go at one revision"
+    );
+    assert!(matches!(
+        e.sm.read(&Op::LeaseGet { id: 9, keys: false }),
+        Reply::Error(crate::StateError::LeaseNotFound)
+    ));
+}

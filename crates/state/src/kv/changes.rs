@@ -1,0 +1,176 @@
+//! The changes to a key range since a revision, read back from the MVCC
+//! history: what a watcher that starts in the past, or fell behind the live
+//! stream, is sent before it goes live. The events are exactly those the
+//! live stream carried (same order, same previous values) for every
+//! revision compaction has not reached.
+
+use bytes::Bytes;
+
+use crate::error::StateError;
+use crate::event::KvEvent;
+use crate::kv::key_range::KeySpan;
+use crate::kv::KvStore;
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ChangesRequest {
+    pub key: Bytes,
+    /// Empty: only `key`; `"\0"`: every key `>= key`; else `[key, range_end)`.
+    pub range_end: Bytes,
+    /// The first revision wanted; must not be below the compact revision.
+    pub start_revision: i64,
+    /// Stop after about this many events, but never inside a revision: the
+    /// events of one revision always come together.
+    pub events_max: u64,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ChangesResponse {
+    /// In revision order, and within a revision in the order it made them.
+    pub events: Vec<KvEvent>,
+    /// The store's revision when read.
+    pub revision: i64,
+    pub compact_revision: i64,
+    /// Where to continue: every change below it was returned.
+    /// `revision + 1` when the reader has caught up.
+    pub next_revision: i64,
+}
+
+impl KvStore {
+    /// The changes to `req`'s range from its start revision on. A start
+    /// below the compact revision is refused (`Compacted`): the history
+    /// there is gone, as in etcd.
+    pub fn changes(&self, req: &ChangesRequest) -> Result<ChangesResponse, StateError> {
+        let start = req.start_revision.max(1);
+        if start < self.compact_revision {
+            return Err(StateError::Compacted);
+        }
+        let mut found: Vec<(i64, u32, &Bytes, usize)> = Vec::new();
+        let span = KeySpan::new(&req.key, &req.range_end);
+        if let Some(b) = span.bounds() {
+            for (key, history) in self.keys.range::<[u8], _>(b) {
+                let versions = history.versions();
+                let from = versions.partition_point(|v| v.mod_revision < start);
+                for (i, v) in versions.iter().enumerate().skip(from) {
+                    found.push((v.mod_revision, v.sub, key, i));
+                }
+            }
+        }
+        found.sort_unstable_by_key(|&(rev, sub, _, _)| (rev, sub));
+        let max = usize::try_from(req.events_max.max(1)).unwrap_or(usize::MAX);
+        let mut next_revision = self.revision.saturating_add(1);
+        if found.len() > max {
+            // Keep whole revisions: cut after the revision the limit falls in.
+            let last = found[max - 1].0;
+            let end = found.partition_point(|f| f.0 <= last);
+            found.truncate(end);
+            next_revision = last.saturating_add(1);
+        }
+        let events = found
+            .into_iter()
+            .filter_map(|(revision, _, key, i)| {
+                let history = self.keys.get(key)?;
+                Some(KvEvent {
+                    revision,
+                    key: key.clone(),
+                    prev: history.before(key, i),
+                    kv: history.value_of(key, i),
+                })
+            })
+            .collect();
+        Ok(ChangesResponse {
+            events,
+            revision: self.revision,
+            compact_revision: self.compact_revision,
+            next_revision,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::event::Event;
+    use crate::kv::test_util::*;
+    use crate::kv::{RequestOp, TxnRequest};
+
+    fn live_events(s: &Store, from: i64) -> Vec<crate::event::KvEvent> {
+        s.events
+            .iter()
+            .filter_map(|e| match e {
+                Event::Kv(k) if k.revision >= from => Some(k.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn history_replays_exactly_what_the_live_stream_carried() {
+        let mut s = Store::default();
+        s.put("a", "1");
+        s.put("b", "1");
+        s.put("a", "2");
+        s.delete("b", "");
+        let txn = TxnRequest {
+            compare: vec![],
+            success: vec![
+                RequestOp::Put(put_req("z", "1")),
+                RequestOp::Put(put_req("c", "1")),
+                RequestOp::DeleteRange(delete_req("a", "")),
+            ],
+            failure: vec![],
+        };
+        s.txn(&txn).unwrap();
+        for from in 1..=s.kv.revision() + 1 {
+            let got = s.changes("\0", "\0", from);
+            assert_eq!(got.events, live_events(&s, from), "from {from}");
+            assert_eq!(got.next_revision, s.kv.revision() + 1);
+        }
+        let only_a = s.changes("a", "", 1);
+        assert_eq!(only_a.events.len(), 3);
+    }
+
+    #[test]
+    fn a_limit_never_splits_a_revision() {
+        let mut s = Store::default();
+        s.put("a", "1"); // 2
+        let txn = TxnRequest {
+            compare: vec![],
+            success: vec![
+                RequestOp::Put(put_req("b", "1")),
+                RequestOp::Put(put_req("c", "1")),
+            ],
+            failure: vec![],
+        };
+        s.txn(&txn).unwrap(); // 3
+        s.put("d", "1"); // 4
+        let mut req = crate::kv::ChangesRequest {
+            key: b("\0"),
+            range_end: b("\0"),
+            start_revision: 1,
+            events_max: 2,
+        };
+        let first = s.kv.changes(&req).unwrap();
+        assert_eq!(first.events.len(), 3, "revision 3 comes whole");
+        assert_eq!(first.next_revision, 4);
+        req.start_revision = first.next_revision;
+        let rest = s.kv.changes(&req).unwrap();
+        assert_eq!(rest.events.len(), 1);
+        assert_eq!(rest.next_revision, 5);
+    }
+
+    #[test]
+    fn a_start_below_the_compaction_is_refused() {
+        let mut s = Store::default();
+        s.put("a", "1");
+        s.put("a", "2");
+        s.put("a", "3");
+        s.compact(3).unwrap();
+        let req = crate::kv::ChangesRequest {
+            key: b("a"),
+            range_end: b(""),
+            start_revision: 2,
+            events_max: 10,
+        };
+        assert_eq!(s.kv.changes(&req), Err(crate::StateError::Compacted));
+        assert_eq!(s.changes("a", "", 3).events.len(), 2);
+    }
+}

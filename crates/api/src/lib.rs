@@ -3,7 +3,8 @@
 //! proposed through the node, or a read served after ReadIndex), and every
 //! answer, or `ServiceError`, is translated back.
 //!
-//! - `kv.rs`, `cluster.rs`: the etcd v3 API (KV, Cluster, Maintenance);
+//! - `kv.rs`, `watch.rs`, `lease.rs`, `cluster.rs`: the etcd v3 API (KV,
+//!   Watch, Lease, Cluster, Maintenance);
 //!   `errors.rs`: etcd's codes and messages for what fails; `header.rs`:
 //!   the response header.
 //! - `registers.rs`, `status.rs`: Ferrite's own gRPC services.
@@ -25,6 +26,7 @@ mod registers;
 pub mod server;
 mod status;
 pub mod volumes;
+pub mod watch;
 
 pub use cluster::{parse_url, ETCD_VERSION};
 pub use server::{ServeError, Server, ServerOptions};

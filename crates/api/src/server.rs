@@ -12,6 +12,7 @@ use ferrite_node::{Node, NodeConfig};
 use ferrite_proto::etcdserverpb::cluster_server::ClusterServer;
 use ferrite_proto::etcdserverpb::kv_server::KvServer;
 use ferrite_proto::etcdserverpb::maintenance_server::MaintenanceServer;
+use ferrite_proto::etcdserverpb::watch_server::WatchServer;
 use ferrite_proto::ferrite::v1::registers_server::RegistersServer;
 use ferrite_proto::ferrite::v1::status_server::StatusServer;
 use ferrite_proto::ferrite::v1::volumes_server::VolumesServer;
@@ -29,6 +30,7 @@ use crate::kv::KvService;
 use crate::registers::RegistersService;
 use crate::status::StatusService;
 use crate::volumes::VolumesService;
+use crate::watch::WatchService;
 
 /// The largest gRPC message accepted: etcd's default request limit (1.5 MiB)
 /// plus room for framing.
@@ -48,6 +50,8 @@ pub struct ServerOptions {
     /// Revisions of KV history kept readable (`ferrite_service::compaction`);
     /// 0: all.
     pub history_revisions: u64,
+    /// Watch progress notifications and limits.
+    pub watch: ferrite_service::watch::WatchLimits,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -119,7 +123,8 @@ impl Server {
             source,
         })?;
         let copier = PeerCopier::new(tokio::runtime::Handle::current(), opts.node.id.0);
-        let machine = Replicated::open(&opts.node.data_dir.join("volumes"), copier)
+        let events = ferrite_service::events::EventStream::new();
+        let machine = Replicated::open(&opts.node.data_dir.join("volumes"), copier, events.clone())
             .map_err(ServeError::Volumes)?;
         let volume_files = machine.files();
         let node = Node::start(opts.node.clone(), machine).await?;
@@ -128,13 +133,21 @@ impl Server {
             cluster_id: opts.node.cluster_id,
             member_id: opts.node.id.0,
             name: opts.name.clone(),
+            events,
+            watch_metrics: Default::default(),
         };
 
+        let (stop, stop_rx) = tokio::sync::watch::channel(false);
         let grpc = tonic::transport::Server::builder()
             .add_service(
                 KvServer::new(KvService(context.clone()))
                     .max_decoding_message_size(GRPC_MESSAGE_BYTES_MAX),
             )
+            .add_service(WatchServer::new(WatchService {
+                ctx: context.clone(),
+                limits: opts.watch,
+                stop: stop_rx,
+            }))
             .add_service(ClusterServer::new(ClusterService(context.clone())))
             .add_service(MaintenanceServer::new(MaintenanceService(context.clone())))
             .add_service(RegistersServer::new(RegistersService(context.clone())))
@@ -147,7 +160,6 @@ impl Server {
                 .max_decoding_message_size(GRPC_MESSAGE_BYTES_MAX)
                 .max_encoding_message_size(GRPC_MESSAGE_BYTES_MAX),
             );
-        let (stop, _) = tokio::sync::watch::channel(false);
         let mut front_ends = Vec::new();
         let grpc_stopped = stopped(&stop);
         front_ends.push(tokio::spawn(async move {

@@ -58,6 +58,9 @@ pub struct ServerArgs {
     /// Revisions of KV history kept readable: the leader compacts older ones away, as etcd's revision-mode auto-compaction (default 10000; 0 keeps all history, in memory).
     #[arg(long)]
     pub history_revisions: Option<u64>,
+    /// Interval of watch progress notifications, in milliseconds (etcd's `--experimental-watch-progress-notify-interval`; default 600000, ten minutes).
+    #[arg(long)]
+    pub watch_progress_notify_ms: Option<u64>,
     /// Heartbeat interval in milliseconds (default 100).
     #[arg(long)]
     pub heartbeat_ms: Option<u64>,
@@ -85,6 +88,7 @@ pub struct ServerConfig {
     pub fault_injection: bool,
     pub snapshot_entries: u64,
     pub history_revisions: u64,
+    pub watch_progress_notify: Duration,
     pub tick: Duration,
     pub election_ticks: u32,
     pub join: bool,
@@ -150,6 +154,13 @@ impl ServerArgs {
         if election_ms < 2 * heartbeat_ms || election_ms > 60_000 {
             bail!("--election-ms {election_ms}: must be at least twice the heartbeat ({heartbeat_ms} ms) and at most 60000");
         }
+        let progress_ms = self
+            .watch_progress_notify_ms
+            .or(file.watch_progress_notify_ms)
+            .unwrap_or(600_000);
+        if progress_ms < 100 {
+            bail!("--watch-progress-notify-ms {progress_ms}: must be at least 100");
+        }
         let addrs = [listen_peer, listen_client, listen_http, listen_nbd];
         for (i, a) in addrs.iter().enumerate() {
             if addrs[..i].contains(a) {
@@ -171,6 +182,7 @@ impl ServerArgs {
                 .history_revisions
                 .or(file.history_revisions)
                 .unwrap_or(10_000),
+            watch_progress_notify: Duration::from_millis(progress_ms),
             tick: Duration::from_millis(heartbeat_ms),
             election_ticks: (election_ms / heartbeat_ms) as u32,
             join,

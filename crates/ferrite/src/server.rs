@@ -31,6 +31,9 @@ pub async fn run(cfg: ServerConfig) -> anyhow::Result<()> {
         control: cfg.control,
         fault_injection: cfg.fault_injection,
         history_revisions: cfg.history_revisions,
+        watch: ferrite_service::watch::WatchLimits {
+            progress_interval: cfg.watch_progress_notify,
+        },
     };
     let server = Server::start(opts)
         .await

@@ -3,6 +3,8 @@
 //! retries through elections. What fails is a typed `ServiceError`; each
 //! front end translates it to its protocol.
 
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -10,6 +12,7 @@ use ferrite_node::{Metrics, Node, NodeError};
 use ferrite_state::{Command, Op, Reply};
 
 use crate::error::ServiceError;
+use crate::events::EventStream;
 use crate::machine::open_envelope;
 
 /// How long a request may spend waiting for a leader before the client is
@@ -23,6 +26,29 @@ pub struct Context {
     pub cluster_id: u64,
     pub member_id: u64,
     pub name: String,
+    /// Every applied change, in order (the machine publishes it).
+    pub events: EventStream,
+    pub watch_metrics: Arc<WatchMetrics>,
+}
+
+/// Watch figures for `/metrics`.
+#[derive(Debug, Default)]
+pub struct WatchMetrics {
+    pub streams: AtomicI64,
+    pub watchers: AtomicI64,
+    pub events_sent: AtomicU64,
+    /// Times a stream fell behind the event stream and caught up from
+    /// history (etcd's slow watchers).
+    pub lagged: AtomicU64,
+}
+
+impl WatchMetrics {
+    pub fn adjust_watchers(&self, before: usize, after: usize) {
+        let delta = after as i64 - before as i64;
+        if delta != 0 {
+            self.watchers.fetch_add(delta, Ordering::Relaxed);
+        }
+    }
 }
 
 impl Context {

@@ -13,15 +13,19 @@
 //! - `volumes.rs`: block volume operations (shared by gRPC and NBD).
 //! - `members.rs`: the member table; `ids.rs`: member ids.
 //! - `compaction.rs`: the leader's auto-compaction of the KV history.
+//! - `events.rs`: the one ordered stream of applied changes;
+//!   `watch/`: etcd's Watch as views of it.
 
 pub mod compaction;
 pub mod context;
 pub mod copy;
 pub mod error;
+pub mod events;
 pub mod ids;
 pub mod machine;
 pub mod members;
 pub mod volumes;
+pub mod watch;
 
 pub use context::Context;
 pub use error::ServiceError;

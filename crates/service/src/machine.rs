@@ -22,6 +22,7 @@ use ferrite_raft::Index;
 use ferrite_state::{BlockStore, Command, Event, Op, Reply, StateError, StateMachine};
 
 use crate::copy::PeerCopier;
+use crate::events::EventStream;
 
 /// What the volume service on this node needs to know about the machine:
 /// where the files are, and whether they may be copied to a peer.
@@ -35,6 +36,7 @@ pub struct VolumeFiles {
 
 pub struct Replicated {
     sm: StateMachine,
+    events: EventStream,
     store: BlockStore,
     files: Arc<VolumeFiles>,
     copier: PeerCopier,
@@ -43,7 +45,7 @@ pub struct Replicated {
 }
 
 impl Replicated {
-    pub fn open(dir: &Path, copier: PeerCopier) -> Result<Replicated, String> {
+    pub fn open(dir: &Path, copier: PeerCopier, events: EventStream) -> Result<Replicated, String> {
         let store = BlockStore::open(dir).map_err(|e| e.to_string())?;
         let files = Arc::new(VolumeFiles {
             dir: dir.to_path_buf(),
@@ -52,6 +54,7 @@ impl Replicated {
         });
         Ok(Replicated {
             sm: StateMachine::new(),
+            events,
             store,
             files,
             copier,
@@ -81,6 +84,8 @@ impl Replicated {
 
     fn restored(&mut self, data: &[u8]) -> Result<(), String> {
         self.sm = StateMachine::restore(data).map_err(|e| e.to_string())?;
+        self.events
+            .publish_restore(self.sm.applied_index(), self.sm.revision());
         self.files.ready.store(false, Ordering::Release);
         Ok(())
     }
@@ -141,6 +146,8 @@ impl ferrite_node::StateMachine for Replicated {
             }
         }
         self.files.applied.store(index.0, Ordering::Release);
+        self.events
+            .publish(index.0, self.sm.revision(), &applied.events);
         Ok(seal(applied.reply.map_err(|e| e.to_string())))
     }
 
@@ -168,6 +175,9 @@ impl ferrite_node::StateMachine for Replicated {
                 Op::MemberList => Ok(Reply::Members(self.sm.members().list())),
                 Op::VolumeList => Ok(Reply::Volumes(self.sm.volumes().list())),
                 Op::VolumeRead { name, offset, len } => self.read_volume(&name, offset, len),
+                op @ (Op::LeaseGet { .. } | Op::LeaseList | Op::Changes(_)) => {
+                    Ok(self.sm.read(&op))
+                }
                 _ => Err("not a read-only request".to_string()),
             },
             Err(e) => Err(format!("undecodable query: {e}")),

@@ -1,0 +1,200 @@
+//! etcd's Watch service: translates the bidirectional stream to and from
+//! the service's watch session (`ferrite_service::watch`), which does the
+//! work. Every member serves watches from its own applied state.
+//!
+//! With etcd's require-leader metadata (`hasleader: true`, what
+//! `clientv3.WithRequireLeader` sends) a stream is refused while the member
+//! has no leader, and ended with "no leader" when it loses it, as etcd's
+//! leader monitor does (checked once per election timeout).
+
+use std::pin::Pin;
+use std::time::Duration;
+
+use ferrite_node::Metrics;
+use ferrite_proto::etcdserverpb as pb;
+use ferrite_proto::etcdserverpb::watch_server::Watch;
+use ferrite_proto::mvccpb;
+use ferrite_service::watch::{self, WatchCommand, WatchCreate, WatchLimits, WatchReply};
+use ferrite_service::Context;
+use ferrite_state::KvEvent;
+use futures_util::Stream;
+use tokio::sync::mpsc;
+use tokio_stream::StreamExt;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::convert;
+use crate::header::Header;
+
+/// etcd's metadata key for "fail rather than serve without a leader".
+pub const REQUIRE_LEADER_METADATA: &str = "hasleader";
+/// Replies waiting for a slow client, per stream; beyond it the stream's
+/// watches fall behind and catch up from history later.
+const REPLIES_QUEUED_MAX: usize = 64;
+/// Requests read ahead from a client, per stream.
+const REQUESTS_QUEUED_MAX: usize = 64;
+/// How often a require-leader stream checks that there is a leader (etcd:
+/// every election timeout).
+const LEADER_CHECK: Duration = Duration::from_secs(1);
+
+pub struct WatchService {
+    pub ctx: Context,
+    pub limits: WatchLimits,
+    /// Ends every stream when the server stops.
+    pub stop: tokio::sync::watch::Receiver<bool>,
+}
+
+type ReplyStream = Pin<Box<dyn Stream<Item = Result<pb::WatchResponse, Status>> + Send>>;
+
+fn has_leader(ctx: &Context) -> bool {
+    Metrics::get(&ctx.metrics().leader) != 0
+}
+
+fn no_leader() -> Status {
+    Status::unavailable("etcdserver: no leader")
+}
+
+pub fn create_request(c: pb::WatchCreateRequest) -> WatchCreate {
+    use pb::watch_create_request::FilterType;
+    let has = |f: FilterType| c.filters.contains(&(f as i32));
+    WatchCreate {
+        no_put: has(FilterType::Noput),
+        no_delete: has(FilterType::Nodelete),
+        key: c.key.into(),
+        range_end: c.range_end.into(),
+        start_revision: c.start_revision,
+        progress_notify: c.progress_notify,
+        prev_kv: c.prev_kv,
+        watch_id: c.watch_id,
+        fragment: c.fragment,
+    }
+}
+
+pub fn event(e: KvEvent) -> mvccpb::Event {
+    let (kind, kv) = match e.kv {
+        Some(kv) => (mvccpb::event::EventType::Put, convert::key_value(kv)),
+        // etcd's delete event: the key, at the deleting revision.
+        None => (
+            mvccpb::event::EventType::Delete,
+            mvccpb::KeyValue {
+                key: e.key.to_vec(),
+                mod_revision: e.revision,
+                ..mvccpb::KeyValue::default()
+            },
+        ),
+    };
+    mvccpb::Event {
+        r#type: kind as i32,
+        kv: Some(kv),
+        prev_kv: e.prev.map(convert::key_value),
+    }
+}
+
+fn response(ctx: &Context, r: WatchReply) -> pb::WatchResponse {
+    pb::WatchResponse {
+        header: ctx.header(r.revision),
+        watch_id: r.watch_id,
+        created: r.created,
+        canceled: r.canceled,
+        compact_revision: r.compact_revision,
+        cancel_reason: r.cancel_reason,
+        fragment: r.fragment,
+        events: r.events.into_iter().map(event).collect(),
+    }
+}
+
+#[tonic::async_trait]
+impl Watch for WatchService {
+    async fn watch(
+        &self,
+        req: Request<Streaming<pb::WatchRequest>>,
+    ) -> Result<Response<ReplyStream>, Status> {
+        let require_leader = req
+            .metadata()
+            .get(REQUIRE_LEADER_METADATA)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v == "true");
+        if require_leader && !has_leader(&self.ctx) {
+            return Err(no_leader());
+        }
+        let mut incoming = req.into_inner();
+        let (cmd_tx, cmd_rx) = mpsc::channel(REQUESTS_QUEUED_MAX);
+        let (reply_tx, reply_rx) = mpsc::channel(REPLIES_QUEUED_MAX);
+        let (out_tx, out_rx) = mpsc::channel::<Result<pb::WatchResponse, Status>>(1);
+        let ctx = self.ctx.clone();
+
+        // Client requests in: translated, or the stream ends with the error.
+        let errors = out_tx.clone();
+        let reader = tokio::spawn(async move {
+            while let Some(next) = incoming.next().await {
+                let cmd = match next {
+                    Ok(pb::WatchRequest {
+                        request_union: Some(u),
+                    }) => match u {
+                        pb::watch_request::RequestUnion::CreateRequest(c) => {
+                            WatchCommand::Create(create_request(c))
+                        }
+                        pb::watch_request::RequestUnion::CancelRequest(c) => {
+                            WatchCommand::Cancel(c.watch_id)
+                        }
+                        pb::watch_request::RequestUnion::ProgressRequest(_) => {
+                            WatchCommand::Progress
+                        }
+                    },
+                    // An empty request is ignored, as etcd does.
+                    Ok(pb::WatchRequest {
+                        request_union: None,
+                    }) => continue,
+                    Err(e) => {
+                        let _ = errors.send(Err(e)).await;
+                        return;
+                    }
+                };
+                if cmd_tx.send(cmd).await.is_err() {
+                    return;
+                }
+            }
+        });
+
+        // The session, and replies out; it ends the stream with "no leader"
+        // if the client required one and the member lost it.
+        let limits = self.limits;
+        let mut stop = self.stop.clone();
+        tokio::spawn(async move {
+            let stopped = async move {
+                let _ = stop.wait_for(|s| *s).await;
+            };
+            let session = watch::run(ctx.clone(), limits, cmd_rx, reply_tx, stopped);
+            let forward = forward(ctx.clone(), reply_rx, out_tx.clone());
+            let leader_lost = async {
+                loop {
+                    tokio::time::sleep(LEADER_CHECK).await;
+                    if require_leader && !has_leader(&ctx) {
+                        return;
+                    }
+                }
+            };
+            tokio::select! {
+                () = session => {}
+                () = forward => {}
+                () = leader_lost => {
+                    let _ = out_tx.send(Err(no_leader())).await;
+                }
+            }
+            reader.abort();
+        });
+        let stream = tokio_stream::wrappers::ReceiverStream::new(out_rx);
+        Ok(Response::new(Box::pin(stream)))
+    }
+}
+
+async fn forward(
+    ctx: Context,
+    mut replies: mpsc::Receiver<WatchReply>,
+    out: mpsc::Sender<Result<pb::WatchResponse, Status>>,
+) {
+    while let Some(r) = replies.recv().await {
+        if out.send(Ok(response(&ctx, r))).await.is_err() {
+            return;
+        }
+    }
+}

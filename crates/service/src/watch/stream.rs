@@ -1,0 +1,453 @@
+//! One watch stream's watches, sans IO: etcd's `serverWatchStream` and its
+//! synced/unsynced watcher groups as a deterministic state machine. The
+//! async side (`session.rs`) feeds it commands, live entries from the event
+//! stream, lag notices and history reads, and sends what it returns; the
+//! simulator can drive the very same code.
+//!
+//! Each watch has `next_rev`, the first revision it has not been sent.
+//! Invariant: every matching event below `next_rev` has been returned,
+//! exactly once and in order. A watch is
+//! - *synced* when the live stream delivers what it needs next: each live
+//!   entry at or above `next_rev` is filtered, returned and moves it on;
+//!   entries below it (already sent, or before the watch) are skipped;
+//! - *unsynced* when it needs revisions the live stream no longer has (it
+//!   starts in the past, the reader lagged, a snapshot replaced the state):
+//!   it reads them from the MVCC history, `CATCH_UP_EVENTS_MAX` at a time,
+//!   and is synced again once a read reaches the revision the store had
+//!   then. Live entries meanwhile are skipped for it; the reader was
+//!   subscribed before the read, so what the read did not see arrives live.
+//!
+//! A start below the compaction cancels the watch with `compact_revision`
+//! set, as in etcd; the client resumes from there or gives up.
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+use ferrite_state::{ChangesRequest, ChangesResponse, Event, KvEvent};
+
+use crate::events::Published;
+
+/// Events read from history per catch-up read of one watch.
+pub const CATCH_UP_EVENTS_MAX: u64 = 1000;
+/// Watches on one stream; a create beyond it is refused (created and
+/// canceled at once, with a reason).
+pub const WATCHES_PER_STREAM_MAX: usize = 100_000;
+/// With `fragment`, a response is split into pieces of about this size
+/// (etcd's default `--max-request-bytes`, 1.5 MiB).
+pub const FRAGMENT_BYTES: usize = 1536 * 1024;
+/// The id of a progress response that speaks for every watch of the stream
+/// (etcd's `clientv3.InvalidWatchID`).
+pub const STREAM_PROGRESS_ID: i64 = -1;
+
+/// A create request, as etcd's `WatchCreateRequest`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct WatchCreate {
+    pub key: Bytes,
+    /// Empty: only `key`; `"\0"`: every key `>= key`; else `[key, range_end)`.
+    pub range_end: Bytes,
+    /// The first revision to send; 0 (or below): from the next one.
+    pub start_revision: i64,
+    pub progress_notify: bool,
+    pub no_put: bool,
+    pub no_delete: bool,
+    pub prev_kv: bool,
+    /// 0: the server chooses (etcd's `AutoWatchID`).
+    pub watch_id: i64,
+    pub fragment: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum WatchCommand {
+    Create(WatchCreate),
+    Cancel(i64),
+    /// etcd's `WatchProgressRequest`: a progress response for the stream
+    /// as soon as every watch is synced.
+    Progress,
+}
+
+/// A response, as etcd's `WatchResponse` (the header's revision apart).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct WatchReply {
+    pub revision: i64,
+    pub watch_id: i64,
+    pub created: bool,
+    pub canceled: bool,
+    pub compact_revision: i64,
+    pub cancel_reason: String,
+    /// More pieces of this response follow.
+    pub fragment: bool,
+    pub events: Vec<KvEvent>,
+}
+
+#[derive(Debug)]
+struct Watch {
+    key: Bytes,
+    range_end: Bytes,
+    no_put: bool,
+    no_delete: bool,
+    prev_kv: bool,
+    progress_notify: bool,
+    fragment: bool,
+    next_rev: i64,
+    synced: bool,
+    /// A history read for it is in flight.
+    reading: bool,
+    /// Events were sent since the last progress tick.
+    sent: bool,
+}
+
+impl Watch {
+    fn matches(&self, e: &KvEvent) -> bool {
+        let kind_ok = if e.kv.is_some() {
+            !self.no_put
+        } else {
+            !self.no_delete
+        };
+        kind_ok && in_range(&e.key, &self.key, &self.range_end)
+    }
+
+    fn shape(&self, e: &KvEvent) -> KvEvent {
+        let mut e = e.clone();
+        if !self.prev_kv {
+            e.prev = None;
+        }
+        e
+    }
+}
+
+/// Whether `key` is in etcd's range `[start, end)`, with its two special
+/// ends: empty (only `start`) and `"\0"` (everything from `start`).
+pub fn in_range(key: &[u8], start: &[u8], end: &[u8]) -> bool {
+    match end {
+        [] => key == start,
+        [0] => key >= start,
+        _ => key >= start && key < end,
+    }
+}
+
+/// Counters for metrics.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StreamCounters {
+    pub events_sent: u64,
+    pub catch_up_reads: u64,
+    /// Times the stream's reader lagged behind the event stream.
+    pub lagged: u64,
+}
+
+#[derive(Debug, Default)]
+pub struct WatchStream {
+    watches: BTreeMap<i64, Watch>,
+    /// Where the next automatic id search starts (etcd's `nextID`).
+    next_id: i64,
+    /// The highest revision this stream knows the store reached.
+    known_revision: i64,
+    progress_pending: bool,
+    counters: StreamCounters,
+}
+
+impl WatchStream {
+    /// A stream whose reader was subscribed when the store was at `now`.
+    pub fn new(now: i64) -> WatchStream {
+        WatchStream {
+            known_revision: now,
+            ..WatchStream::default()
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.watches.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.watches.is_empty()
+    }
+
+    pub fn counters(&self) -> &StreamCounters {
+        &self.counters
+    }
+
+    /// Watches waiting for history reads (etcd's "slow watchers").
+    pub fn unsynced(&self) -> usize {
+        self.watches.values().filter(|w| !w.synced).count()
+    }
+
+    /// A client's request; `now` is the event stream's revision.
+    pub fn command(&mut self, cmd: WatchCommand, now: i64) -> Vec<WatchReply> {
+        self.known_revision = self.known_revision.max(now);
+        match cmd {
+            WatchCommand::Create(c) => vec![self.create(c, now)],
+            WatchCommand::Cancel(id) => match self.watches.remove(&id) {
+                Some(_) => vec![WatchReply {
+                    revision: self.known_revision,
+                    watch_id: id,
+                    canceled: true,
+                    ..WatchReply::default()
+                }],
+                // etcd answers nothing for an id it does not have.
+                None => Vec::new(),
+            },
+            WatchCommand::Progress => {
+                self.progress_pending = true;
+                self.maybe_progress()
+            }
+        }
+    }
+
+    fn create(&mut self, c: WatchCreate, now: i64) -> WatchReply {
+        let refuse = |id: i64, reason: String| WatchReply {
+            revision: now,
+            watch_id: id,
+            created: true,
+            canceled: true,
+            cancel_reason: reason,
+            ..WatchReply::default()
+        };
+        if self.watches.len() >= WATCHES_PER_STREAM_MAX {
+            return refuse(
+                -1,
+                format!("too many watches on this stream (limit {WATCHES_PER_STREAM_MAX})"),
+            );
+        }
+        if c.key.is_empty() && c.range_end.is_empty() {
+            return refuse(-1, "etcdserver: key is not provided".to_string());
+        }
+        let id = if c.watch_id != 0 {
+            if self.watches.contains_key(&c.watch_id) || c.watch_id < 0 {
+                return refuse(
+                    -1,
+                    "mvcc: duplicate watch ID provided on the WatchStream".to_string(),
+                );
+            }
+            c.watch_id
+        } else {
+            while self.watches.contains_key(&self.next_id) {
+                self.next_id += 1;
+            }
+            let id = self.next_id;
+            self.next_id += 1;
+            id
+        };
+        let start = if c.start_revision <= 0 {
+            now.saturating_add(1)
+        } else {
+            c.start_revision
+        };
+        let watch = Watch {
+            key: c.key,
+            range_end: c.range_end,
+            no_put: c.no_put,
+            no_delete: c.no_delete,
+            prev_kv: c.prev_kv,
+            progress_notify: c.progress_notify,
+            fragment: c.fragment,
+            next_rev: start,
+            // A start past `now` is served live: the entries at and above it
+            // have not been published yet.
+            synced: start > now,
+            reading: false,
+            sent: false,
+        };
+        self.watches.insert(id, watch);
+        WatchReply {
+            revision: now,
+            watch_id: id,
+            created: true,
+            ..WatchReply::default()
+        }
+    }
+
+    /// An entry from the event stream, in order.
+    pub fn on_live(&mut self, p: &Published) -> Vec<WatchReply> {
+        self.known_revision = self.known_revision.max(p.revision);
+        if p.restored {
+            self.on_lagged();
+            return Vec::new();
+        }
+        let mut out = Vec::new();
+        for (id, w) in self.watches.iter_mut() {
+            if !w.synced || p.revision < w.next_rev {
+                continue;
+            }
+            let events: Vec<KvEvent> = p
+                .events
+                .iter()
+                .filter_map(|e| match e {
+                    Event::Kv(e) if w.matches(e) => Some(w.shape(e)),
+                    _ => None,
+                })
+                .collect();
+            w.next_rev = p.revision.saturating_add(1);
+            if !events.is_empty() {
+                w.sent = true;
+                self.counters.events_sent += events.len() as u64;
+                push_events(&mut out, *id, w.fragment, p.revision, events);
+            }
+        }
+        out
+    }
+
+    /// The reader missed entries: every watch reads what it lacks from
+    /// history.
+    pub fn on_lagged(&mut self) {
+        self.counters.lagged += 1;
+        for w in self.watches.values_mut() {
+            w.synced = false;
+        }
+    }
+
+    /// The next history read to make, if any (one at a time per stream, so
+    /// that a stream's catch-up work stays bounded).
+    pub fn next_read(&mut self) -> Option<(i64, ChangesRequest)> {
+        if self.watches.values().any(|w| w.reading) {
+            return None;
+        }
+        let (id, w) = self.watches.iter_mut().find(|(_, w)| !w.synced)?;
+        w.reading = true;
+        self.counters.catch_up_reads += 1;
+        let req = ChangesRequest {
+            key: w.key.clone(),
+            range_end: w.range_end.clone(),
+            start_revision: w.next_rev,
+            events_max: CATCH_UP_EVENTS_MAX,
+        };
+        Some((*id, req))
+    }
+
+    /// The answer to `next_read` for watch `id`.
+    pub fn on_read(&mut self, id: i64, result: Result<ChangesResponse, String>) -> Vec<WatchReply> {
+        let Some(w) = self.watches.get_mut(&id) else {
+            return Vec::new(); // Canceled meanwhile.
+        };
+        w.reading = false;
+        let resp = match result {
+            Ok(resp) => resp,
+            Err(reason) => {
+                self.watches.remove(&id);
+                return vec![WatchReply {
+                    revision: self.known_revision,
+                    watch_id: id,
+                    canceled: true,
+                    cancel_reason: reason,
+                    ..WatchReply::default()
+                }];
+            }
+        };
+        self.known_revision = self.known_revision.max(resp.revision);
+        if w.next_rev < resp.compact_revision {
+            self.watches.remove(&id);
+            return vec![WatchReply {
+                revision: resp.revision,
+                watch_id: id,
+                canceled: true,
+                compact_revision: resp.compact_revision,
+                cancel_reason: "mvcc: required revision has been compacted".to_string(),
+                ..WatchReply::default()
+            }];
+        }
+        let events: Vec<KvEvent> = resp
+            .events
+            .iter()
+            .filter(|e| e.revision >= w.next_rev && w.matches(e))
+            .map(|e| w.shape(e))
+            .collect();
+        w.next_rev = w.next_rev.max(resp.next_revision);
+        if resp.next_revision > resp.revision {
+            w.synced = true;
+        }
+        let mut out = Vec::new();
+        if !events.is_empty() {
+            w.sent = true;
+            self.counters.events_sent += events.len() as u64;
+            push_events(&mut out, id, w.fragment, resp.revision, events);
+        }
+        out.extend(self.maybe_progress());
+        out
+    }
+
+    /// The periodic progress notification: an empty response to every
+    /// synced watch that asked for them and was sent nothing since the
+    /// last tick.
+    pub fn on_progress_tick(&mut self) -> Vec<WatchReply> {
+        let known = self.known_revision;
+        let mut out = Vec::new();
+        for (id, w) in self.watches.iter_mut() {
+            if w.progress_notify && w.synced && !w.sent {
+                out.push(WatchReply {
+                    revision: (w.next_rev - 1).min(known),
+                    watch_id: *id,
+                    ..WatchReply::default()
+                });
+            }
+            w.sent = false;
+        }
+        out
+    }
+
+    /// A requested progress response, once every watch is synced: its
+    /// revision is one that every watch of the stream has been sent all
+    /// events up to.
+    fn maybe_progress(&mut self) -> Vec<WatchReply> {
+        if !self.progress_pending || self.watches.values().any(|w| !w.synced) {
+            return Vec::new();
+        }
+        self.progress_pending = false;
+        let revision = self
+            .watches
+            .values()
+            .map(|w| w.next_rev - 1)
+            .min()
+            .unwrap_or(self.known_revision)
+            .min(self.known_revision);
+        vec![WatchReply {
+            revision,
+            watch_id: STREAM_PROGRESS_ID,
+            ..WatchReply::default()
+        }]
+    }
+}
+
+/// Appends the response(s) carrying `events` for watch `id`: one, or with
+/// `fragment` several of about `FRAGMENT_BYTES`, all but the last marked.
+fn push_events(
+    out: &mut Vec<WatchReply>,
+    id: i64,
+    fragment: bool,
+    revision: i64,
+    events: Vec<KvEvent>,
+) {
+    let reply = |events: Vec<KvEvent>, more: bool| WatchReply {
+        revision,
+        watch_id: id,
+        fragment: more,
+        events,
+        ..WatchReply::default()
+    };
+    if !fragment {
+        out.push(reply(events, false));
+        return;
+    }
+    let mut piece = Vec::new();
+    let mut bytes = 0;
+    for e in events {
+        let size = event_bytes(&e);
+        if !piece.is_empty() && bytes + size > FRAGMENT_BYTES {
+            out.push(reply(std::mem::take(&mut piece), true));
+            bytes = 0;
+        }
+        bytes += size;
+        piece.push(e);
+    }
+    out.push(reply(piece, false));
+}
+
+/// About what an event costs on the wire.
+fn event_bytes(e: &KvEvent) -> usize {
+    let kv = |kv: &Option<ferrite_state::KeyValue>| {
+        kv.as_ref()
+            .map_or(0, |kv| kv.key.len() + kv.value.len() + 48)
+    };
+    e.key.len() + kv(&e.kv) + kv(&e.prev) + 16
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,332 @@
+//! The watch stream against a real state machine: live entries are what
+//! applying produced, history reads are what the machine answers.
+
+use bytes::Bytes;
+use ferrite_state::{
+    ChangesRequest, ChangesResponse, Command, CompactRequest, DeleteRangeRequest, Op, PutRequest,
+    Reply, StateMachine,
+};
+
+use super::*;
+use crate::events::Published;
+
+fn b(s: &str) -> Bytes {
+    Bytes::copy_from_slice(s.as_bytes())
+}
+
+/// A member's machine and the entries it published.
+struct Member {
+    sm: StateMachine,
+    index: u64,
+    published: Vec<Published>,
+}
+
+impl Member {
+    fn new() -> Member {
+        Member {
+            sm: StateMachine::new(),
+            index: 0,
+            published: Vec::new(),
+        }
+    }
+
+    fn apply(&mut self, op: Op) {
+        self.index += 1;
+        let applied = self.sm.apply(self.index, &Command::new(op).encode());
+        self.published.push(Published {
+            index: self.index,
+            revision: self.sm.revision(),
+            events: applied.events,
+            restored: false,
+        });
+    }
+
+    fn put(&mut self, k: &str, v: &str) {
+        self.apply(Op::Put(PutRequest {
+            key: b(k),
+            value: b(v),
+            ..PutRequest::default()
+        }));
+    }
+
+    fn delete(&mut self, k: &str) {
+        self.apply(Op::DeleteRange(DeleteRangeRequest {
+            key: b(k),
+            ..DeleteRangeRequest::default()
+        }));
+    }
+
+    fn now(&self) -> i64 {
+        self.sm.revision()
+    }
+
+    fn read(&self, req: &ChangesRequest) -> Result<ChangesResponse, String> {
+        match self.sm.read(&Op::Changes(req.clone())) {
+            Reply::Changes(c) => Ok(c),
+            other => Err(format!("{other:?}")),
+        }
+    }
+
+    /// Feeds the stream every entry published from `from` on.
+    fn feed(&self, s: &mut WatchStream, from: usize) -> Vec<WatchReply> {
+        self.published[from..]
+            .iter()
+            .flat_map(|p| s.on_live(p))
+            .collect()
+    }
+
+    /// Runs every history read the stream asks for.
+    fn catch_up(&self, s: &mut WatchStream) -> Vec<WatchReply> {
+        let mut out = Vec::new();
+        for _ in 0..100 {
+            let Some((id, req)) = s.next_read() else {
+                return out;
+            };
+            out.extend(s.on_read(id, self.read(&req)));
+        }
+        panic!("catch-up does not end");
+    }
+}
+
+fn create(key: &str, end: &str, start: i64) -> WatchCommand {
+    WatchCommand::Create(WatchCreate {
+        key: b(key),
+        range_end: b(end),
+        start_revision: start,
+        ..WatchCreate::default()
+    })
+}
+
+/// (revision, key, value or "" for a delete) of every event, in order.
+fn seen(replies: &[WatchReply]) -> Vec<(i64, String, String)> {
+    replies
+        .iter()
+        .flat_map(|r| &r.events)
+        .map(|e| {
+            let value = e.kv.as_ref().map_or(String::new(), |kv| {
+                String::from_utf8_lossy(&kv.value).into_owned()
+            });
+            (
+                e.revision,
+                String::from_utf8_lossy(&e.key).into_owned(),
+                value,
+            )
+        })
+        .collect()
+}
+
+fn ev(rev: i64, k: &str, v: &str) -> (i64, String, String) {
+    (rev, k.to_string(), v.to_string())
+}
+
+#[test]
+fn a_watch_from_now_sees_only_later_changes_in_its_range() {
+    let mut m = Member::new();
+    m.put("a", "1"); // 2
+    let mut s = WatchStream::new(m.now());
+    let created = s.command(create("a", "", 0), m.now());
+    assert_eq!(created.len(), 1);
+    assert!(created[0].created && !created[0].canceled);
+    assert_eq!((created[0].watch_id, created[0].revision), (0, 2));
+    let from = m.published.len();
+    m.put("a", "2"); // 3
+    m.put("b", "1"); // 4
+    m.delete("a"); // 5
+    let out = m.feed(&mut s, from);
+    assert_eq!(seen(&out), vec![ev(3, "a", "2"), ev(5, "a", "")]);
+    assert!(out
+        .iter()
+        .all(|r| r.events.iter().all(|e| e.prev.is_none())));
+}
+
+#[test]
+fn a_watch_from_the_past_replays_history_then_goes_live_without_duplicates() {
+    let mut m = Member::new();
+    for i in 0..5 {
+        m.put("k", &i.to_string()); // 2..=6
+    }
+    let mut s = WatchStream::new(m.now());
+    let from = m.published.len();
+    s.command(create("k", "", 3), m.now());
+    // Entries published after the subscription but before the read.
+    m.put("k", "5"); // 7
+    let replayed = m.catch_up(&mut s);
+    m.put("k", "6"); // 8
+    let live = m.feed(&mut s, from);
+    let all: Vec<_> = replayed.iter().chain(&live).cloned().collect();
+    let revs: Vec<i64> = seen(&all).iter().map(|e| e.0).collect();
+    assert_eq!(
+        revs,
+        vec![3, 4, 5, 6, 7, 8],
+        "ordered, no gap, no duplicate"
+    );
+}
+
+#[test]
+fn a_lagged_reader_catches_up_from_history() {
+    let mut m = Member::new();
+    let mut s = WatchStream::new(m.now());
+    s.command(create("a", "\0", 0), m.now());
+    m.put("a", "1"); // 2
+    let first = m.feed(&mut s, 0);
+    let skipped_from = m.published.len();
+    for i in 0..10 {
+        m.put("b", &i.to_string()); // 3..=12
+    }
+    s.on_lagged();
+    assert_eq!(s.unsynced(), 1);
+    // The reader resumes at the oldest entry the ring kept.
+    let resume_from = skipped_from + 7;
+    let replayed = m.catch_up(&mut s);
+    let live = m.feed(&mut s, resume_from);
+    let all: Vec<_> = first
+        .iter()
+        .chain(&replayed)
+        .chain(&live)
+        .cloned()
+        .collect();
+    let revs: Vec<i64> = seen(&all).iter().map(|e| e.0).collect();
+    assert_eq!(revs, (2..=12).collect::<Vec<_>>());
+    assert_eq!(s.unsynced(), 0);
+}
+
+#[test]
+fn a_compacted_start_cancels_with_the_compact_revision() {
+    let mut m = Member::new();
+    for i in 0..5 {
+        m.put("k", &i.to_string());
+    }
+    m.apply(Op::Compact(CompactRequest {
+        revision: 5,
+        physical: false,
+    }));
+    let mut s = WatchStream::new(m.now());
+    s.command(create("k", "", 2), m.now());
+    let out = m.catch_up(&mut s);
+    assert_eq!(out.len(), 1);
+    assert!(out[0].canceled);
+    assert_eq!(out[0].compact_revision, 5);
+    assert!(s.is_empty());
+}
+
+#[test]
+fn filters_and_prev_kv() {
+    let mut m = Member::new();
+    m.put("a", "1");
+    let mut s = WatchStream::new(m.now());
+    let mut no_put = WatchCreate {
+        key: b("a"),
+        no_put: true,
+        prev_kv: true,
+        ..WatchCreate::default()
+    };
+    s.command(WatchCommand::Create(no_put.clone()), m.now());
+    no_put.no_put = false;
+    no_put.no_delete = true;
+    s.command(WatchCommand::Create(no_put), m.now());
+    let from = m.published.len();
+    m.put("a", "2");
+    m.delete("a");
+    let out = m.feed(&mut s, from);
+    let deletes: Vec<_> = out.iter().filter(|r| r.watch_id == 0).collect();
+    let puts: Vec<_> = out.iter().filter(|r| r.watch_id == 1).collect();
+    assert_eq!(deletes.len(), 1);
+    assert!(deletes[0].events[0].kv.is_none());
+    assert_eq!(
+        deletes[0].events[0].prev.as_ref().map(|p| p.value.clone()),
+        Some(b("2"))
+    );
+    assert_eq!(puts.len(), 1);
+    assert_eq!(
+        puts[0].events[0].prev.as_ref().map(|p| p.value.clone()),
+        Some(b("1"))
+    );
+}
+
+#[test]
+fn ids_duplicates_cancels_and_bad_requests() {
+    let m = Member::new();
+    let mut s = WatchStream::new(m.now());
+    let mine = WatchCommand::Create(WatchCreate {
+        key: b("a"),
+        watch_id: 1,
+        ..WatchCreate::default()
+    });
+    assert_eq!(s.command(mine.clone(), 1)[0].watch_id, 1);
+    let dup = s.command(mine, 1);
+    assert!(dup[0].created && dup[0].canceled, "{dup:?}");
+    assert!(dup[0].cancel_reason.contains("duplicate watch ID"));
+    // Automatic ids start at 0 and skip taken ones.
+    assert_eq!(s.command(create("a", "", 0), 1)[0].watch_id, 0);
+    assert_eq!(s.command(create("a", "", 0), 1)[0].watch_id, 2);
+    let canceled = s.command(WatchCommand::Cancel(2), 1);
+    assert!(canceled[0].canceled);
+    assert!(s.command(WatchCommand::Cancel(2), 1).is_empty(), "gone");
+    assert!(s.command(WatchCommand::Cancel(99), 1).is_empty());
+    let empty = s.command(create("", "", 0), 1);
+    assert!(empty[0].canceled);
+}
+
+#[test]
+fn progress_requests_wait_until_every_watch_is_synced() {
+    let mut m = Member::new();
+    m.put("a", "1");
+    m.put("a", "2"); // 3
+    let mut s = WatchStream::new(m.now());
+    s.command(create("a", "", 2), m.now());
+    assert!(s.command(WatchCommand::Progress, m.now()).is_empty());
+    let out = m.catch_up(&mut s);
+    let progress: Vec<_> = out
+        .iter()
+        .filter(|r| r.watch_id == STREAM_PROGRESS_ID)
+        .collect();
+    assert_eq!(progress.len(), 1);
+    assert_eq!(progress[0].revision, 3);
+    // Periodic notifications go to watches that asked and got nothing.
+    s.command(
+        WatchCommand::Create(WatchCreate {
+            key: b("z"),
+            progress_notify: true,
+            ..WatchCreate::default()
+        }),
+        m.now(),
+    );
+    let tick = s.on_progress_tick();
+    assert_eq!(tick.len(), 1);
+    assert!(tick[0].events.is_empty() && tick[0].revision == 3);
+}
+
+#[test]
+fn fragments_split_a_large_revision() {
+    let mut m = Member::new();
+    let mut s = WatchStream::new(m.now());
+    s.command(
+        WatchCommand::Create(WatchCreate {
+            key: b("\0"),
+            range_end: b("\0"),
+            fragment: true,
+            ..WatchCreate::default()
+        }),
+        m.now(),
+    );
+    let big = "x".repeat(600 * 1024);
+    let ops = (0..5)
+        .map(|i| {
+            ferrite_state::RequestOp::Put(PutRequest {
+                key: b(&format!("k{i}")),
+                value: b(&big),
+                ..PutRequest::default()
+            })
+        })
+        .collect();
+    m.apply(Op::Txn(ferrite_state::TxnRequest {
+        compare: vec![],
+        success: ops,
+        failure: vec![],
+    }));
+    let out = m.feed(&mut s, 0);
+    assert!(out.len() >= 2, "split into {} pieces", out.len());
+    assert!(out[..out.len() - 1].iter().all(|r| r.fragment));
+    assert!(!out[out.len() - 1].fragment);
+    assert_eq!(out.iter().map(|r| r.events.len()).sum::<usize>(), 5);
+}

@@ -19,6 +19,7 @@ pub mod codec;
 mod config;
 mod driver;
 mod error;
+mod lessor;
 mod machine;
 mod metrics;
 mod node;
@@ -30,6 +31,9 @@ pub use applier::{Applied, Applier, SnapshotPolicy};
 pub use config::{NodeConfig, TICK};
 pub use driver::Status;
 pub use error::{NodeError, StartError, Unknown};
+pub use lessor::{
+    LeaseChange, LeaseId, LeaseProposals, LeaseRecord, LeaseTtl, CHECKPOINT_LEASES_MAX,
+};
 pub use machine::{MachineError, MachineSnapshot, StateMachine};
 pub use metrics::{Histogram, Metrics, SYNC_BUCKETS};
 pub use node::{wait_for_leader, Node};

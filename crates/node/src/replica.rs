@@ -833,6 +833,7 @@ impl Replica {
     pub fn on_applied(&mut self, index: Index) {
         self.raft.on_applied(index);
         self.lessor.on_applied(index);
+        self.lessor.settle_resets(self.now, &mut self.raft);
         self.advance_lease_asks();
     }
 
@@ -843,7 +844,6 @@ impl Replica {
             return;
         }
         self.lessor.on_changes(self.now, changes);
-        self.lessor.settle_resets(self.now, &mut self.raft);
         self.advance_lease_asks();
     }
 

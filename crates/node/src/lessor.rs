@@ -41,7 +41,7 @@
 use std::collections::BTreeMap;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use ferrite_raft::{Index, Raft};
+use ferrite_raft::{Index, Raft, Term};
 
 use crate::codec::CodecError;
 use crate::replica::ReplicaCounters;
@@ -162,8 +162,8 @@ pub(crate) struct Lessor {
     applied: Index,
     /// Leading, with the clock running: every lease has an expiry.
     promoted: bool,
-    /// Leading and ready: promote once `applied` reaches this.
-    promote_at: Option<Index>,
+    /// Leading and ready in `term`: promote once `applied` reaches this.
+    promote_at: Option<(Index, Term)>,
     /// The index of this leader's latest checkpoint proposal.
     checkpoint_index: Index,
     /// Ticks since the last periodic checkpoint.
@@ -171,11 +171,12 @@ pub(crate) struct Lessor {
 }
 
 impl Lessor {
-    pub fn new(cfg: LessorConfig) -> Lessor {
+    /// `applied`: what the state machine holds at start (its snapshot).
+    pub fn new(cfg: LessorConfig, applied: Index) -> Lessor {
         Lessor {
             cfg,
             leases: BTreeMap::new(),
-            applied: Index::ZERO,
+            applied,
             promoted: false,
             promote_at: None,
             checkpoint_index: Index::ZERO,
@@ -250,20 +251,25 @@ impl Lessor {
     /// ready (its no-op committed), promotes when apply has caught up.
     pub fn follow_role(&mut self, now: u64, raft: &Raft) {
         let leading = raft.role() == ferrite_raft::Role::Leader;
-        if !leading {
+        let stale = self.promote_at.is_some_and(|(_, term)| term != raft.term());
+        if !leading || stale {
             if self.promoted || self.promote_at.is_some() {
                 self.demote();
             }
-            return;
+            if !leading {
+                return;
+            }
         }
         if self.promoted {
             return;
         }
+        // Raft §6.4: only once its no-op committed does the leader's commit
+        // index cover every entry an earlier leader committed.
         let ready = raft.log().term_at(raft.commit()) == Some(raft.term());
         if ready && self.promote_at.is_none() {
-            self.promote_at = Some(raft.commit());
+            self.promote_at = Some((raft.commit(), raft.term()));
         }
-        if self.promote_at.is_some_and(|at| self.applied >= at) {
+        if self.promote_at.is_some_and(|(at, _)| self.applied >= at) {
             self.promote(now);
         }
     }

@@ -295,6 +295,7 @@ pub struct Replica {
 impl Replica {
     pub fn new(raft: Raft, cfg: ReplicaConfig) -> Replica {
         let no_extend = raft.config().canary.no_lease_extend_on_promote();
+        let applied = raft.applied();
         Replica {
             raft,
             cfg,
@@ -307,14 +308,17 @@ impl Replica {
             changes: BTreeMap::new(),
             read_ctx: BTreeMap::new(),
             lease_asks: BTreeMap::new(),
-            lessor: Lessor::new(LessorConfig {
-                tick_ms: cfg.tick_ms.max(1),
-                proposals: cfg.lease_proposals,
-                checkpoint_ticks: cfg.lease_checkpoint_ticks.max(1),
-                revokes_per_tick_max: cfg.lease_revokes_per_tick_max,
-                revoke_retry_ticks: cfg.lease_revoke_retry_ticks.max(1),
-                no_extend_on_promote: no_extend,
-            }),
+            lessor: Lessor::new(
+                LessorConfig {
+                    tick_ms: cfg.tick_ms.max(1),
+                    proposals: cfg.lease_proposals,
+                    checkpoint_ticks: cfg.lease_checkpoint_ticks.max(1),
+                    revokes_per_tick_max: cfg.lease_revokes_per_tick_max,
+                    revoke_retry_ticks: cfg.lease_revoke_retry_ticks.max(1),
+                    no_extend_on_promote: no_extend,
+                },
+                applied,
+            ),
             last_leader: None,
             out: ReplicaOutput::default(),
             counters: ReplicaCounters::default(),

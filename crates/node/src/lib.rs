@@ -4,8 +4,9 @@
 //! runs exactly the code that ships: [`Replica`] (`replica.rs`: proposals,
 //! forwarding, read index, outcomes, deadlines in ticks), [`Applier`]
 //! (`applier.rs`: apply in order, answer waiters, serve reads at their
-//! index, snapshot policy) and [`write_batch`] (`storage.rs`: the
-//! group-commit rule). The real node runs them with real time, disk and
+//! index, snapshot policy), the lessor (`lessor.rs`: the leader's lease
+//! expiry clock, which revokes and checkpoints through the log) and
+//! [`write_batch`] (`storage.rs`: the group-commit rule). The real node runs them with real time, disk and
 //! network: one driver task owns the replica (`driver.rs`), a storage thread
 //! owns the WAL (`storage.rs`), an apply thread owns the state machine
 //! (`apply.rs`), and the transport keeps one TCP connection per peer with a

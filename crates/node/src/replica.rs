@@ -1246,7 +1246,6 @@ impl Replica {
                 };
                 ask.stage = LeaseStage::Forwarded { to: leader };
                 self.out.send.push((leader, frame));
-                self.counters.forwarded += 1;
             }
             _ => {}
         }

@@ -65,6 +65,9 @@ pub fn node_status(e: NodeError) -> Status {
         NodeError::Invalid(why) => {
             Status::new(Code::FailedPrecondition, format!("etcdserver: {why}"))
         }
+        NodeError::LeaseNotFound => {
+            Status::new(Code::NotFound, "etcdserver: requested lease not found")
+        }
     };
     match outcome {
         Some(outcome) => outcome.mark(status),

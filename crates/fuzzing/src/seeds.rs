@@ -10,6 +10,7 @@
 
 use bytes::Bytes;
 use ferrite_node::codec::{self, Frame, Refusal};
+use ferrite_node::LeaseTtl;
 use ferrite_raft::{
     AppendResult, Body, Entry, HardState, Index, Membership, Message, NodeId, Payload, Persist,
     Snapshot, SnapshotMeta, Term,
@@ -206,6 +207,33 @@ fn peer_frames() -> Vec<(String, Vec<u8>)> {
             Frame::ReadIndexReply {
                 id: 6,
                 result: Err(Refusal::Busy),
+            },
+        ),
+        (
+            "lease-renew",
+            Frame::LeaseRenew {
+                id: 9,
+                from: NodeId(2),
+                lease: 0x1234,
+                renew: true,
+            },
+        ),
+        (
+            "lease-renew-reply",
+            Frame::LeaseRenewReply {
+                id: 9,
+                result: Ok(LeaseTtl {
+                    id: 0x1234,
+                    granted_ttl_s: 60,
+                    remaining_s: 60,
+                }),
+            },
+        ),
+        (
+            "lease-not-found",
+            Frame::LeaseRenewReply {
+                id: 10,
+                result: Err(Refusal::LeaseNotFound),
             },
         ),
     ];

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use ferrite_raft::{Canary, Index, Payload};
 
+use crate::lessor::LeaseChange;
 use crate::machine::{MachineError, MachineSnapshot, StateMachine};
 use crate::replica::{Answer, ApplyTask, Requester};
 
@@ -21,6 +22,9 @@ pub struct Applied {
     pub answers: Vec<(Requester, Answer)>,
     /// Entries up to here are applied (report `Replica::on_applied`).
     pub upto: Option<Index>,
+    /// Changes to the lease table, in log order, made at or below `upto`:
+    /// give them to `Replica::on_lease_changes` before `on_applied`.
+    pub leases: Vec<LeaseChange>,
     /// A snapshot to finish (`MachineSnapshot::finish`), then hand to
     /// `Replica::on_snapshot_ready` and `Applier::snapshot_done`.
     pub snapshot: Option<(Index, MachineSnapshot)>,
@@ -85,6 +89,7 @@ impl<M: StateMachine> Applier<M> {
                 }
                 self.snapshots
                     .restored(snapshot.meta.index, snapshot.data.len());
+                out.leases.extend(self.machine.take_lease_changes());
                 out.upto = Some(snapshot.meta.index);
             }
             ApplyTask::Entries { entries, waiters } => {
@@ -114,6 +119,7 @@ impl<M: StateMachine> Applier<M> {
                         }
                     };
                     assert_eq!(self.machine.applied(), entry.index, "apply did not advance");
+                    out.leases.extend(self.machine.take_lease_changes());
                     while let Some((index, _)) = waiters.peek() {
                         if *index > entry.index {
                             break;

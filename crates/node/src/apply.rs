@@ -39,6 +39,7 @@ pub fn run<M: StateMachine>(
     while let Some(msg) = rx.blocking_recv() {
         replies.extend(msg.replies);
         let mut upto: Option<Index> = None;
+        let mut leases = Vec::new();
         for task in msg.tasks {
             let mut out = Applied::default();
             if let Err(e) = applier.handle(task, &mut out) {
@@ -60,6 +61,7 @@ pub fn run<M: StateMachine>(
                 }
             }
             upto = out.upto.or(upto);
+            leases.append(&mut out.leases);
             if let Some((index, snapshot)) = out.snapshot {
                 if let Some(previous) = finishing.take() {
                     let _ = previous.join();
@@ -67,7 +69,7 @@ pub fn run<M: StateMachine>(
                 finishing = finish_snapshot(index, snapshot, &applier, &acks);
             }
         }
-        if acks.blocking_send(Ack::Applied { upto }).is_err() {
+        if acks.blocking_send(Ack::Applied { upto, leases }).is_err() {
             return;
         }
     }

@@ -19,6 +19,8 @@ use ferrite_raft::{
 };
 use tokio::io::{AsyncRead, AsyncReadExt};
 
+use crate::lessor::{LeaseId, LeaseTtl};
+
 /// Bumped on any incompatible change; a peer speaking another version is
 /// refused at the first frame.
 pub const VERSION: u8 = 1;
@@ -60,6 +62,18 @@ pub enum Frame {
         id: u64,
         result: Result<Index, Refusal>,
     },
+    /// A follower asking the leader to renew a lease (`renew`), or only to
+    /// say its time to live.
+    LeaseRenew {
+        id: u64,
+        from: NodeId,
+        lease: LeaseId,
+        renew: bool,
+    },
+    LeaseRenewReply {
+        id: u64,
+        result: Result<LeaseTtl, Refusal>,
+    },
 }
 
 /// Why a forwarded request or read was refused: the follower turns it into
@@ -79,6 +93,8 @@ pub enum Refusal {
     /// snapshot covered it, or the leader is stopping): must not be retried
     /// by the server.
     Unknown,
+    /// The lease is unknown or expired (definitely not renewed).
+    LeaseNotFound,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -163,6 +179,32 @@ pub fn encode(frame: &Frame) -> Bytes {
                 }
             }
         }
+        Frame::LeaseRenew {
+            id,
+            from,
+            lease,
+            renew,
+        } => {
+            b.put_u8(6);
+            b.put_u64_le(*id);
+            b.put_u64_le(from.0);
+            b.put_i64_le(*lease);
+            b.put_u8(u8::from(*renew));
+        }
+        Frame::LeaseRenewReply { id, result } => {
+            b.put_u8(7);
+            b.put_u64_le(*id);
+            match result {
+                Ok(ttl) => {
+                    b.put_u8(0);
+                    b.put_slice(&ttl.encode());
+                }
+                Err(r) => {
+                    b.put_u8(1);
+                    put_refusal(&mut b, r);
+                }
+            }
+        }
     }
     let len = (b.len() - 4) as u32;
     b[..4].copy_from_slice(&len.to_le_bytes());
@@ -184,6 +226,7 @@ fn put_refusal(b: &mut BytesMut, r: &Refusal) {
         Refusal::TooLarge => b.put_u8(2),
         Refusal::Superseded => b.put_u8(3),
         Refusal::Unknown => b.put_u8(4),
+        Refusal::LeaseNotFound => b.put_u8(5),
     }
 }
 
@@ -401,6 +444,29 @@ pub fn decode(body: Bytes) -> Result<Frame, CodecError> {
                 }
             },
         },
+        6 => Frame::LeaseRenew {
+            id: r.u64()?,
+            from: NodeId(r.u64()?),
+            lease: r.u64()? as i64,
+            renew: r.bool()?,
+        },
+        7 => Frame::LeaseRenewReply {
+            id: r.u64()?,
+            result: match r.u8()? {
+                0 => {
+                    r.need(24)?;
+                    let ttl = r.0.split_to(24);
+                    Ok(LeaseTtl::decode(&ttl)?)
+                }
+                1 => Err(r.refusal()?),
+                tag => {
+                    return Err(CodecError::UnknownTag {
+                        what: "result",
+                        tag,
+                    })
+                }
+            },
+        },
         tag => return Err(CodecError::UnknownTag { what: "frame", tag }),
     };
     if r.0.has_remaining() {
@@ -462,6 +528,7 @@ impl Reader {
             2 => Ok(Refusal::TooLarge),
             3 => Ok(Refusal::Superseded),
             4 => Ok(Refusal::Unknown),
+            5 => Ok(Refusal::LeaseNotFound),
             tag => Err(CodecError::UnknownTag {
                 what: "refusal",
                 tag,
@@ -715,6 +782,34 @@ mod tests {
             Frame::ForwardReply {
                 id: 11,
                 result: Err(Refusal::Unknown),
+            },
+            Frame::LeaseRenew {
+                id: 12,
+                from: NodeId(3),
+                lease: -7,
+                renew: true,
+            },
+            Frame::LeaseRenew {
+                id: 13,
+                from: NodeId(2),
+                lease: i64::MAX,
+                renew: false,
+            },
+            Frame::LeaseRenewReply {
+                id: 12,
+                result: Ok(LeaseTtl {
+                    id: -7,
+                    granted_ttl_s: 10,
+                    remaining_s: 9,
+                }),
+            },
+            Frame::LeaseRenewReply {
+                id: 13,
+                result: Err(Refusal::LeaseNotFound),
+            },
+            Frame::ForwardReply {
+                id: 14,
+                result: Err(Refusal::LeaseNotFound),
             },
         ]
     }

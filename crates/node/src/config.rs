@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use ferrite_raft::NodeId;
 
+use crate::lessor::LeaseProposals;
+
 /// Defaults are etcd's: a 100 ms heartbeat and a 1 s election timeout (10
 /// ticks), long enough to ride out a scheduling hiccup on a loaded laptop,
 /// short enough that a failover takes a second or two.
@@ -30,6 +32,9 @@ pub struct NodeConfig {
     pub join: bool,
     /// How long a client request may wait for a reply.
     pub request_timeout: Duration,
+    /// How the node proposes lease revokes and checkpoints in the state
+    /// machine's command format; None: leases are disabled.
+    pub lease_proposals: Option<LeaseProposals>,
 }
 
 impl NodeConfig {
@@ -50,6 +55,7 @@ impl NodeConfig {
             snapshot_entries: 10_000,
             join: false,
             request_timeout: Duration::from_secs(5),
+            lease_proposals: None,
         }
     }
 }

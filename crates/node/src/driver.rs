@@ -25,6 +25,7 @@ use crate::apply::{ApplyMsg, Reply};
 use crate::codec::Frame;
 use crate::config::NodeConfig;
 use crate::error::NodeError;
+use crate::lessor::{LeaseChange, LeaseId};
 use crate::metrics::Metrics;
 use crate::replica::{ApplyTask, Replica, ReplicaOutput, RequestId, Requester, StorageTask};
 use crate::transport::{Inbound, Transport};
@@ -61,6 +62,13 @@ pub enum Event {
         change: MembershipChange,
         reply: Reply,
     },
+    /// A keepalive (`renew`) or time-to-live query; answered with
+    /// `LeaseTtl::encode`.
+    Lease {
+        lease: LeaseId,
+        renew: bool,
+        reply: Reply,
+    },
     Transfer {
         to: NodeId,
         reply: oneshot::Sender<Result<(), NodeError>>,
@@ -84,9 +92,11 @@ pub enum Ack {
         /// The fdatasync's duration; None if the batch needed none.
         sync: Option<Duration>,
     },
-    /// One apply hand-off is done; entries up to `upto` are applied.
+    /// One apply hand-off is done; entries up to `upto` are applied, and
+    /// made these changes to the lease table.
     Applied {
         upto: Option<Index>,
+        leases: Vec<LeaseChange>,
     },
     SnapshotReady {
         index: Index,
@@ -289,6 +299,18 @@ impl Driver {
                 let id = self.replica.change_membership(change);
                 self.replies.insert(id, reply);
             }
+            Event::Lease {
+                lease,
+                renew,
+                reply,
+            } => {
+                let id = if renew {
+                    self.replica.lease_keep_alive(lease)
+                } else {
+                    self.replica.lease_time_to_live(lease)
+                };
+                self.replies.insert(id, reply);
+            }
             Event::Transfer { to, reply } => {
                 let _ = reply.send(self.replica.transfer_leader(to));
             }
@@ -333,8 +355,10 @@ impl Driver {
                     self.replica.on_persisted(index, term);
                 }
             }
-            Ack::Applied { upto } => {
+            Ack::Applied { upto, leases } => {
                 self.apply_outstanding = self.apply_outstanding.saturating_sub(1);
+                // Before the index: a grant is known no later than its index.
+                self.replica.on_lease_changes(leases);
                 if let Some(index) = upto {
                     self.replica.on_applied(index);
                 }
@@ -497,7 +521,8 @@ fn refuse(event: Event, error: NodeError) {
     match event {
         Event::Propose { reply, .. }
         | Event::Read { reply, .. }
-        | Event::Membership { reply, .. } => {
+        | Event::Membership { reply, .. }
+        | Event::Lease { reply, .. } => {
             let _ = reply.send(Err(error));
         }
         Event::Transfer { reply, .. } => {

@@ -27,6 +27,10 @@ pub enum NodeError {
     /// The entry's log position committed with another leader's entry.
     #[error("the entry was superseded by a new leader's; it was not applied")]
     Superseded,
+    /// A keepalive or time-to-live query for a lease that is unknown or
+    /// expired: nothing was renewed.
+    #[error("etcdserver: requested lease not found")]
+    LeaseNotFound,
 
     // ---- Outcome unknown -------------------------------------------------
     /// No answer within the request timeout.
@@ -69,6 +73,7 @@ impl NodeError {
                 | NodeError::TooLarge
                 | NodeError::Invalid(_)
                 | NodeError::Superseded
+                | NodeError::LeaseNotFound
         )
     }
 

@@ -4,8 +4,9 @@
 //! runs exactly the code that ships: [`Replica`] (`replica.rs`: proposals,
 //! forwarding, read index, outcomes, deadlines in ticks), [`Applier`]
 //! (`applier.rs`: apply in order, answer waiters, serve reads at their
-//! index, snapshot policy) and [`write_batch`] (`storage.rs`: the
-//! group-commit rule). The real node runs them with real time, disk and
+//! index, snapshot policy), the lessor (`lessor.rs`: the leader's lease
+//! expiry clock, which revokes and checkpoints through the log) and
+//! [`write_batch`] (`storage.rs`: the group-commit rule). The real node runs them with real time, disk and
 //! network: one driver task owns the replica (`driver.rs`), a storage thread
 //! owns the WAL (`storage.rs`), an apply thread owns the state machine
 //! (`apply.rs`), and the transport keeps one TCP connection per peer with a
@@ -19,6 +20,7 @@ pub mod codec;
 mod config;
 mod driver;
 mod error;
+mod lessor;
 mod machine;
 mod metrics;
 mod node;
@@ -30,6 +32,9 @@ pub use applier::{Applied, Applier, SnapshotPolicy};
 pub use config::{NodeConfig, TICK};
 pub use driver::Status;
 pub use error::{NodeError, StartError, Unknown};
+pub use lessor::{
+    LeaseChange, LeaseId, LeaseProposals, LeaseRecord, LeaseTtl, CHECKPOINT_LEASES_MAX,
+};
 pub use machine::{MachineError, MachineSnapshot, StateMachine};
 pub use metrics::{Histogram, Metrics, SYNC_BUCKETS};
 pub use node::{wait_for_leader, Node};

@@ -6,6 +6,8 @@
 use bytes::Bytes;
 use ferrite_raft::Index;
 
+use crate::lessor::LeaseChange;
+
 /// A state machine failure the replica cannot go on from: the node stops
 /// serving rather than diverge from the other members.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -63,4 +65,12 @@ pub trait StateMachine: Send + 'static {
     /// A snapshot from the leader replaces the state (the node was too far
     /// behind for the log).
     fn install(&mut self, data: &[u8]) -> Result<(), MachineError>;
+    /// Changes to the lease table since the last call, in the order they
+    /// were made: what `apply` granted, revoked or checkpointed, and a
+    /// `LeaseChange::Reset` with the whole table after `recover` or
+    /// `install`. The node runs the expiry clock from them (`lessor.rs`).
+    /// By default the machine has no leases.
+    fn take_lease_changes(&mut self) -> Vec<LeaseChange> {
+        Vec::new()
+    }
 }

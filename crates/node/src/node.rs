@@ -20,6 +20,7 @@ use crate::driver::{
     Driver, Event, Status, ACKS_MAX, APPLY_MSGS_MAX, EVENTS_MAX, STORAGE_TASKS_MAX,
 };
 use crate::error::{NodeError, StartError};
+use crate::lessor::{LeaseId, LeaseTtl};
 use crate::replica::{Replica, ReplicaConfig};
 use std::sync::Arc;
 
@@ -133,6 +134,7 @@ impl Node {
                 .spawn(move || storage::run(wal, storage_rx, acks, transport, metrics))
                 .map_err(|e| StartError::Config(format!("cannot start the storage thread: {e}")))?
         };
+        let recovered_leases = machine.take_lease_changes();
         let canary = raft.config().canary;
         let applier = Applier::new(
             machine,
@@ -149,14 +151,19 @@ impl Node {
         };
         let (leader_tx, leader) = watch::channel(None);
         let request_ticks = (cfg.request_timeout.as_millis() / cfg.tick.as_millis().max(1)).max(1);
-        let replica = Replica::new(
+        let mut replica = Replica::new(
             raft,
             ReplicaConfig {
                 request_ticks: request_ticks as u64,
                 first_request_id: seed.rotate_left(17) ^ nanos(),
+                tick_ms: cfg.tick.as_millis().max(1) as u64,
+                lease_proposals: cfg.lease_proposals,
                 ..ReplicaConfig::default()
             },
         );
+        // The lease table the machine recovered (a `Reset`), before any
+        // apply: the replica's lessor starts from it.
+        replica.on_lease_changes(recovered_leases);
         let closing = transport.clone();
         let driver = Driver::new(
             replica,
@@ -286,6 +293,29 @@ impl Node {
             reply,
         })
         .await?
+    }
+
+    /// Renews `lease` at the leader (forwarded if this node follows) and
+    /// returns its TTL; `LeaseNotFound` if it is unknown or expired.
+    pub async fn lease_keep_alive(&self, lease: LeaseId) -> Result<LeaseTtl, NodeError> {
+        self.ask_lease(lease, true).await
+    }
+
+    /// The lease's granted and remaining TTL, as the leader's clock has it.
+    pub async fn lease_time_to_live(&self, lease: LeaseId) -> Result<LeaseTtl, NodeError> {
+        self.ask_lease(lease, false).await
+    }
+
+    async fn ask_lease(&self, lease: LeaseId, renew: bool) -> Result<LeaseTtl, NodeError> {
+        let bytes = self
+            .ask(|reply| Event::Lease {
+                lease,
+                renew,
+                reply,
+            })
+            .await??;
+        LeaseTtl::decode(&bytes)
+            .map_err(|e| NodeError::Storage(format!("a lease answer does not decode: {e}")))
     }
 
     pub async fn status(&self) -> Result<Status, NodeError> {

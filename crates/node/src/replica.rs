@@ -15,7 +15,12 @@
 //! - requests forwarded by followers, answered with frames;
 //! - what the core says to persist (with its must-sync flag), send and
 //!   apply, turned into tasks for the executor's storage and apply workers;
-//! - time, as ticks: request deadlines are counted in them.
+//! - time, as ticks: request deadlines are counted in them;
+//! - leases (`lessor.rs`): the expiry clock runs here on the leader, which
+//!   proposes revokes and checkpoints; keepalives and time-to-live queries
+//!   are answered by the leader (once its leadership is confirmed and it
+//!   knows every lease applied up to its commit index at their arrival),
+//!   forwarded to it by followers.
 //!
 //! Outcomes, and why each is safe:
 //! - an entry proposed here that commits with the same term is applied: the
@@ -42,6 +47,7 @@ use ferrite_raft::{
 
 use crate::codec::{Frame, Refusal};
 use crate::error::{NodeError, Unknown};
+use crate::lessor::{LeaseChange, LeaseId, LeaseProposals, LeaseTtl, Lessor, LessorConfig};
 
 /// A request of one of this member's clients, named by the replica.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -129,6 +135,12 @@ pub struct ReplicaCounters {
     pub unknown: u64,
     /// Writes answered "superseded" or re-proposed after it.
     pub superseded: u64,
+    /// Revokes of expired leases this member proposed as leader.
+    pub lease_revokes_proposed: u64,
+    /// Checkpoint commands (of remaining TTLs) proposed as leader.
+    pub lease_checkpoints_proposed: u64,
+    /// Leases renewed here as leader.
+    pub lease_renewals: u64,
 }
 
 /// Limits of the replica.
@@ -144,6 +156,18 @@ pub struct ReplicaConfig {
     /// member (a `ForwardReply` queued before a restart) names no request
     /// of this one.
     pub first_request_id: u64,
+    /// The length of a tick: the lessor's clock is ticks times this.
+    pub tick_ms: u64,
+    /// How the lessor proposes revokes and checkpoints; None: leases are
+    /// disabled and the lessor never proposes.
+    pub lease_proposals: Option<LeaseProposals>,
+    /// How often (in ticks) the leader checkpoints remaining TTLs.
+    pub lease_checkpoint_ticks: u64,
+    /// Revokes proposed per tick at most (etcd: 1000 a second).
+    pub lease_revokes_per_tick_max: usize,
+    /// A lease whose revoke (or reset checkpoint) was proposed but is still
+    /// in the table after this many ticks is proposed again.
+    pub lease_revoke_retry_ticks: u64,
 }
 
 impl Default for ReplicaConfig {
@@ -152,6 +176,11 @@ impl Default for ReplicaConfig {
             request_ticks: 50,
             requests_max: REQUESTS_MAX,
             first_request_id: 0,
+            tick_ms: 100,
+            lease_proposals: None,
+            lease_checkpoint_ticks: 50,
+            lease_revokes_per_tick_max: 100,
+            lease_revoke_retry_ticks: 20,
         }
     }
 }
@@ -198,7 +227,45 @@ enum ReadState {
 #[derive(Clone, Copy, Debug)]
 enum ReadOrigin {
     Local(RequestId),
+    Peer {
+        from: NodeId,
+        id: u64,
+    },
+    /// A lease request's leadership confirmation.
+    Lease(LeaseOrigin),
+}
+
+/// Who asked about a lease.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum LeaseOrigin {
+    Local(RequestId),
     Peer { from: NodeId, id: u64 },
+}
+
+/// A keepalive (`renew`) or time-to-live query.
+struct LeaseAsk {
+    lease: LeaseId,
+    renew: bool,
+    deadline: u64,
+    stage: LeaseStage,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum LeaseStage {
+    /// Local only: waiting for a leader; the last refusal is the answer at
+    /// the deadline.
+    Parked(NodeError),
+    /// Local only: asked of the leader `to`.
+    Forwarded { to: NodeId },
+    /// Here, leading: waiting until the lessor is promoted and, if the
+    /// lease is unknown, has applied up to `index` (the commit index at the
+    /// request's arrival: a grant the client was answered is in there).
+    Applying { index: Index },
+    /// Decided (renewed, or found live); waiting for the ReadIndex round
+    /// `ctx` to confirm that this member still leads.
+    Confirming { ctx: u64 },
+    /// Confirmed; a renew may still wait for its reset checkpoint.
+    Confirmed,
 }
 
 pub struct Replica {
@@ -216,6 +283,9 @@ pub struct Replica {
     /// Membership changes waiting for their entry.
     changes: BTreeMap<RequestId, u64>,
     read_ctx: BTreeMap<u64, ReadOrigin>,
+    /// Lease requests of local clients and, on the leader, of followers.
+    lease_asks: BTreeMap<LeaseOrigin, LeaseAsk>,
+    lessor: Lessor,
     /// The leader when parked requests were last tried.
     last_leader: Option<NodeId>,
     out: ReplicaOutput,
@@ -224,6 +294,8 @@ pub struct Replica {
 
 impl Replica {
     pub fn new(raft: Raft, cfg: ReplicaConfig) -> Replica {
+        let no_extend = raft.config().canary.no_lease_extend_on_promote();
+        let applied = raft.applied();
         Replica {
             raft,
             cfg,
@@ -235,6 +307,18 @@ impl Replica {
             proposed: BTreeMap::new(),
             changes: BTreeMap::new(),
             read_ctx: BTreeMap::new(),
+            lease_asks: BTreeMap::new(),
+            lessor: Lessor::new(
+                LessorConfig {
+                    tick_ms: cfg.tick_ms.max(1),
+                    proposals: cfg.lease_proposals,
+                    checkpoint_ticks: cfg.lease_checkpoint_ticks.max(1),
+                    revokes_per_tick_max: cfg.lease_revokes_per_tick_max,
+                    revoke_retry_ticks: cfg.lease_revoke_retry_ticks.max(1),
+                    no_extend_on_promote: no_extend,
+                },
+                applied,
+            ),
             last_leader: None,
             out: ReplicaOutput::default(),
             counters: ReplicaCounters::default(),
@@ -259,9 +343,20 @@ impl Replica {
         &self.counters
     }
 
-    /// Local requests waiting for an answer decided here.
+    /// Local requests waiting for an answer decided here (and followers'
+    /// lease requests, which share the bound).
     pub fn waiting(&self) -> usize {
-        self.writes.len() + self.reads.len() + self.changes.len()
+        self.writes.len() + self.reads.len() + self.changes.len() + self.lease_asks.len()
+    }
+
+    /// Leases this member knows of (granted and not yet revoked, as applied).
+    pub fn leases(&self) -> usize {
+        self.lessor.len()
+    }
+
+    /// Whether this member runs the lease expiry clock (leading, promoted).
+    pub fn lessor_promoted(&self) -> bool {
+        self.lessor.promoted()
     }
 
     // ---- Client requests --------------------------------------------------
@@ -424,7 +519,12 @@ impl Replica {
         self.now += 1;
         self.raft.tick();
         self.expire();
+        self.lessor.follow_role(self.now, &self.raft);
+        self.lessor
+            .tick(self.now, &mut self.raft, &mut self.counters);
+        self.expire_lease_asks();
         self.retry_parked();
+        self.advance_lease_asks();
     }
 
     /// Answers the requests whose deadline passed, and forwarded ones whose
@@ -624,6 +724,15 @@ impl Replica {
             Frame::ForwardReply { id, result } => self.on_forward_reply(RequestId(id), result),
             Frame::ReadIndex { id, from } => self.on_read_index(id, from),
             Frame::ReadIndexReply { id, result } => self.on_read_index_reply(RequestId(id), result),
+            Frame::LeaseRenew {
+                id,
+                from,
+                lease,
+                renew,
+            } => self.on_lease_renew(id, from, lease, renew),
+            Frame::LeaseRenewReply { id, result } => {
+                self.on_lease_renew_reply(RequestId(id), result)
+            }
         }
         Ok(())
     }
@@ -722,9 +831,24 @@ impl Replica {
         self.raft.on_persisted(index, term);
     }
 
-    /// The apply side has applied everything up to `index`.
+    /// The apply side has applied everything up to `index`. Lease changes
+    /// applied at or below it must have been given to `on_lease_changes`
+    /// first.
     pub fn on_applied(&mut self, index: Index) {
         self.raft.on_applied(index);
+        self.lessor.on_applied(index);
+        self.lessor.settle_resets(self.now, &mut self.raft);
+        self.advance_lease_asks();
+    }
+
+    /// Changes to the lease table the apply side made, in log order (at
+    /// start: the table the machine recovered, as a `Reset`).
+    pub fn on_lease_changes(&mut self, changes: Vec<LeaseChange>) {
+        if changes.is_empty() {
+            return;
+        }
+        self.lessor.on_changes(self.now, changes);
+        self.advance_lease_asks();
     }
 
     /// The state machine's snapshot at `index` is encoded and durable: the
@@ -749,6 +873,7 @@ impl Replica {
                 self.retry_parked();
             }
         }
+        self.advance_lease_asks();
         loop {
             let out = self.raft.take_output();
             if out.is_empty() {
@@ -861,6 +986,7 @@ impl Replica {
                     .send
                     .push((from, Frame::ReadIndexReply { id, result }));
             }
+            Some(ReadOrigin::Lease(origin)) => self.on_lease_confirmed(origin),
             None => {}
         }
     }
@@ -880,6 +1006,7 @@ impl Replica {
                     .send
                     .push((from, Frame::ReadIndexReply { id, result }));
             }
+            Some(ReadOrigin::Lease(origin)) => self.lease_leader_lost(origin),
             None => {}
         }
     }
@@ -899,6 +1026,15 @@ impl Replica {
         }
         for (id, _) in std::mem::take(&mut self.changes) {
             self.out.answers.push((id, Err(NodeError::Stopped)));
+        }
+        for (origin, ask) in std::mem::take(&mut self.lease_asks) {
+            if let LeaseOrigin::Local(id) = origin {
+                let answer = match ask.stage {
+                    LeaseStage::Parked(last) => last,
+                    _ => NodeError::Stopped,
+                };
+                self.out.answers.push((id, Err(answer)));
+            }
         }
         for (_, (_, requester)) in std::mem::take(&mut self.proposed) {
             if let Requester::Peer { from, id } = requester {
@@ -961,12 +1097,332 @@ impl Replica {
                 );
             }
         }
+        self.assert_lease_invariants();
         assert!(
             self.waiting() <= self.cfg.requests_max,
             "waiting={} max={}",
             self.waiting(),
             self.cfg.requests_max
         );
+    }
+}
+
+// ---- Leases -------------------------------------------------------------------
+
+impl Replica {
+    /// A keepalive: renews `lease` (a full TTL from now on the leader's
+    /// clock) and answers its TTL (`LeaseTtl::encode`), or
+    /// `LeaseNotFound` if it is unknown or expired.
+    pub fn lease_keep_alive(&mut self, lease: LeaseId) -> RequestId {
+        self.lease_ask(lease, true)
+    }
+
+    /// A time-to-live query: like a keepalive, but extends nothing.
+    pub fn lease_time_to_live(&mut self, lease: LeaseId) -> RequestId {
+        self.lease_ask(lease, false)
+    }
+
+    fn lease_ask(&mut self, lease: LeaseId, renew: bool) -> RequestId {
+        let id = self.next_request();
+        if self.full(id) {
+            return id;
+        }
+        let ask = LeaseAsk {
+            lease,
+            renew,
+            deadline: self.now + self.cfg.request_ticks,
+            stage: LeaseStage::Parked(NodeError::NoLeader),
+        };
+        self.lease_asks.insert(LeaseOrigin::Local(id), ask);
+        self.advance_lease_asks();
+        id
+    }
+
+    /// A follower's lease request, decided here if leading.
+    fn on_lease_renew(&mut self, id: u64, from: NodeId, lease: LeaseId, renew: bool) {
+        let origin = LeaseOrigin::Peer { from, id };
+        if self.raft.role() != ferrite_raft::Role::Leader {
+            let leader = self.raft.leader().filter(|l| *l != self.id());
+            let result = Err(Refusal::NotLeader { leader });
+            self.out
+                .send
+                .push((from, Frame::LeaseRenewReply { id, result }));
+            return;
+        }
+        if self.waiting() >= self.cfg.requests_max || self.lease_asks.contains_key(&origin) {
+            let result = Err(Refusal::Busy);
+            self.out
+                .send
+                .push((from, Frame::LeaseRenewReply { id, result }));
+            return;
+        }
+        let ask = LeaseAsk {
+            lease,
+            renew,
+            deadline: self.now + self.cfg.request_ticks,
+            stage: LeaseStage::Applying {
+                index: self.raft.commit(),
+            },
+        };
+        self.lease_asks.insert(origin, ask);
+        self.advance_lease(origin);
+    }
+
+    fn on_lease_renew_reply(&mut self, id: RequestId, result: Result<LeaseTtl, Refusal>) {
+        let origin = LeaseOrigin::Local(id);
+        let forwarded = self
+            .lease_asks
+            .get(&origin)
+            .is_some_and(|a| matches!(a.stage, LeaseStage::Forwarded { .. }));
+        if !forwarded {
+            self.counters.ignored_frames += 1;
+            return;
+        }
+        match result {
+            Ok(ttl) => self.answer_lease(origin, Ok(ttl)),
+            Err(Refusal::LeaseNotFound) => self.answer_lease(origin, Err(NodeError::LeaseNotFound)),
+            Err(r) => {
+                if let Some(ask) = self.lease_asks.get_mut(&origin) {
+                    ask.stage = LeaseStage::Parked(refusal_error(r));
+                }
+            }
+        }
+    }
+
+    /// Moves every lease request on as far as it can go now. Called on
+    /// ticks, on what apply reports, and when the leader changes.
+    fn advance_lease_asks(&mut self) {
+        self.lessor.follow_role(self.now, &self.raft);
+        if self.lease_asks.is_empty() {
+            return;
+        }
+        let origins: Vec<LeaseOrigin> = self.lease_asks.keys().copied().collect();
+        for origin in origins {
+            self.advance_lease(origin);
+        }
+    }
+
+    fn advance_lease(&mut self, origin: LeaseOrigin) {
+        let Some(ask) = self.lease_asks.get(&origin) else {
+            return;
+        };
+        let leading = self.raft.role() == ferrite_raft::Role::Leader;
+        match ask.stage.clone() {
+            LeaseStage::Parked(_) => self.route_lease(origin),
+            LeaseStage::Forwarded { .. } => {}
+            LeaseStage::Applying { .. } | LeaseStage::Confirmed if !leading => {
+                self.lease_leader_lost(origin)
+            }
+            LeaseStage::Applying { index } => self.decide_lease(origin, index),
+            LeaseStage::Confirming { .. } => {}
+            LeaseStage::Confirmed => self.maybe_answer_lease(origin),
+        }
+    }
+
+    /// A parked local request: decided here when leading, asked of the
+    /// leader otherwise, or left parked until one is known.
+    fn route_lease(&mut self, origin: LeaseOrigin) {
+        let LeaseOrigin::Local(id) = origin else {
+            return;
+        };
+        let Some(ask) = self.lease_asks.get_mut(&origin) else {
+            return;
+        };
+        debug_assert!(matches!(ask.stage, LeaseStage::Parked(_)));
+        let me = self.raft.id();
+        match self.raft.leader() {
+            Some(leader) if leader == me && self.raft.role() == ferrite_raft::Role::Leader => {
+                ask.stage = LeaseStage::Applying {
+                    index: self.raft.commit(),
+                };
+                self.advance_lease(origin);
+            }
+            Some(leader) if leader != me => {
+                let frame = Frame::LeaseRenew {
+                    id: id.0,
+                    from: me,
+                    lease: ask.lease,
+                    renew: ask.renew,
+                };
+                ask.stage = LeaseStage::Forwarded { to: leader };
+                self.out.send.push((leader, frame));
+            }
+            _ => {}
+        }
+    }
+
+    /// On the promoted leader, with the lease table caught up: not found,
+    /// or renewed (or found live) and then confirmed by a ReadIndex round.
+    fn decide_lease(&mut self, origin: LeaseOrigin, index: Index) {
+        let Some(ask) = self.lease_asks.get(&origin) else {
+            return;
+        };
+        let (lease, renew) = (ask.lease, ask.renew);
+        if !self.lessor.promoted() {
+            return;
+        }
+        if !self.lessor.is_known(lease) && self.lessor.applied() < index {
+            // etcd's waitAppliedIndex: its grant may be committed, not yet
+            // applied here.
+            return;
+        }
+        if !self.lessor.is_live(self.now, lease) {
+            self.answer_lease(origin, Err(NodeError::LeaseNotFound));
+            return;
+        }
+        assert!(self.lessor.is_known(lease), "a live lease {lease} is known");
+        if renew {
+            self.counters.lease_renewals += 1;
+            // Whether it must wait for a reset is asked once confirmed.
+            self.lessor.renew(self.now, lease, &mut self.raft);
+        }
+        let ctx = self.next_request().0;
+        match self.raft.read_index(ctx) {
+            Ok(()) => {
+                self.read_ctx.insert(ctx, ReadOrigin::Lease(origin));
+                if let Some(ask) = self.lease_asks.get_mut(&origin) {
+                    ask.stage = LeaseStage::Confirming { ctx };
+                }
+            }
+            Err(ProposeError::NotLeader { .. } | ProposeError::NoLeader) => {
+                self.lease_leader_lost(origin)
+            }
+            Err(e) => self.answer_lease(origin, Err(propose_error(e))),
+        }
+    }
+
+    /// This member still led after the request was decided.
+    fn on_lease_confirmed(&mut self, origin: LeaseOrigin) {
+        let Some(ask) = self.lease_asks.get_mut(&origin) else {
+            return;
+        };
+        assert!(
+            matches!(ask.stage, LeaseStage::Confirming { .. }),
+            "{origin:?} confirmed in stage {:?}",
+            ask.stage
+        );
+        ask.stage = LeaseStage::Confirmed;
+        self.maybe_answer_lease(origin);
+    }
+
+    /// Answers a confirmed request, unless a renew still waits for its
+    /// reset checkpoint to be applied (see `lessor.rs`).
+    fn maybe_answer_lease(&mut self, origin: LeaseOrigin) {
+        let Some(ask) = self.lease_asks.get(&origin) else {
+            return;
+        };
+        debug_assert_eq!(ask.stage, LeaseStage::Confirmed);
+        let (lease, renew) = (ask.lease, ask.renew);
+        if renew && !self.lessor.reset_done(lease) {
+            return;
+        }
+        let answer = self
+            .lessor
+            .ttl(self.now, lease, renew)
+            .ok_or(NodeError::LeaseNotFound);
+        self.answer_lease(origin, answer);
+    }
+
+    /// Leadership was lost under a request being decided here: a local one
+    /// goes again (a renew is safe to repeat), a follower's is told.
+    fn lease_leader_lost(&mut self, origin: LeaseOrigin) {
+        let Some(ask) = self.lease_asks.get_mut(&origin) else {
+            return;
+        };
+        if let LeaseStage::Confirming { ctx } = ask.stage {
+            self.read_ctx.remove(&ctx);
+        }
+        match origin {
+            LeaseOrigin::Local(_) => ask.stage = LeaseStage::Parked(NodeError::NoLeader),
+            LeaseOrigin::Peer { .. } => {
+                let leader = self.raft.leader().filter(|l| *l != self.raft.id());
+                self.answer_lease(origin, Err(NodeError::NotLeader { leader }));
+            }
+        }
+    }
+
+    fn answer_lease(&mut self, origin: LeaseOrigin, answer: Result<LeaseTtl, NodeError>) {
+        if let Some(LeaseAsk {
+            stage: LeaseStage::Confirming { ctx },
+            ..
+        }) = self.lease_asks.remove(&origin)
+        {
+            self.read_ctx.remove(&ctx);
+        }
+        match origin {
+            LeaseOrigin::Local(id) => {
+                self.out.answers.push((id, answer.map(|t| t.encode())));
+            }
+            LeaseOrigin::Peer { from, id } => {
+                let result = answer.map_err(|e| refusal(&e));
+                self.out
+                    .send
+                    .push((from, Frame::LeaseRenewReply { id, result }));
+            }
+        }
+    }
+
+    /// Deadlines: a local request gets its last refusal (or `Timeout`), a
+    /// follower's is dropped (the follower times it out). A forwarded one
+    /// whose leader no longer leads is asked again.
+    fn expire_lease_asks(&mut self) {
+        let (now, leader) = (self.now, self.raft.leader());
+        let due: Vec<LeaseOrigin> = self
+            .lease_asks
+            .iter()
+            .filter(|(_, a)| {
+                now >= a.deadline
+                    || matches!(a.stage, LeaseStage::Forwarded { to } if leader != Some(to))
+            })
+            .map(|(o, _)| *o)
+            .collect();
+        for origin in due {
+            let Some(ask) = self.lease_asks.get_mut(&origin) else {
+                continue;
+            };
+            if now < ask.deadline {
+                ask.stage = LeaseStage::Parked(NodeError::NoLeader);
+                continue;
+            }
+            let Some(ask) = self.lease_asks.remove(&origin) else {
+                continue;
+            };
+            if let LeaseStage::Confirming { ctx } = ask.stage {
+                self.read_ctx.remove(&ctx);
+            }
+            if let LeaseOrigin::Local(id) = origin {
+                let answer = match ask.stage {
+                    LeaseStage::Parked(last) => last,
+                    _ => NodeError::Timeout,
+                };
+                self.out.answers.push((id, Err(answer)));
+            }
+        }
+    }
+
+    fn assert_lease_invariants(&self) {
+        self.lessor.assert_invariants();
+        for (origin, ask) in &self.lease_asks {
+            match ask.stage {
+                LeaseStage::Confirming { ctx } => assert!(
+                    matches!(self.read_ctx.get(&ctx), Some(ReadOrigin::Lease(o)) if o == origin),
+                    "{origin:?} confirming with context {ctx} the core does not hold for it"
+                ),
+                LeaseStage::Parked(_) | LeaseStage::Forwarded { .. } => assert!(
+                    matches!(origin, LeaseOrigin::Local(_)),
+                    "a follower's lease request {origin:?} in stage {:?}",
+                    ask.stage
+                ),
+                LeaseStage::Applying { .. } | LeaseStage::Confirmed => {}
+            }
+            assert!(
+                ask.deadline <= self.now + self.cfg.request_ticks,
+                "{origin:?} deadline {} beyond now {} + {}",
+                ask.deadline,
+                self.now,
+                self.cfg.request_ticks
+            );
+        }
     }
 }
 
@@ -997,6 +1453,7 @@ pub fn refusal(e: &NodeError) -> Refusal {
         NodeError::NoLeader => Refusal::NotLeader { leader: None },
         NodeError::TooLarge => Refusal::TooLarge,
         NodeError::Superseded => Refusal::Superseded,
+        NodeError::LeaseNotFound => Refusal::LeaseNotFound,
         e if e.is_unknown() => Refusal::Unknown,
         _ => Refusal::Busy,
     }
@@ -1015,5 +1472,6 @@ pub(crate) fn refusal_error(r: Refusal) -> NodeError {
         Refusal::TooLarge => NodeError::TooLarge,
         Refusal::Superseded => NodeError::Superseded,
         Refusal::Unknown => NodeError::Unknown(Unknown::LeaderChanged),
+        Refusal::LeaseNotFound => NodeError::LeaseNotFound,
     }
 }

@@ -30,6 +30,12 @@ pub enum Canary {
     /// applied up to the read index.
     #[cfg(feature = "canary")]
     ReadBeforeApplied,
+    /// The replica's lessor does not extend leases when its member becomes
+    /// leader: each keeps the expiry it would have had if granted when its
+    /// grant was applied there, so a failover can expire a lease that was
+    /// renewed in time.
+    #[cfg(feature = "canary")]
+    NoLeaseExtendOnPromote,
 }
 
 impl Canary {
@@ -44,6 +50,7 @@ impl Canary {
                 Canary::IgnoreApplyBudget,
                 Canary::ReproposeUnknown,
                 Canary::ReadBeforeApplied,
+                Canary::NoLeaseExtendOnPromote,
             ]
         }
         #[cfg(not(feature = "canary"))]
@@ -67,6 +74,8 @@ impl Canary {
             Canary::ReproposeUnknown => "repropose-unknown",
             #[cfg(feature = "canary")]
             Canary::ReadBeforeApplied => "read-before-applied",
+            #[cfg(feature = "canary")]
+            Canary::NoLeaseExtendOnPromote => "no-lease-extend-on-promote",
         }
     }
 
@@ -129,6 +138,17 @@ impl Canary {
         #[cfg(feature = "canary")]
         {
             self == Canary::ReadBeforeApplied
+        }
+        #[cfg(not(feature = "canary"))]
+        {
+            false
+        }
+    }
+
+    pub fn no_lease_extend_on_promote(self) -> bool {
+        #[cfg(feature = "canary")]
+        {
+            self == Canary::NoLeaseExtendOnPromote
         }
         #[cfg(not(feature = "canary"))]
         {

@@ -333,6 +333,9 @@ impl World {
             self.fail(Violation::new("apply", format!("{id}: {e}")));
             return;
         }
+        running
+            .replica
+            .on_lease_changes(std::mem::take(&mut out.leases));
         if let Some(upto) = out.upto {
             running.replica.on_applied(upto);
         }

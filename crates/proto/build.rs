@@ -9,6 +9,8 @@ const PROTO_ROOT: &str = "proto";
 const PROTOS: &[&str] = &[
     "mvccpb/kv.proto",
     "etcdserverpb/rpc.proto",
+    "v3lockpb/v3lock.proto",
+    "v3electionpb/v3election.proto",
     "ferrite/ferrite.proto",
 ];
 

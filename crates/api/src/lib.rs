@@ -4,7 +4,8 @@
 //! answer, or `ServiceError`, is translated back.
 //!
 //! - `kv.rs`, `watch.rs`, `lease.rs`, `cluster.rs`: the etcd v3 API (KV,
-//!   Watch, Lease, Cluster, Maintenance);
+//!   Watch, Lease, Cluster, Maintenance); `concurrency.rs`: etcd's Lock
+//!   and Election services;
 //!   `errors.rs`: etcd's codes and messages for what fails; `header.rs`:
 //!   the response header.
 //! - `registers.rs`, `status.rs`: Ferrite's own gRPC services.
@@ -16,12 +17,14 @@
 //!   (`ferrite-nbd`).
 
 mod cluster;
+mod concurrency;
 mod convert;
 pub mod dashboard;
 pub mod errors;
 pub mod header;
 pub mod http;
 mod kv;
+mod lease;
 mod registers;
 pub mod server;
 mod status;

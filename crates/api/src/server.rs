@@ -11,11 +11,14 @@ use std::time::Duration;
 use ferrite_node::{Node, NodeConfig};
 use ferrite_proto::etcdserverpb::cluster_server::ClusterServer;
 use ferrite_proto::etcdserverpb::kv_server::KvServer;
+use ferrite_proto::etcdserverpb::lease_server::LeaseServer;
 use ferrite_proto::etcdserverpb::maintenance_server::MaintenanceServer;
 use ferrite_proto::etcdserverpb::watch_server::WatchServer;
 use ferrite_proto::ferrite::v1::registers_server::RegistersServer;
 use ferrite_proto::ferrite::v1::status_server::StatusServer;
 use ferrite_proto::ferrite::v1::volumes_server::VolumesServer;
+use ferrite_proto::v3electionpb::election_server::ElectionServer;
+use ferrite_proto::v3lockpb::lock_server::LockServer;
 use ferrite_raft::NodeId;
 use ferrite_service::copy::PeerCopier;
 use ferrite_service::machine::Replicated;
@@ -26,7 +29,9 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tokio_stream::StreamExt;
 
 use crate::cluster::{parse_url, ClusterService, MaintenanceService};
+use crate::concurrency::{ElectionService, LockService};
 use crate::kv::KvService;
+use crate::lease::{LeaseIds, LeaseService};
 use crate::registers::RegistersService;
 use crate::status::StatusService;
 use crate::volumes::VolumesService;
@@ -127,7 +132,11 @@ impl Server {
         let machine = Replicated::open(&opts.node.data_dir.join("volumes"), copier, events.clone())
             .map_err(ServeError::Volumes)?;
         let volume_files = machine.files();
-        let node = Node::start(opts.node.clone(), machine).await?;
+        let mut node_config = opts.node.clone();
+        node_config.lease_proposals = Some(ferrite_service::machine::lease_proposals());
+        let election_ms =
+            node_config.tick.as_millis() as i64 * i64::from(node_config.election_ticks);
+        let node = Node::start(node_config, machine).await?;
         let context = Context {
             node: node.clone(),
             cluster_id: opts.node.cluster_id,
@@ -148,6 +157,14 @@ impl Server {
                 limits: opts.watch,
                 stop: stop_rx,
             }))
+            .add_service(LeaseServer::new(LeaseService {
+                ctx: context.clone(),
+                // etcd's minimum TTL: 1.5 election timeouts, in whole seconds.
+                min_ttl: (election_ms * 3 / 2 + 999) / 1000,
+                ids: LeaseIds::new(opts.node.id.0),
+            }))
+            .add_service(LockServer::new(LockService(context.clone())))
+            .add_service(ElectionServer::new(ElectionService(context.clone())))
             .add_service(ClusterServer::new(ClusterService(context.clone())))
             .add_service(MaintenanceServer::new(MaintenanceService(context.clone())))
             .add_service(RegistersServer::new(RegistersService(context.clone())))

@@ -2,7 +2,8 @@
 //! .proto files under `proto/`.
 //!
 //! - [`etcdserverpb`] and [`mvccpb`]: the etcd v3 client API (KV, Watch,
-//!   Lease, Cluster, Maintenance), wire-compatible with etcd 3.4/3.5 clients.
+//!   Lease, Cluster, Maintenance), wire-compatible with etcd 3.4/3.5 clients;
+//!   [`v3lockpb`] and [`v3electionpb`]: etcd's lock and election services.
 //! - [`ferrite::v1`]: Ferrite's own services (`Registers`, `Status`).
 //!
 //! Every generated server trait has default method bodies that answer
@@ -22,6 +23,18 @@ pub mod mvccpb {
 #[allow(clippy::all, clippy::pedantic, missing_docs, rustdoc::all)]
 pub mod etcdserverpb {
     include!(concat!(env!("OUT_DIR"), "/etcdserverpb.rs"));
+}
+
+/// etcd's server-side lock service.
+#[allow(clippy::all, clippy::pedantic, missing_docs, rustdoc::all)]
+pub mod v3lockpb {
+    include!(concat!(env!("OUT_DIR"), "/v3lockpb.rs"));
+}
+
+/// etcd's server-side election service.
+#[allow(clippy::all, clippy::pedantic, missing_docs, rustdoc::all)]
+pub mod v3electionpb {
+    include!(concat!(env!("OUT_DIR"), "/v3electionpb.rs"));
 }
 
 /// Ferrite's own services.

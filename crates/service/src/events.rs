@@ -15,26 +15,11 @@
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 
-use ferrite_state::{Event, VolumeEvent};
+use ferrite_state::{Event, Published, VolumeEvent};
 use tokio::sync::broadcast;
 
 /// Entries the ring keeps for readers that are behind.
 pub const EVENT_STREAM_ENTRIES: usize = 4096;
-
-/// The changes of one applied entry.
-#[derive(Debug)]
-pub struct Published {
-    /// The log index of the entry.
-    pub index: u64,
-    /// The KV store's revision after it (unchanged if it changed no key).
-    pub revision: i64,
-    /// In the order the entry made them; KV events all carry `revision`.
-    pub events: Vec<Event>,
-    /// The state was replaced by a snapshot at `index`: the changes up to
-    /// `revision` were never published, so readers must catch up from
-    /// history, as if they had lagged.
-    pub restored: bool,
-}
 
 #[derive(Clone)]
 pub struct EventStream {

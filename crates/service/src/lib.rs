@@ -13,10 +13,13 @@
 //! - `volumes.rs`: block volume operations (shared by gRPC and NBD).
 //! - `members.rs`: the member table; `ids.rs`: member ids.
 //! - `compaction.rs`: the leader's auto-compaction of the KV history.
+//! - `concurrency.rs`: etcd's locks and elections, from leases,
+//!   transactions and watches.
 //! - `events.rs`: the one ordered stream of applied changes;
 //!   `watch/`: etcd's Watch as views of it.
 
 pub mod compaction;
+pub mod concurrency;
 pub mod context;
 pub mod copy;
 pub mod error;

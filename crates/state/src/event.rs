@@ -89,3 +89,18 @@ pub enum VolumeEvent {
         len: u64,
     },
 }
+
+/// The changes of one applied entry, as the event stream carries them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Published {
+    /// The log index of the entry.
+    pub index: u64,
+    /// The KV store's revision after it (unchanged if it changed no key).
+    pub revision: i64,
+    /// In the order the entry made them; KV events all carry `revision`.
+    pub events: Vec<Event>,
+    /// The state was replaced by a snapshot at `index`: the changes up to
+    /// `revision` were never published, so readers must catch up from
+    /// history, as if they had lagged.
+    pub restored: bool,
+}

@@ -29,11 +29,12 @@ pub mod reply;
 pub mod session;
 mod snapshot;
 pub mod volumes;
+pub mod watch;
 
 pub use crate::block_store::{BlockStore, StoreError};
 pub use crate::command::{Command, Op};
 pub use crate::error::{ApplyError, DecodeError, StateError};
-pub use crate::event::{Event, KvEvent, LeaseEvent, RegisterEvent, VolumeEvent};
+pub use crate::event::{Event, KvEvent, LeaseEvent, Published, RegisterEvent, VolumeEvent};
 pub use crate::kv::{
     ChangesRequest, ChangesResponse, CompactRequest, CompactResponse, Compare, CompareResult,
     CompareTarget, DeleteRangeRequest, DeleteRangeResponse, KeyValue, KvStore, PutRequest,

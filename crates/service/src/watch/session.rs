@@ -16,7 +16,7 @@ use ferrite_state::{ChangesRequest, ChangesResponse, Op, Reply};
 use tokio::sync::{broadcast, mpsc};
 
 use crate::context::Context;
-use crate::watch::stream::{WatchCommand, WatchReply, WatchStream};
+use ferrite_state::watch::{WatchCommand, WatchReply, WatchStream};
 
 #[derive(Clone, Copy, Debug)]
 pub struct WatchLimits {

@@ -1,14 +1,13 @@
 //! The watch stream against a real state machine: live entries are what
 //! applying produced, history reads are what the machine answers.
 
-use bytes::Bytes;
-use ferrite_state::{
+use super::*;
+use crate::event::Published;
+use crate::{
     ChangesRequest, ChangesResponse, Command, CompactRequest, DeleteRangeRequest, Op, PutRequest,
     Reply, StateMachine,
 };
-
-use super::*;
-use crate::events::Published;
+use bytes::Bytes;
 
 fn b(s: &str) -> Bytes {
     Bytes::copy_from_slice(s.as_bytes())
@@ -312,14 +311,14 @@ fn fragments_split_a_large_revision() {
     let big = "x".repeat(600 * 1024);
     let ops = (0..5)
         .map(|i| {
-            ferrite_state::RequestOp::Put(PutRequest {
+            crate::RequestOp::Put(PutRequest {
                 key: b(&format!("k{i}")),
                 value: b(&big),
                 ..PutRequest::default()
             })
         })
         .collect();
-    m.apply(Op::Txn(ferrite_state::TxnRequest {
+    m.apply(Op::Txn(crate::TxnRequest {
         compare: vec![],
         success: ops,
         failure: vec![],

@@ -1,8 +1,9 @@
 //! One watch stream's watches, sans IO: etcd's `serverWatchStream` and its
 //! synced/unsynced watcher groups as a deterministic state machine. The
-//! async side (`session.rs`) feeds it commands, live entries from the event
-//! stream, lag notices and history reads, and sends what it returns; the
-//! simulator can drive the very same code.
+//! service's async side (`ferrite-service`'s `watch/session.rs`) feeds it
+//! commands, live entries from the event stream, lag notices and history
+//! reads, and sends what it returns; the simulator drives the very same
+//! code.
 //!
 //! Each watch has `next_rev`, the first revision it has not been sent.
 //! Invariant: every matching event below `next_rev` has been returned,
@@ -22,10 +23,9 @@
 
 use std::collections::BTreeMap;
 
+use crate::event::{Event, KvEvent, Published};
+use crate::kv::{ChangesRequest, ChangesResponse};
 use bytes::Bytes;
-use ferrite_state::{ChangesRequest, ChangesResponse, Event, KvEvent};
-
-use crate::events::Published;
 
 /// Events read from history per catch-up read of one watch.
 pub const CATCH_UP_EVENTS_MAX: u64 = 1000;
@@ -442,7 +442,7 @@ fn push_events(
 
 /// About what an event costs on the wire.
 fn event_bytes(e: &KvEvent) -> usize {
-    let kv = |kv: &Option<ferrite_state::KeyValue>| {
+    let kv = |kv: &Option<crate::kv::KeyValue>| {
         kv.as_ref()
             .map_or(0, |kv| kv.key.len() + kv.value.len() + 48)
     };

@@ -54,10 +54,15 @@ pub fn run<M: StateMachine>(
                             let _ = reply.send(answer);
                         }
                     }
-                    Requester::Peer { from, id } => {
-                        let result = answer.map_err(|e| refusal(&e));
-                        transport.send(from, &Frame::ForwardReply { id, result });
-                    }
+                    Requester::Peer { from, id } => match (answer, out.upto) {
+                        (Ok(reply), Some(index)) => {
+                            transport.send(from, &Frame::ForwardApplied { id, index, reply });
+                        }
+                        (answer, _) => {
+                            let result = answer.map_err(|e| refusal(&e));
+                            transport.send(from, &Frame::ForwardReply { id, result });
+                        }
+                    },
                 }
             }
             upto = out.upto.or(upto);

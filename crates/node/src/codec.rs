@@ -53,6 +53,15 @@ pub enum Frame {
         id: u64,
         result: Result<Bytes, Refusal>,
     },
+    /// A forwarded write's reply, with the leader's applied index when it
+    /// answered: the follower answers its client only once it has applied
+    /// that far itself, so a client that wrote through a member then reads
+    /// (or watches) there sees its write, as with etcd.
+    ForwardApplied {
+        id: u64,
+        index: Index,
+        reply: Bytes,
+    },
     /// A follower asking the leader for a linearizable read point.
     ReadIndex {
         id: u64,
@@ -190,6 +199,12 @@ pub fn encode(frame: &Frame) -> Bytes {
             b.put_u64_le(from.0);
             b.put_i64_le(*lease);
             b.put_u8(u8::from(*renew));
+        }
+        Frame::ForwardApplied { id, index, reply } => {
+            b.put_u8(8);
+            b.put_u64_le(*id);
+            b.put_u64_le(index.0);
+            put_bytes(&mut b, reply);
         }
         Frame::LeaseRenewReply { id, result } => {
             b.put_u8(7);
@@ -466,6 +481,11 @@ pub fn decode(body: Bytes) -> Result<Frame, CodecError> {
                     })
                 }
             },
+        },
+        8 => Frame::ForwardApplied {
+            id: r.u64()?,
+            index: Index(r.u64()?),
+            reply: r.bytes()?,
         },
         tag => return Err(CodecError::UnknownTag { what: "frame", tag }),
     };
@@ -756,6 +776,11 @@ mod tests {
             Frame::ForwardReply {
                 id: 5,
                 result: Ok(Bytes::from_static(b"ok")),
+            },
+            Frame::ForwardApplied {
+                id: 5,
+                index: Index(42),
+                reply: Bytes::from_static(b"ok"),
             },
             Frame::ForwardReply {
                 id: 6,

@@ -283,6 +283,9 @@ pub struct Replica {
     /// Membership changes waiting for their entry.
     changes: BTreeMap<RequestId, u64>,
     read_ctx: BTreeMap<u64, ReadOrigin>,
+    /// Replies to forwarded writes the leader applied at the key's index,
+    /// held until this member has applied that far.
+    applied_replies: BTreeMap<Index, Vec<(RequestId, Bytes)>>,
     /// Lease requests of local clients and, on the leader, of followers.
     lease_asks: BTreeMap<LeaseOrigin, LeaseAsk>,
     lessor: Lessor,
@@ -307,6 +310,7 @@ impl Replica {
             proposed: BTreeMap::new(),
             changes: BTreeMap::new(),
             read_ctx: BTreeMap::new(),
+            applied_replies: BTreeMap::new(),
             lease_asks: BTreeMap::new(),
             lessor: Lessor::new(
                 LessorConfig {
@@ -721,7 +725,12 @@ impl Replica {
             Frame::Hello { .. } => {}
             Frame::Raft(msg) => self.raft.step(msg)?,
             Frame::Forward { id, from, data } => self.on_forward(id, from, data),
-            Frame::ForwardReply { id, result } => self.on_forward_reply(RequestId(id), result),
+            Frame::ForwardReply { id, result } => {
+                self.on_forward_reply(RequestId(id), result, Index(0))
+            }
+            Frame::ForwardApplied { id, index, reply } => {
+                self.on_forward_reply(RequestId(id), Ok(reply), index)
+            }
             Frame::ReadIndex { id, from } => self.on_read_index(id, from),
             Frame::ReadIndexReply { id, result } => self.on_read_index_reply(RequestId(id), result),
             Frame::LeaseRenew {
@@ -759,7 +768,9 @@ impl Replica {
         }
     }
 
-    fn on_forward_reply(&mut self, id: RequestId, result: Result<Bytes, Refusal>) {
+    /// `index`: apply must reach it here before the client is answered
+    /// (0: answer at once).
+    fn on_forward_reply(&mut self, id: RequestId, result: Result<Bytes, Refusal>, index: Index) {
         let forwarded = self
             .writes
             .get(&id)
@@ -771,7 +782,14 @@ impl Replica {
         match result {
             Ok(reply) => {
                 self.writes.remove(&id);
-                self.out.answers.push((id, Ok(reply)));
+                if index > self.raft.applied() {
+                    self.applied_replies
+                        .entry(index)
+                        .or_default()
+                        .push((id, reply));
+                } else {
+                    self.out.answers.push((id, Ok(reply)));
+                }
             }
             Err(Refusal::Unknown) => self.unknown(Requester::Local(id), Unknown::LeaderChanged),
             Err(r) => self.not_applied(Requester::Local(id), refusal_error(r)),
@@ -836,6 +854,14 @@ impl Replica {
     /// first.
     pub fn on_applied(&mut self, index: Index) {
         self.raft.on_applied(index);
+        while let Some(entry) = self.applied_replies.first_entry() {
+            if *entry.key() > index {
+                break;
+            }
+            for (id, reply) in entry.remove() {
+                self.out.answers.push((id, Ok(reply)));
+            }
+        }
         self.lessor.on_applied(index);
         self.lessor.settle_resets(self.now, &mut self.raft);
         self.advance_lease_asks();
@@ -1023,6 +1049,13 @@ impl Replica {
         }
         for (id, _) in std::mem::take(&mut self.reads) {
             self.out.answers.push((id, Err(NodeError::Stopped)));
+        }
+        // Applied by the leader: the reply is true whether or not this
+        // member gets to apply it.
+        for (_, replies) in std::mem::take(&mut self.applied_replies) {
+            for (id, reply) in replies {
+                self.out.answers.push((id, Ok(reply)));
+            }
         }
         for (id, _) in std::mem::take(&mut self.changes) {
             self.out.answers.push((id, Err(NodeError::Stopped)));

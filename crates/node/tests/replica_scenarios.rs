@@ -68,6 +68,8 @@ struct Cluster {
     queue: VecDeque<(NodeId, NodeId, Frame)>,
     /// Directed links that drop everything.
     cut: BTreeSet<(NodeId, NodeId)>,
+    /// Directed links that drop Raft messages only.
+    raft_cut: BTreeSet<(NodeId, NodeId)>,
 }
 
 const IDS: [NodeId; 3] = [NodeId(1), NodeId(2), NodeId(3)];
@@ -103,6 +105,7 @@ impl Cluster {
             members,
             queue: VecDeque::new(),
             cut: BTreeSet::new(),
+            raft_cut: BTreeSet::new(),
         }
     }
 
@@ -119,10 +122,12 @@ impl Cluster {
 
     fn heal(&mut self) {
         self.cut.clear();
+        self.raft_cut.clear();
     }
 
     fn send(&mut self, from: NodeId, to: NodeId, frame: Frame) {
-        if !self.cut.contains(&(from, to)) {
+        let raft_cut = matches!(frame, Frame::Raft(_)) && self.raft_cut.contains(&(from, to));
+        if !self.cut.contains(&(from, to)) && !raft_cut {
             self.queue.push_back((from, to, frame));
         }
     }
@@ -194,10 +199,21 @@ impl Cluster {
                 Requester::Local(request) => {
                     self.member(id).answers.insert(request, answer);
                 }
-                Requester::Peer { from, id: fwd } => {
-                    let result = answer.map_err(|e| ferrite_node::replica::refusal(&e));
-                    self.send(id, from, Frame::ForwardReply { id: fwd, result });
-                }
+                // As the apply thread does: a reply carries the index applied.
+                Requester::Peer { from, id: fwd } => match (answer, out.upto) {
+                    (Ok(reply), Some(index)) => {
+                        let frame = Frame::ForwardApplied {
+                            id: fwd,
+                            index,
+                            reply,
+                        };
+                        self.send(id, from, frame);
+                    }
+                    (answer, _) => {
+                        let result = answer.map_err(|e| ferrite_node::replica::refusal(&e));
+                        self.send(id, from, Frame::ForwardReply { id: fwd, result });
+                    }
+                },
             }
         }
     }
@@ -359,6 +375,30 @@ fn a_follower_forwards_writes_and_reads_and_answers_them() {
         "the read after the writes sees them"
     );
     assert_eq!(c.member(n3).replica.counters().forwarded, 3);
+}
+
+#[test]
+fn a_forwarded_write_is_answered_once_the_follower_has_applied_it_too() {
+    let (n1, n3) = (IDS[0], IDS[2]);
+    let mut c = Cluster::new(1_000);
+    c.elect(n1);
+    // n3 hears nothing of the log: the leader commits with n2 alone.
+    c.raft_cut.insert((n1, n3));
+    let writes = c.propose(n3, 1);
+    c.settle();
+    assert_eq!(c.count(n1), 1, "applied on the leader");
+    assert_eq!(c.count(n3), 0, "not yet here");
+    assert!(
+        !c.member(n3).answers.contains_key(&writes[0]),
+        "not answered before this member applied it: a read here would miss it"
+    );
+    c.heal();
+    for _ in 0..5 {
+        c.member(n1).replica.tick();
+        c.settle();
+    }
+    assert_eq!(c.count(n3), 1);
+    assert!(matches!(c.member(n3).answers.get(&writes[0]), Some(Ok(_))));
 }
 
 #[test]

@@ -3,7 +3,7 @@
 //! output. The rules themselves live in `election.rs`, `replication.rs`,
 //! `leader.rs` and `snapshot_transfer.rs`.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use bytes::Bytes;
 
@@ -136,6 +136,10 @@ pub struct Raft {
     pub(crate) read_round: u64,
     pub(crate) read_round_wanted: bool,
     pub(crate) commit_broadcast: Index,
+    /// Followers that now hold entries up to a commit they were not told
+    /// of (their heartbeat commit is capped at what they held): sent a
+    /// heartbeat at the next flush unless an append goes to them anyway.
+    pub(crate) commit_news: BTreeSet<NodeId>,
 
     pub(crate) out: Output,
     pub(crate) emitted: HardState,
@@ -221,6 +225,7 @@ impl Raft {
             read_round: 0,
             read_round_wanted: false,
             commit_broadcast: Index::ZERO,
+            commit_news: BTreeSet::new(),
             out: Output::default(),
             emitted: hs,
             cfg,

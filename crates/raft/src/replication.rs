@@ -32,12 +32,19 @@ impl Raft {
             self.read_round += 1;
             self.read_round_wanted = false;
         }
+        let mut news_for = std::mem::take(&mut self.commit_news);
         if round_wanted || commit_news {
             for id in peers {
                 let needs_round = round_wanted && self.membership.is_voter(id);
                 if needs_round || !sent.contains(&id) {
                     self.send_heartbeat(id);
+                    news_for.remove(&id);
                 }
+            }
+        }
+        for id in news_for {
+            if !sent.contains(&id) {
+                self.send_heartbeat(id);
             }
         }
         self.commit_broadcast = self.commit;
@@ -171,7 +178,15 @@ impl Raft {
                 }
                 p.recent_active = true;
                 let probing = matches!(p.state, ProgressState::Probe { .. });
+                let told = self.commit.min(p.match_index);
                 let updated = p.maybe_update(match_index);
+                // It was told of commits only up to what it held; now that it
+                // holds more, tell it at once (etcd's empty append after a
+                // commit does this), not at the next heartbeat: a follower
+                // answers forwarded writes only once it has applied them.
+                if updated && self.commit.min(p.match_index) > told {
+                    self.commit_news.insert(from);
+                }
                 if probing {
                     p.become_replicate();
                 }

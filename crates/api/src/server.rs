@@ -55,6 +55,9 @@ pub struct ServerOptions {
     /// Revisions of KV history kept readable (`ferrite_service::compaction`);
     /// 0: all.
     pub history_revisions: u64,
+    /// History younger than this is never compacted away (so watchers can
+    /// resume after a disconnect).
+    pub history_retention: Duration,
     /// Watch progress notifications and limits.
     pub watch: ferrite_service::watch::WatchLimits,
 }
@@ -227,6 +230,7 @@ impl Server {
             tokio::spawn(ferrite_service::compaction::run(
                 context.clone(),
                 opts.history_revisions,
+                opts.history_retention,
             ))
             .abort_handle(),
         ];

@@ -58,6 +58,9 @@ pub struct ServerArgs {
     /// Revisions of KV history kept readable: the leader compacts older ones away, as etcd's revision-mode auto-compaction (default 10000; 0 keeps all history, in memory).
     #[arg(long)]
     pub history_revisions: Option<u64>,
+    /// Seconds of KV history never compacted away, whatever --history-revisions says, so a watcher that reconnects within them resumes (default 75; costs memory under write load: about seconds × writes/s × (value + 100 B)).
+    #[arg(long)]
+    pub history_seconds: Option<u64>,
     /// Interval of watch progress notifications, in milliseconds (etcd's `--experimental-watch-progress-notify-interval`; default 600000, ten minutes).
     #[arg(long)]
     pub watch_progress_notify_ms: Option<u64>,
@@ -88,6 +91,7 @@ pub struct ServerConfig {
     pub fault_injection: bool,
     pub snapshot_entries: u64,
     pub history_revisions: u64,
+    pub history_retention: Duration,
     pub watch_progress_notify: Duration,
     pub tick: Duration,
     pub election_ticks: u32,
@@ -182,6 +186,9 @@ impl ServerArgs {
                 .history_revisions
                 .or(file.history_revisions)
                 .unwrap_or(10_000),
+            history_retention: Duration::from_secs(
+                self.history_seconds.or(file.history_seconds).unwrap_or(75),
+            ),
             watch_progress_notify: Duration::from_millis(progress_ms),
             tick: Duration::from_millis(heartbeat_ms),
             election_ticks: (election_ms / heartbeat_ms) as u32,

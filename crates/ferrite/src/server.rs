@@ -31,6 +31,7 @@ pub async fn run(cfg: ServerConfig) -> anyhow::Result<()> {
         control: cfg.control,
         fault_injection: cfg.fault_injection,
         history_revisions: cfg.history_revisions,
+        history_retention: cfg.history_retention,
         watch: ferrite_service::watch::WatchLimits {
             progress_interval: cfg.watch_progress_notify,
         },

@@ -399,6 +399,19 @@ async fn two_browsers_see_each_others_writes() {
         |v| v.as_str().is_some_and(|s| s.starts_with("put greeting")),
     )
     .await;
+    // n2's page is told of the change by its server's event stream, with
+    // nobody asking (no listing, no polling).
+    wait_js(
+        &b,
+        "the put among n2's latest changes",
+        Duration::from_secs(5),
+        "return [...document.querySelectorAll('#changes li .text')].map(e => e.textContent)",
+        |v| {
+            v.as_array()
+                .is_some_and(|l| l.iter().any(|t| t == "greeting = hello from n1"))
+        },
+    )
+    .await;
     fill(&b, "#kv-prefix", "greet").await;
     let listed = r#"const r = document.querySelector('#kv-results tr[data-key="greeting"] .value');
         return r ? r.textContent : null"#;

@@ -150,6 +150,30 @@ function render(d) {
   renderCharts(d.series || []);
   renderRegisters(d.registers || []);
   renderVolumes(d.volumes || []);
+  renderChanges(d.changes || []);
+}
+
+// ---------------------------------------------------------------- changes
+
+// The latest key changes, pushed by the server from its event stream (the
+// same stream etcd's Watch serves) as they are applied.
+function renderChanges(changes) {
+  const list = $('#changes');
+  const sig = changes.length ? `${changes[0].revision}|${changes[0].key}|${changes.length}` : '0';
+  if (list.dataset.sig === sig) return;
+  list.dataset.sig = sig;
+  list.replaceChildren();
+  if (!changes.length) {
+    list.append(el('li', 'empty', 'No key changes since this page opened the stream.'));
+    return;
+  }
+  for (const c of changes) {
+    const li = el('li');
+    li.dataset.kind = c.kind;
+    const text = c.kind === 'put' ? `${c.key} = ${c.value}` : c.key;
+    li.append(el('span', 'kind', c.kind), el('span', 'text', text), el('span', 'rev', `rev ${c.revision}`));
+    list.append(li);
+  }
 }
 
 // ---------------------------------------------------------------- banner

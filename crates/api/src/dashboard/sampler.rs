@@ -1,9 +1,14 @@
-//! What the dashboard shows, gathered twice a second by one task per
-//! member and published as one JSON document to every open page: every
-//! member's Raft view (asked of each member, as `ferrite status` does), the
-//! registers and volumes (local reads), a timeline of events found by
-//! comparing each view with the last, and per-second series of this
-//! member's rates and latencies for the charts. Everything kept is bounded.
+//! What the dashboard shows, published as one JSON document to every open
+//! page by one task per member: every member's Raft view (asked of each
+//! member twice a second, as `ferrite status` does), a timeline of events
+//! found by comparing each view with the last, per-second series of this
+//! member's rates and latencies for the charts, and the data: registers,
+//! volumes and the latest changes to keys. The data is a view of the event
+//! stream (`ferrite_service::events`), as etcd's Watch is: read once, then
+//! kept current from every applied change and pushed to the pages as it
+//! happens (at most every `DATA_PUSH_MIN`), never polled. After the stream
+//! lags or a snapshot replaces the state, it is read once more. Everything
+//! kept is bounded.
 
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
@@ -24,6 +29,91 @@ const EVENTS_MAX: usize = 100;
 const SERIES_MAX: usize = 300;
 /// Registers shown.
 const REGISTERS_MAX: u64 = 200;
+/// Key changes shown.
+const CHANGES_MAX: usize = 20;
+/// Pages get data changes at most this often.
+const DATA_PUSH_MIN: Duration = Duration::from_millis(100);
+/// Bytes of a value shown in the changes list.
+const VALUE_SHOWN_MAX: usize = 64;
+
+/// The data the pages show, kept current from the event stream.
+#[derive(Default)]
+struct DataView {
+    /// Read from the state once; `None` until then or after a lag.
+    registers: Option<std::collections::BTreeMap<String, i64>>,
+    volumes: Option<std::collections::BTreeMap<String, (u64, u64)>>,
+    changes: VecDeque<Value>,
+    changed: bool,
+    /// This member's applied index just before the last read: entries up
+    /// to it are in what was read. Later ones may be too, but applying
+    /// them again, in order, ends in the same state.
+    loaded_at: u64,
+}
+
+impl DataView {
+    /// Applies one published entry; false if the view must be read again.
+    fn apply(&mut self, p: &ferrite_state::Published) -> bool {
+        use ferrite_state::{Event, VolumeEvent};
+        if p.restored {
+            return false;
+        }
+        for e in p.events.iter().filter(|_| p.index > self.loaded_at) {
+            self.changed = true;
+            match e {
+                Event::Kv(k) => {
+                    let (kind, value) = match &k.kv {
+                        Some(kv) => ("put", shown(&kv.value)),
+                        None => ("delete", String::new()),
+                    };
+                    if self.changes.len() == CHANGES_MAX {
+                        self.changes.pop_back();
+                    }
+                    self.changes.push_front(json!({
+                        "kind": kind, "key": shown(&k.key), "value": value,
+                        "revision": k.revision,
+                    }));
+                }
+                Event::Register(r) => {
+                    if let Some(regs) = &mut self.registers {
+                        regs.insert(r.name.clone(), r.new);
+                        if regs.len() > REGISTERS_MAX as usize {
+                            regs.pop_last();
+                        }
+                    }
+                }
+                Event::Volume(v) => {
+                    // The table keys volumes by name; events name ids.
+                    let Some(vols) = &mut self.volumes else {
+                        continue;
+                    };
+                    match v {
+                        VolumeEvent::Resized { id, new, .. } => {
+                            if let Some(entry) = vols.values_mut().find(|(i, _)| i == id) {
+                                entry.1 = *new;
+                            }
+                        }
+                        VolumeEvent::Deleted { id } => vols.retain(|_, (i, _)| i != id),
+                        // A new volume's name is not in its event: read again.
+                        VolumeEvent::Created { .. } => return false,
+                        VolumeEvent::Written { .. } | VolumeEvent::Zeroed { .. } => {}
+                    }
+                }
+                Event::Lease(_) => {}
+            }
+        }
+        true
+    }
+}
+
+/// Bytes as text for the page, cut to `VALUE_SHOWN_MAX`.
+fn shown(b: &[u8]) -> String {
+    let cut = &b[..b.len().min(VALUE_SHOWN_MAX)];
+    let mut text = String::from_utf8_lossy(cut).into_owned();
+    if b.len() > VALUE_SHOWN_MAX {
+        text.push('…');
+    }
+    text
+}
 
 /// One member as last seen, to notice what changed.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -38,12 +128,15 @@ struct Seen {
 struct Sampler {
     ctx: Context,
     control: bool,
+    data: DataView,
     events: VecDeque<Value>,
     series: VecDeque<Value>,
     seen: Vec<(String, Seen)>,
     leader: Option<String>,
     members_key: Vec<(u64, bool)>,
     last: Option<Counters>,
+    /// The members as last sampled, as the page shows them.
+    members: Vec<Value>,
 }
 
 /// Cumulative counters at one instant, for rates and windowed percentiles.
@@ -232,43 +325,62 @@ impl Sampler {
         self.members_key = key;
     }
 
-    async fn view(&mut self) -> Value {
+    /// Reads the registers and volumes the view lacks (this member's
+    /// state: the event stream that keeps them current is this member's).
+    async fn load_data(&mut self) {
+        if self.data.registers.is_none() || self.data.volumes.is_none() {
+            self.data.loaded_at = Metrics::get(&self.ctx.metrics().applied);
+        }
+        if self.data.registers.is_none() {
+            let op = Op::RegisterList {
+                limit: REGISTERS_MAX,
+            };
+            if let Ok(Reply::Registers(list)) = self.ctx.read(op, true).await {
+                self.data.registers = Some(list.into_iter().collect());
+            }
+        }
+        if self.data.volumes.is_none() {
+            if let Ok(Reply::Volumes(list)) = self.ctx.read(Op::VolumeList, true).await {
+                let vols = list.into_iter().map(|v| (v.name, (v.id, v.size)));
+                self.data.volumes = Some(vols.collect());
+            }
+        }
+    }
+
+    /// Samples the members (Raft views, rates).
+    async fn sample(&mut self) {
         let members = crate::status::cluster_statuses(&self.ctx, Duration::from_millis(400))
             .await
             .unwrap_or_default();
         self.diff(&members);
         self.sample_series();
-        let registers = match self
-            .ctx
-            .read(
-                Op::RegisterList {
-                    limit: REGISTERS_MAX,
-                },
-                true,
-            )
-            .await
-        {
-            Ok(Reply::Registers(list)) => list
-                .into_iter()
-                .map(|(name, value)| json!({ "name": name, "value": value }))
-                .collect(),
-            _ => Vec::new(),
-        };
-        let volumes = match self.ctx.read(Op::VolumeList, true).await {
-            Ok(Reply::Volumes(list)) => list
-                .into_iter()
-                .map(|v| json!({ "name": v.name, "size": v.size }))
-                .collect(),
-            _ => Vec::new(),
-        };
-        let members: Vec<Value> = members.iter().map(member_json).collect();
+        self.members = members.iter().map(member_json).collect();
+    }
+
+    fn view(&mut self) -> Value {
+        self.data.changed = false;
+        let registers: Vec<Value> = self
+            .data
+            .registers
+            .iter()
+            .flatten()
+            .map(|(name, value)| json!({ "name": name, "value": value }))
+            .collect();
+        let volumes: Vec<Value> = self
+            .data
+            .volumes
+            .iter()
+            .flatten()
+            .map(|(name, (_, size))| json!({ "name": name, "size": size }))
+            .collect();
         json!({
             "me": self.ctx.name,
             "leader": self.leader,
             "control": self.control,
-            "members": members,
+            "members": self.members,
             "registers": registers,
             "volumes": volumes,
+            "changes": self.data.changes,
             "events": self.events,
             "series": self.series,
         })
@@ -312,12 +424,16 @@ fn member_json(m: &fv::MemberStatus) -> Value {
     }
 }
 
-/// Refreshes the view every `PERIOD` until every page is gone and the
+/// Samples the members every `PERIOD` and follows the event stream, and
+/// publishes the view after each sample and after data changes, until the
 /// server stops (the sender lives as long as the task).
 pub async fn run(ctx: Context, control: bool, tx: watch::Sender<std::sync::Arc<String>>) {
+    let mut changes = ctx.events.subscribe();
     let mut sampler = Sampler {
         ctx,
         control,
+        data: DataView::default(),
+        members: Vec::new(),
         events: VecDeque::new(),
         series: VecDeque::new(),
         seen: Vec::new(),
@@ -327,9 +443,35 @@ pub async fn run(ctx: Context, control: bool, tx: watch::Sender<std::sync::Arc<S
     };
     let mut ticker = tokio::time::interval(PERIOD);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut push = tokio::time::interval(DATA_PUSH_MIN);
+    push.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        ticker.tick().await;
-        let view = sampler.view().await;
+        tokio::select! {
+            _ = ticker.tick() => {
+                sampler.sample().await;
+                sampler.load_data().await;
+            }
+            entry = changes.recv() => {
+                let current = match entry {
+                    Ok(p) => sampler.data.apply(&p),
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => false,
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                };
+                if !current {
+                    sampler.data.registers = None;
+                    sampler.data.volumes = None;
+                    sampler.load_data().await;
+                    sampler.data.changed = true;
+                }
+                continue;
+            }
+            _ = push.tick() => {
+                if !sampler.data.changed {
+                    continue;
+                }
+            }
+        }
+        let view = sampler.view();
         let _ = tx.send(std::sync::Arc::new(view.to_string()));
     }
 }

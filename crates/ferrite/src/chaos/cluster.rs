@@ -72,6 +72,8 @@ impl Cluster {
         let child =
             crate::launch::server(&m.name, &self.dir.join(&m.name), &cluster, &m.addrs, &log)?
                 .arg("--fault-injection")
+                // The watch check reads the whole history at the end.
+                .args(["--history-revisions", "0"])
                 .spawn()
                 .with_context(|| format!("start {}", m.name))?;
         self.nodes[i].child = Some(child);

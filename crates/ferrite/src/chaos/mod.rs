@@ -10,6 +10,7 @@
 
 mod blocks;
 mod cluster;
+mod coordination;
 mod nbd_client;
 mod nemesis;
 mod workload;
@@ -159,8 +160,9 @@ async fn attack(
     }
     // Every KV key starts at "0", the model's initial value.
     let mut setup = ferrite_client::Client::new(c.endpoints())?;
+    let mut watch_from = 0;
     for k in 0..args.keys {
-        setup.put(&kv_key(k), b"0").await?;
+        watch_from = setup.put(&kv_key(k), b"0").await? + 1;
     }
     setup
         .volume_create(blocks::VOLUME, args.keys * blocks::BLOCK)
@@ -180,6 +182,33 @@ async fn attack(
             seed ^ (id << 32),
             until,
             rec.clone(),
+        )));
+    }
+    // A watcher per key, and two lease holders.
+    let (stop_watchers, watch_target) = tokio::sync::watch::channel(None);
+    let mut watchers = Vec::new();
+    for k in 0..args.keys {
+        let log = Arc::new(tokio::sync::Mutex::new(coordination::WatchLog::default()));
+        watchers.push((
+            k,
+            log.clone(),
+            tokio::spawn(coordination::watcher(
+                kv_key(k),
+                c.endpoints(),
+                watch_from,
+                watch_target.clone(),
+                log,
+            )),
+        ));
+    }
+    let leases = Arc::new(tokio::sync::Mutex::new(coordination::LeaseLog::default()));
+    for h in 0..2u64 {
+        clients.push(tokio::spawn(coordination::lease_holder(
+            h,
+            c.endpoints(),
+            seed ^ ((h + 2000) << 32),
+            until,
+            leases.clone(),
         )));
     }
     for block in 0..args.keys {
@@ -221,8 +250,11 @@ async fn attack(
     c.wait_for_leader(Duration::from_secs(30))
         .await
         .context("no leader after healing")?;
+    let healed = Instant::now();
     workload::final_reads(0, c.endpoints(), args.keys, &rec).await?;
     blocks::final_reads(args.keys, nbd, &rec).await?;
+    let coordination_ok =
+        check_coordination(c, watchers, stop_watchers, watch_from, &leases, healed).await?;
 
     let history = std::mem::take(&mut *rec.history.lock().await);
     let mut by_kind: BTreeMap<&str, u64> = BTreeMap::new();
@@ -255,11 +287,75 @@ async fn attack(
                 "chaos: linearizable: yes ({} keys, {} states explored); violations=0 lost_writes=0",
                 stats.keys, stats.states_explored
             );
-            Ok(true)
+            Ok(coordination_ok)
         }
         Err(v) => {
             println!("chaos: violations=1: {v}");
             Ok(false)
         }
     }
+}
+
+type Watchers = Vec<(
+    u64,
+    Arc<tokio::sync::Mutex<coordination::WatchLog>>,
+    tokio::task::JoinHandle<()>,
+)>;
+
+/// Lets the watchers catch up to the final revision, reads the reference
+/// history, and checks the watchers and the lease holders against it.
+async fn check_coordination(
+    c: &Cluster,
+    watchers: Watchers,
+    stop: tokio::sync::watch::Sender<Option<i64>>,
+    watch_from: i64,
+    leases: &tokio::sync::Mutex<coordination::LeaseLog>,
+    healed: Instant,
+) -> anyhow::Result<bool> {
+    let endpoint = c.endpoints()[c.leader().await.unwrap_or(0)].clone();
+    let mut setup = ferrite_client::Client::new(vec![endpoint.clone()])?;
+    let final_revision = setup.put(b"chaos/end", b"1").await?;
+    let _ = stop.send(Some(final_revision));
+    let reference =
+        coordination::reference(&endpoint, b"chaos/k", watch_from, final_revision).await?;
+    let mut problems = Vec::new();
+    let (mut events, mut resumes) = (0, 0);
+    for (k, log, task) in watchers {
+        if tokio::time::timeout(Duration::from_secs(30), task)
+            .await
+            .is_err()
+        {
+            problems.push(format!(
+                "watcher of key {k} did not reach revision {final_revision} within 30 s of healing"
+            ));
+        }
+        let log = log.lock().await;
+        events += log.events.len();
+        resumes += log.resumes;
+        let key = kv_key(k);
+        let want = reference.get(&key).map_or(&[][..], Vec::as_slice);
+        if let Some(p) = coordination::check_watcher(&key, &log, want, watch_from) {
+            problems.push(p);
+        }
+        if let Some(reason) = &log.canceled {
+            println!("chaos: watcher of key {k} was canceled: {reason}");
+        }
+    }
+    let leases = leases.lock().await;
+    problems.extend(coordination::check_leases_kept(&leases));
+    problems.extend(coordination::check_leases_lapsed(&endpoint, &leases, healed).await?);
+    let lapsed = leases.leases.iter().filter(|l| l.lapsed).count();
+    println!(
+        "chaos: watchers={} events={events} resumes={resumes}; leases={} (lapsed {lapsed}, revoked {}) keepalives={} lease_reads={}; coordination violations={}",
+        reference.len().max(1),
+        leases.leases.len(),
+        leases.leases.len() - lapsed,
+        leases.keepalives,
+        leases.reads.len(),
+        problems.len()
+    );
+    for p in &problems {
+        println!("chaos: violation: {p}");
+    }
+    Ok(problems.is_empty())
 }

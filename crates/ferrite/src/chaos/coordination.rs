@@ -1,0 +1,548 @@
+//! Watchers and lease holders under chaos, through etcd's own API, and
+//! their checks.
+//!
+//! Watchers: one per KV key. Each watches its key with previous values,
+//! and after any failure (a killed, paused or cut-off member: a stream that
+//! ends, errs, or does not answer a progress request within
+//! `SILENCE_MAX`) resumes on the next member from the last revision it saw
+//! plus one, as etcd's clients do. After the run, the reference history is
+//! read with one watch from the first revision, and every watcher's stream
+//! must be exactly that history for its key: every event, in order, once,
+//! with the right previous value — or end with a cancel it reports.
+//!
+//! Lease holders: each grants a lease of `LEASE_TTL_S`, puts a key on it,
+//! keeps it alive on some member about every second for a while, and reads
+//! its key (linearizably) all along; then it lets the lease lapse or
+//! revokes it. A keepalive answered with a TTL, sent at `s`, promises the
+//! lease until `s + TTL` (etcd's clients count from the send too). The
+//! checks:
+//! - kept alive means kept: a read that completed at `t` and found the key
+//!   gone, while such a promise still covered `t` (less `SLACK`, and before
+//!   any revoke of ours), is a violation;
+//! - lapsed means gone: once healed, a lease left to lapse must have lost
+//!   its key within its TTL plus `LAPSE_BOUND` of the last promise.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ferrite_proto::etcdserverpb as pb;
+use ferrite_proto::etcdserverpb::kv_client::KvClient;
+use ferrite_proto::etcdserverpb::lease_client::LeaseClient;
+use ferrite_proto::etcdserverpb::watch_client::WatchClient;
+use tokio::sync::{mpsc, Mutex};
+use tonic::transport::Channel;
+
+use super::Rng;
+
+/// A stream that answers no progress request for this long is dead.
+const SILENCE_MAX: Duration = Duration::from_secs(3);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+const CALL_TIMEOUT: Duration = Duration::from_secs(3);
+pub const LEASE_TTL_S: i64 = 3;
+/// Clock and scheduling slack allowed to the "kept alive means kept" rule.
+const SLACK: Duration = Duration::from_millis(200);
+/// How long after its TTL a lapsed lease may keep its key once the cluster
+/// is healed: a failover extends it by a TTL, plus elections and commits.
+const LAPSE_BOUND: Duration = Duration::from_secs(12);
+
+/// One event as a watcher saw it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Seen {
+    pub revision: i64,
+    /// `None` for a delete.
+    pub value: Option<Vec<u8>>,
+    pub prev: Option<Vec<u8>>,
+}
+
+#[derive(Default)]
+pub struct WatchLog {
+    pub events: Vec<Seen>,
+    pub resumes: u64,
+    pub canceled: Option<String>,
+}
+
+async fn channel(endpoint: &str) -> Option<Channel> {
+    let ep = tonic::transport::Endpoint::from_shared(format!("http://{endpoint}")).ok()?;
+    tokio::time::timeout(CONNECT_TIMEOUT, ep.connect())
+        .await
+        .ok()?
+        .ok()
+}
+
+fn seen(e: &ferrite_proto::mvccpb::Event) -> Option<Seen> {
+    let kv = e.kv.as_ref()?;
+    let put = e.r#type == ferrite_proto::mvccpb::event::EventType::Put as i32;
+    Some(Seen {
+        revision: kv.mod_revision,
+        value: put.then(|| kv.value.clone()),
+        prev: e.prev_kv.as_ref().map(|p| p.value.clone()),
+    })
+}
+
+fn create(key: &[u8], range_end: &[u8], start_revision: i64) -> pb::WatchRequest {
+    pb::WatchRequest {
+        request_union: Some(pb::watch_request::RequestUnion::CreateRequest(
+            pb::WatchCreateRequest {
+                key: key.to_vec(),
+                range_end: range_end.to_vec(),
+                start_revision,
+                prev_kv: true,
+                ..Default::default()
+            },
+        )),
+    }
+}
+
+fn progress() -> pb::WatchRequest {
+    pb::WatchRequest {
+        request_union: Some(pb::watch_request::RequestUnion::ProgressRequest(
+            pb::WatchProgressRequest {},
+        )),
+    }
+}
+
+/// Watches `key` from `start` until `stop` says the revision it must reach
+/// and it has reached it (or `stop` closes), resuming across members.
+pub async fn watcher(
+    key: Vec<u8>,
+    endpoints: Vec<String>,
+    start: i64,
+    mut stop: tokio::sync::watch::Receiver<Option<i64>>,
+    log: Arc<Mutex<WatchLog>>,
+) {
+    let mut next = start;
+    let mut reached = start - 1;
+    for attempt in 0usize.. {
+        if let Some(target) = *stop.borrow() {
+            if reached >= target {
+                return;
+            }
+        }
+        if attempt > 0 {
+            log.lock().await.resumes += 1;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let ep = &endpoints[attempt % endpoints.len()];
+        let Some(ch) = channel(ep).await else {
+            continue;
+        };
+        let (tx, rx) = mpsc::channel(4);
+        if tx.send(create(&key, &[], next)).await.is_err() {
+            continue;
+        }
+        let Ok(resp) = tokio::time::timeout(
+            CALL_TIMEOUT,
+            WatchClient::new(ch).watch(tokio_stream::wrappers::ReceiverStream::new(rx)),
+        )
+        .await
+        else {
+            continue;
+        };
+        let Ok(resp) = resp else { continue };
+        let mut stream = resp.into_inner();
+        let mut asked = Instant::now();
+        let mut answered = true;
+        loop {
+            if answered && asked.elapsed() > Duration::from_millis(500) {
+                let _ = tx.send(progress()).await;
+                asked = Instant::now();
+                answered = false;
+            }
+            let msg = tokio::select! {
+                m = tokio::time::timeout(Duration::from_millis(250), stream.message()) => m,
+                _ = stop.changed() => continue,
+            };
+            let msg = match msg {
+                Err(_) if !answered && asked.elapsed() > SILENCE_MAX => break,
+                Err(_) => {
+                    if let Some(target) = *stop.borrow() {
+                        if reached >= target && answered {
+                            return;
+                        }
+                    }
+                    continue;
+                }
+                Ok(Ok(Some(m))) => m,
+                Ok(_) => break,
+            };
+            if msg.canceled {
+                let reason = if msg.compact_revision > 0 {
+                    format!("compacted at {}", msg.compact_revision)
+                } else {
+                    msg.cancel_reason.clone()
+                };
+                log.lock().await.canceled = Some(reason);
+                return;
+            }
+            if msg.watch_id == -1 || (msg.events.is_empty() && !msg.created) {
+                answered = true;
+                // A progress answer: nothing up to its revision is missing.
+                if let Some(h) = &msg.header {
+                    reached = reached.max(h.revision);
+                }
+            }
+            let events: Vec<Seen> = msg.events.iter().filter_map(seen).collect();
+            if let Some(last) = events.last() {
+                next = last.revision + 1;
+                reached = reached.max(last.revision);
+            }
+            log.lock().await.events.extend(events);
+            if let Some(target) = *stop.borrow() {
+                if reached >= target && answered {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// The whole history of the keys under `prefix` from `start`, read with
+/// one watch on `endpoint`, up to a revision at or past `until`.
+pub async fn reference(
+    endpoint: &str,
+    prefix: &[u8],
+    start: i64,
+    until: i64,
+) -> anyhow::Result<BTreeMap<Vec<u8>, Vec<Seen>>> {
+    let ch = channel(endpoint)
+        .await
+        .ok_or_else(|| anyhow::anyhow!("cannot reach {endpoint}"))?;
+    let (tx, rx) = mpsc::channel(4);
+    let end = ferrite_service::concurrency::prefix_end(prefix);
+    tx.send(create(prefix, &end, start)).await?;
+    let mut stream = WatchClient::new(ch)
+        .watch(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await?
+        .into_inner();
+    let mut by_key: BTreeMap<Vec<u8>, Vec<Seen>> = BTreeMap::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut reached = start - 1;
+    while reached < until {
+        if Instant::now() > deadline {
+            anyhow::bail!("the reference watch reached {reached}, not {until}, in 60 s");
+        }
+        tx.send(progress()).await?;
+        let Ok(msg) = tokio::time::timeout(Duration::from_secs(5), stream.message()).await else {
+            continue;
+        };
+        let Some(msg) = msg? else {
+            anyhow::bail!("the reference watch ended");
+        };
+        if msg.canceled {
+            anyhow::bail!("the reference watch was canceled: {}", msg.cancel_reason);
+        }
+        for e in &msg.events {
+            if let (Some(kv), Some(s)) = (&e.kv, seen(e)) {
+                reached = reached.max(s.revision);
+                by_key.entry(kv.key.clone()).or_default().push(s);
+            }
+        }
+        if msg.watch_id == -1 {
+            if let Some(h) = &msg.header {
+                reached = reached.max(h.revision);
+            }
+        }
+    }
+    Ok(by_key)
+}
+
+/// Compares a watcher's stream with the reference for its key; the first
+/// difference, if any.
+pub fn check_watcher(key: &[u8], log: &WatchLog, reference: &[Seen], start: i64) -> Option<String> {
+    let want: Vec<&Seen> = reference.iter().filter(|s| s.revision >= start).collect();
+    let name = String::from_utf8_lossy(key);
+    for (i, w) in want.iter().enumerate() {
+        match log.events.get(i) {
+            Some(got) if got == *w => {}
+            Some(got) => {
+                return Some(format!(
+                    "watcher of {name}: event {i} is {got:?}, the history has {w:?}"
+                ))
+            }
+            None if log.canceled.is_some() => return None,
+            None => {
+                return Some(format!(
+                    "watcher of {name}: missing {} events from revision {}",
+                    want.len() - i,
+                    w.revision
+                ))
+            }
+        }
+    }
+    if log.events.len() > want.len() {
+        return Some(format!(
+            "watcher of {name}: {} events beyond the history (duplicates?), first {:?}",
+            log.events.len() - want.len(),
+            log.events[want.len()]
+        ));
+    }
+    None
+}
+
+/// What a lease holder did, for the checks.
+#[derive(Default)]
+pub struct LeaseLog {
+    /// Per lease: its key, the promises (send instant + TTL) it got, when
+    /// it was put, when (if) we revoked it, and whether we let it lapse.
+    pub leases: Vec<HeldLease>,
+    /// Reads: (lease index, invoked, completed, present).
+    pub reads: Vec<(usize, Instant, Instant, bool)>,
+    pub keepalives: u64,
+}
+
+#[derive(Clone, Debug)]
+pub struct HeldLease {
+    pub id: i64,
+    pub key: Vec<u8>,
+    pub put_done: Option<Instant>,
+    pub promised_until: Option<Instant>,
+    pub revoked_at: Option<Instant>,
+    pub lapsed: bool,
+}
+
+/// One lease holder until `until`: grant, put, keep alive and read, then
+/// lapse or revoke; again.
+pub async fn lease_holder(
+    id: u64,
+    endpoints: Vec<String>,
+    seed: u64,
+    until: Instant,
+    log: Arc<Mutex<LeaseLog>>,
+) {
+    let mut rng = Rng::new(seed);
+    let mut round = 0u64;
+    while Instant::now() < until {
+        round += 1;
+        let ep = &endpoints[rng.below(endpoints.len() as u64) as usize];
+        let Some(ch) = channel(ep).await else {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            continue;
+        };
+        let mut leases = LeaseClient::new(ch.clone());
+        let sent = Instant::now();
+        let grant = pb::LeaseGrantRequest {
+            ttl: LEASE_TTL_S,
+            id: 0,
+        };
+        let Ok(Ok(granted)) = tokio::time::timeout(CALL_TIMEOUT, leases.lease_grant(grant)).await
+        else {
+            continue;
+        };
+        let granted = granted.into_inner();
+        let key = format!("chaos/lease/{id}/{round}").into_bytes();
+        let index = {
+            let mut l = log.lock().await;
+            l.leases.push(HeldLease {
+                id: granted.id,
+                key: key.clone(),
+                put_done: None,
+                promised_until: Some(sent + Duration::from_secs(granted.ttl as u64)),
+                revoked_at: None,
+                lapsed: false,
+            });
+            l.leases.len() - 1
+        };
+        let put = pb::PutRequest {
+            key: key.clone(),
+            value: b"held".to_vec(),
+            lease: granted.id,
+            ..Default::default()
+        };
+        let mut kv = KvClient::new(ch.clone());
+        match tokio::time::timeout(CALL_TIMEOUT, kv.put(put)).await {
+            Ok(Ok(_)) => log.lock().await.leases[index].put_done = Some(Instant::now()),
+            _ => continue,
+        }
+        let hold = Duration::from_millis(3_000 + rng.below(9_000));
+        let held_until = (Instant::now() + hold).min(until);
+        while Instant::now() < held_until {
+            // A keepalive on some member (its own stream: one request).
+            let ep = &endpoints[rng.below(endpoints.len() as u64) as usize];
+            if let Some(ch) = channel(ep).await {
+                let sent = Instant::now();
+                let req = tokio_stream::once(pb::LeaseKeepAliveRequest { id: granted.id });
+                let answer = tokio::time::timeout(CALL_TIMEOUT, async {
+                    let mut s = LeaseClient::new(ch.clone())
+                        .lease_keep_alive(req)
+                        .await?
+                        .into_inner();
+                    s.message().await
+                })
+                .await;
+                if let Ok(Ok(Some(r))) = answer {
+                    if r.ttl > 0 {
+                        let mut l = log.lock().await;
+                        l.keepalives += 1;
+                        let until = sent + Duration::from_secs(r.ttl as u64);
+                        let entry = &mut l.leases[index];
+                        entry.promised_until = entry.promised_until.max(Some(until));
+                    }
+                }
+                // And a linearizable read of the key.
+                let invoked = Instant::now();
+                let get = pb::RangeRequest {
+                    key: key.clone(),
+                    ..Default::default()
+                };
+                if let Ok(Ok(r)) =
+                    tokio::time::timeout(CALL_TIMEOUT, KvClient::new(ch).range(get)).await
+                {
+                    let present = !r.into_inner().kvs.is_empty();
+                    log.lock()
+                        .await
+                        .reads
+                        .push((index, invoked, Instant::now(), present));
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(300 + rng.below(700))).await;
+        }
+        if rng.below(2) == 0 {
+            log.lock().await.leases[index].lapsed = true;
+        } else {
+            log.lock().await.leases[index].revoked_at = Some(Instant::now());
+            let req = pb::LeaseRevokeRequest { id: granted.id };
+            let _ = tokio::time::timeout(CALL_TIMEOUT, leases.lease_revoke(req)).await;
+        }
+    }
+}
+
+/// "Kept alive means kept": violations among the reads.
+pub fn check_leases_kept(log: &LeaseLog) -> Vec<String> {
+    let mut out = Vec::new();
+    for &(i, invoked, done, present) in &log.reads {
+        let l = &log.leases[i];
+        let (Some(put), Some(promised)) = (l.put_done, l.promised_until) else {
+            continue;
+        };
+        if present || invoked < put {
+            continue;
+        }
+        let revoked_before = l.revoked_at.is_some_and(|r| r <= done);
+        if !revoked_before && done + SLACK < promised {
+            out.push(format!(
+                "lease {:x}: its key was gone at a read that completed {:?} before its last acknowledged keepalive ran out",
+                l.id,
+                promised - done
+            ));
+        }
+    }
+    out
+}
+
+/// "Lapsed means gone", checked once healed (at `healed`, with a leader):
+/// reads each lapsed lease's key (waiting for its bound if needed); the
+/// violations. A lease that lapsed while no leader could revoke it is
+/// given its bound from `healed`.
+pub async fn check_leases_lapsed(
+    endpoint: &str,
+    log: &LeaseLog,
+    healed: Instant,
+) -> anyhow::Result<Vec<String>> {
+    let ch = channel(endpoint)
+        .await
+        .ok_or_else(|| anyhow::anyhow!("cannot reach {endpoint}"))?;
+    let mut kv = KvClient::new(ch);
+    let mut out = Vec::new();
+    for l in log
+        .leases
+        .iter()
+        .filter(|l| l.lapsed && l.put_done.is_some())
+    {
+        let Some(promised) = l.promised_until else {
+            continue;
+        };
+        let deadline = promised.max(healed) + LAPSE_BOUND;
+        if let Some(wait) = deadline.checked_duration_since(Instant::now()) {
+            tokio::time::sleep(wait).await;
+        }
+        let get = pb::RangeRequest {
+            key: l.key.clone(),
+            ..Default::default()
+        };
+        let present = !kv.range(get).await?.into_inner().kvs.is_empty();
+        if present {
+            out.push(format!(
+                "lease {:x}: its key outlived its last keepalive by more than TTL + {LAPSE_BOUND:?}",
+                l.id
+            ));
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn put(rev: i64, v: &str, prev: Option<&str>) -> Seen {
+        Seen {
+            revision: rev,
+            value: Some(v.as_bytes().to_vec()),
+            prev: prev.map(|p| p.as_bytes().to_vec()),
+        }
+    }
+
+    fn log(events: Vec<Seen>) -> WatchLog {
+        WatchLog {
+            events,
+            ..WatchLog::default()
+        }
+    }
+
+    #[test]
+    fn the_watch_check_catches_gaps_duplicates_and_wrong_previous_values() {
+        let history = vec![
+            put(3, "a", None),
+            put(5, "b", Some("a")),
+            put(8, "c", Some("b")),
+        ];
+        let k = b"k";
+        assert_eq!(check_watcher(k, &log(history.clone()), &history, 1), None);
+        assert_eq!(
+            check_watcher(k, &log(history[1..].to_vec()), &history, 4),
+            None
+        );
+        let gap = log(vec![history[0].clone(), history[2].clone()]);
+        assert!(check_watcher(k, &gap, &history, 1).is_some());
+        let mut dup = history.clone();
+        dup.push(history[2].clone());
+        assert!(check_watcher(k, &log(dup), &history, 1).is_some());
+        let short = log(history[..2].to_vec());
+        assert!(
+            check_watcher(k, &short, &history, 1).is_some(),
+            "a missing tail"
+        );
+        let wrong_prev = log(vec![
+            history[0].clone(),
+            put(5, "b", None),
+            history[2].clone(),
+        ]);
+        assert!(check_watcher(k, &wrong_prev, &history, 1).is_some());
+    }
+
+    #[test]
+    fn the_lease_check_catches_a_key_gone_while_promised() {
+        let t0 = Instant::now();
+        let lease = HeldLease {
+            id: 7,
+            key: b"k".to_vec(),
+            put_done: Some(t0),
+            promised_until: Some(t0 + Duration::from_secs(3)),
+            revoked_at: None,
+            lapsed: false,
+        };
+        let mut l = LeaseLog {
+            leases: vec![lease],
+            ..LeaseLog::default()
+        };
+        let at = |ms| t0 + Duration::from_millis(ms);
+        l.reads = vec![
+            (0, at(100), at(200), true),
+            (0, at(3_300), at(3_400), false),
+        ];
+        assert!(check_leases_kept(&l).is_empty());
+        l.reads.push((0, at(1_000), at(1_100), false));
+        assert_eq!(check_leases_kept(&l).len(), 1);
+    }
+}

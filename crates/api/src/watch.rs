@@ -29,7 +29,7 @@ use crate::header::Header;
 pub const REQUIRE_LEADER_METADATA: &str = "hasleader";
 /// Replies waiting for a slow client, per stream; beyond it the stream's
 /// watches fall behind and catch up from history later.
-const REPLIES_QUEUED_MAX: usize = 64;
+const REPLIES_QUEUED_MAX: usize = 16;
 /// Requests read ahead from a client, per stream.
 const REQUESTS_QUEUED_MAX: usize = 64;
 /// How often a require-leader stream checks that there is a leader (etcd:

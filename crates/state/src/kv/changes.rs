@@ -11,6 +11,11 @@ use crate::event::KvEvent;
 use crate::kv::key_range::KeySpan;
 use crate::kv::KvStore;
 
+/// About this many bytes of keys and values per answer (more only when a
+/// single revision holds more): a watcher catching up on large values gets
+/// them a few megabytes at a time.
+pub const CHANGES_BYTES_MAX: usize = 4 << 20;
+
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ChangesRequest {
     pub key: Bytes,
@@ -18,8 +23,9 @@ pub struct ChangesRequest {
     pub range_end: Bytes,
     /// The first revision wanted; must not be below the compact revision.
     pub start_revision: i64,
-    /// Stop after about this many events, but never inside a revision: the
-    /// events of one revision always come together.
+    /// Stop after about this many events (or `CHANGES_BYTES_MAX` of keys
+    /// and values), but never inside a revision: the events of one
+    /// revision always come together.
     pub events_max: u64,
 }
 
@@ -63,13 +69,31 @@ impl KvStore {
         }
         found.sort_unstable_by_key(|&(rev, sub, _, _)| (rev, sub));
         let max = usize::try_from(req.events_max.max(1)).unwrap_or(usize::MAX);
+        // Where a limit falls: the count, or the bytes.
+        let mut limit_at = found.len().min(max);
+        let mut bytes = 0usize;
+        for (i, &(_, _, key, v)) in found.iter().enumerate().take(limit_at) {
+            let size = self
+                .keys
+                .get(key)
+                .and_then(|h| h.versions().get(v))
+                .and_then(|v| v.put.as_ref())
+                .map_or(0, |p| p.value.len());
+            bytes += key.len() + size;
+            if bytes > CHANGES_BYTES_MAX {
+                limit_at = i + 1;
+                break;
+            }
+        }
         let mut next_revision = self.revision.saturating_add(1);
-        if found.len() > max {
+        if limit_at < found.len() {
             // Keep whole revisions: cut after the revision the limit falls in.
-            let last = found[max - 1].0;
+            let last = found[limit_at - 1].0;
             let end = found.partition_point(|f| f.0 <= last);
-            found.truncate(end);
-            next_revision = last.saturating_add(1);
+            if end < found.len() {
+                found.truncate(end);
+                next_revision = last.saturating_add(1);
+            }
         }
         let events = found
             .into_iter()
@@ -161,6 +185,20 @@ mod tests {
         let rest = s.kv.changes(&req).unwrap();
         assert_eq!(rest.events.len(), 1);
         assert_eq!(rest.next_revision, 5);
+    }
+
+    #[test]
+    fn large_values_come_a_few_megabytes_at_a_time() {
+        let mut s = Store::default();
+        let big = "x".repeat(1 << 20);
+        for _ in 0..10 {
+            s.put("big", &big); // 2..=11
+        }
+        let first = s.changes("big", "", 1);
+        assert_eq!(first.events.len(), 4, "4 MiB: four 1 MiB values");
+        assert_eq!(first.next_revision, 6);
+        let rest = s.changes("big", "", first.next_revision);
+        assert_eq!(rest.events[0].revision, 6);
     }
 
     #[test]

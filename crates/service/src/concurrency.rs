@@ -27,7 +27,7 @@ use tokio::sync::mpsc;
 
 use crate::context::Context;
 use crate::error::ServiceError;
-use crate::watch::{self, WatchCommand, WatchCreate, WatchLimits};
+use crate::watch::{self, WatchCommand, WatchCreate, WatchLimits, WatchReply};
 
 /// What went wrong, as etcd's concurrency package says it.
 #[derive(Debug, thiserror::Error)]
@@ -193,6 +193,34 @@ async fn wait_deletes(
     }
 }
 
+/// A watch session with the one watch `create`, run by the caller: the
+/// session future and its replies.
+fn one_watch(
+    ctx: &Context,
+    create: WatchCreate,
+) -> (
+    impl std::future::Future<Output = ()> + use<>,
+    mpsc::Receiver<WatchReply>,
+) {
+    let (cmd_tx, cmd_rx) = mpsc::channel(1);
+    let (reply_tx, reply_rx) = mpsc::channel(16);
+    // Room for one: this send cannot fail or wait.
+    let _ = cmd_tx.try_send(WatchCommand::Create(create));
+    let session = watch::run(
+        ctx.clone(),
+        WatchLimits::default(),
+        cmd_rx,
+        reply_tx,
+        std::future::pending(),
+    );
+    // The session ends when its command channel closes: keep it open.
+    let session = async move {
+        let _keep = cmd_tx;
+        session.await
+    };
+    (session, reply_rx)
+}
+
 /// Watches `key` from `from` until it is deleted.
 async fn wait_delete(ctx: &Context, key: &Bytes, from: i64) -> Result<(), ConcurrencyError> {
     let create = WatchCreate {
@@ -201,16 +229,7 @@ async fn wait_delete(ctx: &Context, key: &Bytes, from: i64) -> Result<(), Concur
         no_put: true,
         ..WatchCreate::default()
     };
-    let (cmd_tx, cmd_rx) = mpsc::channel(1);
-    let (reply_tx, mut reply_rx) = mpsc::channel(16);
-    let _ = cmd_tx.send(WatchCommand::Create(create)).await;
-    let session = watch::run(
-        ctx.clone(),
-        WatchLimits::default(),
-        cmd_rx,
-        reply_tx,
-        std::future::pending(),
-    );
+    let (session, mut reply_rx) = one_watch(ctx, create);
     tokio::pin!(session);
     loop {
         tokio::select! {
@@ -383,16 +402,7 @@ pub async fn observe(
         key: p,
         ..WatchCreate::default()
     };
-    let (cmd_tx, cmd_rx) = mpsc::channel(1);
-    let (reply_tx, mut reply_rx) = mpsc::channel(16);
-    let _ = cmd_tx.send(WatchCommand::Create(create)).await;
-    let session = watch::run(
-        ctx.clone(),
-        WatchLimits::default(),
-        cmd_rx,
-        reply_tx,
-        std::future::pending(),
-    );
+    let (session, mut reply_rx) = one_watch(ctx, create);
     tokio::pin!(session);
     let mut last: Option<KeyValue> = None;
     loop {

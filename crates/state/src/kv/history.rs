@@ -55,16 +55,7 @@ impl History {
 
     /// The key's value as the version at `i` left it; `None` for a deletion.
     pub(crate) fn value_of(&self, key: &Bytes, i: usize) -> Option<KeyValue> {
-        let v = self.versions.get(i)?;
-        let put = v.put.as_ref()?;
-        Some(KeyValue {
-            key: key.clone(),
-            create_revision: put.create_revision,
-            mod_revision: v.mod_revision,
-            version: put.version,
-            value: put.value.clone(),
-            lease: put.lease,
-        })
+        key_value(key, self.versions.get(i)?)
     }
 
     pub(crate) fn push(&mut self, version: Version) {
@@ -95,16 +86,7 @@ impl History {
 
     /// The key as a read at `revision` sees it; `None` if it did not exist.
     pub(crate) fn live_at(&self, key: &Bytes, revision: i64) -> Option<KeyValue> {
-        let v = self.at(revision)?;
-        let put = v.put.as_ref()?;
-        Some(KeyValue {
-            key: key.clone(),
-            create_revision: put.create_revision,
-            mod_revision: v.mod_revision,
-            version: put.version,
-            value: put.value.clone(),
-            lease: put.lease,
-        })
+        key_value(key, self.at(revision)?)
     }
 
     /// Drops what no read at or after `revision` can see: everything older
@@ -122,6 +104,19 @@ impl History {
         self.versions.drain(..keep_from);
         self.versions.is_empty()
     }
+}
+
+/// `key` as `v` left it; `None` for a deletion.
+fn key_value(key: &Bytes, v: &Version) -> Option<KeyValue> {
+    let put = v.put.as_ref()?;
+    Some(KeyValue {
+        key: key.clone(),
+        create_revision: put.create_revision,
+        mod_revision: v.mod_revision,
+        version: put.version,
+        value: put.value.clone(),
+        lease: put.lease,
+    })
 }
 
 #[cfg(test)]

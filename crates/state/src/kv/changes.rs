@@ -15,6 +15,11 @@ use crate::kv::KvStore;
 /// single revision holds more): a watcher catching up on large values gets
 /// them a few megabytes at a time.
 pub const CHANGES_BYTES_MAX: usize = 4 << 20;
+/// Revisions one answer looks at, at most. The store is kept by key, not by
+/// revision, so a read costs a binary search per key of the range plus the
+/// versions in the window: bounded, however far behind the reader is and
+/// however little of the window its range changed.
+pub const CHANGES_REVISIONS_MAX: i64 = 10_000;
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ChangesRequest {
@@ -56,13 +61,15 @@ impl KvStore {
                 next_revision: start,
             });
         }
+        let window_end = start.saturating_add(CHANGES_REVISIONS_MAX);
         let mut found: Vec<(i64, u32, &Bytes, usize)> = Vec::new();
         let span = KeySpan::new(&req.key, &req.range_end);
         if let Some(b) = span.bounds() {
             for (key, history) in self.keys.range::<[u8], _>(b) {
                 let versions = history.versions();
                 let from = versions.partition_point(|v| v.mod_revision < start);
-                for (i, v) in versions.iter().enumerate().skip(from) {
+                let to = versions.partition_point(|v| v.mod_revision < window_end);
+                for (i, v) in versions.iter().enumerate().take(to).skip(from) {
                     found.push((v.mod_revision, v.sub, key, i));
                 }
             }
@@ -85,7 +92,7 @@ impl KvStore {
                 break;
             }
         }
-        let mut next_revision = self.revision.saturating_add(1);
+        let mut next_revision = self.revision.saturating_add(1).min(window_end);
         if limit_at < found.len() {
             // Keep whole revisions: cut after the revision the limit falls in.
             let last = found[limit_at - 1].0;
@@ -199,6 +206,24 @@ mod tests {
         assert_eq!(first.next_revision, 6);
         let rest = s.changes("big", "", first.next_revision);
         assert_eq!(rest.events[0].revision, 6);
+    }
+
+    #[test]
+    fn a_read_looks_at_a_bounded_window_of_revisions() {
+        let mut s = Store::default();
+        let n = super::CHANGES_REVISIONS_MAX + 10;
+        for i in 0..n {
+            s.put("other", &i.to_string());
+        }
+        s.put("mine", "1");
+        // Nothing of "mine" in the first window: an empty answer that
+        // moves the reader on, not a scan of all history.
+        let first = s.changes("mine", "", 1);
+        assert!(first.events.is_empty());
+        assert_eq!(first.next_revision, 1 + super::CHANGES_REVISIONS_MAX);
+        let second = s.changes("mine", "", first.next_revision);
+        assert_eq!(second.events.len(), 1);
+        assert_eq!(second.next_revision, s.kv.revision() + 1);
     }
 
     #[test]

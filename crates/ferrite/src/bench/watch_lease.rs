@@ -232,12 +232,12 @@ pub async fn run(o: Options) -> anyhow::Result<()> {
         println!("{n}");
     }
     println!(
-        "{:<48} {:>10} {:>10} {:>6}  {}",
+        "{:<52} {:>10} {:>10} {:>6}  {}",
         header[0], header[1], header[2], header[3], header[4]
     );
     for r in &rows {
         println!(
-            "{:<48} {:>10} {:>10} {:>6}  {}",
+            "{:<52} {:>10} {:>10} {:>6}  {}",
             r[0], r[1], r[2], r[3], r[4]
         );
     }

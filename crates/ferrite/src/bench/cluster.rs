@@ -201,6 +201,15 @@ pub async fn channel(endpoint: &str, within: Duration) -> Option<Channel> {
     ep.connect().await.ok()
 }
 
+/// A connection for long-lived streams (watch, lease keepalive): no
+/// per-request timeout, which would end a stream that outlives it.
+pub async fn stream_channel(endpoint: &str, within: Duration) -> Option<Channel> {
+    let ep = Endpoint::from_shared(endpoint.to_string())
+        .ok()?
+        .connect_timeout(within);
+    ep.connect().await.ok()
+}
+
 fn which(program: &str) -> Option<PathBuf> {
     std::env::var_os("PATH").and_then(|paths| {
         std::env::split_paths(&paths)

@@ -66,6 +66,15 @@ pub fn rss_mb(pid: u32) -> f64 {
         .map_or(0.0, |kb| kb / 1024.0)
 }
 
+/// The `q` quantile (nearest rank) of sorted samples; 0 if there are none.
+pub fn percentile(sorted: &[u32], q: f64) -> u64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    let i = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len()) - 1;
+    u64::from(sorted[i])
+}
+
 async fn one(client: &mut KvClient<Channel>, put: bool, key: u64, value: &[u8]) -> bool {
     let key = format!("bench/{key:04}").into_bytes();
     if put {
@@ -148,13 +157,7 @@ pub async fn run(
     let seconds = started.elapsed().as_secs_f64();
     let cpu_seconds = cpu_seconds(pids) - cpu_before;
     all.sort_unstable();
-    let pct = |q: f64| -> u64 {
-        if all.is_empty() {
-            return 0;
-        }
-        let i = ((q * all.len() as f64).ceil() as usize).clamp(1, all.len()) - 1;
-        u64::from(all[i])
-    };
+    let pct = |q: f64| percentile(&all, q);
     Ok(Result {
         ops: all.len() as u64,
         errors,

@@ -4,8 +4,12 @@
 
 mod cluster;
 mod failover;
+mod lease;
 mod load;
+mod report;
 mod soak;
+mod watch;
+mod watch_lease;
 
 use std::path::PathBuf;
 
@@ -27,6 +31,28 @@ pub enum BenchOp {
         /// Only the rows with this many clients (e.g. 256 while profiling).
         #[arg(long)]
         clients: Option<usize>,
+    },
+    /// etcd's Watch and Lease services on a 3-member Ferrite and a
+    /// 3-member etcd under the same load, side by side: events per second
+    /// to 1, 100 and 1,000 watchers (each checked to get every event once),
+    /// put-to-event latency, keepalives per second, and member memory with
+    /// many watchers and many leases.
+    Watch {
+        /// Seconds per load.
+        #[arg(long, default_value_t = 5)]
+        seconds: u64,
+        /// Only Ferrite (no etcd needed).
+        #[arg(long)]
+        ferrite_only: bool,
+        /// Idle watchers open while memory is sampled.
+        #[arg(long, default_value_t = 10_000)]
+        watchers: usize,
+        /// Leases granted (memory is sampled, then they are kept alive).
+        #[arg(long, default_value_t = 100_000)]
+        leases: usize,
+        /// Also write a small HTML report with charts here.
+        #[arg(long)]
+        report: Option<PathBuf>,
     },
     /// A long put load on a 3-member Ferrite cluster, sampling each member's
     /// resident memory every 30 s: it should stay flat.
@@ -215,6 +241,22 @@ pub async fn run(op: BenchOp) -> anyhow::Result<()> {
                 println!("; failed requests: ferrite {errors}");
             }
             Ok(())
+        }
+        BenchOp::Watch {
+            seconds,
+            ferrite_only,
+            watchers,
+            leases,
+            report,
+        } => {
+            watch_lease::run(watch_lease::Options {
+                seconds,
+                ferrite_only,
+                watchers,
+                leases,
+                report,
+            })
+            .await
         }
         BenchOp::Soak { minutes, clients } => {
             let dir = data_dir(None)?;

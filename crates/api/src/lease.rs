@@ -21,7 +21,9 @@ use crate::errors::{node_status, service_status, state_status, unexpected};
 use crate::header::Header;
 
 /// Keepalive answers waiting for a slow client, per stream.
-const KEEPALIVES_QUEUED_MAX: usize = 16;
+const KEEPALIVES_QUEUED_MAX: usize = 64;
+/// Keepalives of one stream being answered at once.
+const KEEPALIVES_IN_FLIGHT_MAX: usize = 64;
 /// Tries with a new server-chosen id when one is taken.
 const GRANT_TRIES: usize = 3;
 
@@ -129,31 +131,54 @@ impl Lease for LeaseService {
         let (tx, rx) = mpsc::channel(KEEPALIVES_QUEUED_MAX);
         let ctx = self.ctx.clone();
         tokio::spawn(async move {
-            while let Some(next) = incoming.next().await {
+            // Several keepalives of one stream in flight at once (a client
+            // renews all its leases on one stream), at most
+            // `KEEPALIVES_IN_FLIGHT_MAX`.
+            let mut inflight = tokio::task::JoinSet::new();
+            loop {
+                let next = if inflight.len() < KEEPALIVES_IN_FLIGHT_MAX {
+                    tokio::select! {
+                        next = incoming.next() => next,
+                        Some(done) = inflight.join_next() => {
+                            if !matches!(done, Ok(true)) {
+                                break;
+                            }
+                            continue;
+                        }
+                    }
+                } else {
+                    match inflight.join_next().await {
+                        Some(Ok(true)) => continue,
+                        _ => break,
+                    }
+                };
                 let id = match next {
-                    Ok(r) => r.id,
-                    Err(_) => return,
+                    Some(Ok(r)) => r.id,
+                    _ => break,
                 };
-                let answer = match ctx.node.lease_keep_alive(id).await {
-                    Ok(ttl) => Ok(pb::LeaseKeepAliveResponse {
-                        header: ctx.header(ctx.events.revision()),
-                        id,
-                        ttl: ttl.granted_ttl_s,
-                    }),
-                    // etcd answers a keepalive of an unknown or expired lease
-                    // with TTL 0, and keeps the stream.
-                    Err(NodeError::LeaseNotFound) => Ok(pb::LeaseKeepAliveResponse {
-                        header: ctx.header(ctx.events.revision()),
-                        id,
-                        ttl: 0,
-                    }),
-                    Err(e) => Err(node_status(e)),
-                };
-                let failed = answer.is_err();
-                if tx.send(answer).await.is_err() || failed {
-                    return;
-                }
+                let (ctx, tx) = (ctx.clone(), tx.clone());
+                inflight.spawn(async move {
+                    let answer = match ctx.node.lease_keep_alive(id).await {
+                        Ok(ttl) => Ok(pb::LeaseKeepAliveResponse {
+                            header: ctx.header(ctx.events.revision()),
+                            id,
+                            ttl: ttl.granted_ttl_s,
+                        }),
+                        // etcd answers a keepalive of an unknown or expired
+                        // lease with TTL 0, and keeps the stream.
+                        Err(NodeError::LeaseNotFound) => Ok(pb::LeaseKeepAliveResponse {
+                            header: ctx.header(ctx.events.revision()),
+                            id,
+                            ttl: 0,
+                        }),
+                        Err(e) => Err(node_status(e)),
+                    };
+                    let ok = answer.is_ok();
+                    tx.send(answer).await.is_ok() && ok
+                });
             }
+            // Answer what is in flight before the stream ends.
+            while inflight.join_next().await.is_some() {}
         });
         Ok(Response::new(Box::pin(
             tokio_stream::wrappers::ReceiverStream::new(rx),

@@ -29,7 +29,7 @@ use crate::header::Header;
 pub const REQUIRE_LEADER_METADATA: &str = "hasleader";
 /// Replies waiting for a slow client, per stream; beyond it the stream's
 /// watches fall behind and catch up from history later.
-const REPLIES_QUEUED_MAX: usize = 16;
+const REPLIES_QUEUED_MAX: usize = 64;
 /// Requests read ahead from a client, per stream.
 const REQUESTS_QUEUED_MAX: usize = 64;
 /// How often a require-leader stream checks that there is a leader (etcd:
@@ -119,11 +119,12 @@ impl Watch for WatchService {
         let mut incoming = req.into_inner();
         let (cmd_tx, cmd_rx) = mpsc::channel(REQUESTS_QUEUED_MAX);
         let (reply_tx, reply_rx) = mpsc::channel(REPLIES_QUEUED_MAX);
-        let (out_tx, out_rx) = mpsc::channel::<Result<pb::WatchResponse, Status>>(1);
+        // An error ends the stream: the client's, or "no leader".
+        let (error_tx, error_rx) = mpsc::channel::<Status>(1);
         let ctx = self.ctx.clone();
 
         // Client requests in: translated, or the stream ends with the error.
-        let errors = out_tx.clone();
+        let errors = error_tx.clone();
         let reader = tokio::spawn(async move {
             while let Some(next) = incoming.next().await {
                 let cmd = match next {
@@ -145,7 +146,7 @@ impl Watch for WatchService {
                         request_union: None,
                     }) => continue,
                     Err(e) => {
-                        let _ = errors.send(Err(e)).await;
+                        let _ = errors.send(e).await;
                         return;
                     }
                 };
@@ -155,16 +156,17 @@ impl Watch for WatchService {
             }
         });
 
-        // The session, and replies out; it ends the stream with "no leader"
-        // if the client required one and the member lost it.
+        // The session; it ends the stream with "no leader" if the client
+        // required one and the member lost it.
         let limits = self.limits;
         let mut stop = self.stop.clone();
+        let session_ctx = ctx.clone();
         tokio::spawn(async move {
             let stopped = async move {
                 let _ = stop.wait_for(|s| *s).await;
             };
+            let ctx = session_ctx;
             let session = watch::run(ctx.clone(), limits, cmd_rx, reply_tx, stopped);
-            let forward = forward(ctx.clone(), reply_rx, out_tx.clone());
             let leader_lost = async {
                 loop {
                     tokio::time::sleep(LEADER_CHECK).await;
@@ -175,26 +177,17 @@ impl Watch for WatchService {
             };
             tokio::select! {
                 () = session => {}
-                () = forward => {}
                 () = leader_lost => {
-                    let _ = out_tx.send(Err(no_leader())).await;
+                    let _ = error_tx.send(no_leader()).await;
                 }
             }
             reader.abort();
         });
-        let stream = tokio_stream::wrappers::ReceiverStream::new(out_rx);
-        Ok(Response::new(Box::pin(stream)))
-    }
-}
-
-async fn forward(
-    ctx: Context,
-    mut replies: mpsc::Receiver<WatchReply>,
-    out: mpsc::Sender<Result<pb::WatchResponse, Status>>,
-) {
-    while let Some(r) = replies.recv().await {
-        if out.send(Ok(response(&ctx, r))).await.is_err() {
-            return;
-        }
+        // Replies go straight from the session's channel to the client,
+        // translated on the way: tonic takes whatever is queued per write.
+        let replies = tokio_stream::wrappers::ReceiverStream::new(reply_rx)
+            .map(move |r| Ok(response(&ctx, r)));
+        let errors = tokio_stream::wrappers::ReceiverStream::new(error_rx).map(Err);
+        Ok(Response::new(Box::pin(replies.merge(errors))))
     }
 }

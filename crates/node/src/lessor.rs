@@ -158,6 +158,10 @@ struct Lease {
 pub(crate) struct Lessor {
     cfg: LessorConfig,
     leases: BTreeMap<LeaseId, Lease>,
+    /// Leases whose reset waits to be proposed, in one checkpoint command
+    /// for all of them (`flush_resets`, once per replica step): a burst of
+    /// renews costs one log entry, not one each.
+    pending_resets: Vec<LeaseId>,
     /// Everything up to here is reflected in `leases`.
     applied: Index,
     /// Leading, with the clock running: every lease has an expiry.
@@ -176,6 +180,7 @@ impl Lessor {
         Lessor {
             cfg,
             leases: BTreeMap::new(),
+            pending_resets: Vec::new(),
             applied,
             promoted: false,
             promote_at: None,
@@ -306,6 +311,7 @@ impl Lessor {
     }
 
     fn demote(&mut self) {
+        self.pending_resets.clear();
         for lease in self.leases.values_mut() {
             lease.expiry_ms = None;
             lease.revoke_proposed_ms = None;
@@ -351,18 +357,41 @@ impl Lessor {
         self.propose_reset(now_ms, id, raft);
     }
 
-    /// Proposes a checkpoint with remaining 0 for `id`. One that cannot be
-    /// proposed now is recorded at an index never applied, so that renews
+    /// Queues a checkpoint with remaining 0 for `id`, proposed with the
+    /// others of this step by `flush_resets`. Until then (and if it cannot
+    /// be proposed) it is recorded at an index never applied, so that renews
     /// keep waiting and `settle_resets` tries again.
-    fn propose_reset(&mut self, now_ms: u64, id: LeaseId, raft: &mut Raft) {
-        let index = match self.cfg.proposals {
-            Some(p) => raft
-                .propose((p.checkpoint)(&[(id, 0)]))
-                .map_or(Index(u64::MAX), |(index, _)| index),
-            None => Index(u64::MAX),
-        };
+    fn propose_reset(&mut self, now_ms: u64, id: LeaseId, _raft: &mut Raft) {
         if let Some(lease) = self.leases.get_mut(&id) {
-            lease.reset = Some((index, now_ms));
+            lease.reset = Some((Index(u64::MAX), now_ms));
+            self.pending_resets.push(id);
+        }
+    }
+
+    /// Proposes the queued resets, up to `CHECKPOINT_LEASES_MAX` per
+    /// command.
+    pub fn flush_resets(&mut self, raft: &mut Raft) {
+        if self.pending_resets.is_empty() {
+            return;
+        }
+        let pending = std::mem::take(&mut self.pending_resets);
+        let Some(p) = self.cfg.proposals else {
+            return;
+        };
+        for chunk in pending.chunks(CHECKPOINT_LEASES_MAX) {
+            let resets: Vec<(LeaseId, i64)> = chunk.iter().map(|id| (*id, 0)).collect();
+            let Ok((index, _)) = raft.propose((p.checkpoint)(&resets)) else {
+                continue;
+            };
+            for id in chunk {
+                if let Some(lease) = self.leases.get_mut(id) {
+                    if let Some((at, _)) = &mut lease.reset {
+                        if *at == Index(u64::MAX) {
+                            *at = index;
+                        }
+                    }
+                }
+            }
         }
     }
 

@@ -900,6 +900,7 @@ impl Replica {
             }
         }
         self.advance_lease_asks();
+        self.lessor.flush_resets(&mut self.raft);
         loop {
             let out = self.raft.take_output();
             if out.is_empty() {

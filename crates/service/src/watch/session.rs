@@ -32,6 +32,41 @@ impl Default for WatchLimits {
     }
 }
 
+/// Live entries taken from the event stream per turn, at most.
+const ENTRIES_PER_TURN_MAX: usize = 256;
+/// Events merged into one reply, at most.
+const EVENTS_PER_REPLY_MAX: usize = 1000;
+
+/// Merges each watch's consecutive event replies into one (events of
+/// several revisions in revision order, each revision whole, as etcd's
+/// catch-up replies carry them); leaves created, canceled, progress and
+/// fragmented replies as they are.
+pub fn coalesce(replies: Vec<WatchReply>) -> Vec<WatchReply> {
+    let plain = |r: &WatchReply| {
+        !r.created && !r.canceled && !r.fragment && !r.events.is_empty() && r.watch_id >= 0
+    };
+    let mut out: Vec<WatchReply> = Vec::with_capacity(replies.len());
+    // Per watch, the index in `out` of its last reply, if it can grow.
+    let mut open: std::collections::BTreeMap<i64, usize> = std::collections::BTreeMap::new();
+    for r in replies {
+        if plain(&r) {
+            if let Some(&i) = open.get(&r.watch_id) {
+                let last = &mut out[i];
+                if last.events.len() + r.events.len() <= EVENTS_PER_REPLY_MAX {
+                    last.revision = last.revision.max(r.revision);
+                    last.events.extend(r.events);
+                    continue;
+                }
+            }
+            open.insert(r.watch_id, out.len());
+        } else {
+            open.remove(&r.watch_id);
+        }
+        out.push(r);
+    }
+    out
+}
+
 type Read = Pin<Box<dyn Future<Output = (i64, Result<ChangesResponse, String>)> + Send>>;
 
 /// Serves one watch stream until the client closes it, `replies` is
@@ -79,7 +114,24 @@ pub async fn run(
                 out
             }
             entry = live.recv() => match entry {
-                Ok(p) => stream.on_live(&p),
+                Ok(p) => {
+                    // Take what else is queued too, and send each watch one
+                    // reply for all of it: under load, fewer and larger
+                    // messages.
+                    let mut out = stream.on_live(&p);
+                    for _ in 1..ENTRIES_PER_TURN_MAX {
+                        match live.try_recv() {
+                            Ok(p) => out.extend(stream.on_live(&p)),
+                            Err(broadcast::error::TryRecvError::Lagged(_)) => {
+                                stream.on_lagged();
+                                metrics.lagged.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                                break;
+                            }
+                            Err(_) => break,
+                        }
+                    }
+                    coalesce(out)
+                }
                 Err(broadcast::error::RecvError::Lagged(_)) => {
                     stream.on_lagged();
                     metrics.lagged.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -123,4 +175,49 @@ async fn read_changes(
         Err(e) => Err(e.to_string()),
     };
     (id, result)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ferrite_state::KvEvent;
+
+    fn events(id: i64, revs: &[i64]) -> WatchReply {
+        WatchReply {
+            watch_id: id,
+            revision: *revs.last().unwrap_or(&0),
+            events: revs
+                .iter()
+                .map(|r| KvEvent {
+                    revision: *r,
+                    key: bytes::Bytes::from_static(b"k"),
+                    prev: None,
+                    kv: None,
+                })
+                .collect(),
+            ..WatchReply::default()
+        }
+    }
+
+    #[test]
+    fn each_watch_gets_one_reply_in_order_and_markers_stay_apart() {
+        let cancel = WatchReply {
+            watch_id: 1,
+            canceled: true,
+            ..WatchReply::default()
+        };
+        let out = coalesce(vec![
+            events(0, &[5]),
+            events(1, &[5]),
+            events(0, &[6, 6]),
+            cancel.clone(),
+            events(0, &[7]),
+        ]);
+        let revs = |r: &WatchReply| r.events.iter().map(|e| e.revision).collect::<Vec<_>>();
+        assert_eq!(out.len(), 3);
+        assert_eq!((out[0].watch_id, revs(&out[0])), (0, vec![5, 6, 6, 7]));
+        assert_eq!(out[0].revision, 7);
+        assert_eq!((out[1].watch_id, revs(&out[1])), (1, vec![5]));
+        assert_eq!(out[2], cancel);
+    }
 }

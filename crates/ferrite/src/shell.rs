@@ -17,6 +17,9 @@ pub async fn run(mut client: Client) -> anyhow::Result<()> {
         Notice::NoLeader => println!("  (no leader yet, retrying)"),
         Notice::Unreachable { url, next } => println!("  ({url} unreachable, trying {next})"),
         Notice::Retrying(why) => println!("  (retrying: {why})"),
+        Notice::WatchResumed { url, revision } => {
+            println!("  (watch resumed on {url} from revision {revision})")
+        }
     });
     println!("ferrite shell on {} (HELP for commands)", client.endpoint());
     let stdin = std::io::stdin();

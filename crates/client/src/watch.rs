@@ -416,9 +416,9 @@ mod tests {
         events.iter().map(WatchEvent::revision).collect()
     }
 
-    /// A watch from "now" that broke after events 11 and 12 resumes at 13;
-    /// a member that replays 12 again (and a transaction's two events at
-    /// 13) delivers 13 twice-keyed but 12 not again.
+    /// A watch from "now" that broke after events 11 and 12 resumes at 13.
+    /// If the new member replays 12, it is dropped; a transaction's two
+    /// events at 13 are both delivered.
     #[test]
     fn resume_starts_after_the_last_event_and_drops_replays() {
         let mut c = WatchCursor::new(b"k", &WatchOptions::default());

@@ -14,6 +14,7 @@
 //! ```
 
 use std::fmt::Write as _;
+use std::sync::atomic::Ordering;
 
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
@@ -366,6 +367,56 @@ async fn metrics(State(ctx): State<Context>) -> String {
         "counter",
         "Peer messages refused as malformed.",
         g(&m.peer_frames_refused),
+    );
+    let w = &ctx.watch_metrics;
+    let gauge = |a: &std::sync::atomic::AtomicI64| a.load(Ordering::Relaxed).max(0) as u64;
+    line(
+        "ferrite_watch_streams",
+        "gauge",
+        "Watch streams open on this member.",
+        gauge(&w.streams),
+    );
+    line(
+        "ferrite_watchers",
+        "gauge",
+        "Watches open on this member.",
+        gauge(&w.watchers),
+    );
+    line(
+        "ferrite_watch_events_sent_total",
+        "counter",
+        "Watch events sent by this member.",
+        w.events_sent.load(Ordering::Relaxed),
+    );
+    line(
+        "ferrite_watch_slow_catchups_total",
+        "counter",
+        "Times a watch stream fell behind and caught up from history.",
+        w.lagged.load(Ordering::Relaxed),
+    );
+    line(
+        "ferrite_leases",
+        "gauge",
+        "Leases this member's lessor knows of.",
+        g(&m.leases),
+    );
+    line(
+        "ferrite_lease_expiries_total",
+        "counter",
+        "Revokes of expired leases this member proposed as leader.",
+        g(&m.lease_revokes_proposed),
+    );
+    line(
+        "ferrite_lease_renewals_total",
+        "counter",
+        "Lease keep-alives this member applied as leader.",
+        g(&m.lease_renewals),
+    );
+    line(
+        "ferrite_lease_checkpoints_total",
+        "counter",
+        "Lease checkpoints (remaining TTLs) this member proposed as leader.",
+        g(&m.lease_checkpoints_proposed),
     );
     histogram(
         &mut out,

@@ -4,7 +4,16 @@
 //! and sequence number) so that a register write retried after a failure is
 //! applied exactly once. Every decision it makes is reported as a `Notice`,
 //! which `ferrite shell` prints.
+//!
+//! etcd's coordination services live in their own files: `watch` (a watch
+//! that resumes on another member without gaps or duplicates), `lease`
+//! (grant, revoke, keep-alive) and `coordination` (locks and elections).
 
+mod coordination;
+mod lease;
+mod watch;
+
+use std::sync::Arc;
 use std::time::Duration;
 
 use ferrite_proto::etcdserverpb as pb;
@@ -21,6 +30,10 @@ use tonic::Code;
 pub use ferrite_proto::etcdserverpb::Member;
 pub use ferrite_proto::ferrite::v1::{MemberStatus, NodeStatus};
 pub use ferrite_proto::mvccpb::KeyValue;
+
+pub use coordination::{LeaderKey, LockKey, Observer};
+pub use lease::{KeepAlive, LeaseInfo};
+pub use watch::{EventKind, WatchCursor, WatchEvent, WatchOptions, Watcher};
 
 /// How long one operation keeps trying before it gives up.
 const PATIENCE: Duration = Duration::from_secs(15);
@@ -41,6 +54,26 @@ pub enum ClientError {
     BadEndpoint(String),
     #[error("the server's answer was empty")]
     EmptyAnswer,
+    /// The server answered NOT_FOUND (e.g. "requested lease not found").
+    #[error("{0}")]
+    NotFound(String),
+    /// The lease is gone: it expired or was revoked.
+    #[error("lease {0:016x} expired or revoked")]
+    LeaseExpired(i64),
+    /// A watch asked for history the cluster has compacted away.
+    #[error(
+        "watch canceled: revision {requested} is compacted (the oldest kept is {compact_revision})"
+    )]
+    Compacted {
+        requested: i64,
+        compact_revision: i64,
+    },
+    /// The server canceled a watch for another reason.
+    #[error("watch canceled: {0}")]
+    WatchCanceled(String),
+    /// The election has no leader now.
+    #[error("election {0:?} has no leader")]
+    NoElectionLeader(String),
 }
 
 /// The most bytes one volume read or write call carries.
@@ -49,11 +82,24 @@ pub const VOLUME_IO_BYTES_MAX: usize = 1 << 20;
 /// What the client did on the way to an answer.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Notice {
-    Redirected { name: String, url: String },
+    Redirected {
+        name: String,
+        url: String,
+    },
     NoLeader,
-    Unreachable { url: String, next: String },
+    Unreachable {
+        url: String,
+        next: String,
+    },
     Retrying(String),
+    /// A watch lost its member and goes on at `url` from `revision`.
+    WatchResumed {
+        url: String,
+        revision: i64,
+    },
 }
+
+type Notify = Arc<dyn Fn(Notice) + Send + Sync>;
 
 pub struct Client {
     endpoints: Vec<String>,
@@ -61,8 +107,11 @@ pub struct Client {
     channel: Option<Channel>,
     client_id: u64,
     sequence: u64,
-    notify: Box<dyn Fn(Notice) + Send + Sync>,
+    notify: Notify,
     found_leader: bool,
+    /// A channel with no request timeout, for calls that wait (lock,
+    /// campaign) and for streams.
+    waiting_channel: Option<Channel>,
 }
 
 fn url(endpoint: &str) -> String {
@@ -126,14 +175,15 @@ impl Client {
             channel: None,
             client_id: new_client_id(),
             sequence: 0,
-            notify: Box::new(|_| {}),
+            notify: Arc::new(|_| {}),
             found_leader: false,
+            waiting_channel: None,
         })
     }
 
     /// Reports every redirect, retry and unreachable node to `f`.
     pub fn on_notice(&mut self, f: impl Fn(Notice) + Send + Sync + 'static) {
-        self.notify = Box::new(f);
+        self.notify = Arc::new(f);
     }
 
     pub fn endpoint(&self) -> &str {
@@ -151,6 +201,27 @@ impl Client {
             }
         };
         self.channel = None;
+        self.waiting_channel = None;
+    }
+
+    /// Every endpoint, in the client's order.
+    pub fn endpoints(&self) -> &[String] {
+        &self.endpoints
+    }
+
+    /// A new client on the same endpoints, starting at the current one,
+    /// with its own session (for a task that runs beside this client).
+    pub fn sibling(&self) -> Client {
+        Client {
+            endpoints: self.endpoints.clone(),
+            current: self.current,
+            channel: None,
+            client_id: new_client_id(),
+            sequence: 0,
+            notify: self.notify.clone(),
+            found_leader: self.found_leader,
+            waiting_channel: None,
+        }
     }
 
     async fn channel(&mut self) -> Result<Channel, tonic::Status> {
@@ -169,10 +240,22 @@ impl Client {
         Ok(channel)
     }
 
+    /// Like `channel`, without a request timeout: for calls that may wait
+    /// as long as they need to (a lock held by another).
+    async fn waiting_channel(&mut self) -> Result<Channel, tonic::Status> {
+        if let Some(c) = &self.waiting_channel {
+            return Ok(c.clone());
+        }
+        let channel = connect_waiting(&self.endpoints[self.current]).await?;
+        self.waiting_channel = Some(channel.clone());
+        Ok(channel)
+    }
+
     fn next_endpoint(&mut self) {
         let from = self.endpoints[self.current].clone();
         self.current = (self.current + 1) % self.endpoints.len();
         self.channel = None;
+        self.waiting_channel = None;
         (self.notify)(Notice::Unreachable {
             url: from,
             next: self.endpoints[self.current].clone(),
@@ -193,7 +276,33 @@ impl Client {
         self.call_with(Retry::Always, call).await
     }
 
-    async fn call_with<T, F, Fut>(&mut self, retry: Retry, mut call: F) -> Result<T, ClientError>
+    async fn call_with<T, F, Fut>(&mut self, retry: Retry, call: F) -> Result<T, ClientError>
+    where
+        F: FnMut(Channel) -> Fut,
+        Fut: std::future::Future<Output = Result<T, tonic::Status>>,
+    {
+        self.call_inner(retry, false, call).await
+    }
+
+    /// `call` for requests that wait server-side for as long as they must
+    /// (lock, campaign): no request timeout, and patience counts from the
+    /// last attempt's failure rather than from the first attempt. Only for
+    /// requests that are safe to send again (etcd's lock and campaign are:
+    /// the contender's key is NAME/LEASE, so a retry finds its own key).
+    async fn call_waiting<T, F, Fut>(&mut self, call: F) -> Result<T, ClientError>
+    where
+        F: FnMut(Channel) -> Fut,
+        Fut: std::future::Future<Output = Result<T, tonic::Status>>,
+    {
+        self.call_inner(Retry::Always, true, call).await
+    }
+
+    async fn call_inner<T, F, Fut>(
+        &mut self,
+        retry: Retry,
+        waiting: bool,
+        mut call: F,
+    ) -> Result<T, ClientError>
     where
         F: FnMut(Channel) -> Fut,
         Fut: std::future::Future<Output = Result<T, tonic::Status>>,
@@ -202,14 +311,22 @@ impl Client {
             self.found_leader = true;
             let _ = self.go_to_leader().await;
         }
-        let deadline = tokio::time::Instant::now() + PATIENCE;
+        let mut deadline = tokio::time::Instant::now() + PATIENCE;
         let mut backoff = BACKOFF_MIN;
         let mut last = String::new();
         while tokio::time::Instant::now() < deadline {
-            let (result, sent) = match self.channel().await {
+            let channel = if waiting {
+                self.waiting_channel().await
+            } else {
+                self.channel().await
+            };
+            let (result, sent) = match channel {
                 Ok(channel) => (call(channel).await, true),
                 Err(e) => (Err(e), false),
             };
+            if waiting {
+                deadline = deadline.max(tokio::time::Instant::now() + PATIENCE);
+            }
             let status = match result {
                 Ok(v) => return Ok(v),
                 Err(status) => status,
@@ -233,6 +350,7 @@ impl Client {
                     }
                     self.next_endpoint();
                 }
+                None if status.code() == Code::NotFound => return Err(ClientError::NotFound(last)),
                 None => return Err(ClientError::Refused(last)),
             }
             tokio::time::sleep(backoff).await;
@@ -299,9 +417,20 @@ impl Client {
     }
 
     pub async fn put(&mut self, key: &[u8], value: &[u8]) -> Result<i64, ClientError> {
+        self.put_with_lease(key, value, 0).await
+    }
+
+    /// A put bound to `lease` (0: none); the key goes when the lease does.
+    pub async fn put_with_lease(
+        &mut self,
+        key: &[u8],
+        value: &[u8],
+        lease: i64,
+    ) -> Result<i64, ClientError> {
         let req = pb::PutRequest {
             key: key.to_vec(),
             value: value.to_vec(),
+            lease,
             ..Default::default()
         };
         let session = self.kv_session();
@@ -645,6 +774,18 @@ impl Client {
             .await?;
         Ok(r.into_inner().members)
     }
+}
+
+/// A channel to `endpoint` with a connect timeout but no request timeout.
+async fn connect_waiting(endpoint: &str) -> Result<Channel, tonic::Status> {
+    Endpoint::from_shared(endpoint.to_string())
+        .map_err(|e| tonic::Status::invalid_argument(e.to_string()))?
+        .connect_timeout(Duration::from_secs(1))
+        .http2_keep_alive_interval(Duration::from_secs(5))
+        .keep_alive_timeout(Duration::from_secs(5))
+        .connect()
+        .await
+        .map_err(|e| tonic::Status::unavailable(format!("cannot connect: {e}")))
 }
 
 /// One node's status, asked directly (no retries): for polling.

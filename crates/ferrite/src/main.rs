@@ -3,6 +3,7 @@
 mod bench;
 mod chaos;
 mod config;
+mod coordination;
 mod launch;
 mod server;
 mod shell;
@@ -111,6 +112,50 @@ enum Command {
         #[command(subcommand)]
         op: bench::BenchOp,
     },
+    /// Leases (etcd's): grant, revoke, keep-alive, ttl, list. Ids are hex.
+    Lease {
+        #[command(subcommand)]
+        op: coordination::LeaseOp,
+        #[command(flatten)]
+        endpoints: Endpoints,
+    },
+    /// Run CMD while holding lock NAME (or, without CMD, print the lock's
+    /// key and hold it until Ctrl-C).
+    ///
+    /// A lease of --ttl seconds is granted and kept alive while CMD runs;
+    /// the lock is released and the lease revoked when CMD exits, and
+    /// `ferrite lock` exits with CMD's status. If the lease is lost (this
+    /// process was cut off for longer than the TTL), CMD gets SIGTERM and
+    /// the exit status is 1.
+    ///
+    /// CMD sees FERRITE_LOCK_KEY (the lock's key) and FERRITE_LOCK_REVISION,
+    /// the key's create revision. FERRITE_LOCK_REVISION is a fencing token:
+    /// every later holder of the lock gets a higher one, so a resource that
+    /// remembers the highest token it has seen can refuse a holder whose
+    /// lock has already passed to another.
+    Lock {
+        name: String,
+        /// TTL of the lock's lease, in seconds.
+        #[arg(long, default_value_t = coordination::SESSION_TTL_S)]
+        ttl: i64,
+        /// The command to run, after `--`.
+        #[arg(last = true)]
+        command: Vec<String>,
+        #[command(flatten)]
+        endpoints: Endpoints,
+    },
+    /// Campaign in election NAME with VALUE: print the leader line once
+    /// elected, lead until Ctrl-C, then resign. Without VALUE, observe:
+    /// print the leader and every change, until Ctrl-C.
+    Elect {
+        name: String,
+        value: Option<String>,
+        /// TTL of the candidate's lease, in seconds.
+        #[arg(long, default_value_t = coordination::SESSION_TTL_S)]
+        ttl: i64,
+        #[command(flatten)]
+        endpoints: Endpoints,
+    },
     /// An interactive client.
     Shell(Endpoints),
     /// Look inside a data directory.
@@ -125,6 +170,9 @@ enum KvOp {
     Put {
         key: String,
         value: String,
+        /// Bind the key to this lease (hex id): it goes when the lease does.
+        #[arg(long)]
+        lease: Option<String>,
     },
     Get {
         key: String,
@@ -135,6 +183,22 @@ enum KvOp {
     /// Every key with a prefix.
     List {
         prefix: Option<String>,
+    },
+    /// Print changes to KEY as they happen, one line each, until Ctrl-C:
+    /// `PUT key = value (revision N)`, `DELETE key (revision N)`. Survives
+    /// the loss of a member: the watch goes on on another from the next
+    /// revision, with no event lost or repeated.
+    Watch {
+        key: String,
+        /// Every key that starts with KEY.
+        #[arg(long)]
+        prefix: bool,
+        /// Start at this past revision (replays history first).
+        #[arg(long)]
+        rev: Option<i64>,
+        /// Also print the value each event replaced.
+        #[arg(long)]
+        prev_kv: bool,
     },
 }
 
@@ -201,8 +265,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Kv { op, endpoints } => {
             let mut c = endpoints.client()?;
             match op {
-                KvOp::Put { key, value } => {
-                    let rev = c.put(key.as_bytes(), value.as_bytes()).await?;
+                KvOp::Put { key, value, lease } => {
+                    let lease = lease.as_deref().map_or(Ok(0), coordination::lease_id)?;
+                    let rev = c
+                        .put_with_lease(key.as_bytes(), value.as_bytes(), lease)
+                        .await?;
                     println!("OK (revision {rev})");
                 }
                 KvOp::Get { key } => match c.get(key.as_bytes()).await? {
@@ -213,6 +280,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     }
                 },
                 KvOp::Del { key } => println!("deleted {}", c.delete(key.as_bytes()).await?),
+                KvOp::Watch {
+                    key,
+                    prefix,
+                    rev,
+                    prev_kv,
+                } => return coordination::watch(&mut c, &key, prefix, rev, prev_kv).await,
                 KvOp::List { prefix } => {
                     for kv in c.get_prefix(prefix.unwrap_or_default().as_bytes()).await? {
                         println!(
@@ -282,6 +355,27 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
         }
         Command::Volume { op, endpoints } => volume::run(&mut endpoints.client()?, op).await?,
+        Command::Lease { op, endpoints } => {
+            return coordination::lease(&mut endpoints.client()?, op).await
+        }
+        Command::Lock {
+            name,
+            ttl,
+            command,
+            endpoints,
+        } => return coordination::lock(&mut endpoints.client()?, &name, ttl, command).await,
+        Command::Elect {
+            name,
+            value,
+            ttl,
+            endpoints,
+        } => {
+            let mut c = endpoints.client()?;
+            return match value {
+                Some(value) => coordination::elect(&mut c, &name, &value, ttl).await,
+                None => coordination::observe(&mut c, &name).await,
+            };
+        }
         Command::Shell(e) => shell::run(e.client()?).await?,
         Command::Bench { op } => bench::run(op).await?,
         Command::Chaos(args) => {

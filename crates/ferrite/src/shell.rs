@@ -9,7 +9,12 @@ const HELP: &str = "commands:
   PUT key value        GET key        DEL key        LIST [prefix]
   ADD name delta       SET name value READ name      CAS name expected new
   STATUS               MEMBERS        CONNECT host:port
-  HELP                 QUIT";
+  WATCH key [PREFIX]   UNWATCH
+  HELP                 QUIT
+
+WATCH runs in the background: events print as `[watch] PUT k = v (revision n)`
+lines between your commands, until UNWATCH, another WATCH (which replaces
+it) or QUIT. With the word PREFIX it watches every key starting with key.";
 
 pub async fn run(mut client: Client) -> anyhow::Result<()> {
     client.on_notice(|n| match n {
@@ -17,20 +22,52 @@ pub async fn run(mut client: Client) -> anyhow::Result<()> {
         Notice::NoLeader => println!("  (no leader yet, retrying)"),
         Notice::Unreachable { url, next } => println!("  ({url} unreachable, trying {next})"),
         Notice::Retrying(why) => println!("  (retrying: {why})"),
+        Notice::WatchResumed { url, revision } => {
+            println!("  (watch resumed on {url} from revision {revision})")
+        }
     });
     println!("ferrite shell on {} (HELP for commands)", client.endpoint());
-    let stdin = std::io::stdin();
-    let mut lines = stdin.lock().lines();
+    // Lines are read on a thread of their own, so that a background watch
+    // prints while the shell waits for input.
+    let (tx, mut lines) = tokio::sync::mpsc::unbounded_channel();
+    std::thread::spawn(move || {
+        for line in std::io::stdin().lock().lines() {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut watching: Option<tokio::task::JoinHandle<()>> = None;
     loop {
         print!("ferrite> ");
         std::io::stdout().flush()?;
-        let Some(line) = lines.next() else { break };
+        let Some(line) = lines.recv().await else {
+            break;
+        };
         let line = line?;
         let words: Vec<&str> = line.split_whitespace().collect();
         let Some(command) = words.first() else {
             continue;
         };
-        let result = execute(&mut client, &command.to_ascii_uppercase(), &words[1..]).await;
+        let command = command.to_ascii_uppercase();
+        if command == "WATCH" || command == "UNWATCH" {
+            if let Some(old) = watching.take() {
+                old.abort();
+            }
+            if command == "WATCH" {
+                match start_watch(&client, &words[1..]).await {
+                    Ok((task, text)) => {
+                        watching = Some(task);
+                        println!("{text}");
+                    }
+                    Err(e) => println!("error: {e}"),
+                }
+            } else {
+                println!("not watching");
+            }
+            continue;
+        }
+        let result = execute(&mut client, &command, &words[1..]).await;
         match result {
             Ok(Some(text)) => println!("{text}"),
             Ok(None) => break,
@@ -38,6 +75,41 @@ pub async fn run(mut client: Client) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Starts a background watch of `args[0]` (a prefix with `PREFIX`).
+async fn start_watch(
+    client: &Client,
+    args: &[&str],
+) -> anyhow::Result<(tokio::task::JoinHandle<()>, String)> {
+    let key = args
+        .first()
+        .ok_or_else(|| anyhow::anyhow!("missing key; HELP lists the commands"))?;
+    let prefix = args
+        .get(1)
+        .is_some_and(|w| w.eq_ignore_ascii_case("prefix"));
+    let options = ferrite_client::WatchOptions {
+        prefix,
+        ..Default::default()
+    };
+    let mut w = client.watch(key.as_bytes(), options).await?;
+    let text = format!(
+        "watching {key}{} from revision {} (UNWATCH stops)",
+        if prefix { "*" } else { "" },
+        w.next_revision()
+    );
+    let task = tokio::spawn(async move {
+        loop {
+            match w.next().await {
+                Ok(e) => println!("\n[watch] {}", crate::coordination::event_line(&e)),
+                Err(e) => {
+                    println!("\n[watch] ended: {e}");
+                    return;
+                }
+            }
+        }
+    });
+    Ok((task, text))
 }
 
 fn int(word: Option<&&str>, what: &str) -> anyhow::Result<i64> {

@@ -484,6 +484,11 @@ impl Driver {
         Metrics::set(&m.commit, raft.commit().0);
         Metrics::set(&m.applied, raft.applied().0);
         Metrics::set(&m.is_leader, u64::from(raft.role() == Role::Leader));
+        let c = self.replica.counters();
+        Metrics::set(&m.leases, self.replica.leases() as u64);
+        Metrics::set(&m.lease_revokes_proposed, c.lease_revokes_proposed);
+        Metrics::set(&m.lease_renewals, c.lease_renewals);
+        Metrics::set(&m.lease_checkpoints_proposed, c.lease_checkpoints_proposed);
         if raft.role() != self.last_role {
             self.last_role = raft.role();
             tracing::debug!(role = ?self.last_role, term = raft.term().0, "role changed");

@@ -47,6 +47,13 @@ pub struct Metrics {
     pub reads: AtomicU64,
     pub leader_changes: AtomicU64,
     pub peer_frames_refused: AtomicU64,
+    /// The replica's lease figures, as of the driver's last turn: leases
+    /// this member's lessor knows of, and what it did as leader (revokes of
+    /// expired leases proposed, renewals, checkpoints proposed).
+    pub leases: AtomicU64,
+    pub lease_revokes_proposed: AtomicU64,
+    pub lease_renewals: AtomicU64,
+    pub lease_checkpoints_proposed: AtomicU64,
     /// Heartbeat round trips from a leader to its peers.
     pub peer_rtt: Histogram,
     /// The WAL's group-commit fdatasync.

@@ -162,6 +162,9 @@ pub(crate) struct Lessor {
     /// for all of them (`flush_resets`, once per replica step): a burst of
     /// renews costs one log entry, not one each.
     pending_resets: Vec<LeaseId>,
+    /// Leases whose `reset` is set: what `settle_resets` looks at (it runs
+    /// after every apply; the table may hold 100,000 leases).
+    resetting: std::collections::BTreeSet<LeaseId>,
     /// Everything up to here is reflected in `leases`.
     applied: Index,
     /// Leading, with the clock running: every lease has an expiry.
@@ -181,6 +184,7 @@ impl Lessor {
             cfg,
             leases: BTreeMap::new(),
             pending_resets: Vec::new(),
+            resetting: std::collections::BTreeSet::new(),
             applied,
             promoted: false,
             promote_at: None,
@@ -312,6 +316,7 @@ impl Lessor {
 
     fn demote(&mut self) {
         self.pending_resets.clear();
+        self.resetting.clear();
         for lease in self.leases.values_mut() {
             lease.expiry_ms = None;
             lease.revoke_proposed_ms = None;
@@ -365,6 +370,7 @@ impl Lessor {
         if let Some(lease) = self.leases.get_mut(&id) {
             lease.reset = Some((Index(u64::MAX), now_ms));
             self.pending_resets.push(id);
+            self.resetting.insert(id);
         }
     }
 
@@ -443,16 +449,27 @@ impl Lessor {
         let now_ms = self.ms(now);
         let retry_ms = self.ms(self.cfg.revoke_retry_ticks);
         let mut again = Vec::new();
-        for (id, lease) in self.leases.iter_mut() {
+        let mut settled = Vec::new();
+        for id in &self.resetting {
+            let Some(lease) = self.leases.get_mut(id) else {
+                settled.push(*id);
+                continue;
+            };
             let Some((index, at_ms)) = lease.reset else {
+                settled.push(*id);
                 continue;
             };
             if self.applied >= index && lease.remaining_s == 0 {
                 lease.reset = None;
+                settled.push(*id);
             } else if now_ms >= at_ms + retry_ms {
                 lease.reset = None;
+                settled.push(*id);
                 again.push(*id);
             }
+        }
+        for id in settled {
+            self.resetting.remove(&id);
         }
         for id in again {
             self.propose_reset(now_ms, id, raft);
@@ -540,6 +557,10 @@ impl Lessor {
             assert!(
                 self.promoted || lease.reset.is_none(),
                 "lease {id} waits for a reset on a member that is not promoted"
+            );
+            assert!(
+                lease.reset.is_none() || self.resetting.contains(id),
+                "lease {id} waits for a reset settle_resets does not look at"
             );
             assert!(lease.ttl_s >= 1, "lease {id} ttl={}", lease.ttl_s);
             assert!(

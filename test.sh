@@ -33,6 +33,9 @@ command -v mkfs.ext4 >/dev/null 2>&1 || missing+=(e2fsprogs)
 command -v losetup >/dev/null 2>&1 || missing+=(mount)
 # A C++ compiler: cargo-fuzz builds libFuzzer from source.
 command -v c++ >/dev/null 2>&1 || missing+=(g++)
+# Python's venv, for the python-etcd3 client test (pip installs etcd3 there).
+command -v python3 >/dev/null 2>&1 || missing+=(python3)
+python3 -c 'import ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
 # Headless Chromium and its WebDriver for the dashboard tests.
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)

@@ -226,7 +226,13 @@ impl World {
                 running.replica.propose(cmd.encode())
             }
         };
-        node.requests.insert(request, (req.client, req.seq));
+        node.requests.insert(
+            request,
+            crate::node::Asker::Register {
+                client: req.client,
+                seq: req.seq,
+            },
+        );
         self.log(|| {
             format!(
                 "request client {client_id} seq {} at {id}: {request:?}",

@@ -1,0 +1,229 @@
+//! The watch checker.
+//!
+//! The applied KV history is the sequence of (revision, events) the cluster
+//! committed. It is recorded from every member's applied entries (the same
+//! `Published` entries its event stream carries): the first member to apply
+//! a revision defines it, and every other member that applies it must have
+//! made exactly the same events (`observe`), which is itself a check that
+//! members agree.
+//!
+//! Every watcher's received stream is a list of segments, one per watch it
+//! created (on a member; again on another after a crash, or after a cancel
+//! for compaction). Rule for a segment that starts at revision `s` and whose
+//! last event has revision `r`: its events are exactly the history's events
+//! with revision in `s..=r` that fall in the watched range, in order (by
+//! revision, and within a revision in the order the entry made them), with
+//! the previous value present iff the watch asked for `prev_kv`: no gap, no
+//! duplicate, nothing reordered. The events of one revision come in one
+//! response. Segments chain: a segment starts where the previous one's
+//! events stopped (`last + 1`, or its start if it got none), unless the
+//! previous one ended canceled for compaction, in which case it starts at
+//! the compact revision (which must be past where it stopped). A segment
+//! may end canceled only with a stated reason.
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+use ferrite_raft::NodeId;
+use ferrite_state::watch::in_range;
+use ferrite_state::{Event, KvEvent, Published};
+
+use super::Violation;
+
+/// The committed KV history, by revision.
+#[derive(Default)]
+pub struct KvHistory {
+    revisions: BTreeMap<i64, Vec<KvEvent>>,
+}
+
+impl KvHistory {
+    /// The newest revision any member applied (1: none, as an empty store).
+    pub fn newest(&self) -> i64 {
+        self.revisions.keys().next_back().copied().unwrap_or(1)
+    }
+
+    /// What `member` applied in one entry.
+    pub fn observe(&mut self, member: NodeId, p: &Published) -> Result<(), Violation> {
+        let events: Vec<KvEvent> = p
+            .events
+            .iter()
+            .filter_map(|e| match e {
+                Event::Kv(e) => Some(e.clone()),
+                _ => None,
+            })
+            .collect();
+        if events.is_empty() {
+            return Ok(());
+        }
+        if let Some(e) = events.iter().find(|e| e.revision != p.revision) {
+            return Err(Violation::new(
+                "watch history",
+                format!(
+                    "{member}: entry {} at revision {} made an event at revision {}",
+                    p.index, p.revision, e.revision
+                ),
+            ));
+        }
+        match self.revisions.get(&p.revision) {
+            Some(known) if *known != events => Err(Violation::new(
+                "watch history",
+                format!(
+                    "{member}: revision {} (entry {}) made {events:?}; another member made {known:?}",
+                    p.revision, p.index
+                ),
+            )),
+            Some(_) => Ok(()),
+            None => {
+                self.revisions.insert(p.revision, events);
+                Ok(())
+            }
+        }
+    }
+
+    /// The history's events in `from..=to` that a watch of
+    /// `[key, range_end)` is sent, shaped for `prev_kv`.
+    pub fn expected(
+        &self,
+        key: &Bytes,
+        range_end: &Bytes,
+        prev_kv: bool,
+        from: i64,
+        to: i64,
+    ) -> Vec<KvEvent> {
+        if from > to {
+            return Vec::new();
+        }
+        self.revisions
+            .range(from..=to)
+            .flat_map(|(_, events)| events.iter())
+            .filter(|e| in_range(&e.key, key, range_end))
+            .map(|e| {
+                let mut e = e.clone();
+                if !prev_kv {
+                    e.prev = None;
+                }
+                e
+            })
+            .collect()
+    }
+}
+
+/// What one watch (one segment of a watcher's life) received.
+#[derive(Clone, Debug)]
+pub struct Segment {
+    pub member: NodeId,
+    pub start: i64,
+    pub events: Vec<KvEvent>,
+    /// The last revision of the previous response with events.
+    pub last_response_revision: i64,
+    pub canceled: Option<(String, i64)>,
+}
+
+impl Segment {
+    pub fn new(member: NodeId, start: i64) -> Segment {
+        Segment {
+            member,
+            start,
+            events: Vec::new(),
+            last_response_revision: 0,
+            canceled: None,
+        }
+    }
+
+    /// Where the next segment must start.
+    pub fn next(&self) -> i64 {
+        self.events.last().map_or(self.start, |e| e.revision + 1)
+    }
+
+    /// One response's events: a revision never continues one the previous
+    /// response had.
+    pub fn receive(&mut self, events: Vec<KvEvent>) -> Result<(), String> {
+        let (Some(first), Some(last)) = (events.first(), events.last()) else {
+            return Ok(());
+        };
+        if first.revision <= self.last_response_revision {
+            return Err(format!(
+                "a response starts at revision {} after one that reached {}",
+                first.revision, self.last_response_revision
+            ));
+        }
+        self.last_response_revision = last.revision;
+        self.events.extend(events);
+        Ok(())
+    }
+}
+
+/// The rule of the module header, for one watcher.
+pub fn check_watcher(
+    history: &KvHistory,
+    watcher: usize,
+    key: &Bytes,
+    range_end: &Bytes,
+    prev_kv: bool,
+    segments: &[Segment],
+) -> Result<(), Violation> {
+    let fail = |detail: String| {
+        Err(Violation::new(
+            "watch",
+            format!(
+                "watcher {watcher} [{:?}, {:?}) prev_kv={prev_kv}: {detail}",
+                String::from_utf8_lossy(key),
+                String::from_utf8_lossy(range_end)
+            ),
+        ))
+    };
+    let mut prev: Option<&Segment> = None;
+    for (i, s) in segments.iter().enumerate() {
+        if let Some(p) = prev {
+            let want = match &p.canceled {
+                Some((_, compact)) if *compact > 0 => {
+                    if *compact <= p.next() {
+                        return fail(format!(
+                            "segment {} canceled for compaction at {compact}, but it needed only {}",
+                            i - 1,
+                            p.next()
+                        ));
+                    }
+                    *compact
+                }
+                Some((reason, _)) => {
+                    return fail(format!("segment {} canceled ({reason}) and resumed", i - 1))
+                }
+                None => p.next(),
+            };
+            if s.start != want {
+                return fail(format!(
+                    "segment {i} starts at {}, the last one stopped before {want}",
+                    s.start
+                ));
+            }
+        }
+        if let Some((reason, _)) = &s.canceled {
+            if reason.is_empty() {
+                return fail(format!("segment {i} canceled without a reason"));
+            }
+        }
+        if let Some(last) = s.events.last() {
+            let want = history.expected(key, range_end, prev_kv, s.start, last.revision);
+            if want != s.events {
+                let at = want
+                    .iter()
+                    .zip(&s.events)
+                    .position(|(a, b)| a != b)
+                    .unwrap_or(want.len().min(s.events.len()));
+                return fail(format!(
+                    "segment {i} on {} from revision {}: received {} events, history has {} up to revision {}; first difference at #{at}: received {:?}, history {:?}",
+                    s.member,
+                    s.start,
+                    s.events.len(),
+                    want.len(),
+                    last.revision,
+                    s.events.get(at).map(|e| (e.revision, String::from_utf8_lossy(&e.key).into_owned())),
+                    want.get(at).map(|e| (e.revision, String::from_utf8_lossy(&e.key).into_owned())),
+                ));
+            }
+        }
+        prev = Some(s);
+    }
+    Ok(())
+}

@@ -339,7 +339,7 @@ impl World {
         let (seq, attempt) = (p.seq, p.attempt);
         if !self.prng.chance(self.drop_per_million) {
             let at = delay + self.latency();
-            self.schedule(at, WorldEvent::KvRequest(req));
+            self.schedule(at, WorldEvent::KvRequest(Box::new(req)));
         }
         let timeout = delay + self.opts.client_timeout;
         self.schedule(
@@ -417,11 +417,11 @@ impl World {
         let at = self.latency();
         self.schedule(
             at,
-            WorldEvent::KvResponse(KvResponse {
+            WorldEvent::KvResponse(Box::new(KvResponse {
                 client,
                 tag,
                 result: answer,
-            }),
+            })),
         );
     }
 
@@ -530,12 +530,12 @@ impl World {
             let at = self.latency();
             self.schedule(
                 at,
-                WorldEvent::KvRequest(KvRequest {
+                WorldEvent::KvRequest(Box::new(KvRequest {
                     client: c,
                     node,
                     tag: KEEPALIVE_TAG | (index << 32) | (lease as u64 & 0xFFFF_FFFF),
                     call: KvCall::KeepAlive { lease },
-                }),
+                })),
             );
         }
         self.schedule(interval, WorldEvent::KeepAlive { client: c, lease });

@@ -284,7 +284,7 @@ impl World {
                 watcher: w,
                 generation,
                 id,
-                req,
+                req: Box::new(req),
             },
         );
     }
@@ -300,6 +300,19 @@ impl World {
     ) {
         if self.watchers[w].generation != generation || !self.watch_connected(w) {
             return;
+        }
+        let Some(conn) = self.watchers[w].conn.as_mut() else {
+            return;
+        };
+        let Some(sm) = self.nodes.get(&conn.member).and_then(|n| n.machine()) else {
+            return;
+        };
+        let (start, compact) = (req.start_revision, sm.compact_revision());
+        if let Some(segment) = self.watchers[w].segments.last_mut() {
+            segment.compact_seen = segment.compact_seen.max(compact);
+            if start == compact {
+                segment.reads_at_compaction.push(start);
+            }
         }
         let Some(conn) = self.watchers[w].conn.as_mut() else {
             return;

@@ -68,8 +68,8 @@ pub enum Event {
     KvNext {
         client: usize,
     },
-    KvRequest(KvRequest),
-    KvResponse(KvResponse),
+    KvRequest(Box<KvRequest>),
+    KvResponse(Box<KvResponse>),
     KvTimeout {
         client: usize,
         seq: u64,
@@ -94,7 +94,7 @@ pub enum Event {
         watcher: usize,
         generation: u64,
         id: i64,
-        req: ferrite_state::kv::ChangesRequest,
+        req: Box<ferrite_state::kv::ChangesRequest>,
     },
 }
 
@@ -458,8 +458,8 @@ impl World {
             Event::Admin => self.on_admin(),
             Event::Disconnected { node, peer } => self.on_disconnected(node, peer),
             Event::KvNext { client } => self.on_kv_next(client),
-            Event::KvRequest(req) => self.on_kv_request(req),
-            Event::KvResponse(resp) => self.on_kv_response(resp),
+            Event::KvRequest(req) => self.on_kv_request(*req),
+            Event::KvResponse(resp) => self.on_kv_response(*resp),
             Event::KvTimeout {
                 client,
                 seq,
@@ -476,7 +476,7 @@ impl World {
                 generation,
                 id,
                 req,
-            } => self.on_watch_read(watcher, generation, id, req),
+            } => self.on_watch_read(watcher, generation, id, *req),
         }
     }
 

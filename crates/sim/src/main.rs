@@ -171,11 +171,19 @@ fn main() -> ExitCode {
             println!("  {}", f.options.describe());
             let (_, trace) = replay_trace(&f.options, 40);
             trace.iter().for_each(|l| println!("  | {l}"));
+            let mut flags = voters_flag(a.voters);
+            if a.storm {
+                flags.push_str(" --storm");
+            }
+            if a.canary != Canary::None {
+                flags.push_str(&format!(" --canary {}", a.canary.name()));
+            }
+            if a.watch_canary != WatchCanary::None {
+                flags.push_str(&format!(" --canary {}", a.watch_canary.name()));
+            }
             println!(
-                "  replay: ferrite-sim --seed {} --steps {}{}",
-                f.options.seed,
-                a.steps,
-                voters_flag(a.voters)
+                "  replay: ferrite-sim --seed {} --steps {}{flags}",
+                f.options.seed, a.steps,
             );
         }
         println!(

@@ -80,6 +80,9 @@ pub struct Options {
     /// notices are ignored, as by a hub that drops events under
     /// backpressure). The watch checker must catch it.
     pub watch_canary: WatchCanary,
+    /// Test-only: the lessor is given no way to propose revokes, so no
+    /// lease ever expires. The lease lifetime check must catch it.
+    pub lease_revokes_off: bool,
 }
 
 impl Options {
@@ -129,6 +132,7 @@ impl Options {
             watchers: p.range(0, 3) as usize,
             watch_ring_entries: [8, 16, 64][p.below(3) as usize],
             watch_canary: WatchCanary::None,
+            lease_revokes_off: false,
         }
     }
 

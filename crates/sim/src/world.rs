@@ -288,7 +288,7 @@ impl World {
         ReplicaConfig {
             request_ticks: self.opts.request_ticks,
             tick_ms: self.opts.tick / 1000,
-            lease_proposals: Some(crate::lease::lease_proposals()),
+            lease_proposals: (!self.opts.lease_revokes_off).then(crate::lease::lease_proposals),
             ..ReplicaConfig::default()
         }
     }

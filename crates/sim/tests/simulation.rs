@@ -253,3 +253,23 @@ fn catches_a_watch_stream_that_drops_entries_its_reader_missed() {
         f.options.seed, f.violation
     );
 }
+
+#[test]
+fn catches_leases_that_never_expire() {
+    // The lessor cannot propose revokes: after healing, leases outlive
+    // their bound, and the lifetime check must say so.
+    let summary = run_seeds(0..100, threads(), true, &|seed| {
+        let mut o = Options::swarm(seed, STEPS, 0);
+        o.lease_revokes_off = true;
+        o
+    });
+    let f = summary
+        .failures
+        .first()
+        .expect("leases that never expire must be caught");
+    assert_eq!(f.violation.kind, "lease lifetime", "{}", f.violation);
+    println!(
+        "lease-revokes-off caught at seed {}: {}",
+        f.options.seed, f.violation
+    );
+}

@@ -15,7 +15,27 @@
 //! its TTL, kept alive close to its TTL (so some keepalives arrive late),
 //! left to lapse after a few keepalives, or revoked after a few. Every
 //! renewal is recorded with its SEND time and, if acknowledged, the TTL
-//! the answer carried (`ferrite_checker::leases`).
+//! the answer carried (`ferrite_checker::leases`), and every revoke with the
+//! virtual time a member first applied it (`World::on_published`).
+//!
+//! Time scale: a tick is 10 ms nominal and the lessor counts it as 10 ms
+//! (`tick_ms`), so a 2 s TTL is 200 ticks; each node's real tick interval is
+//! within ±`clock_skew_per_mille` (eps: 0, 2 %, 10 % or 50 % per seed) of
+//! nominal. The bounds the checker is given (`lease_bounds`):
+//! - safety slack: 2 nominal ticks (20 ms): the lessor dates a renewal by
+//!   its last tick, and revokes at a tick;
+//! - reach (a keepalive's way to the leader's renew): 2·latency_max +
+//!   2·(request_ticks + 1) ticks at the slowest rate: the request may wait
+//!   out its deadline at the member it was sent to and again at the leader;
+//! - revoke bound: (lease_revoke_retry_ticks + 10) = 30 ticks at the
+//!   slowest rate + 6·latency_max + 4·disk_latency_max +
+//!   4·apply_latency_max: proposed at the first tick past expiry, maybe
+//!   again after the retry interval, committed and applied;
+//! - the base of the lifetime bound also moves to the latest promote of a
+//!   lessor and the end of the latest process pause (a paused leader's
+//!   clock stands still).
+//! After healing, KV clients stop and the run goes on until every lease is
+//! gone from the table, or one is held past its bound ("lease lifetime").
 
 use bytes::Bytes;
 use ferrite_checker::leases::LeaseBounds;

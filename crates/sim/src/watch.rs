@@ -114,7 +114,7 @@ impl World {
                 range_end: Bytes::copy_from_slice(range_end),
                 prev_kv: self.prng.below(2) == 0,
                 from_now: self.prng.below(2) == 0,
-                poll_max: [5_000, 50_000, 300_000][self.prng.below(3) as usize],
+                poll_max: [10_000, 50_000, 300_000][self.prng.below(3) as usize],
                 read_delay_max: [0, 5_000, 50_000][self.prng.below(3) as usize],
                 conn: None,
                 generation: 0,
@@ -190,7 +190,7 @@ impl World {
         self.log(|| format!("watcher {w} on {member} from revision {start}"));
         self.watch_replies(w, replies);
         self.watch_maybe_read(w);
-        let poll = self.prng.range(1_000, self.watchers[w].poll_max);
+        let poll = self.prng.range(5_000, self.watchers[w].poll_max);
         self.schedule(
             poll,
             Event::WatchPoll {
@@ -252,7 +252,7 @@ impl World {
         self.watch_replies(w, replies);
         self.watch_maybe_read(w);
         if self.watchers[w].generation == generation {
-            let poll = self.prng.range(1_000, self.watchers[w].poll_max);
+            let poll = self.prng.range(5_000, self.watchers[w].poll_max);
             self.schedule(
                 poll,
                 Event::WatchPoll {

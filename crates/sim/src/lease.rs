@@ -34,6 +34,7 @@
 //! - the base of the lifetime bound also moves to the latest promote of a
 //!   lessor and the end of the latest process pause (a paused leader's
 //!   clock stands still).
+//!
 //! After healing, KV clients stop and the run goes on until every lease is
 //! gone from the table, or one is held past its bound ("lease lifetime").
 

@@ -269,3 +269,105 @@ fn matches(s: &Segment, want: &[KvEvent]) -> Result<(), (usize, usize)> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ferrite_state::KeyValue;
+
+    fn kv(key: &str, rev: i64, value: &str) -> KeyValue {
+        KeyValue {
+            key: Bytes::from(key.to_string()),
+            create_revision: 2,
+            mod_revision: rev,
+            version: rev - 1,
+            value: Bytes::from(value.to_string()),
+            lease: 0,
+        }
+    }
+
+    fn put(key: &str, rev: i64, prev: Option<KeyValue>) -> KvEvent {
+        KvEvent {
+            revision: rev,
+            key: Bytes::from(key.to_string()),
+            prev,
+            kv: Some(kv(key, rev, &format!("v{rev}"))),
+        }
+    }
+
+    fn history(events: &[KvEvent]) -> KvHistory {
+        let mut h = KvHistory::default();
+        for (i, e) in events.iter().enumerate() {
+            let p = Published {
+                index: i as u64 + 1,
+                revision: e.revision,
+                events: vec![Event::Kv(e.clone())],
+                restored: false,
+            };
+            h.observe(NodeId(1), &p).unwrap();
+        }
+        h
+    }
+
+    #[test]
+    fn a_gap_a_duplicate_and_a_missing_prev_are_caught() {
+        let a2 = put("a", 2, None);
+        let a3 = put("a", 3, Some(kv("a", 2, "v2")));
+        let a4 = put("a", 4, Some(kv("a", 3, "v3")));
+        let h = history(&[a2.clone(), a3.clone(), a4.clone()]);
+        let (key, end) = (Bytes::from_static(b"a"), Bytes::new());
+        let seg = |events: Vec<KvEvent>| {
+            let mut s = Segment::new(NodeId(1), 2);
+            s.events = events;
+            s
+        };
+        let ok = seg(vec![a2.clone(), a3.clone(), a4.clone()]);
+        assert!(check_watcher(&h, 0, &key, &end, true, &[ok]).is_ok());
+        let gap = seg(vec![a2.clone(), a4.clone()]);
+        assert!(check_watcher(&h, 0, &key, &end, true, &[gap]).is_err());
+        let dup = seg(vec![a2.clone(), a3.clone(), a3.clone(), a4.clone()]);
+        assert!(check_watcher(&h, 0, &key, &end, true, &[dup]).is_err());
+        let mut no_prev = a3.clone();
+        no_prev.prev = None;
+        let bare = seg(vec![a2.clone(), no_prev.clone(), a4.clone()]);
+        assert!(check_watcher(&h, 0, &key, &end, true, &[bare.clone()]).is_err());
+        // Unless the previous value was below a compaction a read saw.
+        let mut compacted = bare;
+        compacted.compact_seen = 3;
+        assert!(check_watcher(&h, 0, &key, &end, true, &[compacted]).is_ok());
+    }
+
+    #[test]
+    fn members_that_disagree_on_a_revision_are_caught() {
+        let mut h = history(&[put("a", 2, None)]);
+        let other = Published {
+            index: 1,
+            revision: 2,
+            events: vec![Event::Kv(put("b", 2, None))],
+            restored: false,
+        };
+        assert_eq!(
+            h.observe(NodeId(2), &other).unwrap_err().kind,
+            "watch history"
+        );
+    }
+
+    #[test]
+    fn segments_chain_and_a_compaction_cancel_resumes_at_its_revision() {
+        let a2 = put("a", 2, None);
+        let a3 = put("a", 3, Some(kv("a", 2, "v2")));
+        let h = history(&[a2.clone(), a3.clone()]);
+        let (key, end) = (Bytes::from_static(b"a"), Bytes::new());
+        let mut first = Segment::new(NodeId(1), 2);
+        first.events = vec![a2];
+        let mut second = Segment::new(NodeId(2), 3);
+        second.events = vec![a3.clone()];
+        assert!(check_watcher(&h, 0, &key, &end, true, &[first.clone(), second]).is_ok());
+        // Resuming past where the last one stopped skips revision 3.
+        let late = Segment::new(NodeId(2), 4);
+        assert!(check_watcher(&h, 0, &key, &end, true, &[first.clone(), late.clone()]).is_err());
+        // A cancel for compaction at 4 excuses it.
+        first.canceled = Some(("compacted".to_string(), 4));
+        assert!(check_watcher(&h, 0, &key, &end, true, &[first, late]).is_ok());
+    }
+}

@@ -330,7 +330,7 @@ mod tests {
         let mut no_prev = a3.clone();
         no_prev.prev = None;
         let bare = seg(vec![a2.clone(), no_prev.clone(), a4.clone()]);
-        assert!(check_watcher(&h, 0, &key, &end, true, &[bare.clone()]).is_err());
+        assert!(check_watcher(&h, 0, &key, &end, true, std::slice::from_ref(&bare)).is_err());
         // Unless the previous value was below a compaction a read saw.
         let mut compacted = bare;
         compacted.compact_seen = 3;

@@ -161,7 +161,7 @@ pub enum KvCall {
 pub struct KvRequest {
     pub client: usize,
     pub node: NodeId,
-    /// The command's sequence number, or the keepalive's record index.
+    /// The command's `command_tag`, or the keepalive's record index.
     pub tag: u64,
     pub call: KvCall,
 }
@@ -190,8 +190,13 @@ impl KvClient {
 }
 
 /// Keepalive tags are record indexes with this bit set, apart from
-/// command sequence numbers.
+/// command tags.
 const KEEPALIVE_TAG: u64 = 1 << 62;
+
+/// A command's tag: its sequence number and (the low bits of) its attempt.
+fn command_tag(seq: u64, attempt: u32) -> u64 {
+    (seq << 16) | u64::from(attempt & 0xFFFF)
+}
 
 const RETRY_BACKOFF: Micros = 20_000;
 const RETRY_BACKOFF_MAX: Micros = 1_000_000;
@@ -354,7 +359,7 @@ impl World {
         let req = KvRequest {
             client: c,
             node: client.target,
-            tag: p.seq,
+            tag: command_tag(p.seq, p.attempt),
             call: KvCall::Propose(p.command.clone()),
         };
         let (seq, attempt) = (p.seq, p.attempt);
@@ -455,13 +460,16 @@ impl World {
         let Some(p) = &self.kv_clients[c].pending else {
             return;
         };
-        if p.seq != resp.tag {
+        let (seq, attempt) = (resp.tag >> 16, (resp.tag & 0xFFFF) as u32);
+        if p.seq != seq {
             return;
         }
         let what = p.what;
         let reply = match resp.result {
             // `None`: a stale duplicate's non-reply; ours was applied.
             Ok(bytes) => open_reply(&bytes),
+            // A failure of an earlier attempt: the current one is in flight.
+            Err(_) if attempt != p.attempt & 0xFFFF => return,
             Err(e) => {
                 match Failed::from_node(&e) {
                     Failed::NotApplied { leader } => self.kv_retry(c, leader),

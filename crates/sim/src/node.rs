@@ -147,7 +147,11 @@ pub fn open_reply(data: &[u8]) -> Option<Reply> {
 #[derive(Clone, Copy, Debug)]
 pub enum Asker {
     /// A register client's operation.
-    Register { client: usize, seq: u64 },
+    Register {
+        client: usize,
+        seq: u64,
+        attempt: u32,
+    },
     /// A KV client's command (`tag`: its sequence number) or keepalive
     /// (`tag`: the index of its record).
     Kv { client: usize, tag: u64 },
@@ -608,8 +612,12 @@ impl World {
         let Some(asker) = node.requests.remove(&request) else {
             return;
         };
-        let (client, seq) = match asker {
-            Asker::Register { client, seq } => (client, seq),
+        let (client, seq, attempt) = match asker {
+            Asker::Register {
+                client,
+                seq,
+                attempt,
+            } => (client, seq, attempt),
             Asker::Kv { client, tag } => {
                 self.kv_answer(client, tag, answer);
                 return;
@@ -629,6 +637,6 @@ impl World {
             },
             Err(e) => Err(crate::workload::Failed::from_node(&e)),
         };
-        self.respond(client, seq, result);
+        self.respond(client, seq, attempt, result);
     }
 }

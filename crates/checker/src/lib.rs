@@ -4,8 +4,11 @@
 //!
 //! - `linearizable.rs`: linearizability of client histories (Wing–Gong with
 //!   Lowe's memoization, P-compositional per key).
+//! - `leases.rs`: lease expiry: no revoke while an acknowledged keepalive
+//!   covers the lease, and a bounded lifetime once faults stop.
 //! - [`Violation`]: a broken promise as the simulator reports it.
 
+pub mod leases;
 pub mod linearizable;
 
 use std::fmt;

@@ -58,6 +58,12 @@ impl<M: StateMachine> Applier<M> {
         &self.machine
     }
 
+    /// The machine, for a host that collects what it recorded while
+    /// applying (the simulator's published entries).
+    pub fn machine_mut(&mut self) -> &mut M {
+        &mut self.machine
+    }
+
     pub fn applied(&self) -> Index {
         self.machine.applied()
     }

@@ -6,15 +6,22 @@
 //! membership changes, snapshots, and the clients' operations. After every
 //! step the safety invariants are checked; at the end, after faults heal,
 //! liveness is required within a bounded time and every client history must
-//! be linearizable. A failing seed replays exactly.
+//! be linearizable. KV clients also hold leases (grant, attach keys, keep
+//! alive, lapse, revoke) and watchers run the real watch stream against
+//! each member's event stream; at the end the lease checker (no revoke
+//! under an acknowledged keepalive, bounded lifetime after healing) and the
+//! watch checker (every watcher's stream is the applied history, filtered)
+//! judge them. A failing seed replays exactly.
 
 pub mod bench;
 pub mod check;
 pub mod disk;
+pub mod lease;
 pub mod nemesis;
 pub mod node;
 pub mod options;
 pub mod runner;
+pub mod watch;
 pub mod workload;
 pub mod world;
 

@@ -13,6 +13,7 @@ use std::time::Instant;
 use ferrite_raft::Canary;
 use ferrite_sim::runner::replay_trace;
 use ferrite_sim::{run_seeds, Options};
+use ferrite_state::watch::WatchCanary;
 
 const USAGE: &str =
     "usage: ferrite-sim [--seeds A..B | --seed S] [--steps N] [--voters 3|5] [--threads T] \
@@ -25,6 +26,7 @@ struct Args {
     voters: usize,
     threads: usize,
     canary: Canary,
+    watch_canary: WatchCanary,
     trace: bool,
     storm: bool,
 }
@@ -37,6 +39,7 @@ fn parse(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
         voters: 0,
         threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
         canary: Canary::None,
+        watch_canary: WatchCanary::None,
         trace: false,
         storm: false,
     };
@@ -72,6 +75,10 @@ fn parse(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
             }
             "--canary" => {
                 let v = value()?;
+                if let Some(c) = WatchCanary::all().iter().find(|c| c.name() == v) {
+                    a.watch_canary = *c;
+                    continue;
+                }
                 a.canary = *Canary::all()
                     .iter()
                     .find(|c| c.name() == v)
@@ -89,7 +96,12 @@ fn parse(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
 }
 
 fn names() -> Vec<&'static str> {
-    Canary::all().iter().map(|c| c.name()).collect()
+    let watch = WatchCanary::all().iter().skip(1).map(|c| c.name());
+    Canary::all()
+        .iter()
+        .map(|c| c.name())
+        .chain(watch)
+        .collect()
 }
 
 fn main() -> ExitCode {
@@ -111,6 +123,7 @@ fn main() -> ExitCode {
             Options::swarm(seed, a.steps, a.voters)
         };
         o.canary = a.canary;
+        o.watch_canary = a.watch_canary;
         o
     };
     if a.single {
@@ -144,7 +157,11 @@ fn main() -> ExitCode {
                 a.voters.to_string()
             },
             a.threads,
-            a.canary.name()
+            if a.watch_canary == WatchCanary::None {
+                a.canary.name()
+            } else {
+                a.watch_canary.name()
+            }
         );
         std::panic::set_hook(Box::new(|_| {}));
         let summary = run_seeds(a.seeds.clone(), a.threads, false, &make);
@@ -154,11 +171,19 @@ fn main() -> ExitCode {
             println!("  {}", f.options.describe());
             let (_, trace) = replay_trace(&f.options, 40);
             trace.iter().for_each(|l| println!("  | {l}"));
+            let mut flags = voters_flag(a.voters);
+            if a.storm {
+                flags.push_str(" --storm");
+            }
+            if a.canary != Canary::None {
+                flags.push_str(&format!(" --canary {}", a.canary.name()));
+            }
+            if a.watch_canary != WatchCanary::None {
+                flags.push_str(&format!(" --canary {}", a.watch_canary.name()));
+            }
             println!(
-                "  replay: ferrite-sim --seed {} --steps {}{}",
-                f.options.seed,
-                a.steps,
-                voters_flag(a.voters)
+                "  replay: ferrite-sim --seed {} --steps {}{flags}",
+                f.options.seed, a.steps,
             );
         }
         println!(

@@ -110,6 +110,7 @@ impl World {
         if let Some(node) = self.nodes.get_mut(&id) {
             node.paused_until = node.paused_until.max(until);
         }
+        self.pause_end_max = self.pause_end_max.max(until);
         self.stats.pauses += 1;
         self.log(|| format!("PAUSE {id} for {}ms", duration / 1000));
     }

@@ -10,27 +10,55 @@ use std::collections::{BTreeMap, VecDeque};
 
 use bytes::{BufMut, Bytes, BytesMut};
 use ferrite_node::{
-    Applied, Applier, ApplyTask, MachineError, MachineSnapshot, Replica, ReplicaConfig,
-    ReplicaOutput, RequestId, Requester, StorageTask,
+    Applied, Applier, ApplyTask, LeaseChange, MachineError, MachineSnapshot, Replica,
+    ReplicaConfig, ReplicaOutput, RequestId, Requester, StorageTask,
 };
-use ferrite_raft::{Config, Index, NodeId, Payload, Raft};
-use ferrite_state::{ApplyError, Command, Op, Reply, StateMachine};
+use ferrite_raft::{Config, Index, NodeId, Raft};
+use ferrite_state::{ApplyError, Command, Op, Published, Reply, StateMachine};
 use ferrite_wal::{Recovered, WalOptions};
 
 use crate::check::Violation;
 use crate::disk::Disk;
+use crate::lease::{lease_changes, lease_reset};
 use crate::options::Micros;
+use crate::watch::EventRing;
 use crate::world::{Event, World};
 
 /// `ferrite-state`'s machine behind the node's `StateMachine` trait, as the
 /// service's `Replicated` is in the real server (without volume files):
 /// replies are enveloped (0 and an encoded `Reply`, or 1 for a stale
-/// duplicate nobody waits for).
+/// duplicate nobody waits for). Like `Replicated`, it reports lease changes
+/// to the lessor and publishes what each entry changed (here into
+/// `published`, which the world moves to the member's event ring).
 pub struct SimMachine {
     pub sm: StateMachine,
+    /// Entries applied (with their events) or restored since the world
+    /// last took them.
+    pub published: Vec<Published>,
+    lease_changes: Vec<LeaseChange>,
 }
 
 impl SimMachine {
+    pub fn new(sm: StateMachine) -> SimMachine {
+        SimMachine {
+            sm,
+            published: Vec::new(),
+            lease_changes: Vec::new(),
+        }
+    }
+
+    /// The state was replaced by a snapshot: the lessor gets the whole
+    /// table, readers are told to catch up from history.
+    fn restored(&mut self) {
+        self.lease_changes = vec![lease_reset(&self.sm)];
+        self.published.push(Published {
+            index: self.sm.applied_index(),
+            revision: self.sm.revision(),
+            events: Vec::new(),
+            restored: true,
+        });
+    }
+
     fn restore(data: &[u8]) -> Result<StateMachine, MachineError> {
         if data.is_empty() {
             return Ok(StateMachine::new());
@@ -42,7 +70,17 @@ impl SimMachine {
 impl ferrite_node::StateMachine for SimMachine {
     fn apply(&mut self, index: Index, command: &[u8]) -> Result<Bytes, MachineError> {
         let mut b = BytesMut::new();
-        match self.sm.apply(index.0, command).reply {
+        let applied = self.sm.apply(index.0, command);
+        if !applied.events.is_empty() {
+            self.lease_changes.extend(lease_changes(&applied.events));
+            self.published.push(Published {
+                index: index.0,
+                revision: self.sm.revision(),
+                events: applied.events,
+                restored: false,
+            });
+        }
+        match applied.reply {
             Ok(reply) => {
                 b.put_u8(0);
                 b.put_slice(&reply.encode());
@@ -84,7 +122,12 @@ impl ferrite_node::StateMachine for SimMachine {
 
     fn recover(&mut self, data: &[u8]) -> Result<(), MachineError> {
         self.sm = SimMachine::restore(data)?;
+        self.restored();
         Ok(())
+    }
+
+    fn take_lease_changes(&mut self) -> Vec<LeaseChange> {
+        std::mem::take(&mut self.lease_changes)
     }
 
     fn install(&mut self, data: &[u8]) -> Result<(), MachineError> {
@@ -98,6 +141,20 @@ pub fn open_reply(data: &[u8]) -> Option<Reply> {
         Some((0, rest)) => Reply::decode(rest).ok(),
         _ => None,
     }
+}
+
+/// Who waits for a local request's answer.
+#[derive(Clone, Copy, Debug)]
+pub enum Asker {
+    /// A register client's operation.
+    Register {
+        client: usize,
+        seq: u64,
+        attempt: u32,
+    },
+    /// A KV client's command (`tag`: its sequence number) or keepalive
+    /// (`tag`: the index of its record).
+    Kv { client: usize, tag: u64 },
 }
 
 /// The running parts of a node; `None` while it is crashed.
@@ -120,7 +177,11 @@ pub struct SimNode {
     /// Whether an apply completion is scheduled.
     pub applying: bool,
     /// Which client request each local request id is.
-    pub requests: BTreeMap<RequestId, (usize, u64)>,
+    pub requests: BTreeMap<RequestId, Asker>,
+    /// This life's event stream (the real server's `EventStream`).
+    pub ring: EventRing,
+    /// The lessor ran its clock when last looked at.
+    pub promoted: bool,
     /// Until then the process is stopped: its events wait.
     pub paused_until: Micros,
     /// This node's tick interval (clock skew).
@@ -137,6 +198,8 @@ impl SimNode {
             apply: VecDeque::new(),
             applying: false,
             requests: BTreeMap::new(),
+            ring: EventRing::new(1, 1),
+            promoted: false,
             paused_until: 0,
             tick: 0,
         }
@@ -162,6 +225,7 @@ impl SimNode {
         seed: u64,
         replica: ReplicaConfig,
         snapshot_entries: u64,
+        ring_entries: usize,
     ) -> Result<Recovered, Violation> {
         self.incarnation += 1;
         let recovered = self
@@ -187,16 +251,21 @@ impl SimNode {
         let canary = cfg.canary;
         let raft =
             Raft::new(cfg, durable, seed).map_err(|e| Violation::new("recovery", e.to_string()))?;
+        // A new life: a new event stream, nobody subscribed yet.
+        self.ring = EventRing::new(ring_entries, sm.revision());
+        self.promoted = false;
+        let reset = lease_reset(&sm);
         let applier = Applier::new(
-            SimMachine { sm },
+            SimMachine::new(sm),
             snapshot_entries,
             (index, data.len()),
             canary,
         );
-        self.running = Some(Running {
-            replica: Replica::new(raft, replica),
-            applier,
-        });
+        let mut replica = Replica::new(raft, replica);
+        // The lease table the machine recovered, before any entry (as
+        // `Node::start` does).
+        replica.on_lease_changes(vec![reset]);
+        self.running = Some(Running { replica, applier });
         Ok(recovered)
     }
 
@@ -210,8 +279,11 @@ impl SimNode {
         self.requests.clear();
     }
 
-    /// Payload bytes of entries waiting in the apply queue after its last
-    /// restore, and how many entries: what the core's apply budget bounds.
+    /// Payload bytes (`Entry::size`) of entries waiting in the apply queue
+    /// after its last restore, and how many of them have any: what the
+    /// core's apply budget bounds. Entries of no size (a leader's no-op)
+    /// are not counted: the core's "one entry always goes when nothing is
+    /// outstanding" is in bytes, so a large entry may follow one.
     pub fn apply_backlog(&self) -> (usize, usize) {
         let start = self
             .apply
@@ -222,10 +294,8 @@ impl SimNode {
         let mut count = 0;
         for task in self.apply.iter().skip(start) {
             if let ApplyTask::Entries { entries, .. } = task {
-                for e in entries {
-                    if let Payload::Normal(data) = &e.payload {
-                        bytes += data.len();
-                    }
+                for e in entries.iter().filter(|e| e.size() > 0) {
+                    bytes += e.size();
                     count += 1;
                 }
             }
@@ -249,6 +319,7 @@ impl World {
             self.execute(id, out);
         }
         self.check_apply_budget(id);
+        self.note_promote(id);
     }
 
     fn execute(&mut self, id: NodeId, out: ReplicaOutput) {
@@ -333,6 +404,11 @@ impl World {
             self.fail(Violation::new("apply", format!("{id}: {e}")));
             return;
         }
+        let published = std::mem::take(&mut running.applier.machine_mut().published);
+        self.on_published(id, published);
+        let Some(running) = self.nodes.get_mut(&id).and_then(|n| n.running.as_mut()) else {
+            return;
+        };
         running
             .replica
             .on_lease_changes(std::mem::take(&mut out.leases));
@@ -492,6 +568,7 @@ impl World {
         let cfg = self.raft_config(id);
         let replica = self.replica_config();
         let every = self.opts.compact_every;
+        let ring = self.opts.watch_ring_entries;
         let seed = self.prng.next_u64();
         let Some(node) = self.nodes.get_mut(&id) else {
             return;
@@ -499,7 +576,7 @@ impl World {
         if node.is_up() {
             return;
         }
-        let recovered = match node.start(cfg, seed, replica, every) {
+        let recovered = match node.start(cfg, seed, replica, every, ring) {
             Ok(r) => r,
             Err(v) => {
                 self.fail(v);
@@ -532,8 +609,19 @@ impl World {
         let Some(node) = self.nodes.get_mut(&id) else {
             return;
         };
-        let Some((client, seq)) = node.requests.remove(&request) else {
+        let Some(asker) = node.requests.remove(&request) else {
             return;
+        };
+        let (client, seq, attempt) = match asker {
+            Asker::Register {
+                client,
+                seq,
+                attempt,
+            } => (client, seq, attempt),
+            Asker::Kv { client, tag } => {
+                self.kv_answer(client, tag, answer);
+                return;
+            }
         };
         self.log(|| {
             format!(
@@ -549,6 +637,6 @@ impl World {
             },
             Err(e) => Err(crate::workload::Failed::from_node(&e)),
         };
-        self.respond(client, seq, result);
+        self.respond(client, seq, attempt, result);
     }
 }

@@ -3,6 +3,7 @@
 //! storms, and rare interleavings get a chance.
 
 use ferrite_raft::{Canary, Prng};
+use ferrite_state::watch::WatchCanary;
 
 /// Virtual time, in microseconds.
 pub type Micros = u64;
@@ -27,7 +28,10 @@ pub struct Options {
     /// Process pauses (as by SIGSTOP or a long GC): the node sees nothing
     /// and does nothing, then resumes with its old view of the world.
     pub pause_weight: u64,
-    /// Each node's tick runs up to this many per mille fast or slow.
+    /// Each node's tick interval is up to this many per mille longer or
+    /// shorter than `tick` (the bound `eps` on clock-rate differences that
+    /// the lease checker assumes): the lessor counts ticks, so a node whose
+    /// ticks come fast has a fast clock.
     pub clock_skew_per_mille: u64,
     pub partition_weight: u64,
     pub transfer_weight: u64,
@@ -63,6 +67,22 @@ pub struct Options {
     /// Test-only: writes are acknowledged without their fdatasync, so a
     /// crash loses acknowledged state. The safety checks must catch it.
     pub skip_sync: bool,
+    /// KV clients: each writes a few KV keys (puts, deletes, a txn over
+    /// several keys, rare compactions) and holds leases (grant, attach
+    /// keys, keep alive, lapse or revoke).
+    pub kv_clients: usize,
+    /// Watch clients, each on a member, running the real `WatchStream`.
+    pub watchers: usize,
+    /// Entries each member's event stream keeps for readers that are
+    /// behind (the real server keeps 4096): small, so readers lag.
+    pub watch_ring_entries: usize,
+    /// Test-only: a broken watch stream (`WatchCanary::DropLagged`: lag
+    /// notices are ignored, as by a hub that drops events under
+    /// backpressure). The watch checker must catch it.
+    pub watch_canary: WatchCanary,
+    /// Test-only: the lessor is given no way to propose revokes, so no
+    /// lease ever expires. The lease lifetime check must catch it.
+    pub lease_revokes_off: bool,
 }
 
 impl Options {
@@ -90,7 +110,7 @@ impl Options {
             nemesis_interval: p.range(50_000, 500_000),
             crash_weight: p.range(0, 10),
             pause_weight: p.range(0, 5),
-            clock_skew_per_mille: [0, 100, 500][p.below(3) as usize],
+            clock_skew_per_mille: [0, 20, 100, 500][p.below(4) as usize],
             partition_weight: p.range(0, 10),
             transfer_weight: p.range(0, 5),
             membership_weight: p.range(0, 5),
@@ -108,6 +128,11 @@ impl Options {
             canary: Canary::None,
             stale_reads: false,
             skip_sync: false,
+            kv_clients: p.range(0, 3) as usize,
+            watchers: p.range(0, 3) as usize,
+            watch_ring_entries: [8, 16, 64][p.below(3) as usize],
+            watch_canary: WatchCanary::None,
+            lease_revokes_off: false,
         }
     }
 
@@ -130,6 +155,8 @@ impl Options {
         o.sessionless_per_mille = 500;
         o.apply_latency_max = p.range(1_000, 20_000);
         o.apply_bytes_max = 128;
+        o.kv_clients = p.range(2, 3) as usize;
+        o.watchers = p.range(2, 3) as usize;
         o
     }
 
@@ -137,7 +164,7 @@ impl Options {
         format!(
             "seed={} voters={} clients={} keys={} steps={} latency={}..{}us drop={}ppm dup={}ppm disk<={}us \
              nemesis={}us skew={}permille weights(crash={} pause={} partition={} transfer={} membership={}) compact={} chunk={} segment={} append={}x{} \
-             sessionless={}permille apply<={}us/{}B request={}ticks canary={}{}",
+             sessionless={}permille apply<={}us/{}B request={}ticks kv_clients={} watchers={} ring={} canary={}{}{}",
             self.seed,
             self.voters,
             self.clients,
@@ -164,12 +191,20 @@ impl Options {
             self.apply_latency_max,
             self.apply_bytes_max,
             self.request_ticks,
+            self.kv_clients,
+            self.watchers,
+            self.watch_ring_entries,
             self.canary.name(),
             match (self.stale_reads, self.skip_sync) {
                 (true, true) => " stale-reads skip-sync",
                 (true, false) => " stale-reads",
                 (false, true) => " skip-sync",
                 (false, false) => "",
+            },
+            if self.watch_canary == WatchCanary::None {
+                String::new()
+            } else {
+                format!(" watch-canary={}", self.watch_canary.name())
             },
         )
     }

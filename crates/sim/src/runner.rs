@@ -30,7 +30,9 @@ impl Summary {
         let s = &self.stats;
         format!(
             "seeds={} steps={} elections={} commits={} operations={} crashes={} partitions={} transfers={} \
-             membership_changes={} snapshots_taken={} snapshots_installed={} torn_tails={} pauses={} forwarded={} unknown={} superseded={} virtual_s={} violations={}",
+             membership_changes={} snapshots_taken={} snapshots_installed={} torn_tails={} pauses={} forwarded={} unknown={} superseded={} \
+             leases_granted={} keepalives={} revokes={} watch_events={} watch_catch_ups={} watch_lags={} watcher_resumes={} watch_compacted={} \
+             virtual_s={} violations={}",
             self.seeds,
             s.steps,
             s.elections,
@@ -47,6 +49,14 @@ impl Summary {
             s.forwarded,
             s.unknown,
             s.superseded,
+            s.leases_granted,
+            s.keepalives,
+            s.revokes,
+            s.watch_events,
+            s.watch_catch_ups,
+            s.watch_lags,
+            s.watcher_resumes,
+            s.watch_compacted,
             s.virtual_ms / 1000,
             self.failures.len()
         )

@@ -81,6 +81,7 @@ pub struct Pending {
 pub struct ClientRequest {
     pub client: usize,
     pub seq: u64,
+    pub attempt: u32,
     pub node: NodeId,
     pub key: Key,
     pub op: Op,
@@ -89,6 +90,7 @@ pub struct ClientRequest {
 pub struct ClientResponse {
     pub client: usize,
     pub seq: u64,
+    pub attempt: u32,
     pub result: Result<Reply, Failed>,
 }
 
@@ -172,6 +174,7 @@ impl World {
         let req = ClientRequest {
             client: c,
             seq: p.seq,
+            attempt: p.attempt,
             node: client.target,
             key: p.key,
             op: p.op,
@@ -209,7 +212,7 @@ impl World {
                     .machine()
                     .sm
                     .read_register(&register_name(req.key));
-                self.respond(req.client, req.seq, Ok(Reply::Value(value)));
+                self.respond(req.client, req.seq, req.attempt, Ok(Reply::Value(value)));
                 return;
             }
             Op::Get => {
@@ -226,7 +229,14 @@ impl World {
                 running.replica.propose(cmd.encode())
             }
         };
-        node.requests.insert(request, (req.client, req.seq));
+        node.requests.insert(
+            request,
+            crate::node::Asker::Register {
+                client: req.client,
+                seq: req.seq,
+                attempt: req.attempt,
+            },
+        );
         self.log(|| {
             format!(
                 "request client {client_id} seq {} at {id}: {request:?}",
@@ -237,7 +247,13 @@ impl World {
         self.drive(id);
     }
 
-    pub(crate) fn respond(&mut self, client: usize, seq: u64, result: Result<Reply, Failed>) {
+    pub(crate) fn respond(
+        &mut self,
+        client: usize,
+        seq: u64,
+        attempt: u32,
+        result: Result<Reply, Failed>,
+    ) {
         if self.prng.chance(self.drop_per_million) {
             return;
         }
@@ -247,6 +263,7 @@ impl World {
             Event::Response(ClientResponse {
                 client,
                 seq,
+                attempt,
                 result,
             }),
         );
@@ -258,6 +275,12 @@ impl World {
             return;
         };
         if p.seq != resp.seq {
+            return;
+        }
+        // A failure of an earlier attempt says nothing about the one in
+        // flight: retrying on it would fork a second chain of attempts
+        // (and every fork another), burying a slow cluster in retries.
+        if resp.result.is_err() && resp.attempt != p.attempt {
             return;
         }
         match resp.result {

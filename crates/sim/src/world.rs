@@ -10,11 +10,15 @@ use ferrite_node::ReplicaConfig;
 use ferrite_raft::{Config, DurableState, NodeId, Prng, Raft, Role};
 use ferrite_wal::WalOptions;
 
+use crate::check::leases::LeaseHistory;
 use crate::check::linearizable::Operation;
 use crate::check::safety::Safety;
+use crate::check::watch::KvHistory;
 use crate::check::Violation;
+use crate::lease::{KvClient, KvRequest, KvResponse};
 use crate::node::SimNode;
 use crate::options::{Micros, Options};
+use crate::watch::Watcher;
 use crate::workload::{Client, ClientRequest, ClientResponse};
 
 pub enum Event {
@@ -61,6 +65,37 @@ pub enum Event {
         node: NodeId,
         peer: NodeId,
     },
+    KvNext {
+        client: usize,
+    },
+    KvRequest(Box<KvRequest>),
+    KvResponse(Box<KvResponse>),
+    KvTimeout {
+        client: usize,
+        seq: u64,
+        attempt: u32,
+    },
+    /// A KV client's keepalive timer for `lease`.
+    KeepAlive {
+        client: usize,
+        lease: i64,
+    },
+    /// A watcher subscribes (again) to a member and creates its watch.
+    WatchResume {
+        watcher: usize,
+    },
+    /// A watcher's reader takes what its member published.
+    WatchPoll {
+        watcher: usize,
+        generation: u64,
+    },
+    /// A watcher's history read is answered.
+    WatchRead {
+        watcher: usize,
+        generation: u64,
+        id: i64,
+        req: Box<ferrite_state::kv::ChangesRequest>,
+    },
 }
 
 /// What a run did, for the summary line.
@@ -85,6 +120,22 @@ pub struct Stats {
     pub unknown: u64,
     /// Writes whose entry was superseded (answered so, or proposed again).
     pub superseded: u64,
+    /// Lease grants sent by KV clients.
+    pub leases_granted: u64,
+    /// Keepalives sent.
+    pub keepalives: u64,
+    /// Leases revoked (first apply of each revoke: expiries and clients').
+    pub revokes: u64,
+    /// Events watchers received.
+    pub watch_events: u64,
+    /// History reads of watch streams (catch-ups).
+    pub watch_catch_ups: u64,
+    /// Readers that found the entries they needed gone.
+    pub watch_lags: u64,
+    /// Watches created again on another member after a crash.
+    pub watcher_resumes: u64,
+    /// Watches canceled for compaction (and resumed from there).
+    pub watch_compacted: u64,
 }
 
 impl Stats {
@@ -105,6 +156,14 @@ impl Stats {
         self.forwarded += o.forwarded;
         self.unknown += o.unknown;
         self.superseded += o.superseded;
+        self.leases_granted += o.leases_granted;
+        self.keepalives += o.keepalives;
+        self.revokes += o.revokes;
+        self.watch_events += o.watch_events;
+        self.watch_catch_ups += o.watch_catch_ups;
+        self.watch_lags += o.watch_lags;
+        self.watcher_resumes += o.watcher_resumes;
+        self.watch_compacted += o.watch_compacted;
     }
 
     /// Adds what one replica counted (at a crash, and at the end).
@@ -139,6 +198,16 @@ pub struct World {
     /// Nodes the current event touched: checked after it.
     pub(crate) touched: BTreeSet<NodeId>,
     pub(crate) violation: Option<Violation>,
+    pub(crate) kv_clients: Vec<KvClient>,
+    pub(crate) watchers: Vec<Watcher>,
+    /// Renewals asked for and revokes applied, for the lease checker.
+    pub(crate) leases: LeaseHistory,
+    /// The applied KV history, for the watch checker.
+    pub(crate) kv_history: KvHistory,
+    /// When a member's lessor last started its clock.
+    pub(crate) last_promote: Micros,
+    /// When the last process pause ends (a paused leader's clock stops).
+    pub(crate) pause_end_max: Micros,
 }
 
 impl World {
@@ -165,6 +234,12 @@ impl World {
             final_reads: None,
             touched: BTreeSet::new(),
             violation: None,
+            kv_clients: Vec::new(),
+            watchers: Vec::new(),
+            leases: LeaseHistory::default(),
+            kv_history: KvHistory::default(),
+            last_promote: 0,
+            pause_end_max: 0,
             opts,
         };
         let voters: Vec<NodeId> = (1..=world.opts.voters as u64).map(NodeId).collect();
@@ -180,6 +255,15 @@ impl World {
             let start = world.prng.below(100_000);
             world.schedule(start, Event::ClientNext { client: c });
         }
+        for c in 0..world.opts.kv_clients {
+            let id = 10_000 + c as u64;
+            world
+                .kv_clients
+                .push(KvClient::new(id, voters[c % voters.len()]));
+            let start = world.prng.below(100_000);
+            world.schedule(start, Event::KvNext { client: c });
+        }
+        world.add_watchers();
         let first = world.nemesis_delay();
         world.schedule(first, Event::Nemesis);
         world
@@ -198,11 +282,21 @@ impl World {
         cfg
     }
 
-    pub(crate) fn replica_config(&mut self) -> ReplicaConfig {
+    /// The replica's limits; the lessor's clock counts ticks of the
+    /// nominal length (each node's real interval is skewed, see `add_node`).
+    pub(crate) fn replica_limits(&self) -> ReplicaConfig {
         ReplicaConfig {
             request_ticks: self.opts.request_ticks,
-            first_request_id: self.prng.next_u64(),
+            tick_ms: self.opts.tick / 1000,
+            lease_proposals: (!self.opts.lease_revokes_off).then(crate::lease::lease_proposals),
             ..ReplicaConfig::default()
+        }
+    }
+
+    pub(crate) fn replica_config(&mut self) -> ReplicaConfig {
+        ReplicaConfig {
+            first_request_id: self.prng.next_u64(),
+            ..self.replica_limits()
         }
     }
 
@@ -224,7 +318,8 @@ impl World {
         }
         let seed = self.prng.next_u64();
         let replica = self.replica_config();
-        if let Err(v) = node.start(self.raft_config(id), seed, replica, self.opts.compact_every) {
+        let (every, ring) = (self.opts.compact_every, self.opts.watch_ring_entries);
+        if let Err(v) = node.start(self.raft_config(id), seed, replica, every, ring) {
             self.fail(v);
         }
         let incarnation = node.incarnation;
@@ -300,7 +395,11 @@ impl World {
                 return Err(Violation::new("liveness", "nothing left to happen"));
             };
             self.now = at;
-            self.stats.steps += 1;
+            // A watcher's reader waking up is not a step of the cluster:
+            // counting it would shorten the fault phase of watched runs.
+            if !matches!(event, Event::WatchPoll { .. }) {
+                self.stats.steps += 1;
+            }
             self.handle(event);
             self.check_touched();
         }
@@ -310,6 +409,8 @@ impl World {
         self.check_acknowledged_writes()?;
         crate::check::linearizable::check(&self.history)
             .map_err(|v| Violation::new("linearizability", v.to_string()))?;
+        self.check_leases()?;
+        self.check_watchers()?;
         self.stats.elections = self.safety.leaders_elected() as u64;
         self.stats.commits = self.safety.committed_len();
         self.stats.operations = self.history.len() as u64;
@@ -330,6 +431,7 @@ impl World {
             | Event::Disconnected { node, .. } => Some(*node),
             Event::Deliver { to, .. } => Some(*to),
             Event::Request(req) => Some(req.node),
+            Event::KvRequest(req) => Some(req.node),
             _ => None,
         };
         if let Some(paused_until) = target
@@ -359,6 +461,26 @@ impl World {
             Event::Heal { partition } => self.heal(partition),
             Event::Admin => self.on_admin(),
             Event::Disconnected { node, peer } => self.on_disconnected(node, peer),
+            Event::KvNext { client } => self.on_kv_next(client),
+            Event::KvRequest(req) => self.on_kv_request(*req),
+            Event::KvResponse(resp) => self.on_kv_response(*resp),
+            Event::KvTimeout {
+                client,
+                seq,
+                attempt,
+            } => self.on_kv_timeout(client, seq, attempt),
+            Event::KeepAlive { client, lease } => self.on_keepalive(client, lease),
+            Event::WatchResume { watcher } => self.on_watch_resume(watcher),
+            Event::WatchPoll {
+                watcher,
+                generation,
+            } => self.on_watch_poll(watcher, generation),
+            Event::WatchRead {
+                watcher,
+                generation,
+                id,
+                req,
+            } => self.on_watch_read(watcher, generation, id, *req),
         }
     }
 
@@ -504,7 +626,9 @@ impl World {
     }
 
     fn finished(&mut self) -> bool {
-        if self.clients.iter().any(|c| c.current.is_some()) {
+        if self.clients.iter().any(|c| c.current.is_some())
+            || self.kv_clients.iter().any(|c| c.busy())
+        {
             return false;
         }
         match self.final_reads {
@@ -513,7 +637,8 @@ impl World {
                 self.start_final_read();
                 false
             }
-            Some(k) => k >= self.opts.keys,
+            // Then every lease must expire, within its bound.
+            Some(k) => k >= self.opts.keys && self.leases_settled(),
         }
     }
 }

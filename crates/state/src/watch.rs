@@ -143,6 +143,52 @@ pub struct WatchStream {
     known_revision: i64,
     progress_pending: bool,
     counters: StreamCounters,
+    canary: WatchCanary,
+}
+
+/// Deliberately broken variants of the stream, for the simulator's
+/// canaries (only with the `canary` feature; otherwise just `None`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum WatchCanary {
+    #[default]
+    None,
+    /// A lag notice is ignored, so the entries the reader missed are
+    /// silently skipped (a hub that drops events under backpressure). The
+    /// simulator's watch checker must catch it.
+    #[cfg(feature = "canary")]
+    DropLagged,
+}
+
+impl WatchCanary {
+    pub fn all() -> &'static [WatchCanary] {
+        #[cfg(feature = "canary")]
+        {
+            &[WatchCanary::None, WatchCanary::DropLagged]
+        }
+        #[cfg(not(feature = "canary"))]
+        {
+            &[WatchCanary::None]
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            WatchCanary::None => "none",
+            #[cfg(feature = "canary")]
+            WatchCanary::DropLagged => "watch-drop-lagged",
+        }
+    }
+
+    fn drops_lagged(self) -> bool {
+        #[cfg(feature = "canary")]
+        {
+            self == WatchCanary::DropLagged
+        }
+        #[cfg(not(feature = "canary"))]
+        {
+            false
+        }
+    }
 }
 
 impl WatchStream {
@@ -151,6 +197,15 @@ impl WatchStream {
         WatchStream {
             known_revision: now,
             ..WatchStream::default()
+        }
+    }
+
+    /// A stream with a deliberately broken variant (`WatchCanary::None`:
+    /// the real one).
+    pub fn with_canary(now: i64, canary: WatchCanary) -> WatchStream {
+        WatchStream {
+            canary,
+            ..WatchStream::new(now)
         }
     }
 
@@ -290,6 +345,9 @@ impl WatchStream {
     /// history.
     pub fn on_lagged(&mut self) {
         self.counters.lagged += 1;
+        if self.canary.drops_lagged() {
+            return;
+        }
         for w in self.watches.values_mut() {
             w.synced = false;
         }

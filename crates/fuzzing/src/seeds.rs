@@ -502,11 +502,6 @@ fn snapshot_files() -> Vec<(String, Vec<u8>)> {
         unsealed.extend_from_slice(&bytes[13..bytes.len() - 4]);
         out.push((format!("state-{name}-unsealed"), with_mode(3, &unsealed)));
     }
-    // Version 2: version 3 without the volume table (an empty one is a
-    // zero count at the end of the body).
-    let mut v2 = vec![2];
-    v2.extend_from_slice(&kv_only[13..kv_only.len() - 12]);
-    out.push(("state-v2-unsealed".into(), with_mode(3, &v2)));
     out
 }
 

@@ -186,7 +186,7 @@ fn decode_body(body: &[u8], version: u8) -> Result<StateMachine, DecodeError> {
         members.publish(m);
     }
     let mut volumes = Vec::new();
-    if version >= SNAPSHOT_VERSION {
+    if version >= SNAPSHOT_VERSION_NO_LEASES {
         for _ in 0..r.len("volumes", VOLUMES_MAX)? {
             let v = get_volume(&mut r)?;
             if volumes

@@ -118,3 +118,47 @@ proptest! {
         let _ = StateMachine::restore(&framed);
     }
 }
+
+/// A snapshot written before leases (version 3: no sub-revisions, no lease
+/// fields, no lease table) still restores, its keys without a lease.
+#[test]
+fn a_version_3_snapshot_restores_without_leases() {
+    let mut body = Vec::new();
+    body.extend_from_slice(&3u64.to_le_bytes()); // applied index
+    body.extend_from_slice(&2i64.to_le_bytes()); // revision
+    body.extend_from_slice(&0i64.to_le_bytes()); // compact revision
+    body.extend_from_slice(&1u64.to_le_bytes()); // one key
+    body.extend_from_slice(&1u64.to_le_bytes());
+    body.extend_from_slice(b"k");
+    body.extend_from_slice(&1u64.to_le_bytes()); // one version
+    body.extend_from_slice(&2i64.to_le_bytes()); // mod revision
+    body.push(1); // a put
+    body.extend_from_slice(&2i64.to_le_bytes()); // create revision
+    body.extend_from_slice(&1i64.to_le_bytes()); // version
+    body.extend_from_slice(&1u64.to_le_bytes());
+    body.extend_from_slice(b"v");
+    body.extend_from_slice(&0u64.to_le_bytes()); // no registers
+    body.extend_from_slice(&1000u64.to_le_bytes()); // session limits
+    body.extend_from_slice(&1000u64.to_le_bytes());
+    body.extend_from_slice(&0u64.to_le_bytes()); // no sessions
+    body.extend_from_slice(&0u64.to_le_bytes()); // no members
+    body.extend_from_slice(&0u64.to_le_bytes()); // no volumes
+    let mut data = b"FSSM".to_vec();
+    data.push(3);
+    data.extend_from_slice(&(body.len() as u64).to_le_bytes());
+    data.extend_from_slice(&body);
+    data.extend_from_slice(&ferrite_state::fuzzing::crc32(&body).to_le_bytes());
+    let sm = StateMachine::restore(&data).expect("a version 3 snapshot restores");
+    let got = sm
+        .read_range(&ferrite_state::RangeRequest {
+            key: bytes::Bytes::from_static(b"k"),
+            ..Default::default()
+        })
+        .expect("read");
+    assert_eq!(got.kvs.len(), 1);
+    assert_eq!(
+        (got.kvs[0].value.as_ref(), got.kvs[0].lease),
+        (&b"v"[..], 0)
+    );
+    assert!(sm.lease_records().is_empty());
+}

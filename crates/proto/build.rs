@@ -39,6 +39,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         // Servers need only implement what they serve; the rest answers
         // UNIMPLEMENTED, which is what etcd clients expect for absent features.
         .generate_default_stubs(true)
+        // Keys and values as shared `Bytes`: a watch event goes out to every
+        // watcher of its key, and each copy is then a reference count, not
+        // an allocation and a copy of the value.
+        .bytes(".mvccpb.KeyValue")
         .compile_fds(compiler.file_descriptor_set())?;
     Ok(())
 }

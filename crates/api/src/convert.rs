@@ -113,11 +113,11 @@ fn request_op(op: pb::RequestOp) -> Result<st::RequestOp, String> {
 
 pub fn key_value(kv: st::KeyValue) -> mvccpb::KeyValue {
     mvccpb::KeyValue {
-        key: kv.key.to_vec(),
+        key: kv.key,
         create_revision: kv.create_revision,
         mod_revision: kv.mod_revision,
         version: kv.version,
-        value: kv.value.to_vec(),
+        value: kv.value,
         lease: kv.lease,
     }
 }

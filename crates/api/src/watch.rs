@@ -76,7 +76,7 @@ pub fn event(e: KvEvent) -> mvccpb::Event {
         None => (
             mvccpb::event::EventType::Delete,
             mvccpb::KeyValue {
-                key: e.key.to_vec(),
+                key: e.key,
                 mod_revision: e.revision,
                 ..mvccpb::KeyValue::default()
             },

@@ -374,8 +374,8 @@ mod tests {
 
     fn kv(key: &str, value: &str, revision: i64) -> mvccpb::KeyValue {
         mvccpb::KeyValue {
-            key: key.into(),
-            value: value.into(),
+            key: tonic::codegen::Bytes::copy_from_slice(key.as_bytes()),
+            value: tonic::codegen::Bytes::copy_from_slice(value.as_bytes()),
             mod_revision: revision,
             ..Default::default()
         }

@@ -325,8 +325,8 @@ pub async fn elect(
     println!(
         "{}",
         leader_line(&KeyValue {
-            key: leader.key.clone(),
-            value: value.as_bytes().to_vec(),
+            key: leader.key.clone().into(),
+            value: value.as_bytes().to_vec().into(),
             create_revision: leader.rev,
             ..KeyValue::default()
         })

@@ -55,11 +55,11 @@ impl Store {
         let rev = self.revision;
         let prev = self.kvs.get(&req.key).cloned();
         let kv = KeyValue {
-            key: req.key.clone(),
+            key: req.key.clone().into(),
             create_revision: prev.as_ref().map_or(rev, |p| p.create_revision),
             mod_revision: rev,
             version: prev.as_ref().map_or(1, |p| p.version + 1),
-            value: req.value.clone(),
+            value: req.value.clone().into(),
             lease: req.lease,
         };
         self.kvs.insert(req.key.clone(), kv);
@@ -95,7 +95,7 @@ impl Store {
                 kv.create_revision.cmp(v)
             }
             (CompareTarget::Mod, Some(TargetUnion::ModRevision(v))) => kv.mod_revision.cmp(v),
-            (CompareTarget::Value, Some(TargetUnion::Value(v))) => kv.value.cmp(v),
+            (CompareTarget::Value, Some(TargetUnion::Value(v))) => kv.value[..].cmp(&v[..]),
             (CompareTarget::Lease, Some(TargetUnion::Lease(v))) => kv.lease.cmp(v),
             _ => return false,
         };

@@ -75,8 +75,8 @@ fn seen(e: &ferrite_proto::mvccpb::Event) -> Option<Seen> {
     let put = e.r#type == ferrite_proto::mvccpb::event::EventType::Put as i32;
     Some(Seen {
         revision: kv.mod_revision,
-        value: put.then(|| kv.value.clone()),
-        prev: e.prev_kv.as_ref().map(|p| p.value.clone()),
+        value: put.then(|| kv.value.to_vec()),
+        prev: e.prev_kv.as_ref().map(|p| p.value.to_vec()),
     })
 }
 
@@ -235,7 +235,7 @@ pub async fn reference(
         for e in &msg.events {
             if let (Some(kv), Some(s)) = (&e.kv, seen(e)) {
                 reached = reached.max(s.revision);
-                by_key.entry(kv.key.clone()).or_default().push(s);
+                by_key.entry(kv.key.to_vec()).or_default().push(s);
             }
         }
         if msg.watch_id == -1 {

@@ -136,7 +136,7 @@ impl Server {
             .map_err(ServeError::Volumes)?;
         let volume_files = machine.files();
         let mut node_config = opts.node.clone();
-        node_config.lease_proposals = Some(ferrite_service::machine::lease_proposals());
+        node_config.lease_proposals = Some(ferrite_node::state_leases::lease_proposals());
         let election_ms =
             node_config.tick.as_millis() as i64 * i64::from(node_config.election_ticks);
         let node = Node::start(node_config, machine).await?;

@@ -12,7 +12,8 @@
 //! (`apply.rs`), and the transport keeps one TCP connection per peer with a
 //! versioned binary codec (`transport.rs`, `codec.rs`). The state machine is
 //! anything that implements [`StateMachine`]: the node routes opaque
-//! commands and replies.
+//! commands and replies; `state_leases.rs` maps `ferrite-state`'s leases
+//! to the lessor, for the machines that are `ferrite-state`'s.
 
 mod applier;
 mod apply;
@@ -25,6 +26,7 @@ mod machine;
 mod metrics;
 mod node;
 pub mod replica;
+pub mod state_leases;
 mod storage;
 mod transport;
 

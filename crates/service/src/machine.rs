@@ -17,9 +17,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use bytes::{BufMut, Bytes, BytesMut};
-use ferrite_node::{LeaseChange, LeaseProposals, LeaseRecord, MachineError, MachineSnapshot};
+use ferrite_node::{state_leases, LeaseChange, MachineError, MachineSnapshot};
 use ferrite_raft::Index;
-use ferrite_state::{BlockStore, Command, Event, LeaseEvent, Op, Reply, StateError, StateMachine};
+use ferrite_state::{BlockStore, Command, Event, Op, Reply, StateError, StateMachine};
 
 use crate::copy::PeerCopier;
 use crate::events::EventStream;
@@ -89,7 +89,7 @@ impl Replicated {
         self.sm = StateMachine::restore(data).map_err(|e| e.to_string())?;
         self.events
             .publish_restore(self.sm.applied_index(), self.sm.revision());
-        self.lease_changes = vec![lease_reset(&self.sm)];
+        self.lease_changes = vec![state_leases::lease_reset(&self.sm)];
         self.files.ready.store(false, Ordering::Release);
         Ok(())
     }
@@ -112,52 +112,6 @@ impl Replicated {
             .map_err(|e| e.to_string())?;
         Ok(Reply::Data(data))
     }
-}
-
-/// The lessor's view of an entry's lease events.
-pub fn lease_changes(events: &[Event]) -> impl Iterator<Item = LeaseChange> + '_ {
-    events.iter().filter_map(|e| match e {
-        Event::Lease(LeaseEvent::Granted { id, ttl }) => Some(LeaseChange::Granted {
-            id: *id,
-            ttl_s: *ttl,
-        }),
-        Event::Lease(LeaseEvent::Revoked { id }) => Some(LeaseChange::Revoked { id: *id }),
-        Event::Lease(LeaseEvent::Checkpointed { id, remaining }) => {
-            Some(LeaseChange::Checkpointed {
-                id: *id,
-                remaining_s: *remaining,
-            })
-        }
-        _ => None,
-    })
-}
-
-/// The whole lease table, for a lessor after a restore.
-pub fn lease_reset(sm: &StateMachine) -> LeaseChange {
-    LeaseChange::Reset(
-        sm.lease_records()
-            .into_iter()
-            .map(|(id, ttl_s, remaining_s)| LeaseRecord {
-                id,
-                ttl_s,
-                remaining_s,
-            })
-            .collect(),
-    )
-}
-
-/// How the lessor's revokes and checkpoints become commands.
-pub fn lease_proposals() -> LeaseProposals {
-    fn revoke(id: i64) -> Bytes {
-        Command::new(Op::LeaseRevoke { id }).encode()
-    }
-    fn checkpoint(list: &[(i64, i64)]) -> Bytes {
-        Command::new(Op::LeaseCheckpoint {
-            checkpoints: list.to_vec(),
-        })
-        .encode()
-    }
-    LeaseProposals { revoke, checkpoint }
 }
 
 /// Decodes what `apply` or `query` returned.
@@ -198,7 +152,8 @@ impl ferrite_node::StateMachine for Replicated {
         self.files.applied.store(index.0, Ordering::Release);
         self.events
             .publish(index.0, self.sm.revision(), &applied.events);
-        self.lease_changes.extend(lease_changes(&applied.events));
+        self.lease_changes
+            .extend(state_leases::lease_changes(&applied.events));
         Ok(seal(applied.reply.map_err(|e| e.to_string())))
     }
 

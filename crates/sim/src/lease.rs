@@ -1,9 +1,8 @@
 //! KV clients that hold leases, and the lease plumbing a member needs.
 //!
 //! The mapping between ferrite-state's lease events and the node's lessor is
-//! the one `ferrite-service`'s `machine.rs` makes (`lease_changes`,
-//! `lease_reset`, `lease_proposals`); the simulator cannot link the service,
-//! so the same few lines live here.
+//! the one the service's machine makes: `ferrite_node::state_leases`
+//! (`lease_changes`, `lease_reset`, `lease_proposals`), shared by both.
 //!
 //! Each KV client runs one command at a time (in a session, so a retried
 //! command applies once) against a member of its choice: puts, deletes and a
@@ -40,64 +39,20 @@
 
 use bytes::Bytes;
 use ferrite_checker::leases::LeaseBounds;
-use ferrite_node::{LeaseChange, LeaseProposals, LeaseRecord, LeaseTtl, NodeError};
+use ferrite_node::{LeaseTtl, NodeError};
 use ferrite_raft::NodeId;
 use ferrite_state::kv::{
     CompactRequest, Compare, CompareResult, CompareTarget, DeleteRangeRequest, PutRequest,
     RequestOp, TxnRequest,
 };
-use ferrite_state::{Command, Event, LeaseEvent, Op, Reply, StateMachine};
+use ferrite_state::{Command, Event, LeaseEvent, Op, Reply};
 
 use crate::node::{open_reply, Asker};
 use crate::options::Micros;
 use crate::workload::Failed;
 use crate::world::{Event as WorldEvent, World};
 
-/// The lessor's view of an entry's lease events (as the service's).
-pub fn lease_changes(events: &[Event]) -> impl Iterator<Item = LeaseChange> + '_ {
-    events.iter().filter_map(|e| match e {
-        Event::Lease(LeaseEvent::Granted { id, ttl }) => Some(LeaseChange::Granted {
-            id: *id,
-            ttl_s: *ttl,
-        }),
-        Event::Lease(LeaseEvent::Revoked { id }) => Some(LeaseChange::Revoked { id: *id }),
-        Event::Lease(LeaseEvent::Checkpointed { id, remaining }) => {
-            Some(LeaseChange::Checkpointed {
-                id: *id,
-                remaining_s: *remaining,
-            })
-        }
-        _ => None,
-    })
-}
-
-/// The whole lease table, for a lessor after a restore.
-pub fn lease_reset(sm: &StateMachine) -> LeaseChange {
-    LeaseChange::Reset(
-        sm.lease_records()
-            .into_iter()
-            .map(|(id, ttl_s, remaining_s)| LeaseRecord {
-                id,
-                ttl_s,
-                remaining_s,
-            })
-            .collect(),
-    )
-}
-
-/// How the lessor's revokes and checkpoints become commands.
-pub fn lease_proposals() -> LeaseProposals {
-    fn revoke(id: i64) -> Bytes {
-        Command::new(Op::LeaseRevoke { id }).encode()
-    }
-    fn checkpoint(list: &[(i64, i64)]) -> Bytes {
-        Command::new(Op::LeaseCheckpoint {
-            checkpoints: list.to_vec(),
-        })
-        .encode()
-    }
-    LeaseProposals { revoke, checkpoint }
-}
+pub use ferrite_node::state_leases::{lease_changes, lease_proposals, lease_reset};
 
 /// The KV keys the clients write (and the watchers watch).
 pub const KV_KEYS: [&str; 4] = ["kv/a", "kv/b", "kv/c", "kv/d"];

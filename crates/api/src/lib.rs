@@ -23,6 +23,7 @@ pub mod dashboard;
 pub mod errors;
 pub mod header;
 pub mod http;
+pub mod identity;
 mod kv;
 mod lease;
 mod registers;

@@ -12,7 +12,6 @@ use ferrite_proto::etcdserverpb::cluster_server::Cluster;
 use ferrite_proto::etcdserverpb::maintenance_server::Maintenance;
 use ferrite_raft::{MembershipChange, NodeId, Role};
 use ferrite_service::ids::node_id;
-use ferrite_service::members::dial_url;
 use ferrite_service::Context;
 use ferrite_state::{MemberInfo, Op};
 use tonic::{Code, Request, Response, Status};
@@ -68,7 +67,8 @@ pub async fn members(ctx: &Context) -> Result<Vec<pb::Member>, Status> {
         .collect())
 }
 
-/// The leader's client address, for forwarding leader-only requests.
+/// The leader's peer address, for forwarding leader-only requests (on the
+/// peer port, as every call between members).
 async fn leader_url(ctx: &Context) -> Result<String, Status> {
     let leader = ferrite_node::Metrics::get(&ctx.metrics().leader);
     if leader == 0 {
@@ -78,9 +78,9 @@ async fn leader_url(ctx: &Context) -> Result<String, Status> {
     table
         .into_iter()
         .find(|m| m.id == leader)
-        .and_then(|m| m.client_urls.into_iter().next())
+        .and_then(|m| m.peer_urls.into_iter().next())
         .ok_or_else(|| {
-            Status::unavailable("etcdserver: the leader's client address is not known yet")
+            Status::unavailable("etcdserver: the leader's peer address is not known yet")
         })
 }
 
@@ -88,12 +88,12 @@ async fn leader_cluster_client(
     ctx: &Context,
 ) -> Result<ClusterClient<tonic::transport::Channel>, Status> {
     let url = leader_url(ctx).await?;
-    let endpoint = tonic::transport::Endpoint::from_shared(dial_url(&url))
-        .map_err(|e| Status::internal(e.to_string()))?
-        .timeout(Duration::from_secs(10));
-    ClusterClient::connect(endpoint)
+    let channel = ctx
+        .peers
+        .channel(&url, Duration::from_secs(5), Duration::from_secs(10))
         .await
-        .map_err(|e| Status::unavailable(format!("etcdserver: cannot reach the leader: {e}")))
+        .map_err(|e| Status::unavailable(format!("etcdserver: cannot reach the leader: {e}")))?;
+    Ok(ClusterClient::new(channel))
 }
 
 fn is_leader(ctx: &Context) -> bool {

@@ -28,6 +28,7 @@ mod kv;
 mod lease;
 mod registers;
 pub mod server;
+pub mod tls;
 mod status;
 pub mod volumes;
 pub mod watch;

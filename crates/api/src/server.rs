@@ -4,6 +4,13 @@
 //! port is a clear error at start. Two small background tasks keep the
 //! member table current: this member publishes its name and addresses, and
 //! every member learns its peers' addresses from it.
+//!
+//! With client TLS (`client_tls`), the gRPC, HTTP and NBD ports all serve
+//! TLS with the same certificate (etcd serves gRPC and HTTP on its client
+//! URLs; here HTTP has its own port), and the member advertises https client
+//! URLs. Calls between members (volume-file copies, status, forwarded
+//! membership changes) go to the peer port, where a small gRPC server takes
+//! the HTTP/2 connections the transport hands over (`peer_grpc`).
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -25,7 +32,8 @@ use ferrite_service::machine::Replicated;
 use ferrite_service::Context;
 use ferrite_state::{MemberInfo, Op};
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
+use ferrite_service::members::PeerDialer;
+use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
 use tokio_stream::StreamExt;
 
 use crate::cluster::{parse_url, ClusterService, MaintenanceService};
@@ -60,6 +68,9 @@ pub struct ServerOptions {
     pub history_retention: Duration,
     /// Watch progress notifications and limits.
     pub watch: ferrite_service::watch::WatchLimits,
+    /// TLS on the client side (gRPC, HTTP, NBD); None: plaintext. Peer TLS
+    /// is `node.peer_tls`.
+    pub client_tls: Option<ferrite_tls::ClientTls>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -90,6 +101,35 @@ pub struct Server {
     /// Background loops (member publication, address learning,
     /// auto-compaction): aborted at shutdown.
     background: Vec<tokio::task::AbortHandle>,
+}
+
+/// HTTP/2 connections from other members waiting for the peer gRPC server.
+const PEER_CALLS_QUEUED_MAX: usize = 64;
+
+/// Serves what members ask of each other (volume-file copies, status,
+/// forwarded membership changes) on the connections the peer port hands
+/// over, until `stop`.
+async fn peer_grpc(
+    context: Context,
+    files: std::sync::Arc<ferrite_service::machine::VolumeFiles>,
+    calls: tokio::sync::mpsc::Receiver<ferrite_node::peer_io::PeerConnection>,
+    stop: impl std::future::Future<Output = ()>,
+) {
+    let incoming = ReceiverStream::new(calls)
+        .map(|c| Ok::<_, std::io::Error>(crate::tls::PeerConn::from(c)));
+    let served = tonic::transport::Server::builder()
+        .add_service(ClusterServer::new(ClusterService(context.clone())))
+        .add_service(StatusServer::new(StatusService(context.clone())))
+        .add_service(
+            VolumesServer::new(VolumesService { ctx: context, files })
+                .max_decoding_message_size(GRPC_MESSAGE_BYTES_MAX)
+                .max_encoding_message_size(GRPC_MESSAGE_BYTES_MAX),
+        )
+        .serve_with_incoming_shutdown(incoming, stop)
+        .await;
+    if let Err(e) = served {
+        tracing::error!("peer gRPC server stopped: {e}");
+    }
 }
 
 /// How long the front ends may take to finish what is in flight once they
@@ -130,13 +170,22 @@ impl Server {
             what: "HTTP",
             source,
         })?;
-        let copier = PeerCopier::new(tokio::runtime::Handle::current(), opts.node.id.0);
+        let peers = PeerDialer {
+            tls: opts.node.peer_tls.clone(),
+        };
+        let copier = PeerCopier::new(
+            tokio::runtime::Handle::current(),
+            opts.node.id.0,
+            peers.clone(),
+        );
         let events = ferrite_service::events::EventStream::new();
         let machine = Replicated::open(&opts.node.data_dir.join("volumes"), copier, events.clone())
             .map_err(ServeError::Volumes)?;
         let volume_files = machine.files();
         let mut node_config = opts.node.clone();
         node_config.lease_proposals = Some(ferrite_node::state_leases::lease_proposals());
+        let (peer_http2, peer_calls) = tokio::sync::mpsc::channel(PEER_CALLS_QUEUED_MAX);
+        node_config.peer_http2 = Some(peer_http2);
         let election_ms =
             node_config.tick.as_millis() as i64 * i64::from(node_config.election_ticks);
         let node = Node::start(node_config, machine).await?;
@@ -147,10 +196,14 @@ impl Server {
             name: opts.name.clone(),
             events,
             watch_metrics: Default::default(),
+            peers,
         };
 
         let (stop, stop_rx) = tokio::sync::watch::channel(false);
         let grpc = tonic::transport::Server::builder()
+            .layer(tower::util::MapRequestLayer::new(
+                crate::tls::insert_common_name::<tonic::body::Body>,
+            ))
             .add_service(
                 KvServer::new(KvService(context.clone()))
                     .max_decoding_message_size(GRPC_MESSAGE_BYTES_MAX),
@@ -175,54 +228,103 @@ impl Server {
             .add_service(
                 VolumesServer::new(VolumesService {
                     ctx: context.clone(),
-                    files: volume_files,
+                    files: volume_files.clone(),
                 })
                 .max_decoding_message_size(GRPC_MESSAGE_BYTES_MAX)
                 .max_encoding_message_size(GRPC_MESSAGE_BYTES_MAX),
             );
         let mut front_ends = Vec::new();
         let grpc_stopped = stopped(&stop);
+        let client_tls = opts.client_tls.clone();
         front_ends.push(tokio::spawn(async move {
-            let incoming = TcpListenerStream::new(client).map(|conn| {
-                // Small replies go out at once, not after the client's
-                // delayed ACK (Nagle's algorithm would hold them ~40 ms).
-                conn.inspect(|c| {
-                    let _ = c.set_nodelay(true);
-                })
-            });
-            if let Err(e) = grpc
-                .serve_with_incoming_shutdown(incoming, grpc_stopped)
-                .await
-            {
+            let served = match &client_tls {
+                Some(tls) => {
+                    let accepted = ferrite_tls::accept_loop(
+                        client,
+                        tls.server_config(ferrite_tls::ALPN_GRPC),
+                        "client gRPC",
+                    );
+                    let incoming = ReceiverStream::new(accepted)
+                        .map(|a| Ok::<_, std::io::Error>(crate::tls::TlsConn(a)));
+                    grpc.serve_with_incoming_shutdown(incoming, grpc_stopped)
+                        .await
+                }
+                None => {
+                    let incoming = TcpListenerStream::new(client).map(|conn| {
+                        // Small replies go out at once, not after the client's
+                        // delayed ACK (Nagle's algorithm would hold them ~40 ms).
+                        conn.inspect(|c| {
+                            let _ = c.set_nodelay(true);
+                        })
+                    });
+                    grpc.serve_with_incoming_shutdown(incoming, grpc_stopped)
+                        .await
+                }
+            };
+            if let Err(e) = served {
                 tracing::error!("gRPC server stopped: {e}");
             }
         }));
+        front_ends.push(tokio::spawn(peer_grpc(
+            context.clone(),
+            volume_files.clone(),
+            peer_calls,
+            stopped(&stop),
+        )));
         let dashboard =
             crate::dashboard::Dashboard::start(context.clone(), opts.control, opts.fault_injection);
         let router = crate::http::router(context.clone()).merge(dashboard.router());
         let http_stopped = stopped(&stop);
+        let http_tls = opts.client_tls.clone();
         front_ends.push(tokio::spawn(async move {
-            if let Err(e) = axum::serve(http, router)
-                .with_graceful_shutdown(http_stopped)
-                .await
-            {
+            let served = match &http_tls {
+                Some(tls) => {
+                    let listener = crate::tls::TlsListener {
+                        accepted: ferrite_tls::accept_loop(
+                            http,
+                            tls.server_config(ferrite_tls::ALPN_HTTP),
+                            "HTTP",
+                        ),
+                        local: http_addr,
+                    };
+                    axum::serve(listener, router)
+                        .with_graceful_shutdown(http_stopped)
+                        .await
+                }
+                None => {
+                    axum::serve(http, router)
+                        .with_graceful_shutdown(http_stopped)
+                        .await
+                }
+            };
+            if let Err(e) = served {
                 tracing::error!("HTTP server stopped: {e}");
             }
         }));
         front_ends.push(tokio::spawn(ferrite_nbd::serve(
             nbd,
             std::sync::Arc::new(ferrite_nbd::VolumeExports(context.clone())),
+            opts.client_tls.as_ref().map(|tls| tls.server_config(&[])),
             stopped(&stop),
         )));
 
+        let peer_scheme = match opts.node.peer_tls {
+            Some(_) => "https",
+            None => "http",
+        };
         let me = MemberInfo {
             id: opts.node.id.0,
             name: opts.name.clone(),
-            peer_urls: vec![format!("http://{}", opts.node.listen_peer)],
-            // Without a scheme: etcdctl 3.4 puts a client URL verbatim into
-            // the HTTP/2 :authority header (`endpoint status --cluster`), and
-            // "http://..." there is a protocol error for our HTTP/2 server.
-            client_urls: vec![client_addr.to_string()],
+            peer_urls: vec![format!("{peer_scheme}://{}", opts.node.listen_peer)],
+            // Without a scheme in plaintext: etcdctl 3.4 puts a client URL
+            // verbatim into the HTTP/2 :authority header (`endpoint status
+            // --cluster`), and "http://..." there is a protocol error for our
+            // HTTP/2 server. With TLS the scheme is needed (etcdctl dials
+            // https URLs with TLS), and etcdctl strips it then.
+            client_urls: vec![match opts.client_tls {
+                Some(_) => format!("https://{client_addr}"),
+                None => client_addr.to_string(),
+            }],
         };
         let background = vec![
             tokio::spawn(publish(context.clone(), me)).abort_handle(),

@@ -1,5 +1,6 @@
 //! Ferrite's Status service: this node's Raft view, and every member's,
-//! gathered by asking each member at its client address.
+//! gathered by asking each member on its peer port (`PeerDialer`: with peer
+//! TLS, mutual TLS with the member certificates).
 
 use std::time::Duration;
 
@@ -7,7 +8,6 @@ use ferrite_node::Status as NodeStatus;
 use ferrite_proto::ferrite::v1 as fv;
 use ferrite_proto::ferrite::v1::status_client::StatusClient;
 use ferrite_raft::Role;
-use ferrite_service::members::dial_url;
 use ferrite_service::Context;
 use tonic::{Request, Response, Status};
 
@@ -49,12 +49,12 @@ pub async fn cluster_statuses(
 ) -> Result<Vec<fv::MemberStatus>, Status> {
     let members = cluster::members(ctx).await?;
     let asks = members.into_iter().map(|m| async move {
-        let (status, error) = match m.client_ur_ls.first() {
-            Some(url) => match ask(url, within).await {
+        let (status, error) = match m.peer_ur_ls.first() {
+            Some(url) => match ask(ctx, url, within).await {
                 Ok(s) => (Some(s), String::new()),
                 Err(e) => (None, e),
             },
-            None => (None, "no client address published yet".to_string()),
+            None => (None, "no peer address known yet".to_string()),
         };
         fv::MemberStatus {
             id: m.id,
@@ -67,14 +67,12 @@ pub async fn cluster_statuses(
     Ok(futures_util::future::join_all(asks).await)
 }
 
-async fn ask(url: &str, within: Duration) -> Result<fv::NodeStatus, String> {
-    let endpoint = tonic::transport::Endpoint::from_shared(dial_url(url))
-        .map_err(|e| e.to_string())?
-        .connect_timeout(within.min(Duration::from_secs(1)))
-        .timeout(within);
-    let mut client = StatusClient::connect(endpoint)
-        .await
-        .map_err(|e| error_chain(&e))?;
+async fn ask(ctx: &Context, url: &str, within: Duration) -> Result<fv::NodeStatus, String> {
+    let channel = ctx
+        .peers
+        .channel(url, within.min(Duration::from_secs(1)), within)
+        .await?;
+    let mut client = StatusClient::new(channel);
     let reply = client
         .node(fv::NodeStatusRequest {})
         .await
@@ -114,15 +112,3 @@ impl fv::status_server::Status for StatusService {
     }
 }
 
-/// An error with its causes: tonic's "transport error" alone does not say
-/// that the connection was refused.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
-}

@@ -74,6 +74,38 @@ pub struct ServerArgs {
     #[arg(long)]
     #[serde(default)]
     pub join: bool,
+    /// TLS certificate for the client side: gRPC, HTTP and NBD (etcd's --cert-file).
+    #[arg(long)]
+    pub cert_file: Option<PathBuf>,
+    /// Its private key (etcd's --key-file).
+    #[arg(long)]
+    pub key_file: Option<PathBuf>,
+    /// CA that client certificates must chain to, with --client-cert-auth (etcd's --trusted-ca-file).
+    #[arg(long)]
+    pub trusted_ca_file: Option<PathBuf>,
+    /// Require a client certificate signed by --trusted-ca-file; its common name names the user (etcd's --client-cert-auth).
+    #[arg(long)]
+    #[serde(default)]
+    pub client_cert_auth: bool,
+    /// This member's certificate for peer traffic, presented both ways: peer TLS is always mutual (etcd's --peer-cert-file).
+    #[arg(long)]
+    pub peer_cert_file: Option<PathBuf>,
+    /// Its private key (etcd's --peer-key-file).
+    #[arg(long)]
+    pub peer_key_file: Option<PathBuf>,
+    /// CA that peers' certificates must chain to (etcd's --peer-trusted-ca-file; required with --peer-cert-file).
+    #[arg(long)]
+    pub peer_trusted_ca_file: Option<PathBuf>,
+    /// Refuse peers without a valid certificate (etcd's --peer-client-cert-auth; with peer TLS this is always so).
+    #[arg(long)]
+    #[serde(default)]
+    pub peer_client_cert_auth: bool,
+    /// Only peers whose certificate has this common name may connect (etcd's --peer-cert-allowed-cn).
+    #[arg(long)]
+    pub peer_cert_allowed_cn: Option<String>,
+    /// Only peers whose certificate is valid for this host name may connect (etcd's --peer-cert-allowed-hostname).
+    #[arg(long)]
+    pub peer_cert_allowed_hostname: Option<String>,
 }
 
 /// A validated server configuration.
@@ -96,6 +128,10 @@ pub struct ServerConfig {
     pub tick: Duration,
     pub election_ticks: u32,
     pub join: bool,
+    /// Client-side TLS (gRPC, HTTP, NBD), files loaded and checked.
+    pub client_tls: Option<ferrite_tls::ClientTls>,
+    /// Peer TLS, files loaded and checked.
+    pub peer_tls: Option<ferrite_tls::PeerTls>,
 }
 
 impl ServerArgs {
@@ -171,7 +207,29 @@ impl ServerArgs {
                 bail!("address {a} is given for two listeners");
             }
         }
+        let client_tls = client_tls_options(
+            self.cert_file.or(file.cert_file),
+            self.key_file.or(file.key_file),
+            self.trusted_ca_file.or(file.trusted_ca_file),
+            self.client_cert_auth || file.client_cert_auth,
+        )?
+        .map(|o| o.load())
+        .transpose()?;
+        let peer_tls = peer_tls_options(PeerFlags {
+            cert_file: self.peer_cert_file.or(file.peer_cert_file),
+            key_file: self.peer_key_file.or(file.peer_key_file),
+            trusted_ca_file: self.peer_trusted_ca_file.or(file.peer_trusted_ca_file),
+            client_cert_auth: self.peer_client_cert_auth || file.peer_client_cert_auth,
+            allowed_cn: self.peer_cert_allowed_cn.or(file.peer_cert_allowed_cn),
+            allowed_hostname: self
+                .peer_cert_allowed_hostname
+                .or(file.peer_cert_allowed_hostname),
+        })?
+        .map(|o| o.load())
+        .transpose()?;
         Ok(ServerConfig {
+            client_tls,
+            peer_tls,
             name,
             data_dir,
             initial_cluster,
@@ -197,6 +255,70 @@ impl ServerArgs {
     }
 }
 
+/// etcd's client-side TLS flags, checked for consistency (the files are
+/// read by the caller).
+fn client_tls_options(
+    cert_file: Option<PathBuf>,
+    key_file: Option<PathBuf>,
+    trusted_ca_file: Option<PathBuf>,
+    client_cert_auth: bool,
+) -> anyhow::Result<Option<ferrite_tls::ClientTlsOptions>> {
+    match (cert_file, key_file) {
+        (Some(cert_file), Some(key_file)) => Ok(Some(ferrite_tls::ClientTlsOptions {
+            cert_file,
+            key_file,
+            trusted_ca_file,
+            client_cert_auth,
+        })),
+        (Some(_), None) => bail!("--cert-file needs --key-file"),
+        (None, Some(_)) => bail!("--key-file needs --cert-file"),
+        (None, None) if trusted_ca_file.is_some() || client_cert_auth => {
+            bail!("--trusted-ca-file and --client-cert-auth need --cert-file and --key-file")
+        }
+        (None, None) => Ok(None),
+    }
+}
+
+struct PeerFlags {
+    cert_file: Option<PathBuf>,
+    key_file: Option<PathBuf>,
+    trusted_ca_file: Option<PathBuf>,
+    client_cert_auth: bool,
+    allowed_cn: Option<String>,
+    allowed_hostname: Option<String>,
+}
+
+/// etcd's peer TLS flags, checked for consistency. Peer TLS here is always
+/// mutual, so it needs the CA that peers' certificates chain to.
+fn peer_tls_options(f: PeerFlags) -> anyhow::Result<Option<ferrite_tls::PeerTlsOptions>> {
+    match (f.cert_file, f.key_file) {
+        (Some(cert_file), Some(key_file)) => {
+            let trusted_ca_file = f.trusted_ca_file.context(
+                "--peer-cert-file needs --peer-trusted-ca-file (peer TLS is mutual: members verify each other)",
+            )?;
+            Ok(Some(ferrite_tls::PeerTlsOptions {
+                cert_file,
+                key_file,
+                trusted_ca_file,
+                client_cert_auth: f.client_cert_auth,
+                allowed_cn: f.allowed_cn,
+                allowed_hostname: f.allowed_hostname,
+            }))
+        }
+        (Some(_), None) => bail!("--peer-cert-file needs --peer-key-file"),
+        (None, Some(_)) => bail!("--peer-key-file needs --peer-cert-file"),
+        (None, None)
+            if f.trusted_ca_file.is_some()
+                || f.client_cert_auth
+                || f.allowed_cn.is_some()
+                || f.allowed_hostname.is_some() =>
+        {
+            bail!("--peer-trusted-ca-file, --peer-client-cert-auth and --peer-cert-allowed-* need --peer-cert-file and --peer-key-file")
+        }
+        (None, None) => Ok(None),
+    }
+}
+
 fn load(path: &Path) -> anyhow::Result<ServerArgs> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
@@ -212,6 +334,7 @@ pub fn parse_cluster(text: &str) -> anyhow::Result<BTreeMap<String, SocketAddr>>
             .with_context(|| format!("{item:?}: expected name=host:port"))?;
         let addr: SocketAddr = addr
             .trim_start_matches("http://")
+            .trim_start_matches("https://")
             .parse()
             .with_context(|| format!("{item:?}: {addr:?} is not a host:port address"))?;
         if members.insert(name.to_string(), addr).is_some() {

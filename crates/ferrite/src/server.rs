@@ -22,6 +22,7 @@ pub async fn run(cfg: ServerConfig) -> anyhow::Result<()> {
     node.election_ticks = cfg.election_ticks;
     node.join = cfg.join;
     node.snapshot_entries = cfg.snapshot_entries;
+    node.peer_tls = cfg.peer_tls.clone();
     let opts = ServerOptions {
         name: cfg.name.clone(),
         node,
@@ -35,6 +36,7 @@ pub async fn run(cfg: ServerConfig) -> anyhow::Result<()> {
         watch: ferrite_service::watch::WatchLimits {
             progress_interval: cfg.watch_progress_notify,
         },
+        client_tls: cfg.client_tls.clone(),
     };
     let server = Server::start(opts)
         .await

@@ -13,6 +13,20 @@ use std::future::Future;
 /// connection in order itself, so implementations need no ordering of their
 /// own beyond being linearizable per call.
 pub trait Exports: Send + Sync + 'static {
+    /// Whether `client` may use the export `name`; asked once per
+    /// connection, before NBD_OPT_INFO/GO or NBD_OPT_EXPORT_NAME serves the
+    /// export. This is where permissions are checked at connect time: with
+    /// TLS and `--client-cert-auth`, `client.common_name` is the verified
+    /// client certificate's common name (etcd's rule: it names the user).
+    /// The default lets everyone in.
+    fn authorize(
+        &self,
+        client: &Client,
+        name: &str,
+    ) -> impl Future<Output = Result<(), ExportError>> + Send {
+        let _ = (client, name);
+        async { Ok(()) }
+    }
     /// The names clients may ask for, for `NBD_OPT_LIST`.
     fn list(&self) -> impl Future<Output = Result<Vec<String>, ExportError>> + Send;
     /// The volume's size in bytes, None if no such volume.
@@ -43,8 +57,22 @@ pub trait Exports: Send + Sync + 'static {
     ) -> impl Future<Output = Result<(), ExportError>> + Send;
 }
 
+/// Who is on the other end of an NBD connection, as far as the transport
+/// can tell.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Client {
+    /// Whether the connection runs over TLS (after NBD_OPT_STARTTLS).
+    pub tls: bool,
+    /// The common name of the client's verified TLS certificate.
+    pub common_name: Option<String>,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ExportError {
+    /// `Exports::authorize` said no: answered with `NBD_REP_ERR_POLICY`
+    /// during negotiation (NBD_OPT_EXPORT_NAME closes the connection).
+    #[error("permission denied: {0}")]
+    Denied(String),
     #[error("no such volume")]
     NotFound,
     /// Answered with `NBD_ENOSPC` for writes and write-zeroes, `NBD_EINVAL`

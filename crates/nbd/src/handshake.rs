@@ -7,51 +7,128 @@
 //! requires. Only what leaves the stream untrustworthy (a bad magic, unknown
 //! client flags) or what the protocol gives no way to refuse (an unknown
 //! `NBD_OPT_EXPORT_NAME`) closes the connection.
+//!
+//! With TLS configured the server requires it, as `qemu-nbd --tls-creds` and
+//! `nbdkit --tls=require` do: before `NBD_OPT_STARTTLS` every option but
+//! STARTTLS and ABORT is refused with `NBD_REP_ERR_TLS_REQD` (and
+//! `NBD_OPT_EXPORT_NAME`, which cannot be refused, closes the connection);
+//! after it, the rest of the negotiation and transmission run over TLS.
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::protocol::*;
-use super::{ExportError, Exports, NbdError, OPTION_DATA_MAX};
+use super::{Client, ExportError, Exports, NbdError, OPTION_DATA_MAX};
 
 /// The export a client chose; transmission serves it.
 #[derive(Debug, Clone)]
 pub(crate) struct Export {
     pub name: String,
     pub size: u64,
+    /// Who connected (for logs and for later per-request checks).
+    pub client: Client,
 }
 
 /// Shown to clients that ask for `NBD_INFO_DESCRIPTION`.
 const DESCRIPTION: &str = "Ferrite replicated volume";
 
-/// Runs the handshake. Ok(None) if the client aborted.
+/// Runs the whole handshake in the clear. Ok(None) if the client aborted.
 pub(crate) async fn negotiate<S, E>(io: &mut S, exports: &E) -> Result<Option<Export>, NbdError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
     E: Exports,
+{
+    let no_zeroes = greet(io).await?;
+    haggle(io, exports, no_zeroes, &Client::default()).await
+}
+
+/// The greeting and the client's flags; returns whether the client asked
+/// for no zeroes.
+pub(crate) async fn greet<S>(io: &mut S) -> Result<bool, NbdError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
 {
     io.write_all(&encode_greeting()).await?;
     let client_flags = io.read_u32().await?;
     if client_flags & !CLIENT_FLAGS_KNOWN != 0 {
         return Err(NbdError::ClientFlags(client_flags));
     }
-    let no_zeroes = client_flags & FLAG_C_NO_ZEROES != 0;
-    loop {
-        let mut raw = [0; OPTION_HEADER_LEN];
-        io.read_exact(&mut raw).await?;
-        let header = OptionHeader::decode(&raw)?;
-        if header.length > OPTION_DATA_MAX {
-            if header.option == OPT_EXPORT_NAME {
-                return Err(NbdError::OptionTooBig(header.length));
-            }
-            discard(io, header.length).await?;
-            let message = format!("option data is limited to {OPTION_DATA_MAX} bytes");
-            reply(io, header.option, REP_ERR_TOO_BIG, message.as_bytes()).await?;
-            continue;
+    Ok(client_flags & FLAG_C_NO_ZEROES != 0)
+}
+
+/// Reads one option header and its data; None if the data was too long (it
+/// has been skipped and refused).
+async fn next_option<S>(io: &mut S) -> Result<Option<(u32, Vec<u8>)>, NbdError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut raw = [0; OPTION_HEADER_LEN];
+    io.read_exact(&mut raw).await?;
+    let header = OptionHeader::decode(&raw)?;
+    if header.length > OPTION_DATA_MAX {
+        if header.option == OPT_EXPORT_NAME {
+            return Err(NbdError::OptionTooBig(header.length));
         }
-        let mut data = vec![0; header.length as usize];
-        io.read_exact(&mut data).await?;
-        match header.option {
-            OPT_EXPORT_NAME => return export_name(io, exports, data, no_zeroes).await.map(Some),
+        discard(io, header.length).await?;
+        let message = format!("option data is limited to {OPTION_DATA_MAX} bytes");
+        reply(io, header.option, REP_ERR_TOO_BIG, message.as_bytes()).await?;
+        return Ok(None);
+    }
+    let mut data = vec![0; header.length as usize];
+    io.read_exact(&mut data).await?;
+    Ok(Some((header.option, data)))
+}
+
+/// Option haggling before TLS, on a server that requires it: true once the
+/// client sent NBD_OPT_STARTTLS (acknowledged; the caller runs the TLS
+/// handshake next), false if it aborted.
+pub(crate) async fn until_starttls<S>(io: &mut S) -> Result<bool, NbdError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    loop {
+        let Some((option, data)) = next_option(io).await? else {
+            continue;
+        };
+        match option {
+            OPT_STARTTLS if data.is_empty() => {
+                reply(io, OPT_STARTTLS, REP_ACK, &[]).await?;
+                return Ok(true);
+            }
+            OPT_STARTTLS => {
+                reply(io, option, REP_ERR_INVALID, b"NBD_OPT_STARTTLS takes no data").await?;
+            }
+            OPT_ABORT => {
+                let _ = reply(io, OPT_ABORT, REP_ACK, &[]).await;
+                return Ok(false);
+            }
+            OPT_EXPORT_NAME => return Err(NbdError::TlsRequired),
+            other => reply(io, other, REP_ERR_TLS_REQD, b"TLS is required (NBD_OPT_STARTTLS)").await?,
+        }
+    }
+}
+
+/// Option haggling until the client picks an export. Ok(None) if the client
+/// aborted.
+pub(crate) async fn haggle<S, E>(
+    io: &mut S,
+    exports: &E,
+    no_zeroes: bool,
+    client: &Client,
+) -> Result<Option<Export>, NbdError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+    E: Exports,
+{
+    loop {
+        let Some((option, data)) = next_option(io).await? else {
+            continue;
+        };
+        match option {
+            OPT_EXPORT_NAME => {
+                return export_name(io, exports, data, no_zeroes, client)
+                    .await
+                    .map(Some)
+            }
             OPT_ABORT => {
                 // The client may close without waiting for the ACK.
                 let _ = reply(io, OPT_ABORT, REP_ACK, &[]).await;
@@ -59,12 +136,15 @@ where
             }
             OPT_LIST => list(io, exports, &data).await?,
             OPT_INFO => {
-                info(io, exports, OPT_INFO, &data).await?;
+                info(io, exports, OPT_INFO, &data, client).await?;
             }
             OPT_GO => {
-                if let Some(export) = info(io, exports, OPT_GO, &data).await? {
+                if let Some(export) = info(io, exports, OPT_GO, &data, client).await? {
                     return Ok(Some(export));
                 }
+            }
+            OPT_STARTTLS if client.tls => {
+                reply(io, option, REP_ERR_INVALID, b"TLS is already negotiated").await?
             }
             other => reply(io, other, REP_ERR_UNSUP, &[]).await?,
         }
@@ -78,6 +158,7 @@ async fn export_name<S, E>(
     exports: &E,
     name: Vec<u8>,
     no_zeroes: bool,
+    client: &Client,
 ) -> Result<Export, NbdError>
 where
     S: AsyncWrite + Unpin,
@@ -88,6 +169,7 @@ where
         Some(size) => size,
         None => return Err(NbdError::UnknownExport(name)),
     };
+    exports.authorize(client, &name).await?;
     let mut out = Vec::with_capacity(10 + EXPORT_NAME_PADDING);
     out.extend_from_slice(&size.to_be_bytes());
     out.extend_from_slice(&TRANSMISSION_FLAGS.to_be_bytes());
@@ -95,7 +177,11 @@ where
         out.resize(out.len() + EXPORT_NAME_PADDING, 0);
     }
     io.write_all(&out).await?;
-    Ok(Export { name, size })
+    Ok(Export {
+        name,
+        size,
+        client: client.clone(),
+    })
 }
 
 async fn list<S, E>(io: &mut S, exports: &E, data: &[u8]) -> Result<(), NbdError>
@@ -124,6 +210,7 @@ async fn info<S, E>(
     exports: &E,
     option: u32,
     data: &[u8],
+    client: &Client,
 ) -> Result<Option<Export>, NbdError>
 where
     S: AsyncWrite + Unpin,
@@ -149,6 +236,10 @@ where
             return Ok(None);
         }
     };
+    if let Err(e) = exports.authorize(client, &name).await {
+        reply(io, option, backend_error(&e), e.to_string().as_bytes()).await?;
+        return Ok(None);
+    }
     reply(
         io,
         option,
@@ -172,7 +263,11 @@ where
         .await?;
     }
     reply(io, option, REP_ACK, &[]).await?;
-    Ok(Some(Export { name, size }))
+    Ok(Some(Export {
+        name,
+        size,
+        client: client.clone(),
+    }))
 }
 
 /// There is no default export: the empty name is unknown, as is any name the
@@ -190,6 +285,7 @@ async fn lookup<E: Exports>(exports: &E, name: &str) -> Result<Option<u64>, Expo
 fn backend_error(error: &ExportError) -> u32 {
     match error {
         ExportError::NotFound | ExportError::OutOfRange => REP_ERR_UNKNOWN,
+        ExportError::Denied(_) => REP_ERR_POLICY,
         ExportError::Unavailable(_) | ExportError::Io(_) => REP_ERR_SHUTDOWN,
     }
 }

@@ -13,8 +13,11 @@
 //! - `ordering.rs`: which earlier requests a request waits for (overlaps).
 //! - `volumes.rs`: `VolumeExports`, the replicated volumes as [`Exports`].
 //!
-//! Only simple replies are offered (no structured replies, no block status),
-//! and no TLS. Writes are durable on a majority before they are answered, so
+//! Only simple replies are offered (no structured replies, no block status).
+//! With a TLS config (`--cert-file` etc. on the client side) the server
+//! requires TLS through NBD_OPT_STARTTLS (see `handshake.rs`); the verified
+//! client certificate's common name reaches [`Exports::authorize`] as
+//! [`Client::common_name`]. Writes are durable on a majority before they are answered, so
 //! FUA is free, FLUSH only waits for the writes sent before it, and
 //! `NBD_FLAG_CAN_MULTI_CONN` is honest.
 
@@ -37,7 +40,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-pub use backend::{ExportError, Exports};
+pub use backend::{Client, ExportError, Exports};
 pub use volumes::VolumeExports;
 
 /// Requests one connection may have in flight; past it the server stops
@@ -69,6 +72,8 @@ pub enum NbdError {
     OptionTooBig(u32),
     #[error("volume store: {0}")]
     Export(#[from] ExportError),
+    #[error("NBD_OPT_EXPORT_NAME before NBD_OPT_STARTTLS, and this server requires TLS")]
+    TlsRequired,
 }
 
 /// Serves NBD on `listener` until `shutdown` completes: one task per
@@ -78,8 +83,10 @@ pub enum NbdError {
 pub async fn serve<E: Exports>(
     listener: TcpListener,
     exports: Arc<E>,
+    tls: Option<Arc<ferrite_tls::rustls::ServerConfig>>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
+    let acceptor = tls.map(ferrite_tls::TlsAcceptor::from);
     let (stop, stopped) = watch::channel(false);
     let mut connections = JoinSet::new();
     tokio::pin!(shutdown);
@@ -91,9 +98,14 @@ pub async fn serve<E: Exports>(
                 Ok((stream, peer)) => {
                     let exports = exports.clone();
                     let shutdown = Shutdown(Some(stopped.clone()));
+                    let acceptor = acceptor.clone();
                     connections.spawn(async move {
                         tracing::debug!(%peer, "nbd: connection opened");
-                        match run_connection(stream, exports, shutdown).await {
+                        let served = match acceptor {
+                            Some(acceptor) => run_tls_connection(stream, peer, acceptor, exports, shutdown).await,
+                            None => run_connection(stream, exports, shutdown).await,
+                        };
+                        match served {
                             Ok(()) => tracing::debug!(%peer, "nbd: connection closed"),
                             Err(e) => tracing::info!(%peer, error = %e, "nbd: connection closed"),
                         }
@@ -153,6 +165,54 @@ async fn run_connection<E: Exports>(
         return Ok(());
     };
     let (read_half, write_half) = stream.into_split();
+    transmission::run(read_half, write_half, exports, export, shutdown).await
+}
+
+/// A connection on a server that requires TLS: the greeting and options in
+/// the clear until NBD_OPT_STARTTLS, the TLS handshake (bounded in time),
+/// then the rest of the negotiation and transmission over TLS.
+async fn run_tls_connection<E: Exports>(
+    mut stream: TcpStream,
+    peer: std::net::SocketAddr,
+    acceptor: ferrite_tls::TlsAcceptor,
+    exports: Arc<E>,
+    mut shutdown: Shutdown,
+) -> Result<(), NbdError> {
+    stream.set_nodelay(true)?;
+    let before = async {
+        let no_zeroes = handshake::greet(&mut stream).await?;
+        let starttls = handshake::until_starttls(&mut stream).await?;
+        Ok::<_, NbdError>(starttls.then_some(no_zeroes))
+    };
+    // The cleartext part is bounded like a TLS handshake: a client that
+    // stalls before STARTTLS is dropped.
+    let no_zeroes = tokio::select! {
+        done = tokio::time::timeout(ferrite_tls::HANDSHAKE_TIMEOUT, before) => match done {
+            Ok(Ok(Some(no_zeroes))) => no_zeroes,
+            Ok(Ok(None)) => return Ok(()),
+            Ok(Err(e)) => return Err(e),
+            Err(_) => return Err(NbdError::Io(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "no NBD_OPT_STARTTLS in time",
+            ))),
+        },
+        () = shutdown.wait() => return Ok(()),
+    };
+    let accepted = ferrite_tls::handshake(&acceptor, stream, peer, "NBD").await?;
+    let client = Client {
+        tls: true,
+        common_name: accepted.common_name,
+    };
+    let mut stream = accepted.stream;
+    let export = tokio::select! {
+        negotiated = handshake::haggle(&mut stream, &*exports, no_zeroes, &client) => match negotiated? {
+            Some(export) => export,
+            None => return Ok(()),
+        },
+        () = shutdown.wait() => return Ok(()),
+    };
+    tracing::debug!(export = %export.name, size = export.size, cn = ?export.client.common_name, "nbd: transmission over TLS");
+    let (read_half, write_half) = tokio::io::split(stream);
     transmission::run(read_half, write_half, exports, export, shutdown).await
 }
 

@@ -125,7 +125,7 @@ async fn start(exports: MemExports) -> Server {
     let addr = listener.local_addr().unwrap();
     let exports = Arc::new(exports);
     let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(serve(listener, exports.clone(), async move {
+    let task = tokio::spawn(serve(listener, exports.clone(), None, async move {
         let _ = stopped.await;
     }));
     Server {

@@ -359,7 +359,10 @@ fn out_of_range(kind: Kind) -> u32 {
 fn errno(kind: Kind, error: &ExportError) -> u32 {
     match error {
         ExportError::OutOfRange => out_of_range(kind),
-        ExportError::NotFound | ExportError::Unavailable(_) | ExportError::Io(_) => EIO,
+        ExportError::NotFound
+        | ExportError::Denied(_)
+        | ExportError::Unavailable(_)
+        | ExportError::Io(_) => EIO,
     }
 }
 

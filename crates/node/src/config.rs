@@ -35,6 +35,12 @@ pub struct NodeConfig {
     /// How the node proposes lease revokes and checkpoints in the state
     /// machine's command format; None: leases are disabled.
     pub lease_proposals: Option<LeaseProposals>,
+    /// Mutual TLS for every connection between members (etcd's `--peer-*`
+    /// certificate flags); None: plain TCP.
+    pub peer_tls: Option<ferrite_tls::PeerTls>,
+    /// Where HTTP/2 connections arriving on the peer port go (the gRPC
+    /// calls members make of each other); None: they are closed.
+    pub peer_http2: Option<crate::peer_io::PeerConnections>,
 }
 
 impl NodeConfig {
@@ -56,6 +62,8 @@ impl NodeConfig {
             join: false,
             request_timeout: Duration::from_secs(5),
             lease_proposals: None,
+            peer_tls: None,
+            peer_http2: None,
         }
     }
 }

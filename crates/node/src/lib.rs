@@ -25,6 +25,7 @@ mod lessor;
 mod machine;
 mod metrics;
 mod node;
+pub mod peer_io;
 pub mod replica;
 pub mod state_leases;
 mod storage;

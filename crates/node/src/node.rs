@@ -118,6 +118,8 @@ impl Node {
             cfg.peers.clone(),
             inbound_tx,
             runtime,
+            cfg.peer_tls.clone(),
+            cfg.peer_http2.clone(),
         );
         let listening = tokio::spawn(transport.clone().serve(listener));
 

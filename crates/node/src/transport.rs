@@ -5,6 +5,10 @@
 //! and the driver is told the peer is unreachable. Connections reconnect with
 //! exponential backoff. A peer that sends garbage loses its connection, and
 //! nothing else happens.
+//!
+//! With peer TLS (`peer_io.rs`) every connection, both ways, is mutual TLS:
+//! a caller whose certificate does not verify is refused before any of its
+//! bytes is read as a frame, and the refusal is logged.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
@@ -14,11 +18,13 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use ferrite_raft::NodeId;
+use ferrite_tls::{PeerTls, TlsAcceptor};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
 use crate::codec::{self, Frame, ReadError};
+use crate::peer_io::{self, Arrival, PeerConnections, PeerIo};
 
 /// Frames queued for one peer before new ones are dropped.
 const PEER_QUEUE_FRAMES_MAX: usize = 4096;
@@ -56,6 +62,12 @@ struct Inner {
     /// Every connection task (outbound and inbound), so that `close` ends
     /// them all; finished ones are pruned as new ones start.
     tasks: Mutex<Vec<tokio::task::AbortHandle>>,
+    /// Peer TLS: how this member dials, and how it accepts.
+    tls: Option<PeerTls>,
+    acceptor: Option<TlsAcceptor>,
+    /// Where HTTP/2 connections that arrive on the peer port go; None:
+    /// they are closed.
+    http2: Option<PeerConnections>,
 }
 
 /// Frames dropped at the socket, to model network partitions: `isolated`
@@ -82,7 +94,10 @@ impl Transport {
         addresses: BTreeMap<NodeId, SocketAddr>,
         inbox: mpsc::Sender<Inbound>,
         runtime: tokio::runtime::Handle,
+        tls: Option<PeerTls>,
+        http2: Option<PeerConnections>,
     ) -> Transport {
+        let acceptor = tls.as_ref().map(|t| TlsAcceptor::from(t.server_config()));
         Transport {
             inner: Arc::new(Inner {
                 me,
@@ -94,6 +109,9 @@ impl Transport {
                 faults: Mutex::new(Faults::default()),
                 faulty: AtomicBool::new(false),
                 tasks: Mutex::new(Vec::new()),
+                tls,
+                acceptor,
+                http2,
             }),
         }
     }
@@ -157,8 +175,29 @@ impl Transport {
                 Ok((stream, addr)) => {
                     let inner = self.inner.clone();
                     let task = tokio::spawn(async move {
-                        if let Err(e) = inbound(inner, stream).await {
-                            tracing::warn!(%addr, "peer connection closed: {e}");
+                        let arrival = match peer_io::arrive(stream, addr, inner.acceptor.as_ref()).await {
+                            Ok(arrival) => arrival,
+                            Err(e) => {
+                                if inner.acceptor.is_some() {
+                                    tracing::warn!(%addr, "peer connection refused: {e}");
+                                } else {
+                                    tracing::debug!(%addr, "peer connection closed: {e}");
+                                }
+                                return;
+                            }
+                        };
+                        match arrival {
+                            Arrival::Frames(stream) => {
+                                if let Err(e) = inbound(inner, stream).await {
+                                    tracing::warn!(%addr, "peer connection closed: {e}");
+                                }
+                            }
+                            Arrival::Http2(connection) => match &inner.http2 {
+                                Some(http2) => {
+                                    let _ = http2.send(connection).await;
+                                }
+                                None => tracing::debug!(%addr, "HTTP/2 on the peer port, not served"),
+                            },
                         }
                     });
                     self.inner.track(task.abort_handle());
@@ -217,12 +256,11 @@ enum LinkError {
 }
 
 /// Reads one frame; `None` at a clean end of stream.
-async fn read_frame(stream: &mut TcpStream) -> Result<Option<Frame>, LinkError> {
+async fn read_frame(stream: &mut PeerIo) -> Result<Option<Frame>, LinkError> {
     Ok(codec::read_frame(stream).await?)
 }
 
-async fn inbound(inner: Arc<Inner>, mut stream: TcpStream) -> Result<(), LinkError> {
-    let _ = stream.set_nodelay(true);
+async fn inbound(inner: Arc<Inner>, mut stream: PeerIo) -> Result<(), LinkError> {
     let from = match read_frame(&mut stream).await? {
         Some(Frame::Hello { cluster_id, from }) if cluster_id == inner.cluster_id => from,
         Some(Frame::Hello { cluster_id, .. }) => return Err(LinkError::WrongCluster(cluster_id)),
@@ -237,7 +275,7 @@ async fn inbound(inner: Arc<Inner>, mut stream: TcpStream) -> Result<(), LinkErr
     result
 }
 
-async fn read_frames(inner: &Inner, from: NodeId, stream: &mut TcpStream) -> Result<(), LinkError> {
+async fn read_frames(inner: &Inner, from: NodeId, stream: &mut PeerIo) -> Result<(), LinkError> {
     while let Some(frame) = read_frame(stream).await? {
         if matches!(frame, Frame::Hello { .. }) {
             return Err(LinkError::NoHello);
@@ -260,10 +298,14 @@ async fn outbound(inner: Arc<Inner>, to: NodeId, addr: SocketAddr, mut rx: mpsc:
         from: inner.me,
     });
     loop {
-        let mut stream = match TcpStream::connect(addr).await {
+        let mut stream = match peer_io::dial(addr, inner.tls.as_ref()).await {
             Ok(s) => s,
             Err(e) => {
-                tracing::debug!(peer = %to, %addr, "connect failed: {e}");
+                if e.get_ref().is_some_and(|e| e.is::<ferrite_tls::rustls::Error>()) {
+                    tracing::warn!(peer = %to, %addr, "peer refused (TLS): {e}");
+                } else {
+                    tracing::debug!(peer = %to, %addr, "connect failed: {e}");
+                }
                 let _ = inner.inbox.try_send(Inbound::Unreachable(to));
                 // Drop what queued up while the peer was away: Raft resends.
                 while rx.try_recv().is_ok() {}
@@ -275,8 +317,9 @@ async fn outbound(inner: Arc<Inner>, to: NodeId, addr: SocketAddr, mut rx: mpsc:
                 continue;
             }
         };
-        let _ = stream.set_nodelay(true);
-        if stream.write_all(&hello).await.is_err() {
+        if stream.write_all(&hello).await.is_err() || stream.flush().await.is_err() {
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(BACKOFF_MAX);
             continue;
         }
         backoff = BACKOFF_MIN;
@@ -284,7 +327,7 @@ async fn outbound(inner: Arc<Inner>, to: NodeId, addr: SocketAddr, mut rx: mpsc:
         // means it closed (its process died or restarted). Noticing that now
         // keeps the next frame from going into a dead socket and being lost
         // (a vote response lost that way costs a whole election timeout).
-        let (mut reader, mut stream) = stream.into_split();
+        let (mut reader, mut stream) = tokio::io::split(stream);
         let mut probe = [0u8; 1];
         let mut batch = Vec::with_capacity(64 << 10);
         loop {
@@ -306,7 +349,11 @@ async fn outbound(inner: Arc<Inner>, to: NodeId, addr: SocketAddr, mut rx: mpsc:
                     Err(_) => break,
                 }
             }
-            if let Err(e) = stream.write_all(&batch).await {
+            let written = match stream.write_all(&batch).await {
+                Ok(()) => stream.flush().await,
+                Err(e) => Err(e),
+            };
+            if let Err(e) = written {
                 tracing::debug!(peer = %to, "write failed: {e}");
                 let _ = inner.inbox.try_send(Inbound::Unreachable(to));
                 break;

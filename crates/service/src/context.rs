@@ -29,6 +29,8 @@ pub struct Context {
     /// Every applied change, in order (the machine publishes it).
     pub events: EventStream,
     pub watch_metrics: Arc<WatchMetrics>,
+    /// How this member calls the others (on their peer ports).
+    pub peers: crate::members::PeerDialer,
 }
 
 /// Watch figures for `/metrics`.

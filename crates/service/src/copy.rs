@@ -4,8 +4,9 @@
 //! the files are there; it asks each peer in turn, and keeps asking, since a
 //! member without its volume bytes has nothing else useful to do.
 //!
-//! Peers serve the copy with `Volumes/Copy` on their client port (see
-//! `volumes.rs` in `ferrite-api`); a copy is streamed straight into the
+//! Peers serve the copy with `Volumes/Copy` on their peer port (see
+//! `volumes.rs` in `ferrite-api`, and `PeerDialer`): with peer TLS it is
+//! mutual TLS with the member certificates, like Raft traffic. A copy is streamed straight into the
 //! files, one chunk of at most `COPY_CHUNK_BYTES` in memory at a time.
 
 use std::time::Duration;
@@ -23,11 +24,16 @@ pub struct PeerCopier {
     runtime: tokio::runtime::Handle,
     /// This member, which is not asked.
     me: u64,
+    peers: crate::members::PeerDialer,
 }
 
 impl PeerCopier {
-    pub fn new(runtime: tokio::runtime::Handle, me: u64) -> PeerCopier {
-        PeerCopier { runtime, me }
+    pub fn new(
+        runtime: tokio::runtime::Handle,
+        me: u64,
+        peers: crate::members::PeerDialer,
+    ) -> PeerCopier {
+        PeerCopier { runtime, me, peers }
     }
 
     /// Replaces every file in `store` by a copy of `volumes` from a peer that
@@ -56,12 +62,12 @@ impl PeerCopier {
                 return Ok(());
             }
             for m in members.iter().filter(|m| m.id != self.me) {
-                let Some(url) = m.client_urls.first() else {
+                let Some(url) = m.peer_urls.first() else {
                     continue;
                 };
                 match self
                     .runtime
-                    .block_on(copy_from(url, volumes, applied, store))
+                    .block_on(copy_from(&self.peers, url, volumes, applied, store))
                 {
                     Ok(bytes) => {
                         store.sync(applied).map_err(fail)?;
@@ -88,18 +94,16 @@ impl PeerCopier {
 }
 
 async fn copy_from(
+    peers: &crate::members::PeerDialer,
     url: &str,
     volumes: &[VolumeInfo],
     applied: u64,
     store: &mut BlockStore,
 ) -> Result<u64, String> {
-    let endpoint = tonic::transport::Endpoint::from_shared(crate::members::dial_url(url))
-        .map_err(|e| e.to_string())?
-        .connect_timeout(Duration::from_secs(1));
-    let mut client = VolumesClient::connect(endpoint)
-        .await
-        .map_err(|e| e.to_string())?
-        .max_decoding_message_size(COPY_CHUNK_BYTES + 4096);
+    // No deadline on the whole call: a large volume takes as long as it takes.
+    let channel = peers
+        .channel(url, Duration::from_secs(1), Duration::from_secs(24 * 3600)).await?;
+    let mut client = VolumesClient::new(channel).max_decoding_message_size(COPY_CHUNK_BYTES + 4096);
     let mut total = 0u64;
     for v in volumes {
         let request = fv::VolumeCopyRequest {

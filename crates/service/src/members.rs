@@ -24,3 +24,63 @@ pub fn dial_url(url: &str) -> String {
         format!("http://{url}")
     }
 }
+
+/// How members call each other's gRPC services (volume-file copies, status,
+/// forwarded membership changes): on the peer port, through the same
+/// connection setup as Raft traffic (`ferrite_node::peer_io`), so with peer
+/// TLS these calls are mutual TLS with the member certificates too.
+#[derive(Clone, Debug, Default)]
+pub struct PeerDialer {
+    pub tls: Option<ferrite_tls::PeerTls>,
+}
+
+impl PeerDialer {
+    /// A channel to the member whose peer URL is `url` (`http://host:port`,
+    /// `https://host:port` or `host:port`); connecting times out after
+    /// `connect_timeout`, calls after `timeout`.
+    pub async fn channel(
+        &self,
+        url: &str,
+        connect_timeout: std::time::Duration,
+        timeout: std::time::Duration,
+    ) -> Result<tonic::transport::Channel, String> {
+        let addr = peer_addr(url)?;
+        let tls = self.tls.clone();
+        let connector = tower::service_fn(move |_: tonic::transport::Uri| {
+            let tls = tls.clone();
+            async move {
+                ferrite_node::peer_io::dial(addr, tls.as_ref())
+                    .await
+                    .map(hyper_util::rt::TokioIo::new)
+            }
+        });
+        tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+            .map_err(|e| e.to_string())?
+            .connect_timeout(connect_timeout)
+            .timeout(timeout)
+            .connect_with_connector(connector)
+            .await
+            .map_err(|e| error_chain(&e))
+    }
+}
+
+/// A peer URL's socket address.
+pub fn peer_addr(url: &str) -> Result<std::net::SocketAddr, String> {
+    let text = url
+        .trim_start_matches("http://")
+        .trim_start_matches("https://")
+        .trim_end_matches('/');
+    text.parse()
+        .map_err(|_| format!("bad peer URL {url:?}: expected http(s)://ip:port"))
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}

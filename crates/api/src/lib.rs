@@ -28,8 +28,8 @@ mod kv;
 mod lease;
 mod registers;
 pub mod server;
-pub mod tls;
 mod status;
+pub mod tls;
 pub mod volumes;
 pub mod watch;
 

@@ -29,10 +29,10 @@ use ferrite_proto::v3lockpb::lock_server::LockServer;
 use ferrite_raft::NodeId;
 use ferrite_service::copy::PeerCopier;
 use ferrite_service::machine::Replicated;
+use ferrite_service::members::PeerDialer;
 use ferrite_service::Context;
 use ferrite_state::{MemberInfo, Op};
 use tokio::net::TcpListener;
-use ferrite_service::members::PeerDialer;
 use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
 use tokio_stream::StreamExt;
 
@@ -115,15 +115,18 @@ async fn peer_grpc(
     calls: tokio::sync::mpsc::Receiver<ferrite_node::peer_io::PeerConnection>,
     stop: impl std::future::Future<Output = ()>,
 ) {
-    let incoming = ReceiverStream::new(calls)
-        .map(|c| Ok::<_, std::io::Error>(crate::tls::PeerConn::from(c)));
+    let incoming =
+        ReceiverStream::new(calls).map(|c| Ok::<_, std::io::Error>(crate::tls::PeerConn::from(c)));
     let served = tonic::transport::Server::builder()
         .add_service(ClusterServer::new(ClusterService(context.clone())))
         .add_service(StatusServer::new(StatusService(context.clone())))
         .add_service(
-            VolumesServer::new(VolumesService { ctx: context, files })
-                .max_decoding_message_size(GRPC_MESSAGE_BYTES_MAX)
-                .max_encoding_message_size(GRPC_MESSAGE_BYTES_MAX),
+            VolumesServer::new(VolumesService {
+                ctx: context,
+                files,
+            })
+            .max_decoding_message_size(GRPC_MESSAGE_BYTES_MAX)
+            .max_encoding_message_size(GRPC_MESSAGE_BYTES_MAX),
         )
         .serve_with_incoming_shutdown(incoming, stop)
         .await;

@@ -111,4 +111,3 @@ impl fv::status_server::Status for StatusService {
         }))
     }
 }
-

@@ -1,6 +1,7 @@
 //! `ferrite`: run a member, a local cluster, or talk to one.
 
 mod bench;
+mod certs;
 mod chaos;
 mod config;
 mod coordination;

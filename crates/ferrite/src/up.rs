@@ -5,6 +5,12 @@
 //! Run it again on the same data directory and the cluster comes back with
 //! its data. It also listens on a control address for the dashboard's
 //! buttons: stop, kill and restart a member, cut it off and heal it.
+//!
+//! `up --tls` runs the same cluster with TLS everywhere: it makes a local CA,
+//! member certificates and a client certificate for `root` (`certs.rs`),
+//! starts every member with etcd's TLS flags (client side with
+//! `--client-cert-auth`, and mutual TLS between members) and prints the
+//! etcdctl, nbdinfo and curl lines that work with them.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -34,6 +40,10 @@ pub struct UpArgs {
     /// on P+10(k-1) (client), +1 (peer), +2 (HTTP), +3 (NBD); control on P+4.
     #[arg(long)]
     pub ports_from: Option<u16>,
+    /// TLS everywhere (client gRPC, HTTP, NBD, peers; client certificates
+    /// required), with certificates made under DATA_DIR/tls.
+    #[arg(long)]
+    pub tls: bool,
 }
 
 /// One member's addresses in a local cluster: member 1 takes etcd's
@@ -105,7 +115,13 @@ pub fn initial_cluster(members: &[Member]) -> String {
         .join(",")
 }
 
-fn spawn(m: &Member, cluster: &str, data_dir: &Path, control: SocketAddr) -> anyhow::Result<Child> {
+fn spawn(
+    m: &Member,
+    cluster: &str,
+    data_dir: &Path,
+    control: SocketAddr,
+    tls: Option<&crate::certs::LocalCerts>,
+) -> anyhow::Result<Child> {
     let addrs = crate::launch::Addrs {
         peer: m.peer,
         client: m.client,
@@ -113,9 +129,30 @@ fn spawn(m: &Member, cluster: &str, data_dir: &Path, control: SocketAddr) -> any
         nbd: m.nbd,
     };
     let log = data_dir.join(format!("{}.log", m.name));
-    crate::launch::server(&m.name, &data_dir.join(&m.name), cluster, &addrs, &log)?
+    let mut command =
+        crate::launch::server(&m.name, &data_dir.join(&m.name), cluster, &addrs, &log)?;
+    command
         .args(["--control", &control.to_string()])
-        .arg("--fault-injection")
+        .arg("--fault-injection");
+    if let Some(certs) = tls {
+        let (cert, key) = certs.member(&m.name);
+        command
+            .arg("--cert-file")
+            .arg(&cert)
+            .arg("--key-file")
+            .arg(&key)
+            .arg("--trusted-ca-file")
+            .arg(&certs.ca)
+            .arg("--client-cert-auth")
+            .arg("--peer-cert-file")
+            .arg(&cert)
+            .arg("--peer-key-file")
+            .arg(&key)
+            .arg("--peer-trusted-ca-file")
+            .arg(&certs.ca)
+            .arg("--peer-client-cert-auth");
+    }
+    command
         .spawn()
         .with_context(|| format!("cannot start {}", m.name))
 }
@@ -132,6 +169,7 @@ struct Supervisor {
     cluster: String,
     data_dir: PathBuf,
     control: SocketAddr,
+    tls: Option<crate::certs::LocalCerts>,
     procs: Mutex<Vec<Proc>>,
 }
 
@@ -142,6 +180,7 @@ impl Supervisor {
             &self.cluster,
             &self.data_dir,
             self.control,
+            self.tls.as_ref(),
         )
     }
 
@@ -228,10 +267,20 @@ impl Supervisor {
                 Ok(format!("{name} restarted"))
             }
             "isolate" | "heal" => {
-                let (code, body) =
-                    ferrite_api::dashboard::http_post(m.http, &format!("/v1/fault/{action}"))
-                        .await
-                        .map_err(|e| (StatusCode::BAD_GATEWAY, e))?;
+                let tls = match &self.tls {
+                    Some(certs) => Some(
+                        client_tls(certs, ferrite_tls::ALPN_HTTP[1..].as_ref())
+                            .map_err(|e| fail(format!("{e:#}")))?,
+                    ),
+                    None => None,
+                };
+                let (code, body) = ferrite_api::dashboard::http_post_tls(
+                    m.http,
+                    &format!("/v1/fault/{action}"),
+                    tls,
+                )
+                .await
+                .map_err(|e| (StatusCode::BAD_GATEWAY, e))?;
                 if code == 200 {
                     eprintln!(
                         "ferrite: {name} {}",
@@ -275,6 +324,12 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("cannot create {}", args.data_dir.display()))?;
     let members = plan(args.nodes, args.ports_from)?;
+    let tls = if args.tls {
+        let names: Vec<String> = members.iter().map(|m| m.name.clone()).collect();
+        Some(crate::certs::ensure(&args.data_dir, &names)?)
+    } else {
+        None
+    };
     let cluster = initial_cluster(&members);
     let control = control_addr(args.ports_from);
     let listener = tokio::net::TcpListener::bind(control)
@@ -285,6 +340,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         cluster,
         data_dir: args.data_dir.clone(),
         control,
+        tls: tls.clone(),
         procs: Mutex::new(Vec::new()),
     });
     {
@@ -310,7 +366,11 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         args.data_dir.display()
     );
     let client_addrs: Vec<SocketAddr> = members.iter().map(|m| m.client).collect();
-    match crate::status::wait_for_leader(&client_addrs, Duration::from_secs(30)).await {
+    let leader = match &tls {
+        Some(certs) => wait_for_leader_tls(certs, &client_addrs, Duration::from_secs(30)).await?,
+        None => crate::status::wait_for_leader(&client_addrs, Duration::from_secs(30)).await,
+    };
+    match leader {
         Some(leader) => {
             let name = members
                 .iter()
@@ -323,21 +383,10 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             args.data_dir.display()
         ),
     }
-    for m in &members {
-        println!(
-            "  {}  etcd/grpc {}   http http://{}   nbd {}   peer {}",
-            m.name, m.client, m.http, m.nbd, m.peer
-        );
+    match &tls {
+        None => print_endpoints(&members),
+        Some(certs) => print_tls_endpoints(&members, certs),
     }
-    println!("  dashboard: http://{}/", members[0].http);
-    println!(
-        "  try: etcdctl --endpoints {} put greeting hello",
-        members[0].client
-    );
-    println!(
-        "       ferrite volume create disk0 --size 1GiB && nbdinfo nbd://{}/disk0",
-        members[0].nbd
-    );
     println!("ferrite: Ctrl-C stops the cluster");
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("cannot watch for SIGTERM")?;
@@ -361,4 +410,120 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+fn print_endpoints(members: &[Member]) {
+    for m in members {
+        println!(
+            "  {}  etcd/grpc {}   http http://{}   nbd {}   peer {}",
+            m.name, m.client, m.http, m.nbd, m.peer
+        );
+    }
+    println!("  dashboard: http://{}/", members[0].http);
+    println!(
+        "  try: etcdctl --endpoints {} put greeting hello",
+        members[0].client
+    );
+    println!(
+        "       ferrite volume create disk0 --size 1GiB && nbdinfo nbd://{}/disk0",
+        members[0].nbd
+    );
+}
+
+fn print_tls_endpoints(members: &[Member], certs: &crate::certs::LocalCerts) {
+    for m in members {
+        println!(
+            "  {}  etcd/grpc https://{}   http https://{}   nbd (TLS) {}   peer (mutual TLS) {}",
+            m.name, m.client, m.http, m.nbd, m.peer
+        );
+    }
+    let endpoints: Vec<String> = members
+        .iter()
+        .map(|m| format!("https://{}", m.client))
+        .collect();
+    println!("  certificates: {}", certs.dir.display());
+    println!(
+        "  dashboard: https://{}/ (client certificate required)",
+        members[0].http
+    );
+    println!(
+        "  curl: curl --cacert {} --cert {} --key {} https://{}/",
+        certs.ca.display(),
+        certs.client_cert.display(),
+        certs.client_key.display(),
+        members[0].http
+    );
+    println!(
+        "  etcdctl: etcdctl --endpoints={} --cacert {} --cert {} --key {} put greeting hello",
+        endpoints.join(","),
+        certs.ca.display(),
+        certs.client_cert.display(),
+        certs.client_key.display()
+    );
+    println!(
+        "  nbdinfo: nbdinfo 'nbds://{}/disk0?tls-certificates={}'",
+        members[0].nbd,
+        certs.nbd_dir.display()
+    );
+}
+
+/// A TLS client config with `root`'s certificate, trusting the local CA.
+fn client_tls(
+    certs: &crate::certs::LocalCerts,
+    alpn: &[&[u8]],
+) -> anyhow::Result<Arc<ferrite_tls::rustls::ClientConfig>> {
+    Ok(ferrite_tls::client_config(
+        &certs.ca,
+        Some((&certs.client_cert, &certs.client_key)),
+        alpn,
+    )?)
+}
+
+/// `status::wait_for_leader` over TLS, with `root`'s client certificate.
+async fn wait_for_leader_tls(
+    certs: &crate::certs::LocalCerts,
+    endpoints: &[SocketAddr],
+    within: Duration,
+) -> anyhow::Result<Option<u64>> {
+    let config = client_tls(certs, ferrite_tls::ALPN_GRPC)?;
+    let deadline = tokio::time::Instant::now() + within;
+    while tokio::time::Instant::now() < deadline {
+        for e in endpoints {
+            if let Ok(Some(leader)) = leader_over_tls(*e, config.clone()).await {
+                return Ok(Some(leader));
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(None)
+}
+
+/// One member's idea of the leader, asked over TLS; None if it knows none.
+async fn leader_over_tls(
+    addr: SocketAddr,
+    config: Arc<ferrite_tls::rustls::ClientConfig>,
+) -> anyhow::Result<Option<u64>> {
+    let connector = tower::service_fn(move |_: tonic::transport::Uri| {
+        let config = config.clone();
+        async move {
+            let tcp = tokio::net::TcpStream::connect(addr).await?;
+            let tls = ferrite_tls::TlsConnector::from(config)
+                .connect(ferrite_tls::ServerName::IpAddress(addr.ip().into()), tcp)
+                .await?;
+            Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(tls))
+        }
+    });
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
+        .connect_timeout(Duration::from_millis(500))
+        .timeout(Duration::from_secs(2))
+        .connect_with_connector(connector)
+        .await?;
+    let reply = ferrite_proto::ferrite::v1::status_client::StatusClient::new(channel)
+        .node(ferrite_proto::ferrite::v1::NodeStatusRequest {})
+        .await?;
+    Ok(reply
+        .into_inner()
+        .node
+        .map(|n| n.leader_id)
+        .filter(|l| *l != 0))
 }

@@ -95,14 +95,28 @@ where
                 return Ok(true);
             }
             OPT_STARTTLS => {
-                reply(io, option, REP_ERR_INVALID, b"NBD_OPT_STARTTLS takes no data").await?;
+                reply(
+                    io,
+                    option,
+                    REP_ERR_INVALID,
+                    b"NBD_OPT_STARTTLS takes no data",
+                )
+                .await?;
             }
             OPT_ABORT => {
                 let _ = reply(io, OPT_ABORT, REP_ACK, &[]).await;
                 return Ok(false);
             }
             OPT_EXPORT_NAME => return Err(NbdError::TlsRequired),
-            other => reply(io, other, REP_ERR_TLS_REQD, b"TLS is required (NBD_OPT_STARTTLS)").await?,
+            other => {
+                reply(
+                    io,
+                    other,
+                    REP_ERR_TLS_REQD,
+                    b"TLS is required (NBD_OPT_STARTTLS)",
+                )
+                .await?
+            }
         }
     }
 }

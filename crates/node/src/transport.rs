@@ -175,17 +175,18 @@ impl Transport {
                 Ok((stream, addr)) => {
                     let inner = self.inner.clone();
                     let task = tokio::spawn(async move {
-                        let arrival = match peer_io::arrive(stream, addr, inner.acceptor.as_ref()).await {
-                            Ok(arrival) => arrival,
-                            Err(e) => {
-                                if inner.acceptor.is_some() {
-                                    tracing::warn!(%addr, "peer connection refused: {e}");
-                                } else {
-                                    tracing::debug!(%addr, "peer connection closed: {e}");
+                        let arrival =
+                            match peer_io::arrive(stream, addr, inner.acceptor.as_ref()).await {
+                                Ok(arrival) => arrival,
+                                Err(e) => {
+                                    if inner.acceptor.is_some() {
+                                        tracing::warn!(%addr, "peer connection refused: {e}");
+                                    } else {
+                                        tracing::debug!(%addr, "peer connection closed: {e}");
+                                    }
+                                    return;
                                 }
-                                return;
-                            }
-                        };
+                            };
                         match arrival {
                             Arrival::Frames(stream) => {
                                 if let Err(e) = inbound(inner, stream).await {
@@ -196,7 +197,9 @@ impl Transport {
                                 Some(http2) => {
                                     let _ = http2.send(connection).await;
                                 }
-                                None => tracing::debug!(%addr, "HTTP/2 on the peer port, not served"),
+                                None => {
+                                    tracing::debug!(%addr, "HTTP/2 on the peer port, not served")
+                                }
                             },
                         }
                     });
@@ -301,7 +304,9 @@ async fn outbound(inner: Arc<Inner>, to: NodeId, addr: SocketAddr, mut rx: mpsc:
         let mut stream = match peer_io::dial(addr, inner.tls.as_ref()).await {
             Ok(s) => s,
             Err(e) => {
-                if e.get_ref().is_some_and(|e| e.is::<ferrite_tls::rustls::Error>()) {
+                if e.get_ref()
+                    .is_some_and(|e| e.is::<ferrite_tls::rustls::Error>())
+                {
                     tracing::warn!(peer = %to, %addr, "peer refused (TLS): {e}");
                 } else {
                     tracing::debug!(peer = %to, %addr, "connect failed: {e}");

@@ -102,7 +102,8 @@ async fn copy_from(
 ) -> Result<u64, String> {
     // No deadline on the whole call: a large volume takes as long as it takes.
     let channel = peers
-        .channel(url, Duration::from_secs(1), Duration::from_secs(24 * 3600)).await?;
+        .channel(url, Duration::from_secs(1), Duration::from_secs(24 * 3600))
+        .await?;
     let mut client = VolumesClient::new(channel).max_decoding_message_size(COPY_CHUNK_BYTES + 4096);
     let mut total = 0u64;
     for v in volumes {

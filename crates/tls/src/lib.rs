@@ -237,3 +237,30 @@ pub fn peer_common_name(conn: &rustls::CommonState) -> Option<String> {
 
 #[cfg(test)]
 mod tests;
+
+/// A TLS client's settings, as etcdctl's `--cacert`, `--cert` and `--key`:
+/// the CA the server's certificate must chain to, and optionally this
+/// client's certificate. For the binary's own calls to members (e.g.
+/// `ferrite up --tls` waiting for a leader).
+pub fn client_config(
+    ca_file: &std::path::Path,
+    identity: Option<(&std::path::Path, &std::path::Path)>,
+    alpn: &[&[u8]],
+) -> Result<Arc<rustls::ClientConfig>, TlsError> {
+    let roots = source::load_roots(ca_file)?;
+    let builder = rustls::ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&TLS13, &TLS12])
+        .unwrap_or_else(|_| unreachable!("ring supports TLS 1.2 and 1.3"))
+        .with_root_certificates(roots);
+    let mut config = match identity {
+        Some((cert, key)) => {
+            let source = Source::open(cert.to_path_buf(), key.to_path_buf(), None)?;
+            builder.with_client_cert_resolver(Arc::new(verify::Resolver {
+                source: Arc::new(source),
+            }))
+        }
+        None => builder.with_no_client_auth(),
+    };
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    Ok(Arc::new(config))
+}

@@ -272,7 +272,10 @@ fn raft_term(pki: &Pki, addr: SocketAddr) -> u64 {
     );
     assert!(ok, "{out}");
     let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
-    v[0]["Status"]["raft_term"].as_u64().unwrap()
+    v[0]["Status"]["raftTerm"]
+        .as_u64()
+        .or_else(|| v[0]["Status"]["header"]["raft_term"].as_u64())
+        .unwrap_or_else(|| panic!("no raft term in {out}"))
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -539,3 +539,77 @@ async fn peers_from_another_ca_or_in_plaintext_cannot_disturb_the_cluster() {
     );
     assert!(ok, "{out}");
 }
+
+/// Runs the printed line (`etcdctl ...`, `curl ...`) and returns its output.
+fn run_printed(line: &str, extra: &[&str]) -> (bool, String) {
+    let mut words = line.split_whitespace();
+    let program = words.next().unwrap_or_default();
+    let out = Command::new(program)
+        .args(words)
+        .args(extra)
+        .output()
+        .unwrap_or_else(|e| panic!("{program}: {e}"));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ferrite_up_tls_end_to_end() {
+    use std::io::BufRead;
+    let data = tempfile::tempdir().unwrap();
+    // Thirty consecutive ports: try bases until one is free.
+    let base = (0..40u32)
+        .map(|i| (43_000 + (std::process::id() * 50 + i * 350) % 20_000) as u16)
+        .find(|b| (0..30).all(|o| std::net::TcpListener::bind(("127.0.0.1", b + o)).is_ok()))
+        .expect("30 free consecutive ports");
+    let mut up = Command::new(common::BIN)
+        .args(["up", "--tls", "--ports-from", &base.to_string()])
+        .arg("--data-dir")
+        .arg(data.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = up.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut printed = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !printed.iter().any(|l: &String| l.contains("Ctrl-C stops")) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) => printed.push(line),
+            Err(_) => panic!("up --tls did not start: {printed:?}"),
+        }
+    }
+    let find = |prefix: &str| {
+        printed
+            .iter()
+            .find_map(|l| l.trim().strip_prefix(prefix).map(str::to_owned))
+            .unwrap_or_else(|| panic!("no {prefix} line in {printed:?}"))
+    };
+    let etcdctl_line = find("etcdctl: ");
+    let put = etcdctl_line.replace(" put greeting hello", "");
+    let (ok, out) = run_printed(&put, &["put", "greeting", "hello"]);
+    assert!(ok, "{etcdctl_line}: {out}");
+    let (ok, out) = run_printed(&put, &["get", "greeting"]);
+    assert!(ok && out.contains("hello"), "{out}");
+    let curl = find("curl: ");
+    let (ok, out) = run_printed(&curl, &["-s", "-o", "/dev/null", "-w", "%{http_code}"]);
+    assert!(ok && out == "200", "{curl}: {out}");
+    assert!(printed.iter().any(|l| l.contains("nbdinfo 'nbds://")));
+
+    // SIGTERM: up stops its members.
+    let _ = Command::new("kill").arg(up.id().to_string()).status();
+    let _ = up.wait();
+}

@@ -425,4 +425,37 @@ mod tests {
         .unwrap_err();
         assert!(format!("{err:#}").contains("bogus"), "{err:#}");
     }
+
+    #[test]
+    fn tls_flags_are_checked_at_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let garbage = dir.path().join("garbage.pem");
+        std::fs::write(&garbage, "not a certificate").unwrap();
+        let with = |f: &dyn Fn(&mut ServerArgs)| {
+            let mut a = args("n1", "n1=127.0.0.1:2380");
+            f(&mut a);
+            a.resolve().map(|_| ()).map_err(|e| format!("{e:#}"))
+        };
+        let e = with(&|a| a.cert_file = Some(garbage.clone())).unwrap_err();
+        assert!(e.contains("--cert-file needs --key-file"), "{e}");
+        let e = with(&|a| a.client_cert_auth = true).unwrap_err();
+        assert!(e.contains("need --cert-file"), "{e}");
+        let e = with(&|a| {
+            a.cert_file = Some(garbage.clone());
+            a.key_file = Some(garbage.clone());
+        })
+        .unwrap_err();
+        assert!(
+            e.contains("garbage.pem") && e.contains("no PEM certificate"),
+            "{e}"
+        );
+        let e = with(&|a| {
+            a.peer_cert_file = Some(dir.path().join("missing.pem"));
+            a.peer_key_file = Some(garbage.clone());
+        })
+        .unwrap_err();
+        assert!(e.contains("--peer-trusted-ca-file"), "{e}");
+        let e = with(&|a| a.peer_cert_allowed_cn = Some("n2".into())).unwrap_err();
+        assert!(e.contains("need --peer-cert-file"), "{e}");
+    }
 }

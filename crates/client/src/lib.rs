@@ -47,7 +47,7 @@ pub use auth::{
 pub use coordination::{LeaderKey, LockKey, Observer};
 pub use lease::{KeepAlive, LeaseInfo};
 pub use tls::{describe as describe_tls_error, endpoint_url, scheme_of, Scheme, TlsOptions};
-pub use watch::{EventKind, WatchCursor, WatchEvent, WatchOptions, Watcher};
+pub use watch::{prefix_end, EventKind, WatchCursor, WatchEvent, WatchOptions, Watcher};
 
 /// How long one operation keeps trying before it gives up.
 const PATIENCE: Duration = Duration::from_secs(15);
@@ -89,7 +89,7 @@ pub enum ClientError {
     #[error("election {0:?} has no leader")]
     NoElectionLeader(String),
     /// Refused for an auth reason (wrong password, permission denied, ...).
-    #[error("{0}")]
+    #[error(transparent)]
     Auth(#[from] AuthError),
     /// TLS failed ("TLS handshake failed: unknown CA ..."): another try or
     /// another member will not help.

@@ -300,7 +300,38 @@ pub(crate) fn tls_failure(e: &(dyn std::error::Error + 'static)) -> Option<Strin
         }
         next = err.source();
     }
+    // An alert that arrives after the handshake (TLS 1.3: the server
+    // checks the client's certificate then) reaches us through h2, which
+    // keeps an IO error's kind and text but not its type.
+    let mut next: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = next {
+        if let Some(alert) = alert_in_text(&err.to_string()) {
+            return Some(describe(&rustls::Error::AlertReceived(alert)));
+        }
+        next = err.source();
+    }
     None
+}
+
+/// The alert named by rustls's text "received fatal alert: NAME".
+fn alert_in_text(text: &str) -> Option<rustls::AlertDescription> {
+    use rustls::AlertDescription as A;
+    let (_, name) = text.split_once("received fatal alert: ")?;
+    let name = name.split(|c: char| !c.is_ascii_alphanumeric()).next()?;
+    Some(match name {
+        "BadCertificate" => A::BadCertificate,
+        "CertificateRequired" => A::CertificateRequired,
+        "UnknownCA" => A::UnknownCA,
+        "CertificateExpired" => A::CertificateExpired,
+        "UnsupportedCertificate" => A::UnsupportedCertificate,
+        "CertificateRevoked" => A::CertificateRevoked,
+        "CertificateUnknown" => A::CertificateUnknown,
+        "HandshakeFailure" => A::HandshakeFailure,
+        "AccessDenied" => A::AccessDenied,
+        "DecryptError" => A::DecryptError,
+        "ProtocolVersion" => A::ProtocolVersion,
+        _ => return None,
+    })
 }
 
 /// A rustls failure in words a user can act on.
@@ -326,8 +357,10 @@ pub fn describe(e: &rustls::Error) -> String {
         E::AlertReceived(A::CertificateRequired) => {
             "the server requires a client certificate (give --cert and --key)".to_string()
         }
-        E::AlertReceived(A::BadCertificate | A::UnsupportedCertificate) => {
-            "the server refused the client certificate (bad certificate)".to_string()
+        E::AlertReceived(A::BadCertificate | A::UnsupportedCertificate | A::CertificateUnknown) => {
+            "the server refused the client certificate, or wanted one (bad certificate: \
+              give --cert and --key signed by a CA the server trusts)"
+                .to_string()
         }
         E::AlertReceived(A::CertificateExpired) => {
             "the server refused the client certificate (expired)".to_string()
@@ -387,6 +420,13 @@ mod tests {
         assert_eq!(tls_failure(&plain), None);
         let required = rustls::Error::AlertReceived(rustls::AlertDescription::CertificateRequired);
         assert!(describe(&required).contains("requires a client certificate"));
+        // After the handshake, h2 hands the alert on as text only.
+        let late = std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "received fatal alert: BadCertificate",
+        );
+        let text = tls_failure(&late).expect("a TLS failure");
+        assert!(text.contains("client certificate"), "{text}");
     }
 
     #[test]

@@ -79,7 +79,7 @@ impl WatchEvent {
 
 /// The end of the range of keys that start with `prefix` (etcd's
 /// `GetPrefixRangeEnd`: "\0", every key, when there is no such end).
-pub(crate) fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+pub fn prefix_end(prefix: &[u8]) -> Vec<u8> {
     let mut end = prefix.to_vec();
     while let Some(last) = end.pop() {
         if last < 0xff {

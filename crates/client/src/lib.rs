@@ -528,7 +528,18 @@ impl Client {
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(BACKOFF_MAX);
         }
-        Err(ClientError::Unavailable(PATIENCE, last))
+        Err(ClientError::Unavailable(PATIENCE, self.hint(last)))
+    }
+
+    /// A TLS server hangs up on a plaintext client without a word: say
+    /// so when a plaintext connection kept failing that way.
+    fn hint(&self, last: String) -> String {
+        let plaintext = self.endpoints.iter().all(|e| scheme_of(e) == Scheme::Plain);
+        if plaintext && matches!(last.as_str(), "transport error" | "operation was canceled") {
+            format!("{last} (the connection was plaintext: if the server uses TLS, give https:// endpoints and --cacert)")
+        } else {
+            last
+        }
     }
 
     /// Asks the current endpoint who leads and switches to the leader's

@@ -149,10 +149,17 @@ async fn a_stale_token_is_refreshed_and_the_request_sent_again() {
 
     // The server forgets every token it gave (a restart, an expiry).
     server.0.valid_from.store(2, Ordering::SeqCst);
-    bounded(c.get(b"k")).await.expect("read after the token went stale");
+    bounded(c.get(b"k"))
+        .await
+        .expect("read after the token went stale");
     assert_eq!(server.0.issued.load(Ordering::SeqCst), 2);
     assert_eq!(reauthentications(&notices), 1);
-    let seen = server.0.seen.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let seen = server
+        .0
+        .seen
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
     assert_eq!(
         seen,
         vec![Some("t1".into()), Some("t1".into()), Some("t2".into())],
@@ -170,7 +177,11 @@ async fn a_refusal_right_after_a_fresh_token_is_final() {
         Err(ClientError::Auth(AuthError::InvalidToken)) => {}
         other => panic!("expected an invalid token error, got {other:?}"),
     }
-    assert_eq!(server.0.issued.load(Ordering::SeqCst), 2, "one refresh only");
+    assert_eq!(
+        server.0.issued.load(Ordering::SeqCst),
+        2,
+        "one refresh only"
+    );
     assert_eq!(server.0.ranges.load(Ordering::SeqCst), 2);
     assert_eq!(reauthentications(&notices), 1);
 }
@@ -202,7 +213,12 @@ async fn a_client_gets_a_token_when_auth_comes_on() {
     bounded(c.get(b"k")).await.expect("read with auth on");
     assert_eq!(server.0.issued.load(Ordering::SeqCst), 1);
     assert_eq!(reauthentications(&notices), 1);
-    let seen = server.0.seen.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let seen = server
+        .0
+        .seen
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
     assert_eq!(seen, vec![None, None, Some("t1".into())]);
 }
 

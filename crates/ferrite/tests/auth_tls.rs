@@ -73,12 +73,12 @@ impl Pki {
         let issuer = Issuer::new(params, ca_key);
 
         let rogue_key = KeyPair::generate().expect("rogue CA key");
-        let rogue = ca_params("a CA nobody trusts")
-            .self_signed(&rogue_key)
-            .expect("rogue CA");
+        let rogue_params = ca_params("a CA nobody trusts");
+        let rogue = rogue_params.self_signed(&rogue_key).expect("rogue CA");
         write("rogue-ca.pem", rogue.pem());
+        let rogue = Issuer::new(rogue_params, rogue_key);
 
-        let leaf = |name: &str, cn: &str, server: bool| {
+        let leaf = |name: &str, cn: &str, server: bool, issuer: &Issuer<'_, KeyPair>| {
             let sans = if server {
                 vec!["localhost".to_string()]
             } else {
@@ -95,13 +95,15 @@ impl Pki {
                 ExtendedKeyUsagePurpose::ClientAuth,
             ];
             let key = KeyPair::generate().expect("key");
-            let cert = p.signed_by(&key, &issuer).expect("sign");
+            let cert = p.signed_by(&key, issuer).expect("sign");
             write(&format!("{name}.pem"), cert.pem());
             write(&format!("{name}-key.pem"), key.serialize_pem());
         };
-        leaf("server", "127.0.0.1", true);
-        leaf("root", "root", false);
-        leaf("nobody", "nobody", false);
+        leaf("server", "127.0.0.1", true, &issuer);
+        leaf("root", "root", false, &issuer);
+        leaf("nobody", "nobody", false, &issuer);
+        // A forged "root" from a CA the server does not trust.
+        leaf("intruder", "root", false, &rogue);
         // For etcd's JWT tokens (HS256): any bytes are a key.
         write("jwt.key", "ferrite-test-jwt-signing-key".to_string());
         Pki { dir }
@@ -507,24 +509,28 @@ async fn cli_tls_failures(target: Target) {
     let pki = Pki::new();
     let s = Server::start(target, &pki).await;
     let started = Instant::now();
+    let mut errors = Vec::new();
 
     // No --cacert: the system's roots do not know the test CA.
     let err = fails(&s, &[], &["kv", "get", "k"]);
     assert!(err.contains("TLS handshake failed: unknown CA"), "{err}");
+    errors.push(err);
     // A CA that did not sign the server's certificate.
     let rogue = vec!["--cacert".to_string(), pki.arg("rogue-ca.pem")];
     let err = fails(&s, &rogue, &["kv", "get", "k"]);
     assert!(err.contains("TLS handshake failed: unknown CA"), "{err}");
+    errors.push(err);
     // The server requires a client certificate.
     let no_cert = vec!["--cacert".to_string(), pki.arg("ca.pem")];
     let err = fails(&s, &no_cert, &["kv", "get", "k"]);
     assert!(err.contains("TLS handshake failed"), "{err}");
     assert!(err.contains("client certificate"), "{err}");
-    // A client certificate the server's CA did not sign.
-    let mut half = flags(&pki, "root", None);
-    half[1] = pki.arg("rogue-ca.pem");
-    let err = fails(&s, &half, &["kv", "get", "k"]);
+    errors.push(err);
+    // A client certificate (CN=root!) that the server's CA did not sign.
+    let err = fails(&s, &flags(&pki, "intruder", None), &["kv", "get", "k"]);
     assert!(err.contains("TLS handshake failed"), "{err}");
+    assert!(err.contains("client certificate"), "{err}");
+    errors.push(err);
     // Files that are not there.
     let missing = vec!["--cacert".to_string(), "/nonexistent/ca.pem".to_string()];
     let err = fails(&s, &missing, &["kv", "get", "k"]);
@@ -535,11 +541,9 @@ async fn cli_tls_failures(target: Target) {
         &["kv", "get", "k"],
     );
     assert!(err.contains("--cert needs --key"), "{err}");
-    for line in [&err] {
-        assert!(
-            !line.contains("transport error"),
-            "a raw error chain: {line}"
-        );
+    for err in &errors {
+        assert!(!err.contains("transport error"), "a raw error chain: {err}");
+        assert_eq!(err.lines().count(), 1, "one line: {err}");
     }
     assert!(
         started.elapsed() < Duration::from_secs(10),

@@ -17,12 +17,16 @@ need_component clippy clippy
 
 # Debian packages the tests use: protoc (the etcd-client crate, our
 # compatibility tests' client, compiles etcd's .proto files with it),
-# etcdctl (the real etcd command-line client), and the block clients the
-# volume tests drive: nbdinfo/nbdcopy/nbdfuse, nbdsh, qemu-img, fio, and
-# fusermount3, mkfs.ext4/e2fsck, losetup for a file system on a volume.
+# etcdctl and etcd (the real etcd command-line client and server), and the
+# block clients the volume tests drive: nbdinfo/nbdcopy/nbdfuse, nbdsh,
+# qemu-img, fio, and fusermount3, mkfs.ext4/e2fsck, losetup for a file
+# system on a volume.
 missing=()
 command -v protoc >/dev/null 2>&1 || missing+=(protobuf-compiler)
 command -v etcdctl >/dev/null 2>&1 || missing+=(etcd-client)
+# etcd itself: tests compare against it, and the TLS and auth client tests
+# run against it (with its --client-cert-auth and JWT tokens).
+command -v etcd >/dev/null 2>&1 || missing+=(etcd-server)
 command -v nbdcopy >/dev/null 2>&1 || missing+=(libnbd-bin)
 command -v nbdfuse >/dev/null 2>&1 || missing+=(libnbd-bin)
 [ -f /usr/lib/python3/dist-packages/nbd.py ] || missing+=(python3-libnbd)

@@ -8,9 +8,15 @@
 //! etcd's coordination services live in their own files: `watch` (a watch
 //! that resumes on another member without gaps or duplicates), `lease`
 //! (grant, revoke, keep-alive) and `coordination` (locks and elections).
+//! Security has two: `tls` (how a member is reached: plaintext or rustls,
+//! chosen by the endpoint's scheme) and `auth` (etcd's users and roles: the
+//! token every request carries, refreshed when it goes stale, and the Auth
+//! service's calls). `ClientOptions` gathers both.
 
+mod auth;
 mod coordination;
 mod lease;
+mod tls;
 mod watch;
 
 use std::sync::Arc;
@@ -24,16 +30,24 @@ use ferrite_proto::ferrite::v1::registers_client::RegistersClient;
 use ferrite_proto::ferrite::v1::status_client::StatusClient;
 use ferrite_proto::ferrite::v1::volumes_client::VolumesClient;
 use ferrite_proto::{Outcome, Session, SESSION_METADATA};
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tonic::Code;
+
+use crate::auth::{Auth, AuthRetries, AuthRetry};
+use crate::tls::{ChannelSettings, ConnectError, Connector};
 
 pub use ferrite_proto::etcdserverpb::Member;
 pub use ferrite_proto::ferrite::v1::{MemberStatus, NodeStatus};
 pub use ferrite_proto::mvccpb::KeyValue;
 
+pub use auth::{
+    permission_range, AuthChannel, AuthError, AuthStatus, Credentials, KeyRange, Permission,
+    PermissionType, TOKEN_METADATA,
+};
 pub use coordination::{LeaderKey, LockKey, Observer};
 pub use lease::{KeepAlive, LeaseInfo};
-pub use watch::{EventKind, WatchCursor, WatchEvent, WatchOptions, Watcher};
+pub use tls::{describe as describe_tls_error, endpoint_url, scheme_of, Scheme, TlsOptions};
+pub use watch::{prefix_end, EventKind, WatchCursor, WatchEvent, WatchOptions, Watcher};
 
 /// How long one operation keeps trying before it gives up.
 const PATIENCE: Duration = Duration::from_secs(15);
@@ -74,6 +88,38 @@ pub enum ClientError {
     /// The election has no leader now.
     #[error("election {0:?} has no leader")]
     NoElectionLeader(String),
+    /// Refused for an auth reason (wrong password, permission denied, ...).
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+    /// TLS failed ("TLS handshake failed: unknown CA ..."): another try or
+    /// another member will not help.
+    #[error("{0}")]
+    Tls(String),
+    /// A certificate or key file could not be used.
+    #[error("{flag} {path}: {why}")]
+    TlsFile {
+        flag: String,
+        path: String,
+        why: String,
+    },
+    /// The server does not serve this call (e.g. AuthStatus on etcd 3.4).
+    #[error("the server does not implement this call: {0}")]
+    Unimplemented(String),
+    /// An argument the client could not make a request of.
+    #[error("{0}")]
+    BadArgument(String),
+}
+
+/// How the client connects and who it is: TLS settings and etcd
+/// credentials. Everything is optional: the default is plaintext and no
+/// user.
+#[derive(Clone, Debug, Default)]
+pub struct ClientOptions {
+    /// TLS for `https://` endpoints (and for bare `host:port` ones, which
+    /// mean TLS when this is set, as with etcdctl).
+    pub tls: Option<TlsOptions>,
+    /// A user to authenticate as; every request then carries its token.
+    pub credentials: Option<Credentials>,
 }
 
 /// The most bytes one volume read or write call carries.
@@ -97,6 +143,11 @@ pub enum Notice {
         url: String,
         revision: i64,
     },
+    /// The token went stale (`why`: the server's word); the client
+    /// authenticated again and sends the request once more.
+    Reauthenticated {
+        why: String,
+    },
 }
 
 type Notify = Arc<dyn Fn(Notice) + Send + Sync>;
@@ -112,13 +163,40 @@ pub struct Client {
     /// A channel with no request timeout, for calls that wait (lock,
     /// campaign) and for streams.
     waiting_channel: Option<Channel>,
+    /// Plaintext or TLS, per endpoint.
+    connector: Connector,
+    /// Credentials and the token, shared with siblings.
+    auth: Auth,
 }
 
-fn url(endpoint: &str) -> String {
-    if endpoint.starts_with("http://") || endpoint.starts_with("https://") {
-        endpoint.to_string()
-    } else {
-        format!("http://{endpoint}")
+/// The settings of the channel ordinary requests use.
+const REQUEST_CHANNEL: ChannelSettings = ChannelSettings {
+    connect_timeout: Duration::from_secs(1),
+    request_timeout: Some(Duration::from_secs(10)),
+    keep_alive: false,
+};
+
+/// The settings of the channel for calls that wait and for streams.
+const WAITING_CHANNEL: ChannelSettings = ChannelSettings {
+    connect_timeout: Duration::from_secs(1),
+    request_timeout: None,
+    keep_alive: true,
+};
+
+/// One attempt's failure.
+enum Failure {
+    /// The server's or the connection's answer: maybe worth a retry.
+    Status(tonic::Status),
+    /// Ends the call (TLS failed, the password is wrong, ...).
+    Fatal(ClientError),
+}
+
+impl From<ConnectError> for Failure {
+    fn from(e: ConnectError) -> Failure {
+        match e {
+            ConnectError::Unreachable(why) => Failure::Status(tonic::Status::unavailable(why)),
+            ConnectError::Tls(e) => Failure::Fatal(e),
+        }
     }
 }
 
@@ -160,15 +238,44 @@ fn with_session<T>(
     r
 }
 
+/// The final error of a status no retry will fix.
+fn status_error(status: &tonic::Status) -> ClientError {
+    if let Some(why) = tls::tls_failure(status) {
+        return ClientError::Tls(why);
+    }
+    if let Some(e) = AuthError::from_status(status) {
+        return ClientError::Auth(e);
+    }
+    let message = status.message().to_string();
+    match status.code() {
+        Code::NotFound => ClientError::NotFound(message),
+        Code::Unimplemented => ClientError::Unimplemented(message),
+        _ => ClientError::Refused(message),
+    }
+}
+
 impl Client {
+    /// A plaintext client with no user.
     pub fn new(endpoints: Vec<String>) -> Result<Client, ClientError> {
+        Client::with_options(endpoints, ClientOptions::default())
+    }
+
+    /// A client with TLS and/or credentials. TLS files are read now: a
+    /// missing or bad file is an error here, not at the first request.
+    pub fn with_options(
+        endpoints: Vec<String>,
+        options: ClientOptions,
+    ) -> Result<Client, ClientError> {
         if endpoints.is_empty() {
             return Err(ClientError::BadEndpoint(String::new()));
         }
-        let endpoints: Vec<String> = endpoints.iter().map(|e| url(e)).collect();
-        for e in &endpoints {
-            Endpoint::from_shared(e.clone()).map_err(|_| ClientError::BadEndpoint(e.clone()))?;
-        }
+        let tls_by_default = options.tls.is_some();
+        let endpoints = endpoints
+            .iter()
+            .map(|e| endpoint_url(e, tls_by_default))
+            .collect::<Result<Vec<String>, ClientError>>()?;
+        let any_https = endpoints.iter().any(|e| scheme_of(e) == Scheme::Tls);
+        let connector = Connector::new(options.tls.as_ref(), any_https)?;
         Ok(Client {
             endpoints,
             current: 0,
@@ -178,7 +285,16 @@ impl Client {
             notify: Arc::new(|_| {}),
             found_leader: false,
             waiting_channel: None,
+            connector,
+            auth: Auth::new(options.credentials),
         })
+    }
+
+    /// The URL of `endpoint` as this client reaches it (a bare address is
+    /// TLS when the client has TLS options).
+    fn url(&self, endpoint: &str) -> String {
+        endpoint_url(endpoint, self.connector.has_tls())
+            .unwrap_or_else(|_| format!("http://{endpoint}"))
     }
 
     /// Reports every redirect, retry and unreachable node to `f`.
@@ -192,7 +308,7 @@ impl Client {
 
     /// Uses `endpoint` from now on (and adds it if new).
     pub fn use_endpoint(&mut self, endpoint: &str) {
-        let u = url(endpoint);
+        let u = self.url(endpoint);
         self.current = match self.endpoints.iter().position(|e| *e == u) {
             Some(i) => i,
             None => {
@@ -221,34 +337,77 @@ impl Client {
             notify: self.notify.clone(),
             found_leader: self.found_leader,
             waiting_channel: None,
+            connector: self.connector.clone(),
+            auth: self.auth.clone(),
         }
     }
 
-    async fn channel(&mut self) -> Result<Channel, tonic::Status> {
+    async fn channel(&mut self) -> Result<Channel, ConnectError> {
         if let Some(c) = &self.channel {
             return Ok(c.clone());
         }
-        let endpoint = Endpoint::from_shared(self.endpoints[self.current].clone())
-            .map_err(|e| tonic::Status::invalid_argument(e.to_string()))?
-            .connect_timeout(Duration::from_secs(1))
-            .timeout(Duration::from_secs(10));
-        let channel = endpoint
-            .connect()
-            .await
-            .map_err(|e| tonic::Status::unavailable(format!("cannot connect: {e}")))?;
+        let channel = self
+            .connector
+            .connect(&self.endpoints[self.current], REQUEST_CHANNEL)
+            .await?;
         self.channel = Some(channel.clone());
         Ok(channel)
     }
 
     /// Like `channel`, without a request timeout: for calls that may wait
     /// as long as they need to (a lock held by another).
-    async fn waiting_channel(&mut self) -> Result<Channel, tonic::Status> {
+    async fn waiting_channel(&mut self) -> Result<Channel, ConnectError> {
         if let Some(c) = &self.waiting_channel {
             return Ok(c.clone());
         }
-        let channel = connect_waiting(&self.endpoints[self.current]).await?;
+        let channel = self
+            .connector
+            .connect(&self.endpoints[self.current], WAITING_CHANNEL)
+            .await?;
         self.waiting_channel = Some(channel.clone());
         Ok(channel)
+    }
+
+    /// Authenticates on `channel` if the client has credentials and no
+    /// token yet. A wrong password ends the call; a connection failure is
+    /// an attempt's failure like any other.
+    async fn ensure_token(&self, channel: &Channel) -> Result<(), Failure> {
+        if !self.auth.needs_token() {
+            return Ok(());
+        }
+        match self.auth.authenticate(channel.clone()).await {
+            Ok(()) => Ok(()),
+            Err(s) if transport_failure(&s) && tls::tls_failure(&s).is_none() => {
+                Err(Failure::Status(s))
+            }
+            Err(s) => Err(Failure::Fatal(status_error(&s))),
+        }
+    }
+
+    /// One attempt: a channel, a token, then the call itself.
+    async fn attempt<T, F, Fut>(
+        &mut self,
+        waiting: bool,
+        call: &mut F,
+    ) -> (Result<T, Failure>, bool)
+    where
+        F: FnMut(AuthChannel) -> Fut,
+        Fut: std::future::Future<Output = Result<T, tonic::Status>>,
+    {
+        let channel = if waiting {
+            self.waiting_channel().await
+        } else {
+            self.channel().await
+        };
+        let channel = match channel {
+            Ok(c) => c,
+            Err(e) => return (Err(e.into()), false),
+        };
+        if let Err(f) = self.ensure_token(&channel).await {
+            return (Err(f), false);
+        }
+        let result = call(self.auth.wrap(channel)).await;
+        (result.map_err(Failure::Status), true)
     }
 
     fn next_endpoint(&mut self) {
@@ -270,7 +429,7 @@ impl Client {
     /// allows it.
     async fn call<T, F, Fut>(&mut self, call: F) -> Result<T, ClientError>
     where
-        F: FnMut(Channel) -> Fut,
+        F: FnMut(AuthChannel) -> Fut,
         Fut: std::future::Future<Output = Result<T, tonic::Status>>,
     {
         self.call_with(Retry::Always, call).await
@@ -278,7 +437,7 @@ impl Client {
 
     async fn call_with<T, F, Fut>(&mut self, retry: Retry, call: F) -> Result<T, ClientError>
     where
-        F: FnMut(Channel) -> Fut,
+        F: FnMut(AuthChannel) -> Fut,
         Fut: std::future::Future<Output = Result<T, tonic::Status>>,
     {
         self.call_inner(retry, false, call).await
@@ -291,7 +450,7 @@ impl Client {
     /// the contender's key is NAME/LEASE, so a retry finds its own key).
     async fn call_waiting<T, F, Fut>(&mut self, call: F) -> Result<T, ClientError>
     where
-        F: FnMut(Channel) -> Fut,
+        F: FnMut(AuthChannel) -> Fut,
         Fut: std::future::Future<Output = Result<T, tonic::Status>>,
     {
         self.call_inner(Retry::Always, true, call).await
@@ -304,7 +463,7 @@ impl Client {
         mut call: F,
     ) -> Result<T, ClientError>
     where
-        F: FnMut(Channel) -> Fut,
+        F: FnMut(AuthChannel) -> Fut,
         Fut: std::future::Future<Output = Result<T, tonic::Status>>,
     {
         if !self.found_leader {
@@ -314,23 +473,37 @@ impl Client {
         let mut deadline = tokio::time::Instant::now() + PATIENCE;
         let mut backoff = BACKOFF_MIN;
         let mut last = String::new();
+        let mut auth_retries = AuthRetries::default();
         while tokio::time::Instant::now() < deadline {
-            let channel = if waiting {
-                self.waiting_channel().await
-            } else {
-                self.channel().await
-            };
-            let (result, sent) = match channel {
-                Ok(channel) => (call(channel).await, true),
-                Err(e) => (Err(e), false),
-            };
+            let (result, sent) = self.attempt(waiting, &mut call).await;
             if waiting {
                 deadline = deadline.max(tokio::time::Instant::now() + PATIENCE);
             }
             let status = match result {
                 Ok(v) => return Ok(v),
-                Err(status) => status,
+                Err(Failure::Fatal(e)) => return Err(e),
+                Err(Failure::Status(status)) => status,
             };
+            if let Some(why) = tls::tls_failure(&status) {
+                return Err(ClientError::Tls(why));
+            }
+            let auth_error = AuthError::from_status(&status);
+            match auth_retries.on_refusal(auth_error.as_ref(), self.auth.has_credentials()) {
+                AuthRetry::Reauthenticate => {
+                    // The request was refused, not applied: sending it
+                    // again with a fresh token is safe.
+                    (self.notify)(Notice::Reauthenticated {
+                        why: status.message().to_string(),
+                    });
+                    self.auth.forget();
+                    continue;
+                }
+                AuthRetry::Resend => continue,
+                AuthRetry::No => {}
+            }
+            if let Some(e) = auth_error {
+                return Err(ClientError::Auth(e));
+            }
             last = status.message().to_string();
             match Outcome::of(&status) {
                 Some(Outcome::NoLeader) => {
@@ -350,29 +523,58 @@ impl Client {
                     }
                     self.next_endpoint();
                 }
-                None if status.code() == Code::NotFound => return Err(ClientError::NotFound(last)),
-                None => return Err(ClientError::Refused(last)),
+                None => return Err(status_error(&status)),
             }
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(BACKOFF_MAX);
         }
-        Err(ClientError::Unavailable(PATIENCE, last))
+        Err(ClientError::Unavailable(PATIENCE, self.hint(last)))
+    }
+
+    /// A TLS server hangs up on a plaintext client without a word: say
+    /// so when a plaintext connection kept failing that way.
+    fn hint(&self, last: String) -> String {
+        let plaintext = self.endpoints.iter().all(|e| scheme_of(e) == Scheme::Plain);
+        if plaintext && matches!(last.as_str(), "transport error" | "operation was canceled") {
+            format!("{last} (the connection was plaintext: if the server uses TLS, give https:// endpoints and --cacert)")
+        } else {
+            last
+        }
     }
 
     /// Asks the current endpoint who leads and switches to the leader's
     /// client address.
     pub async fn go_to_leader(&mut self) -> Result<(), ClientError> {
         for _ in 0..self.endpoints.len() {
-            let Ok(channel) = self.channel().await else {
-                self.next_endpoint();
-                continue;
+            let channel = match self.channel().await {
+                Ok(c) => c,
+                Err(ConnectError::Tls(e)) => return Err(e),
+                Err(ConnectError::Unreachable(_)) => {
+                    self.next_endpoint();
+                    continue;
+                }
             };
+            match self.ensure_token(&channel).await {
+                Ok(()) => {}
+                Err(Failure::Fatal(e)) => return Err(e),
+                Err(Failure::Status(_)) => {
+                    self.next_endpoint();
+                    continue;
+                }
+            }
+            let channel = self.auth.wrap(channel);
             let status = StatusClient::new(channel.clone())
                 .node(fv::NodeStatusRequest {})
                 .await;
-            let Ok(status) = status else {
-                self.next_endpoint();
-                continue;
+            let status = match status {
+                Ok(s) => s,
+                Err(s) if transport_failure(&s) => {
+                    self.next_endpoint();
+                    continue;
+                }
+                // Refused, or not served (a plain etcd has no Status
+                // service): stay, and let the request itself find out.
+                Err(_) => return Ok(()),
             };
             let Some(node) = status.into_inner().node else {
                 return Ok(());
@@ -776,29 +978,40 @@ impl Client {
     }
 }
 
-/// A channel to `endpoint` with a connect timeout but no request timeout.
-async fn connect_waiting(endpoint: &str) -> Result<Channel, tonic::Status> {
-    Endpoint::from_shared(endpoint.to_string())
-        .map_err(|e| tonic::Status::invalid_argument(e.to_string()))?
-        .connect_timeout(Duration::from_secs(1))
-        .http2_keep_alive_interval(Duration::from_secs(5))
-        .keep_alive_timeout(Duration::from_secs(5))
-        .connect()
-        .await
-        .map_err(|e| tonic::Status::unavailable(format!("cannot connect: {e}")))
-}
-
 /// One node's status, asked directly (no retries): for polling.
 pub async fn node_status(endpoint: &str) -> Result<NodeStatus, String> {
-    let ep = Endpoint::from_shared(url(endpoint))
-        .map_err(|e| e.to_string())?
-        .connect_timeout(Duration::from_millis(500))
-        .timeout(Duration::from_secs(2));
-    let mut client = StatusClient::connect(ep).await.map_err(|e| e.to_string())?;
-    let r = client
+    node_status_with(endpoint, &ClientOptions::default()).await
+}
+
+/// `node_status` with TLS and credentials (authenticating first when
+/// credentials are given).
+pub async fn node_status_with(
+    endpoint: &str,
+    options: &ClientOptions,
+) -> Result<NodeStatus, String> {
+    let url = endpoint_url(endpoint, options.tls.is_some()).map_err(|e| e.to_string())?;
+    let connector = Connector::new(options.tls.as_ref(), scheme_of(&url) == Scheme::Tls)
+        .map_err(|e| e.to_string())?;
+    let settings = ChannelSettings {
+        connect_timeout: Duration::from_millis(500),
+        request_timeout: Some(Duration::from_secs(2)),
+        keep_alive: false,
+    };
+    let channel = connector
+        .connect(&url, settings)
+        .await
+        .map_err(|e| match e {
+            ConnectError::Unreachable(why) => why,
+            ConnectError::Tls(e) => e.to_string(),
+        })?;
+    let auth = Auth::new(options.credentials.clone());
+    auth.authenticate(channel.clone())
+        .await
+        .map_err(|s| status_error(&s).to_string())?;
+    let r = StatusClient::new(auth.wrap(channel))
         .node(fv::NodeStatusRequest {})
         .await
-        .map_err(|e| e.message().to_string())?;
+        .map_err(|s| status_error(&s).to_string())?;
     r.into_inner()
         .node
         .ok_or_else(|| "empty answer".to_string())

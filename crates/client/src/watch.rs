@@ -20,8 +20,10 @@ use ferrite_proto::mvccpb;
 use tokio::sync::mpsc;
 use tonic::Code;
 
-use crate::{connect_waiting, Client, ClientError, KeyValue, Notice, Notify};
-use crate::{BACKOFF_MAX, BACKOFF_MIN, PATIENCE};
+use crate::auth::{Auth, AuthError, AuthRetries, AuthRetry};
+use crate::tls::{ConnectError, Connector};
+use crate::{Client, ClientError, KeyValue, Notice, Notify};
+use crate::{BACKOFF_MAX, BACKOFF_MIN, PATIENCE, WAITING_CHANNEL};
 
 /// etcd's metadata for "end the stream if the member has no leader": a
 /// member cut off from the others would otherwise serve a watch that
@@ -77,7 +79,7 @@ impl WatchEvent {
 
 /// The end of the range of keys that start with `prefix` (etcd's
 /// `GetPrefixRangeEnd`: "\0", every key, when there is no such end).
-pub(crate) fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+pub fn prefix_end(prefix: &[u8]) -> Vec<u8> {
     let mut end = prefix.to_vec();
     while let Some(last) = end.pop() {
         if last < 0xff {
@@ -144,6 +146,11 @@ impl WatchCursor {
     /// not seen, or why the watch ended.
     pub fn on_response(&mut self, r: pb::WatchResponse) -> Result<Vec<WatchEvent>, ClientError> {
         if r.canceled {
+            // etcd refuses a watch for auth reasons with a cancel whose
+            // reason is the gRPC error's text.
+            if let Some(e) = AuthError::from_message(&r.cancel_reason) {
+                return Err(ClientError::Auth(e));
+            }
             if r.compact_revision > 0 {
                 return Err(ClientError::Compacted {
                     requested: self.next_revision,
@@ -202,6 +209,8 @@ pub struct Watcher {
     cursor: WatchCursor,
     live: Option<Live>,
     pending: VecDeque<WatchEvent>,
+    connector: Connector,
+    auth: Auth,
 }
 
 impl Client {
@@ -215,6 +224,8 @@ impl Client {
             cursor: WatchCursor::new(key, &options),
             live: None,
             pending: VecDeque::new(),
+            connector: self.connector.clone(),
+            auth: self.auth.clone(),
         };
         w.open().await?;
         Ok(w)
@@ -265,7 +276,7 @@ impl Watcher {
                 }
                 Ok(None) => self.lost("the member ended the stream"),
                 Err(s) if resumable(&s) => self.lost(s.message()),
-                Err(s) => return Err(ClientError::Refused(s.message().to_string())),
+                Err(s) => return Err(crate::status_error(&s)),
             }
         }
     }
@@ -285,6 +296,7 @@ impl Watcher {
         let deadline = tokio::time::Instant::now() + PATIENCE;
         let mut backoff = BACKOFF_MIN;
         let mut last = String::new();
+        let mut auth_retries = AuthRetries::default();
         while tokio::time::Instant::now() < deadline {
             match self.try_open().await {
                 Ok(live) => {
@@ -292,6 +304,18 @@ impl Watcher {
                     return Ok(());
                 }
                 Err(OpenError::Ended(e)) => return Err(e),
+                Err(OpenError::Auth(e)) => {
+                    match auth_retries.on_refusal(Some(&e), self.auth.has_credentials()) {
+                        AuthRetry::Reauthenticate => {
+                            (self.notify)(Notice::Reauthenticated { why: e.to_string() });
+                            self.auth.forget();
+                        }
+                        AuthRetry::Resend => {}
+                        AuthRetry::No => return Err(ClientError::Auth(e)),
+                    }
+                    // Same member, at once: the watch was refused, not lost.
+                    continue;
+                }
                 Err(OpenError::Retry(why)) => last = why,
             }
             self.current = (self.current + 1) % self.endpoints.len();
@@ -302,9 +326,21 @@ impl Watcher {
     }
 
     async fn try_open(&mut self) -> Result<Live, OpenError> {
-        let channel = connect_waiting(&self.endpoints[self.current])
+        let channel = self
+            .connector
+            .connect(&self.endpoints[self.current], WAITING_CHANNEL)
             .await
-            .map_err(|s| OpenError::Retry(s.message().to_string()))?;
+            .map_err(|e| match e {
+                ConnectError::Unreachable(why) => OpenError::Retry(why),
+                ConnectError::Tls(e) => OpenError::Ended(e),
+            })?;
+        if self.auth.needs_token() {
+            self.auth
+                .authenticate(channel.clone())
+                .await
+                .map_err(status_error)?;
+        }
+        let channel = self.auth.wrap(channel);
         let (tx, rx) = mpsc::channel(1);
         let create = pb::WatchRequest {
             request_union: Some(pb::watch_request::RequestUnion::CreateRequest(
@@ -330,7 +366,10 @@ impl Watcher {
             match responses.message().await {
                 Ok(Some(r)) => {
                     let created = r.created;
-                    let events = self.cursor.on_response(r).map_err(OpenError::Ended)?;
+                    let events = self.cursor.on_response(r).map_err(|e| match e {
+                        ClientError::Auth(e) => OpenError::Auth(e),
+                        e => OpenError::Ended(e),
+                    })?;
                     self.pending.extend(events);
                     if created {
                         Ok(responses)
@@ -358,13 +397,21 @@ enum OpenError {
     Retry(String),
     /// The watch cannot go on.
     Ended(ClientError),
+    /// Refused for an auth reason: maybe worth a new token.
+    Auth(AuthError),
 }
 
 fn status_error(s: tonic::Status) -> OpenError {
+    if let Some(why) = crate::tls::tls_failure(&s) {
+        return OpenError::Ended(ClientError::Tls(why));
+    }
+    if let Some(e) = AuthError::from_status(&s) {
+        return OpenError::Auth(e);
+    }
     if resumable(&s) {
         OpenError::Retry(s.message().to_string())
     } else {
-        OpenError::Ended(ClientError::Refused(s.message().to_string()))
+        OpenError::Ended(crate::status_error(&s))
     }
 }
 

@@ -1,8 +1,10 @@
 //! `ferrite`: run a member, a local cluster, or talk to one.
 
+mod auth;
 mod bench;
 mod certs;
 mod chaos;
+mod client_args;
 mod config;
 mod coordination;
 mod launch;
@@ -15,7 +17,7 @@ mod volume;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use ferrite_client::Client;
+use client_args::Endpoints;
 
 /// mimalloc instead of glibc's malloc: a put on the leader allocates a
 /// dozen times across gRPC, the node and the state machine, on several
@@ -42,9 +44,6 @@ fn return_freed_memory_at_once() {
     unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 0) };
 }
 
-/// The default endpoints reach a `ferrite up` cluster.
-const DEFAULT_ENDPOINTS: &str = "127.0.0.1:2379,127.0.0.1:22379,127.0.0.1:32379";
-
 #[derive(Parser)]
 #[command(
     name = "ferrite",
@@ -54,24 +53,6 @@ const DEFAULT_ENDPOINTS: &str = "127.0.0.1:2379,127.0.0.1:22379,127.0.0.1:32379"
 struct Cli {
     #[command(subcommand)]
     command: Command,
-}
-
-#[derive(clap::Args, Clone)]
-struct Endpoints {
-    /// Client addresses of the cluster's members, comma-separated.
-    #[arg(long, default_value = DEFAULT_ENDPOINTS, global = true)]
-    endpoints: String,
-}
-
-impl Endpoints {
-    fn client(&self) -> anyhow::Result<Client> {
-        let list = self
-            .endpoints
-            .split(',')
-            .map(str::trim)
-            .filter(|s| !s.is_empty());
-        Ok(Client::new(list.map(String::from).collect())?)
-    }
 }
 
 #[derive(Subcommand)]
@@ -164,6 +145,28 @@ enum Command {
     },
     /// An interactive client.
     Shell(Endpoints),
+    /// Enable or disable authentication (etcd's).
+    Auth {
+        #[command(subcommand)]
+        op: auth::AuthOp,
+        #[command(flatten)]
+        endpoints: Endpoints,
+    },
+    /// Users: add, get, list, delete, passwd, grant-role, revoke-role.
+    User {
+        #[command(subcommand)]
+        op: auth::UserOp,
+        #[command(flatten)]
+        endpoints: Endpoints,
+    },
+    /// Roles and their key permissions: add, get, list, delete,
+    /// grant-permission, revoke-permission.
+    Role {
+        #[command(subcommand)]
+        op: auth::RoleOp,
+        #[command(flatten)]
+        endpoints: Endpoints,
+    },
     /// Look inside a data directory.
     Wal {
         #[command(subcommand)]
@@ -383,6 +386,15 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             };
         }
         Command::Shell(e) => shell::run(e.client()?).await?,
+        Command::Auth { op, endpoints } => {
+            println!("{}", auth::auth(&mut endpoints.client()?, op).await?)
+        }
+        Command::User { op, endpoints } => {
+            print_lines(&auth::user(&mut endpoints.client()?, op).await?)
+        }
+        Command::Role { op, endpoints } => {
+            print_lines(&auth::role(&mut endpoints.client()?, op).await?)
+        }
         Command::Bench { op } => bench::run(op).await?,
         Command::Chaos(args) => {
             if !chaos::run(args).await? {
@@ -401,6 +413,13 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         },
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Prints `text` and a newline, unless it is empty (an empty list).
+fn print_lines(text: &str) {
+    if !text.is_empty() {
+        println!("{text}");
+    }
 }
 
 fn main() -> ExitCode {

@@ -461,6 +461,13 @@ fn print_tls_endpoints(members: &[Member], certs: &crate::certs::LocalCerts) {
         certs.client_key.display()
     );
     println!(
+        "  ferrite: ferrite volume create disk0 --size 1GiB --endpoints {} --cacert {} --cert {} --key {}",
+        endpoints.join(","),
+        certs.ca.display(),
+        certs.client_cert.display(),
+        certs.client_key.display()
+    );
+    println!(
         "  nbdinfo: nbdinfo 'nbds://{}/disk0?tls-certificates={}'",
         members[0].nbd,
         certs.nbd_dir.display()

@@ -610,7 +610,15 @@ async fn ferrite_up_tls_end_to_end() {
     let curl = find("curl: ");
     let (ok, out) = run_printed(&curl, &["-s", "-o", "/dev/null", "-w", "%{http_code}"]);
     assert!(ok && out == "200", "{curl}: {out}");
-    assert!(printed.iter().any(|l| l.contains("nbdinfo 'nbds://")));
+    // The printed ferrite line creates the volume the printed nbdinfo line
+    // then reads over TLS.
+    let ferrite_line = find("ferrite: ferrite ");
+    let ferrite_line = format!("{} {ferrite_line}", common::BIN);
+    let (ok, out) = run_printed(&ferrite_line, &[]);
+    assert!(ok, "{ferrite_line}: {out}");
+    let nbdinfo_line = find("nbdinfo: ").replace('\'', "");
+    let (ok, out) = run_printed(&nbdinfo_line, &["--size"]);
+    assert!(ok && out.trim() == "1073741824", "{nbdinfo_line}: {out}");
 
     // SIGTERM: up stops its members.
     let _ = Command::new("kill").arg(up.id().to_string()).status();

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 const PROTO_ROOT: &str = "proto";
 const PROTOS: &[&str] = &[
     "mvccpb/kv.proto",
+    "authpb/auth.proto",
     "etcdserverpb/rpc.proto",
     "v3lockpb/v3lock.proto",
     "v3electionpb/v3election.proto",

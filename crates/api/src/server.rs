@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use ferrite_node::{Node, NodeConfig};
+use ferrite_proto::etcdserverpb::auth_server::AuthServer;
 use ferrite_proto::etcdserverpb::cluster_server::ClusterServer;
 use ferrite_proto::etcdserverpb::kv_server::KvServer;
 use ferrite_proto::etcdserverpb::lease_server::LeaseServer;
@@ -23,11 +24,12 @@ use ferrite_raft::NodeId;
 use ferrite_service::copy::PeerCopier;
 use ferrite_service::machine::Replicated;
 use ferrite_service::Context;
-use ferrite_state::{MemberInfo, Op};
+use ferrite_state::{MemberInfo, Op, Principal};
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_stream::StreamExt;
 
+use crate::auth::AuthService;
 use crate::cluster::{parse_url, ClusterService, MaintenanceService};
 use crate::concurrency::{ElectionService, LockService};
 use crate::kv::KvService;
@@ -60,6 +62,8 @@ pub struct ServerOptions {
     pub history_retention: Duration,
     /// Watch progress notifications and limits.
     pub watch: ferrite_service::watch::WatchLimits,
+    /// Token lifetime and bcrypt cost (`--auth-token-ttl`, `--bcrypt-cost`).
+    pub auth: ferrite_service::auth::AuthConfig,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -132,8 +136,14 @@ impl Server {
         })?;
         let copier = PeerCopier::new(tokio::runtime::Handle::current(), opts.node.id.0);
         let events = ferrite_service::events::EventStream::new();
-        let machine = Replicated::open(&opts.node.data_dir.join("volumes"), copier, events.clone())
-            .map_err(ServeError::Volumes)?;
+        let auth = ferrite_service::auth::AuthView::default();
+        let machine = Replicated::open(
+            &opts.node.data_dir.join("volumes"),
+            copier,
+            events.clone(),
+            auth.clone(),
+        )
+        .map_err(ServeError::Volumes)?;
         let volume_files = machine.files();
         let mut node_config = opts.node.clone();
         node_config.lease_proposals = Some(ferrite_node::state_leases::lease_proposals());
@@ -147,6 +157,8 @@ impl Server {
             name: opts.name.clone(),
             events,
             watch_metrics: Default::default(),
+            auth,
+            auth_config: opts.auth,
         };
 
         let (stop, stop_rx) = tokio::sync::watch::channel(false);
@@ -170,6 +182,7 @@ impl Server {
             .add_service(ElectionServer::new(ElectionService(context.clone())))
             .add_service(ClusterServer::new(ClusterService(context.clone())))
             .add_service(MaintenanceServer::new(MaintenanceService(context.clone())))
+            .add_service(AuthServer::new(AuthService(context.clone())))
             .add_service(RegistersServer::new(RegistersService(context.clone())))
             .add_service(StatusServer::new(StatusService(context.clone())))
             .add_service(
@@ -280,7 +293,11 @@ async fn publish(ctx: Context, me: MemberInfo) {
             Ok(table) if table.contains(&me) => return,
             _ => {}
         }
-        if ctx.write(Op::MemberPublish(me.clone()), None).await.is_ok() {
+        if ctx
+            .write(Op::MemberPublish(me.clone()), None, &Principal::System)
+            .await
+            .is_ok()
+        {
             tracing::info!(name = %me.name, "published this member's addresses");
             return;
         }

@@ -35,6 +35,7 @@ pub async fn run(cfg: ServerConfig) -> anyhow::Result<()> {
         watch: ferrite_service::watch::WatchLimits {
             progress_interval: cfg.watch_progress_notify,
         },
+        auth: cfg.auth,
     };
     let server = Server::start(opts)
         .await

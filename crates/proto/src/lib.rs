@@ -1,8 +1,8 @@
 //! Ferrite's gRPC API: Rust types, clients and servers generated from the
 //! .proto files under `proto/`.
 //!
-//! - [`etcdserverpb`] and [`mvccpb`]: the etcd v3 client API (KV, Watch,
-//!   Lease, Cluster, Maintenance), wire-compatible with etcd 3.4/3.5 clients;
+//! - [`etcdserverpb`], [`mvccpb`] and [`authpb`]: the etcd v3 client API
+//!   (KV, Watch, Lease, Cluster, Maintenance, Auth), wire-compatible with etcd 3.4/3.5 clients;
 //!   [`v3lockpb`] and [`v3electionpb`]: etcd's lock and election services.
 //! - [`ferrite::v1`]: Ferrite's own services (`Registers`, `Status`).
 //!
@@ -17,6 +17,12 @@ pub use session::{BadSession, Outcome, Session, OUTCOME_METADATA, SESSION_METADA
 #[allow(clippy::all, clippy::pedantic, missing_docs, rustdoc::all)]
 pub mod mvccpb {
     include!(concat!(env!("OUT_DIR"), "/mvccpb.rs"));
+}
+
+/// etcd's auth records (users, roles, permissions).
+#[allow(clippy::all, clippy::pedantic, missing_docs, rustdoc::all)]
+pub mod authpb {
+    include!(concat!(env!("OUT_DIR"), "/authpb.rs"));
 }
 
 /// The etcd v3 services and their messages.

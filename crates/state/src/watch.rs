@@ -133,6 +133,24 @@ impl Watch {
     }
 }
 
+/// The reason a watch refused or canceled for lack of permission gives, as
+/// etcd words it: the text of its gRPC error (etcd's `v3rpc/watch.go`
+/// sends `rpctypes.ErrGRPC*.Error()`), which etcdctl shows as is.
+pub fn auth_cancel_reason(e: &StateError) -> String {
+    let code = match e {
+        StateError::UserEmpty | StateError::AuthOldRevision => "InvalidArgument",
+        StateError::InvalidAuthToken => "Unauthenticated",
+        _ => "PermissionDenied",
+    };
+    let e = match e {
+        StateError::UserEmpty | StateError::AuthOldRevision | StateError::InvalidAuthToken => {
+            e.clone()
+        }
+        _ => StateError::PermissionDenied,
+    };
+    format!("rpc error: code = {code} desc = {e}")
+}
+
 /// Whether `key` is in etcd's range `[start, end)`, with its two special
 /// ends: empty (only `start`) and `"\0"` (everything from `start`).
 pub fn in_range(key: &[u8], start: &[u8], end: &[u8]) -> bool {
@@ -281,11 +299,10 @@ impl WatchStream {
             })
             .map(|(id, _)| *id)
             .collect();
-        let reason = match who {
+        let reason = auth_cancel_reason(&match who {
             Principal::Anonymous => StateError::UserEmpty,
             _ => StateError::PermissionDenied,
-        }
-        .to_string();
+        });
         lost.into_iter()
             .map(|id| {
                 self.watches.remove(&id);
@@ -370,7 +387,7 @@ impl WatchStream {
             .auth
             .check(&self.principal, Access::Read, &c.key, &c.range_end)
         {
-            return refuse(-1, e.to_string());
+            return refuse(-1, auth_cancel_reason(&e));
         }
         let id = if c.watch_id != 0 {
             if self.watches.contains_key(&c.watch_id) || c.watch_id < 0 {
@@ -496,6 +513,11 @@ impl WatchStream {
                 return Vec::new();
             }
             Err(reason) => {
+                // A refusal for lack of permission reads as etcd's.
+                let reason = [StateError::PermissionDenied, StateError::UserEmpty]
+                    .iter()
+                    .find(|e| e.to_string() == reason)
+                    .map_or(reason, auth_cancel_reason);
                 self.watches.remove(&id);
                 return vec![WatchReply {
                     revision: self.known_revision,

@@ -427,14 +427,20 @@ mod auth {
         assert_eq!(out.len(), 1);
         assert!(out[0].created && out[0].canceled);
         assert_eq!(out[0].watch_id, -1);
-        assert_eq!(out[0].cancel_reason, "etcdserver: permission denied");
+        assert_eq!(
+            out[0].cancel_reason,
+            "rpc error: code = PermissionDenied desc = etcdserver: permission denied"
+        );
         assert!(s.is_empty());
         let ok = s.command(create("a/", "a0", 0), m.now());
         assert!(ok[0].created && !ok[0].canceled);
         // Anonymous streams get etcd's "user name is empty".
         let mut anon = WatchStream::with_auth(m.now(), Principal::Anonymous, m.sm.auth().clone());
         let out = anon.command(create("a/x", "", 0), m.now());
-        assert_eq!(out[0].cancel_reason, "etcdserver: user name is empty");
+        assert_eq!(
+            out[0].cancel_reason,
+            "rpc error: code = InvalidArgument desc = etcdserver: user name is empty"
+        );
     }
 
     #[test]
@@ -457,7 +463,10 @@ mod auth {
         assert_eq!(canceled.len(), 2);
         for r in canceled {
             assert!([id, other].contains(&r.watch_id));
-            assert_eq!(r.cancel_reason, "etcdserver: permission denied");
+            assert_eq!(
+                r.cancel_reason,
+                "rpc error: code = PermissionDenied desc = etcdserver: permission denied"
+            );
         }
         assert!(s.is_empty());
     }

@@ -13,10 +13,11 @@ use ferrite_proto::etcdserverpb::maintenance_server::Maintenance;
 use ferrite_raft::{MembershipChange, NodeId, Role};
 use ferrite_service::ids::node_id;
 use ferrite_service::Context;
-use ferrite_state::{MemberInfo, Op};
+use ferrite_state::{MemberInfo, Op, Principal};
 use tonic::{Code, Request, Response, Status};
 
-use crate::errors::{node_status, service_status};
+use crate::auth::{principal, TOKEN_METADATA};
+use crate::errors::{node_status, service_status, state_status};
 use crate::header::Header;
 
 /// The etcd version we speak; clients check it for feature support.
@@ -96,6 +97,25 @@ async fn leader_cluster_client(
     Ok(ClusterClient::new(channel))
 }
 
+/// etcd's `checkMembershipOperationPermission`: member changes are for
+/// admins (checked here, before the change; the member table's writes are
+/// checked again when they apply).
+fn admin<T>(ctx: &Context, req: &Request<T>) -> Result<Principal, Status> {
+    let who = principal(ctx, req)?;
+    ctx.auth.current().check_admin(&who).map_err(state_status)?;
+    Ok(who)
+}
+
+/// `req` as sent on to the leader, with the caller's token.
+fn forwarded<T>(req: Request<T>) -> Request<T> {
+    let token = req.metadata().get(TOKEN_METADATA).cloned();
+    let mut fwd = Request::new(req.into_inner());
+    if let Some(token) = token {
+        fwd.metadata_mut().insert(TOKEN_METADATA, token);
+    }
+    fwd
+}
+
 fn is_leader(ctx: &Context) -> bool {
     ferrite_node::Metrics::get(&ctx.metrics().is_leader) == 1
 }
@@ -127,10 +147,11 @@ impl Cluster for ClusterService {
         &self,
         req: Request<pb::MemberAddRequest>,
     ) -> Result<Response<pb::MemberAddResponse>, Status> {
+        let who = admin(&self.0, &req)?;
         if !is_leader(&self.0) {
             return leader_cluster_client(&self.0)
                 .await?
-                .member_add(req.into_inner())
+                .member_add(forwarded(req))
                 .await;
         }
         let req = req.into_inner();
@@ -148,7 +169,7 @@ impl Cluster for ClusterService {
         };
         // The address first, so the new member can be named before it joins.
         self.0
-            .write(Op::MemberPublish(info), None)
+            .write(Op::MemberPublish(info), None, &who)
             .await
             .map_err(service_status)?;
         self.0
@@ -169,10 +190,11 @@ impl Cluster for ClusterService {
         &self,
         req: Request<pb::MemberRemoveRequest>,
     ) -> Result<Response<pb::MemberRemoveResponse>, Status> {
+        let who = admin(&self.0, &req)?;
         if !is_leader(&self.0) {
             return leader_cluster_client(&self.0)
                 .await?
-                .member_remove(req.into_inner())
+                .member_remove(forwarded(req))
                 .await;
         }
         let id = req.into_inner().id;
@@ -181,7 +203,7 @@ impl Cluster for ClusterService {
         let table = self.0.member_table().await.map_err(service_status)?;
         let entry = table.into_iter().find(|m| m.id == id);
         self.0
-            .write(Op::MemberForget { id }, None)
+            .write(Op::MemberForget { id }, None, &who)
             .await
             .map_err(service_status)?;
         if let Err(e) = self
@@ -191,7 +213,7 @@ impl Cluster for ClusterService {
             .await
         {
             if let Some(entry) = entry {
-                let _ = self.0.write(Op::MemberPublish(entry), None).await;
+                let _ = self.0.write(Op::MemberPublish(entry), None, &who).await;
             }
             return Err(membership_status(e));
         }
@@ -224,10 +246,11 @@ impl Cluster for ClusterService {
         &self,
         req: Request<pb::MemberPromoteRequest>,
     ) -> Result<Response<pb::MemberPromoteResponse>, Status> {
+        admin(&self.0, &req)?;
         if !is_leader(&self.0) {
             return leader_cluster_client(&self.0)
                 .await?
-                .member_promote(req.into_inner())
+                .member_promote(forwarded(req))
                 .await;
         }
         let id = req.into_inner().id;

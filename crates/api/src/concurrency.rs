@@ -16,6 +16,7 @@ use futures_util::Stream;
 use tokio::sync::mpsc;
 use tonic::{Code, Request, Response, Status};
 
+use crate::auth::principal;
 use crate::convert;
 use crate::errors::{service_status, state_status};
 use crate::header::Header;
@@ -46,8 +47,9 @@ impl Lock for LockService {
         &self,
         req: Request<lp::LockRequest>,
     ) -> Result<Response<lp::LockResponse>, Status> {
+        let who = principal(&self.0, &req)?;
         let req = req.into_inner();
-        let held = concurrency::lock(&self.0, &req.name, req.lease)
+        let held = concurrency::lock(&self.0, &who, &req.name, req.lease)
             .await
             .map_err(status)?;
         Ok(Response::new(lp::LockResponse {
@@ -60,8 +62,11 @@ impl Lock for LockService {
         &self,
         req: Request<lp::UnlockRequest>,
     ) -> Result<Response<lp::UnlockResponse>, Status> {
+        let who = principal(&self.0, &req)?;
         let key = Bytes::from(req.into_inner().key);
-        let revision = concurrency::unlock(&self.0, &key).await.map_err(status)?;
+        let revision = concurrency::unlock(&self.0, &who, &key)
+            .await
+            .map_err(status)?;
         Ok(Response::new(lp::UnlockResponse {
             header: header(&self.0, revision),
         }))
@@ -89,8 +94,9 @@ impl Election for ElectionService {
         &self,
         req: Request<ep::CampaignRequest>,
     ) -> Result<Response<ep::CampaignResponse>, Status> {
+        let who = principal(&self.0, &req)?;
         let req = req.into_inner();
-        let h = concurrency::campaign(&self.0, &req.name, req.lease, req.value.into())
+        let h = concurrency::campaign(&self.0, &who, &req.name, req.lease, req.value.into())
             .await
             .map_err(status)?;
         Ok(Response::new(ep::CampaignResponse {
@@ -108,9 +114,10 @@ impl Election for ElectionService {
         &self,
         req: Request<ep::ProclaimRequest>,
     ) -> Result<Response<ep::ProclaimResponse>, Status> {
+        let who = principal(&self.0, &req)?;
         let req = req.into_inner();
         let leader = held(req.leader)?;
-        let revision = concurrency::proclaim(&self.0, &leader, req.value.into())
+        let revision = concurrency::proclaim(&self.0, &who, &leader, req.value.into())
             .await
             .map_err(status)?;
         Ok(Response::new(ep::ProclaimResponse {
@@ -122,7 +129,8 @@ impl Election for ElectionService {
         &self,
         req: Request<ep::LeaderRequest>,
     ) -> Result<Response<ep::LeaderResponse>, Status> {
-        let (kv, revision) = concurrency::leader(&self.0, &req.into_inner().name)
+        let who = principal(&self.0, &req)?;
+        let (kv, revision) = concurrency::leader(&self.0, &who, &req.into_inner().name)
             .await
             .map_err(status)?;
         Ok(Response::new(ep::LeaderResponse {
@@ -135,12 +143,13 @@ impl Election for ElectionService {
         &self,
         req: Request<ep::LeaderRequest>,
     ) -> Result<Response<ObserveStream>, Status> {
+        let who = principal(&self.0, &req)?;
         let name = req.into_inner().name;
         let (tx, mut rx) = mpsc::channel(OBSERVED_QUEUED_MAX);
         let (out_tx, out_rx) = mpsc::channel(1);
         let ctx = self.0.clone();
         tokio::spawn(async move {
-            let observing = concurrency::observe(&ctx, &name, tx);
+            let observing = concurrency::observe(&ctx, &who, &name, tx);
             let forwarding = async {
                 while let Some((kv, revision)) = rx.recv().await {
                     let resp = ep::LeaderResponse {
@@ -170,8 +179,9 @@ impl Election for ElectionService {
         &self,
         req: Request<ep::ResignRequest>,
     ) -> Result<Response<ep::ResignResponse>, Status> {
+        let who = principal(&self.0, &req)?;
         let leader = held(req.into_inner().leader)?;
-        let revision = concurrency::resign(&self.0, &leader)
+        let revision = concurrency::resign(&self.0, &who, &leader)
             .await
             .map_err(status)?;
         Ok(Response::new(ep::ResignResponse {

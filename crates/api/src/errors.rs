@@ -18,6 +18,7 @@ pub fn service_status(e: ServiceError) -> Status {
         ServiceError::Unexpected(reply) => unexpected(*reply),
         e @ ServiceError::ReadTooLong { .. } => Status::out_of_range(e.to_string()),
         e @ ServiceError::ReadLength { .. } => Status::internal(e.to_string()),
+        ServiceError::Internal(e) => Status::internal(format!("etcdserver: {e}")),
     }
 }
 
@@ -83,6 +84,18 @@ pub fn state_status(e: StateError) -> Status {
         StateError::LeaseNotFound => Code::NotFound,
         StateError::LeaseExists => Code::FailedPrecondition,
         StateError::LeaseTtlTooLarge => Code::OutOfRange,
+        // Auth: etcd's `rpctypes` codes.
+        StateError::RootUserNotExist
+        | StateError::RootRoleNotExist
+        | StateError::UserAlreadyExist
+        | StateError::UserNotFound
+        | StateError::RoleAlreadyExist
+        | StateError::RoleNotFound
+        | StateError::RoleNotGranted
+        | StateError::PermissionNotGranted
+        | StateError::AuthNotEnabled => Code::FailedPrecondition,
+        StateError::PermissionDenied => Code::PermissionDenied,
+        StateError::InvalidAuthToken => Code::Unauthenticated,
         _ => Code::InvalidArgument,
     };
     let text = e.to_string();

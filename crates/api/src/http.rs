@@ -12,6 +12,10 @@
 //! POST   /v1/registers/{name}/cas  {"expected": a, "new": b}
 //! GET    /v1/status                this node; /v1/members: the member table
 //! ```
+//!
+//! With auth enabled, KV and register requests carry a token from etcd's
+//! Authenticate in an `Authorization` (or `token`) header, as etcd's gRPC
+//! gateway takes it; without one they are made as nobody, and refused.
 
 use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
@@ -24,7 +28,7 @@ use axum::{Json, Router};
 use bytes::Bytes;
 use ferrite_node::{Metrics, SYNC_BUCKETS};
 use ferrite_service::{Context, ServiceError};
-use ferrite_state::{DeleteRangeRequest, Op, PutRequest, RangeRequest, Reply};
+use ferrite_state::{DeleteRangeRequest, Op, Principal, PutRequest, RangeRequest, Reply};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -45,6 +49,27 @@ pub fn router(ctx: Context) -> Router {
         .route("/v1/registers/{name}/add", post(add_register))
         .route("/v1/registers/{name}/cas", post(cas_register))
         .with_state(ctx)
+}
+
+/// Who an HTTP request is from: the token in its `Authorization` (or
+/// `token`) header, as etcd's gateway reads it.
+struct Who(Principal);
+
+impl axum::extract::FromRequestParts<Context> for Who {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        ctx: &Context,
+    ) -> Result<Who, ApiError> {
+        let token = ["authorization", "token"]
+            .iter()
+            .find_map(|h| parts.headers.get(*h))
+            .map(|v| v.to_str().unwrap_or_default());
+        ctx.principal(token, None)
+            .map(Who)
+            .map_err(|e| ApiError::from(service_status(e)))
+    }
 }
 
 /// A failed request as JSON with the right status code.
@@ -157,7 +182,7 @@ pub fn prefix_end(prefix: &[u8]) -> Bytes {
     Bytes::from_static(&[0])
 }
 
-async fn list(State(ctx): State<Context>, Query(q): Query<ListQuery>) -> ApiResult {
+async fn list(State(ctx): State<Context>, Who(who): Who, Query(q): Query<ListQuery>) -> ApiResult {
     let key = if q.prefix.is_empty() {
         Bytes::from_static(&[0])
     } else {
@@ -169,7 +194,7 @@ async fn list(State(ctx): State<Context>, Query(q): Query<ListQuery>) -> ApiResu
         limit: q.limit,
         ..RangeRequest::default()
     };
-    match ctx.read(Op::Range(req), false).await? {
+    match ctx.read(Op::Range(req), &who, false).await? {
         Reply::Range(r) => Ok(Json(json!({
             "revision": r.revision,
             "count": r.count,
@@ -180,12 +205,12 @@ async fn list(State(ctx): State<Context>, Query(q): Query<ListQuery>) -> ApiResu
     }
 }
 
-async fn get_key(State(ctx): State<Context>, Path(key): Path<String>) -> ApiResult {
+async fn get_key(State(ctx): State<Context>, Who(who): Who, Path(key): Path<String>) -> ApiResult {
     let req = RangeRequest {
         key: Bytes::from(key.clone()),
         ..RangeRequest::default()
     };
-    match ctx.read(Op::Range(req), false).await? {
+    match ctx.read(Op::Range(req), &who, false).await? {
         Reply::Range(r) => match r.kvs.first() {
             Some(kv) => Ok(Json(kv_json(kv))),
             None => Err(ApiError(
@@ -197,24 +222,33 @@ async fn get_key(State(ctx): State<Context>, Path(key): Path<String>) -> ApiResu
     }
 }
 
-async fn put_key(State(ctx): State<Context>, Path(key): Path<String>, body: Bytes) -> ApiResult {
+async fn put_key(
+    State(ctx): State<Context>,
+    Who(who): Who,
+    Path(key): Path<String>,
+    body: Bytes,
+) -> ApiResult {
     let req = PutRequest {
         key: Bytes::from(key),
         value: body,
         ..PutRequest::default()
     };
-    match ctx.write(Op::Put(req), None).await? {
+    match ctx.write(Op::Put(req), None, &who).await? {
         Reply::Put(r) => Ok(Json(json!({ "revision": r.revision }))),
         other => Err(bad_reply(other)),
     }
 }
 
-async fn delete_key(State(ctx): State<Context>, Path(key): Path<String>) -> ApiResult {
+async fn delete_key(
+    State(ctx): State<Context>,
+    Who(who): Who,
+    Path(key): Path<String>,
+) -> ApiResult {
     let req = DeleteRangeRequest {
         key: Bytes::from(key),
         ..DeleteRangeRequest::default()
     };
-    match ctx.write(Op::DeleteRange(req), None).await? {
+    match ctx.write(Op::DeleteRange(req), None, &who).await? {
         Reply::DeleteRange(r) => Ok(Json(
             json!({ "revision": r.revision, "deleted": r.deleted }),
         )),
@@ -222,9 +256,13 @@ async fn delete_key(State(ctx): State<Context>, Path(key): Path<String>) -> ApiR
     }
 }
 
-async fn get_register(State(ctx): State<Context>, Path(name): Path<String>) -> ApiResult {
+async fn get_register(
+    State(ctx): State<Context>,
+    Who(who): Who,
+    Path(name): Path<String>,
+) -> ApiResult {
     match ctx
-        .read(Op::RegisterGet { name: name.clone() }, false)
+        .read(Op::RegisterGet { name: name.clone() }, &who, false)
         .await?
     {
         Reply::Value(v) => Ok(Json(json!({ "name": name, "value": v }))),
@@ -239,6 +277,7 @@ struct SetBody {
 
 async fn set_register(
     State(ctx): State<Context>,
+    Who(who): Who,
     Path(name): Path<String>,
     Json(b): Json<SetBody>,
 ) -> ApiResult {
@@ -246,7 +285,7 @@ async fn set_register(
         name: name.clone(),
         value: b.value,
     };
-    match ctx.write(op, None).await? {
+    match ctx.write(op, None, &who).await? {
         Reply::Set { previous } => Ok(Json(
             json!({ "name": name, "value": b.value, "previous": previous }),
         )),
@@ -261,6 +300,7 @@ struct AddBody {
 
 async fn add_register(
     State(ctx): State<Context>,
+    Who(who): Who,
     Path(name): Path<String>,
     Json(b): Json<AddBody>,
 ) -> ApiResult {
@@ -268,7 +308,7 @@ async fn add_register(
         name: name.clone(),
         delta: b.delta,
     };
-    match ctx.write(op, None).await? {
+    match ctx.write(op, None, &who).await? {
         Reply::Value(v) => Ok(Json(json!({ "name": name, "value": v }))),
         other => Err(bad_reply(other)),
     }
@@ -282,6 +322,7 @@ struct CasBody {
 
 async fn cas_register(
     State(ctx): State<Context>,
+    Who(who): Who,
     Path(name): Path<String>,
     Json(b): Json<CasBody>,
 ) -> ApiResult {
@@ -290,7 +331,7 @@ async fn cas_register(
         expected: b.expected,
         new: b.new,
     };
-    match ctx.write(op, None).await? {
+    match ctx.write(op, None, &who).await? {
         Reply::Cas { swapped, current } => Ok(Json(
             json!({ "name": name, "succeeded": swapped, "value": current }),
         )),

@@ -7,6 +7,7 @@ use ferrite_service::Context;
 use ferrite_state::{Op, Reply};
 use tonic::{Request, Response, Status};
 
+use crate::auth::principal;
 use crate::convert;
 use crate::errors::{service_status, unexpected};
 use crate::header::Header;
@@ -35,12 +36,13 @@ impl Kv for KvService {
         &self,
         req: Request<pb::RangeRequest>,
     ) -> Result<Response<pb::RangeResponse>, Status> {
+        let who = principal(&self.0, &req)?;
         let req = req.into_inner();
         let serializable = req.serializable;
         let header = |rev| self.0.header(rev);
         match self
             .0
-            .read(Op::Range(convert::range_request(req)), serializable)
+            .read(Op::Range(convert::range_request(req)), &who, serializable)
             .await
             .map_err(service_status)?
         {
@@ -51,9 +53,15 @@ impl Kv for KvService {
 
     async fn put(&self, req: Request<pb::PutRequest>) -> Result<Response<pb::PutResponse>, Status> {
         let session = session_of(&req)?;
+        let who = principal(&self.0, &req)?;
         let op = Op::Put(convert::put_request(req.into_inner()));
         let header = |rev| self.0.header(rev);
-        match self.0.write(op, session).await.map_err(service_status)? {
+        match self
+            .0
+            .write(op, session, &who)
+            .await
+            .map_err(service_status)?
+        {
             Reply::Put(r) => Ok(Response::new(convert::put_response(r, header))),
             other => Err(unexpected(other)),
         }
@@ -64,9 +72,15 @@ impl Kv for KvService {
         req: Request<pb::DeleteRangeRequest>,
     ) -> Result<Response<pb::DeleteRangeResponse>, Status> {
         let session = session_of(&req)?;
+        let who = principal(&self.0, &req)?;
         let op = Op::DeleteRange(convert::delete_request(req.into_inner()));
         let header = |rev| self.0.header(rev);
-        match self.0.write(op, session).await.map_err(service_status)? {
+        match self
+            .0
+            .write(op, session, &who)
+            .await
+            .map_err(service_status)?
+        {
             Reply::DeleteRange(r) => Ok(Response::new(convert::delete_response(r, header))),
             other => Err(unexpected(other)),
         }
@@ -74,12 +88,13 @@ impl Kv for KvService {
 
     async fn txn(&self, req: Request<pb::TxnRequest>) -> Result<Response<pb::TxnResponse>, Status> {
         let session = session_of(&req)?;
+        let who = principal(&self.0, &req)?;
         let txn = convert::txn_request(req.into_inner())
             .map_err(|e| Status::invalid_argument(format!("etcdserver: {e}")))?;
         let header = |rev| self.0.header(rev);
         match self
             .0
-            .write(Op::Txn(txn), session)
+            .write(Op::Txn(txn), session, &who)
             .await
             .map_err(service_status)?
         {
@@ -92,12 +107,13 @@ impl Kv for KvService {
         &self,
         req: Request<pb::CompactionRequest>,
     ) -> Result<Response<pb::CompactionResponse>, Status> {
+        let who = principal(&self.0, &req)?;
         let req = req.into_inner();
         let op = Op::Compact(ferrite_state::CompactRequest {
             revision: req.revision,
             physical: req.physical,
         });
-        match self.0.write(op, None).await.map_err(service_status)? {
+        match self.0.write(op, None, &who).await.map_err(service_status)? {
             Reply::Compact(r) => Ok(Response::new(pb::CompactionResponse {
                 header: self.0.header(r.revision),
             })),

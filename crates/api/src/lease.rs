@@ -17,6 +17,7 @@ use tokio::sync::mpsc;
 use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::auth::principal;
 use crate::errors::{node_status, service_status, state_status, unexpected};
 use crate::header::Header;
 
@@ -77,6 +78,7 @@ impl Lease for LeaseService {
         &self,
         req: Request<pb::LeaseGrantRequest>,
     ) -> Result<Response<pb::LeaseGrantResponse>, Status> {
+        let who = principal(&self.ctx, &req)?;
         let req = req.into_inner();
         if req.ttl > LEASE_TTL_MAX {
             return Err(state_status(StateError::LeaseTtlTooLarge));
@@ -88,7 +90,7 @@ impl Lease for LeaseService {
         let tries = if req.id == 0 { GRANT_TRIES } else { 1 };
         for _ in 0..tries {
             let id = if req.id == 0 { self.ids.next() } else { req.id };
-            match self.ctx.write(Op::LeaseGrant { id, ttl }, None).await {
+            match self.ctx.write(Op::LeaseGrant { id, ttl }, None, &who).await {
                 Ok(Reply::LeaseGranted { id, ttl }) => {
                     return Ok(Response::new(pb::LeaseGrantResponse {
                         header: self.header(),
@@ -109,10 +111,11 @@ impl Lease for LeaseService {
         &self,
         req: Request<pb::LeaseRevokeRequest>,
     ) -> Result<Response<pb::LeaseRevokeResponse>, Status> {
+        let who = principal(&self.ctx, &req)?;
         let id = req.into_inner().id;
         match self
             .ctx
-            .write(Op::LeaseRevoke { id }, None)
+            .write(Op::LeaseRevoke { id }, None, &who)
             .await
             .map_err(service_status)?
         {
@@ -127,6 +130,14 @@ impl Lease for LeaseService {
         &self,
         req: Request<Streaming<pb::LeaseKeepAliveRequest>>,
     ) -> Result<Response<KeepAliveStream>, Status> {
+        // Renewals need a user, checked once for the stream (etcd checks
+        // none; Ferrite asks what lease grants ask).
+        let who = principal(&self.ctx, &req)?;
+        self.ctx
+            .auth
+            .current()
+            .check_user(&who)
+            .map_err(state_status)?;
         let mut incoming = req.into_inner();
         let (tx, rx) = mpsc::channel(KEEPALIVES_QUEUED_MAX);
         let ctx = self.ctx.clone();
@@ -189,7 +200,13 @@ impl Lease for LeaseService {
         &self,
         req: Request<pb::LeaseTimeToLiveRequest>,
     ) -> Result<Response<pb::LeaseTimeToLiveResponse>, Status> {
+        let who = principal(&self.ctx, &req)?;
         let req = req.into_inner();
+        self.ctx
+            .auth
+            .current()
+            .check_user(&who)
+            .map_err(state_status)?;
         let not_found = || {
             Response::new(pb::LeaseTimeToLiveResponse {
                 header: self.header(),
@@ -212,6 +229,7 @@ impl Lease for LeaseService {
                         id: req.id,
                         keys: true,
                     },
+                    &who,
                     false,
                 )
                 .await
@@ -235,9 +253,10 @@ impl Lease for LeaseService {
 
     async fn lease_leases(
         &self,
-        _req: Request<pb::LeaseLeasesRequest>,
+        req: Request<pb::LeaseLeasesRequest>,
     ) -> Result<Response<pb::LeaseLeasesResponse>, Status> {
-        match self.ctx.read(Op::LeaseList, false).await {
+        let who = principal(&self.ctx, &req)?;
+        match self.ctx.read(Op::LeaseList, &who, false).await {
             Ok(Reply::Leases(ids)) => Ok(Response::new(pb::LeaseLeasesResponse {
                 header: self.header(),
                 leases: ids.into_iter().map(|id| pb::LeaseStatus { id }).collect(),

@@ -5,7 +5,8 @@
 //!
 //! - `kv.rs`, `watch.rs`, `lease.rs`, `cluster.rs`: the etcd v3 API (KV,
 //!   Watch, Lease, Cluster, Maintenance); `concurrency.rs`: etcd's Lock
-//!   and Election services;
+//!   and Election services; `auth.rs`: etcd's Auth service, and who a
+//!   request is from (its token or client certificate);
 //!   `errors.rs`: etcd's codes and messages for what fails; `header.rs`:
 //!   the response header.
 //! - `registers.rs`, `status.rs`: Ferrite's own gRPC services.
@@ -16,6 +17,7 @@
 //! - `server.rs`: one server with all of them on a node, and the NBD server
 //!   (`ferrite-nbd`).
 
+pub mod auth;
 mod cluster;
 mod concurrency;
 mod convert;

@@ -1,6 +1,9 @@
 //! Ferrite's Registers service: named integer registers with get, set, add
 //! and compare-and-set. Writes may carry a client id and sequence number;
 //! then a retry is answered from the session table, never applied twice.
+//! Register `NAME` is the key `/ferrite/registers/NAME` for permissions
+//! (etcd's `token` metadata): get needs read, set, add and compare-and-set
+//! write.
 
 use ferrite_proto::ferrite::v1 as fv;
 use ferrite_proto::ferrite::v1::registers_server::Registers;
@@ -8,6 +11,7 @@ use ferrite_service::Context;
 use ferrite_state::{Op, Reply};
 use tonic::{Request, Response, Status};
 
+use crate::auth::principal;
 use crate::errors::{service_status, unexpected};
 use crate::header::Header;
 
@@ -26,10 +30,11 @@ fn session(client_id: u64, sequence: u64) -> Result<Option<(u64, u64)>, Status> 
 #[tonic::async_trait]
 impl Registers for RegistersService {
     async fn get(&self, req: Request<fv::GetRequest>) -> Result<Response<fv::GetResponse>, Status> {
+        let who = principal(&self.0, &req)?;
         let req = req.into_inner();
         match self
             .0
-            .read(Op::RegisterGet { name: req.name }, req.serializable)
+            .read(Op::RegisterGet { name: req.name }, &who, req.serializable)
             .await
             .map_err(service_status)?
         {
@@ -43,6 +48,7 @@ impl Registers for RegistersService {
     }
 
     async fn set(&self, req: Request<fv::SetRequest>) -> Result<Response<fv::SetResponse>, Status> {
+        let who = principal(&self.0, &req)?;
         let req = req.into_inner();
         let op = Op::RegisterSet {
             name: req.name,
@@ -50,7 +56,7 @@ impl Registers for RegistersService {
         };
         match self
             .0
-            .write(op, session(req.client_id, req.sequence)?)
+            .write(op, session(req.client_id, req.sequence)?, &who)
             .await
             .map_err(service_status)?
         {
@@ -64,6 +70,7 @@ impl Registers for RegistersService {
     }
 
     async fn add(&self, req: Request<fv::AddRequest>) -> Result<Response<fv::AddResponse>, Status> {
+        let who = principal(&self.0, &req)?;
         let req = req.into_inner();
         let op = Op::RegisterAdd {
             name: req.name,
@@ -71,7 +78,7 @@ impl Registers for RegistersService {
         };
         match self
             .0
-            .write(op, session(req.client_id, req.sequence)?)
+            .write(op, session(req.client_id, req.sequence)?, &who)
             .await
             .map_err(service_status)?
         {
@@ -87,6 +94,7 @@ impl Registers for RegistersService {
         &self,
         req: Request<fv::CompareAndSetRequest>,
     ) -> Result<Response<fv::CompareAndSetResponse>, Status> {
+        let who = principal(&self.0, &req)?;
         let req = req.into_inner();
         let op = Op::RegisterCas {
             name: req.name,
@@ -95,7 +103,7 @@ impl Registers for RegistersService {
         };
         match self
             .0
-            .write(op, session(req.client_id, req.sequence)?)
+            .write(op, session(req.client_id, req.sequence)?, &who)
             .await
             .map_err(service_status)?
         {

@@ -16,6 +16,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use ferrite_node::{Node, NodeConfig};
+use ferrite_proto::etcdserverpb::auth_server::AuthServer;
 use ferrite_proto::etcdserverpb::cluster_server::ClusterServer;
 use ferrite_proto::etcdserverpb::kv_server::KvServer;
 use ferrite_proto::etcdserverpb::lease_server::LeaseServer;
@@ -31,11 +32,12 @@ use ferrite_service::copy::PeerCopier;
 use ferrite_service::machine::Replicated;
 use ferrite_service::members::PeerDialer;
 use ferrite_service::Context;
-use ferrite_state::{MemberInfo, Op};
+use ferrite_state::{MemberInfo, Op, Principal};
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
 use tokio_stream::StreamExt;
 
+use crate::auth::AuthService;
 use crate::cluster::{parse_url, ClusterService, MaintenanceService};
 use crate::concurrency::{ElectionService, LockService};
 use crate::kv::KvService;
@@ -71,6 +73,8 @@ pub struct ServerOptions {
     /// TLS on the client side (gRPC, HTTP, NBD); None: plaintext. Peer TLS
     /// is `node.peer_tls`.
     pub client_tls: Option<ferrite_tls::ClientTls>,
+    /// Token lifetime and bcrypt cost (`--auth-token-ttl`, `--bcrypt-cost`).
+    pub auth: ferrite_service::auth::AuthConfig,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -182,8 +186,14 @@ impl Server {
             peers.clone(),
         );
         let events = ferrite_service::events::EventStream::new();
-        let machine = Replicated::open(&opts.node.data_dir.join("volumes"), copier, events.clone())
-            .map_err(ServeError::Volumes)?;
+        let auth = ferrite_service::auth::AuthView::default();
+        let machine = Replicated::open(
+            &opts.node.data_dir.join("volumes"),
+            copier,
+            events.clone(),
+            auth.clone(),
+        )
+        .map_err(ServeError::Volumes)?;
         let volume_files = machine.files();
         let mut node_config = opts.node.clone();
         node_config.lease_proposals = Some(ferrite_node::state_leases::lease_proposals());
@@ -200,6 +210,8 @@ impl Server {
             events,
             watch_metrics: Default::default(),
             peers,
+            auth,
+            auth_config: opts.auth,
         };
 
         let (stop, stop_rx) = tokio::sync::watch::channel(false);
@@ -226,6 +238,7 @@ impl Server {
             .add_service(ElectionServer::new(ElectionService(context.clone())))
             .add_service(ClusterServer::new(ClusterService(context.clone())))
             .add_service(MaintenanceServer::new(MaintenanceService(context.clone())))
+            .add_service(AuthServer::new(AuthService(context.clone())))
             .add_service(RegistersServer::new(RegistersService(context.clone())))
             .add_service(StatusServer::new(StatusService(context.clone())))
             .add_service(
@@ -385,7 +398,11 @@ async fn publish(ctx: Context, me: MemberInfo) {
             Ok(table) if table.contains(&me) => return,
             _ => {}
         }
-        if ctx.write(Op::MemberPublish(me.clone()), None).await.is_ok() {
+        if ctx
+            .write(Op::MemberPublish(me.clone()), None, &Principal::System)
+            .await
+            .is_ok()
+        {
             tracing::info!(name = %me.name, "published this member's addresses");
             return;
         }

@@ -14,6 +14,7 @@ use ferrite_state::{StateError, VolumeInfo};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Code, Request, Response, Status};
 
+use crate::auth::principal;
 use crate::errors::{service_status, state_status};
 use crate::header::Header;
 
@@ -60,16 +61,20 @@ impl VolumesService {
     }
 }
 
+/// Every call but `Copy` (a member's, to a peer) is made as the caller
+/// (etcd's `token` metadata): volume `NAME` is the key
+/// `/ferrite/volumes/NAME` for permissions.
 #[tonic::async_trait]
 impl fv::volumes_server::Volumes for VolumesService {
     async fn create(
         &self,
         req: Request<fv::VolumeCreateRequest>,
     ) -> Result<Response<fv::VolumeResponse>, Status> {
+        let who = principal(&self.ctx, &req)?;
         let req = req.into_inner();
         let v = self
             .ctx
-            .volume_create(&req.name, req.size)
+            .volume_create(&req.name, req.size, &who)
             .await
             .map_err(volume_status)?;
         Ok(self.answer(v))
@@ -77,9 +82,10 @@ impl fv::volumes_server::Volumes for VolumesService {
 
     async fn list(
         &self,
-        _req: Request<fv::VolumeListRequest>,
+        req: Request<fv::VolumeListRequest>,
     ) -> Result<Response<fv::VolumeListResponse>, Status> {
-        let volumes = self.ctx.volume_list().await.map_err(volume_status)?;
+        let who = principal(&self.ctx, &req)?;
+        let volumes = self.ctx.volume_list(&who).await.map_err(volume_status)?;
         Ok(Response::new(fv::VolumeListResponse {
             header: self.ctx.header(0),
             volumes: volumes.into_iter().map(to_proto).collect(),
@@ -90,10 +96,11 @@ impl fv::volumes_server::Volumes for VolumesService {
         &self,
         req: Request<fv::VolumeResizeRequest>,
     ) -> Result<Response<fv::VolumeResponse>, Status> {
+        let who = principal(&self.ctx, &req)?;
         let req = req.into_inner();
         let v = self
             .ctx
-            .volume_resize(&req.name, req.size)
+            .volume_resize(&req.name, req.size, &who)
             .await
             .map_err(volume_status)?;
         Ok(self.answer(v))
@@ -103,10 +110,11 @@ impl fv::volumes_server::Volumes for VolumesService {
         &self,
         req: Request<fv::VolumeDeleteRequest>,
     ) -> Result<Response<fv::VolumeResponse>, Status> {
+        let who = principal(&self.ctx, &req)?;
         let req = req.into_inner();
         let v = self
             .ctx
-            .volume_delete(&req.name)
+            .volume_delete(&req.name, &who)
             .await
             .map_err(volume_status)?;
         Ok(self.answer(v))
@@ -116,6 +124,7 @@ impl fv::volumes_server::Volumes for VolumesService {
         &self,
         req: Request<fv::VolumeWriteRequest>,
     ) -> Result<Response<fv::VolumeWriteResponse>, Status> {
+        let who = principal(&self.ctx, &req)?;
         let req = req.into_inner();
         if req.data.len() > GRPC_DATA_BYTES_MAX {
             return Err(Status::invalid_argument(format!(
@@ -123,7 +132,7 @@ impl fv::volumes_server::Volumes for VolumesService {
             )));
         }
         self.ctx
-            .volume_write(&req.name, req.offset, Bytes::from(req.data))
+            .volume_write(&req.name, req.offset, Bytes::from(req.data), &who)
             .await
             .map_err(volume_status)?;
         Ok(Response::new(fv::VolumeWriteResponse {
@@ -135,6 +144,7 @@ impl fv::volumes_server::Volumes for VolumesService {
         &self,
         req: Request<fv::VolumeReadRequest>,
     ) -> Result<Response<fv::VolumeReadResponse>, Status> {
+        let who = principal(&self.ctx, &req)?;
         let req = req.into_inner();
         if req.length > GRPC_DATA_BYTES_MAX as u64 {
             return Err(Status::invalid_argument(format!(
@@ -143,7 +153,7 @@ impl fv::volumes_server::Volumes for VolumesService {
         }
         let data = self
             .ctx
-            .volume_read(&req.name, req.offset, req.length)
+            .volume_read(&req.name, req.offset, req.length, &who)
             .await
             .map_err(volume_status)?;
         Ok(Response::new(fv::VolumeReadResponse {

@@ -22,6 +22,7 @@ use tokio::sync::mpsc;
 use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::auth::principal;
 use crate::convert;
 use crate::header::Header;
 
@@ -116,6 +117,9 @@ impl Watch for WatchService {
         if require_leader && !has_leader(&self.ctx) {
             return Err(no_leader());
         }
+        // The stream's watches are checked against this principal: at
+        // create, and again at every auth change.
+        let who = principal(&self.ctx, &req)?;
         let mut incoming = req.into_inner();
         let (cmd_tx, cmd_rx) = mpsc::channel(REQUESTS_QUEUED_MAX);
         let (reply_tx, reply_rx) = mpsc::channel(REPLIES_QUEUED_MAX);
@@ -166,7 +170,7 @@ impl Watch for WatchService {
                 let _ = stop.wait_for(|s| *s).await;
             };
             let ctx = session_ctx;
-            let session = watch::run(ctx.clone(), limits, cmd_rx, reply_tx, stopped);
+            let session = watch::run(ctx.clone(), limits, who, cmd_rx, reply_tx, stopped);
             let leader_lost = async {
                 loop {
                     tokio::time::sleep(LEADER_CHECK).await;

@@ -106,6 +106,12 @@ pub struct ServerArgs {
     /// Only peers whose certificate is valid for this host name may connect (etcd's --peer-cert-allowed-hostname).
     #[arg(long)]
     pub peer_cert_allowed_hostname: Option<String>,
+    /// Seconds an auth token stays valid after Authenticate (etcd's `--auth-token-ttl`; default 300).
+    #[arg(long)]
+    pub auth_token_ttl: Option<u64>,
+    /// The bcrypt cost of password hashes this member makes, 4..=31 (etcd's `--bcrypt-cost`; default 10).
+    #[arg(long)]
+    pub bcrypt_cost: Option<u32>,
 }
 
 /// A validated server configuration.
@@ -132,6 +138,7 @@ pub struct ServerConfig {
     pub client_tls: Option<ferrite_tls::ClientTls>,
     /// Peer TLS, files loaded and checked.
     pub peer_tls: Option<ferrite_tls::PeerTls>,
+    pub auth: ferrite_service::auth::AuthConfig,
 }
 
 impl ServerArgs {
@@ -201,6 +208,20 @@ impl ServerArgs {
         if progress_ms < 100 {
             bail!("--watch-progress-notify-ms {progress_ms}: must be at least 100");
         }
+        let token_ttl = self
+            .auth_token_ttl
+            .or(file.auth_token_ttl)
+            .unwrap_or(ferrite_service::auth::TOKEN_TTL_DEFAULT.as_secs());
+        if token_ttl == 0 || token_ttl > 86_400 * 365 {
+            bail!("--auth-token-ttl {token_ttl}: must be within 1..=31536000 seconds");
+        }
+        let bcrypt_cost = self
+            .bcrypt_cost
+            .or(file.bcrypt_cost)
+            .unwrap_or(ferrite_service::auth::BCRYPT_COST_DEFAULT);
+        if !(4..=31).contains(&bcrypt_cost) {
+            bail!("--bcrypt-cost {bcrypt_cost}: must be within 4..=31");
+        }
         let addrs = [listen_peer, listen_client, listen_http, listen_nbd];
         for (i, a) in addrs.iter().enumerate() {
             if addrs[..i].contains(a) {
@@ -251,6 +272,10 @@ impl ServerArgs {
             tick: Duration::from_millis(heartbeat_ms),
             election_ticks: (election_ms / heartbeat_ms) as u32,
             join,
+            auth: ferrite_service::auth::AuthConfig {
+                token_ttl: Duration::from_secs(token_ttl),
+                bcrypt_cost,
+            },
         })
     }
 }

@@ -37,6 +37,7 @@ pub async fn run(cfg: ServerConfig) -> anyhow::Result<()> {
             progress_interval: cfg.watch_progress_notify,
         },
         client_tls: cfg.client_tls.clone(),
+        auth: cfg.auth,
     };
     let server = Server::start(opts)
         .await

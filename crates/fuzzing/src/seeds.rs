@@ -15,7 +15,7 @@ use ferrite_raft::{
     AppendResult, Body, Entry, HardState, Index, Membership, Message, NodeId, Payload, Persist,
     Snapshot, SnapshotMeta, Term,
 };
-use ferrite_state::{Command, StateMachine};
+use ferrite_state::{Command, Op, StateMachine};
 use ferrite_wal::{Disk, MemDisk, Wal, WalOptions};
 
 use crate::nbd::server::protocol::*;
@@ -535,6 +535,47 @@ fn state_commands() -> Vec<(String, Vec<u8>)> {
         crate::put_chunk(&mut input, &Command::with_session(client, seq, op).encode());
     }
     out.push(("log-sessions".into(), input));
+    // Auth: a root user, a limited user, enable, then requests as each.
+    use ferrite_state::auth::{AuthRequest as A, PermKind, Permission, Principal};
+    let auth = |req| Command::new(Op::Auth(req));
+    let mut input = vec![3];
+    let alice = Principal::user("alice", 6);
+    for command in [
+        auth(A::UserAdd {
+            name: "root".into(),
+            password: Some("$2b$04$hash".into()),
+            no_password: false,
+        }),
+        auth(A::UserGrantRole {
+            user: "root".into(),
+            role: "root".into(),
+        }),
+        auth(A::UserAdd {
+            name: "alice".into(),
+            password: None,
+            no_password: true,
+        }),
+        auth(A::RoleAdd { name: "r".into() }),
+        auth(A::RoleGrantPermission {
+            name: "r".into(),
+            perm: Permission {
+                kind: PermKind::ReadWrite,
+                key: bytes::Bytes::from_static(b"a"),
+                range_end: bytes::Bytes::from_static(b"\0"),
+            },
+        }),
+        auth(A::UserGrantRole {
+            user: "alice".into(),
+            role: "r".into(),
+        }),
+        auth(A::Enable { secret: [7; 32] }),
+        script[0].clone().by(alice.clone()),
+        script[0].clone().by(Principal::Anonymous),
+        auth(A::UserList).by(alice),
+    ] {
+        crate::put_chunk(&mut input, &command.encode());
+    }
+    out.push(("log-auth".into(), input));
     out
 }
 

@@ -1,9 +1,8 @@
 //! Ferrite's gRPC API: Rust types, clients and servers generated from the
 //! .proto files under `proto/`.
 //!
-//! - [`etcdserverpb`] and [`mvccpb`]: the etcd v3 client API (KV, Watch,
-//!   Lease, Cluster, Maintenance, Auth), wire-compatible with etcd 3.4/3.5
-//!   clients; [`authpb`]: the Auth service's users, roles and permissions;
+//! - [`etcdserverpb`], [`mvccpb`] and [`authpb`]: the etcd v3 client API
+//!   (KV, Watch, Lease, Cluster, Maintenance, Auth), wire-compatible with etcd 3.4/3.5 clients;
 //!   [`v3lockpb`] and [`v3electionpb`]: etcd's lock and election services.
 //! - [`ferrite::v1`]: Ferrite's own services (`Registers`, `Status`).
 //!
@@ -20,7 +19,7 @@ pub mod mvccpb {
     include!(concat!(env!("OUT_DIR"), "/mvccpb.rs"));
 }
 
-/// etcd's auth records: users, roles, key-range permissions.
+/// etcd's auth records (users, roles, permissions).
 #[allow(clippy::all, clippy::pedantic, missing_docs, rustdoc::all)]
 pub mod authpb {
     include!(concat!(env!("OUT_DIR"), "/authpb.rs"));

@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use ferrite_node::Metrics;
-use ferrite_state::{CompactRequest, Op, RangeRequest, Reply};
+use ferrite_state::{CompactRequest, Op, Principal, RangeRequest, Reply};
 
 use crate::context::Context;
 
@@ -79,7 +79,7 @@ pub async fn run(ctx: Context, retain: u64, retain_for: Duration) {
             revision: target,
             physical: false,
         });
-        match ctx.write(op, None).await {
+        match ctx.write(op, None, &Principal::System).await {
             Ok(Reply::Compact(_)) => {
                 tracing::debug!(revision = target, "auto-compacted the KV history");
                 compacted = target;
@@ -111,7 +111,7 @@ async fn current_revision(ctx: &Context) -> Option<i64> {
         serializable: true,
         ..RangeRequest::default()
     };
-    match ctx.read(Op::Range(req), true).await {
+    match ctx.read(Op::Range(req), &Principal::System, true).await {
         Ok(Reply::Range(r)) => Some(r.revision),
         _ => None,
     }

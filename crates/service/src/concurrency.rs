@@ -17,10 +17,14 @@
 //! `create_revision(key) == rev`, as `Proclaim` and `Resign` do): a holder
 //! that was paused past its lease's expiry is then refused instead of
 //! acting on a lock it no longer holds.
+//!
+//! Every call is made as the caller's principal: each transaction, range
+//! and watch underneath is checked against its permissions on the keys
+//! under `NAME/`, as etcd's would be.
 
 use bytes::{BufMut, Bytes, BytesMut};
 use ferrite_state::{
-    Compare, CompareResult, CompareTarget, DeleteRangeRequest, KeyValue, Op, PutRequest,
+    Compare, CompareResult, CompareTarget, DeleteRangeRequest, KeyValue, Op, Principal, PutRequest,
     RangeRequest, Reply, RequestOp, ResponseOp, SortOrder, SortTarget, TxnRequest, TxnResponse,
 };
 use tokio::sync::mpsc;
@@ -113,16 +117,24 @@ fn first_created(name: &[u8]) -> RangeRequest {
     }
 }
 
-async fn txn(ctx: &Context, t: TxnRequest) -> Result<TxnResponse, ConcurrencyError> {
-    match ctx.write(Op::Txn(t), None).await? {
+async fn txn(
+    ctx: &Context,
+    who: &Principal,
+    t: TxnRequest,
+) -> Result<TxnResponse, ConcurrencyError> {
+    match ctx.write(Op::Txn(t), None, who).await? {
         Reply::Txn(r) => Ok(r),
         Reply::Error(e) => Err(e.into()),
         other => Err(ConcurrencyError::Unexpected(format!("{other:?}"))),
     }
 }
 
-async fn range(ctx: &Context, r: RangeRequest) -> Result<(Vec<KeyValue>, i64), ConcurrencyError> {
-    match ctx.read(Op::Range(r), false).await? {
+async fn range(
+    ctx: &Context,
+    who: &Principal,
+    r: RangeRequest,
+) -> Result<(Vec<KeyValue>, i64), ConcurrencyError> {
+    match ctx.read(Op::Range(r), who, false).await? {
         Reply::Range(r) => Ok((r.kvs, r.revision)),
         Reply::Error(e) => Err(e.into()),
         other => Err(ConcurrencyError::Unexpected(format!("{other:?}"))),
@@ -141,6 +153,7 @@ fn range_kvs(r: Option<&ResponseOp>) -> Vec<KeyValue> {
 /// already there with another value.
 async fn enter(
     ctx: &Context,
+    who: &Principal,
     key: &Bytes,
     lease: i64,
     value: Bytes,
@@ -156,7 +169,7 @@ async fn enter(
         success: vec![RequestOp::Put(put)],
         failure: vec![RequestOp::Range(get(key))],
     };
-    let resp = txn(ctx, t).await?;
+    let resp = txn(ctx, who, t).await?;
     if resp.succeeded {
         return Ok((resp.revision, resp.revision, None));
     }
@@ -171,6 +184,7 @@ async fn enter(
 /// left (etcd's `waitDeletes`); returns the store's revision then.
 async fn wait_deletes(
     ctx: &Context,
+    who: &Principal,
     name: &[u8],
     max_create: i64,
 ) -> Result<i64, ConcurrencyError> {
@@ -185,11 +199,11 @@ async fn wait_deletes(
             max_create_revision: max_create,
             ..RangeRequest::default()
         };
-        let (kvs, revision) = range(ctx, older).await?;
+        let (kvs, revision) = range(ctx, who, older).await?;
         let Some(kv) = kvs.into_iter().next() else {
             return Ok(revision);
         };
-        wait_delete(ctx, &kv.key, revision + 1).await?;
+        wait_delete(ctx, who, &kv.key, revision + 1).await?;
     }
 }
 
@@ -197,6 +211,7 @@ async fn wait_deletes(
 /// session future and its replies.
 fn one_watch(
     ctx: &Context,
+    who: &Principal,
     create: WatchCreate,
 ) -> (
     impl std::future::Future<Output = ()> + use<>,
@@ -209,6 +224,7 @@ fn one_watch(
     let session = watch::run(
         ctx.clone(),
         WatchLimits::default(),
+        who.clone(),
         cmd_rx,
         reply_tx,
         std::future::pending(),
@@ -222,14 +238,19 @@ fn one_watch(
 }
 
 /// Watches `key` from `from` until it is deleted.
-async fn wait_delete(ctx: &Context, key: &Bytes, from: i64) -> Result<(), ConcurrencyError> {
+async fn wait_delete(
+    ctx: &Context,
+    who: &Principal,
+    key: &Bytes,
+    from: i64,
+) -> Result<(), ConcurrencyError> {
     let create = WatchCreate {
         key: key.clone(),
         start_revision: from,
         no_put: true,
         ..WatchCreate::default()
     };
-    let (session, mut reply_rx) = one_watch(ctx, create);
+    let (session, mut reply_rx) = one_watch(ctx, who, create);
     tokio::pin!(session);
     loop {
         tokio::select! {
@@ -255,6 +276,7 @@ async fn wait_delete(ctx: &Context, key: &Bytes, from: i64) -> Result<(), Concur
 /// Deletes the contender key if it was left behind by a canceled wait.
 struct Abandon {
     ctx: Option<Context>,
+    who: Principal,
     key: Bytes,
 }
 
@@ -268,19 +290,20 @@ impl Drop for Abandon {
     fn drop(&mut self) {
         if let Some(ctx) = self.ctx.take() {
             let key = self.key.clone();
+            let who = self.who.clone();
             tokio::spawn(async move {
-                let _ = delete(&ctx, &key).await;
+                let _ = delete(&ctx, &who, &key).await;
             });
         }
     }
 }
 
-async fn delete(ctx: &Context, key: &Bytes) -> Result<i64, ConcurrencyError> {
+async fn delete(ctx: &Context, who: &Principal, key: &Bytes) -> Result<i64, ConcurrencyError> {
     let op = Op::DeleteRange(DeleteRangeRequest {
         key: key.clone(),
         ..DeleteRangeRequest::default()
     });
-    match ctx.write(op, None).await? {
+    match ctx.write(op, None, who).await? {
         Reply::DeleteRange(r) => Ok(r.revision),
         Reply::Error(e) => Err(e.into()),
         other => Err(ConcurrencyError::Unexpected(format!("{other:?}"))),
@@ -289,23 +312,30 @@ async fn delete(ctx: &Context, key: &Bytes) -> Result<i64, ConcurrencyError> {
 
 /// etcd's `Lock`: blocks until `name` is held with `lease`. If the caller
 /// goes away while waiting, its key is deleted, as etcd's mutex does.
-pub async fn lock(ctx: &Context, name: &[u8], lease: i64) -> Result<Held, ConcurrencyError> {
-    acquire(ctx, name, lease, Bytes::new()).await
+pub async fn lock(
+    ctx: &Context,
+    who: &Principal,
+    name: &[u8],
+    lease: i64,
+) -> Result<Held, ConcurrencyError> {
+    acquire(ctx, who, name, lease, Bytes::new()).await
 }
 
 async fn acquire(
     ctx: &Context,
+    who: &Principal,
     name: &[u8],
     lease: i64,
     value: Bytes,
 ) -> Result<Held, ConcurrencyError> {
     let key = contender_key(name, lease);
-    let (revision, _, _) = enter(ctx, &key, lease, value).await?;
+    let (revision, _, _) = enter(ctx, who, &key, lease, value).await?;
     let guard = Abandon {
         ctx: Some(ctx.clone()),
+        who: who.clone(),
         key: key.clone(),
     };
-    let header_revision = wait_deletes(ctx, name, revision - 1).await?;
+    let header_revision = wait_deletes(ctx, who, name, revision - 1).await?;
     guard.disarm();
     Ok(Held {
         name: Bytes::copy_from_slice(name),
@@ -317,19 +347,20 @@ async fn acquire(
 }
 
 /// etcd's `Unlock`: deletes the key a `Lock` returned.
-pub async fn unlock(ctx: &Context, key: &Bytes) -> Result<i64, ConcurrencyError> {
-    delete(ctx, key).await
+pub async fn unlock(ctx: &Context, who: &Principal, key: &Bytes) -> Result<i64, ConcurrencyError> {
+    delete(ctx, who, key).await
 }
 
 /// etcd's `Campaign`: waits to lead election `name` with `value`.
 pub async fn campaign(
     ctx: &Context,
+    who: &Principal,
     name: &[u8],
     lease: i64,
     value: Bytes,
 ) -> Result<Held, ConcurrencyError> {
     let key = contender_key(name, lease);
-    let (_, _, existing) = enter(ctx, &key, lease, value.clone()).await?;
+    let (_, _, existing) = enter(ctx, who, &key, lease, value.clone()).await?;
     if existing.is_some_and(|v| v != value) {
         // Already campaigning with this lease: proclaim the new value.
         let put = PutRequest {
@@ -338,17 +369,22 @@ pub async fn campaign(
             lease,
             ..PutRequest::default()
         };
-        match ctx.write(Op::Put(put), None).await? {
+        match ctx.write(Op::Put(put), None, who).await? {
             Reply::Put(_) => {}
             Reply::Error(e) => return Err(e.into()),
             other => return Err(ConcurrencyError::Unexpected(format!("{other:?}"))),
         }
     }
-    acquire(ctx, name, lease, value).await
+    acquire(ctx, who, name, lease, value).await
 }
 
 /// etcd's `Proclaim`: a new value, only while `leader` still leads.
-pub async fn proclaim(ctx: &Context, leader: &Held, value: Bytes) -> Result<i64, ConcurrencyError> {
+pub async fn proclaim(
+    ctx: &Context,
+    who: &Principal,
+    leader: &Held,
+    value: Bytes,
+) -> Result<i64, ConcurrencyError> {
     let put = PutRequest {
         key: leader.key.clone(),
         value,
@@ -360,7 +396,7 @@ pub async fn proclaim(ctx: &Context, leader: &Held, value: Bytes) -> Result<i64,
         success: vec![RequestOp::Put(put)],
         failure: vec![],
     };
-    let resp = txn(ctx, t).await?;
+    let resp = txn(ctx, who, t).await?;
     if !resp.succeeded {
         return Err(ConcurrencyError::NotLeader);
     }
@@ -368,7 +404,11 @@ pub async fn proclaim(ctx: &Context, leader: &Held, value: Bytes) -> Result<i64,
 }
 
 /// etcd's `Resign`: gives leadership up if `leader` still has it.
-pub async fn resign(ctx: &Context, leader: &Held) -> Result<i64, ConcurrencyError> {
+pub async fn resign(
+    ctx: &Context,
+    who: &Principal,
+    leader: &Held,
+) -> Result<i64, ConcurrencyError> {
     let t = TxnRequest {
         compare: vec![create_revision_is(&leader.key, leader.revision)],
         success: vec![RequestOp::DeleteRange(DeleteRangeRequest {
@@ -377,12 +417,16 @@ pub async fn resign(ctx: &Context, leader: &Held) -> Result<i64, ConcurrencyErro
         })],
         failure: vec![],
     };
-    Ok(txn(ctx, t).await?.revision)
+    Ok(txn(ctx, who, t).await?.revision)
 }
 
 /// etcd's `Leader`: the current leader's key and value.
-pub async fn leader(ctx: &Context, name: &[u8]) -> Result<(KeyValue, i64), ConcurrencyError> {
-    let (kvs, revision) = range(ctx, first_created(name)).await?;
+pub async fn leader(
+    ctx: &Context,
+    who: &Principal,
+    name: &[u8],
+) -> Result<(KeyValue, i64), ConcurrencyError> {
+    let (kvs, revision) = range(ctx, who, first_created(name)).await?;
     kvs.into_iter()
         .next()
         .map(|kv| (kv, revision))
@@ -393,6 +437,7 @@ pub async fn leader(ctx: &Context, name: &[u8]) -> Result<(KeyValue, i64), Concu
 /// its value changes, until `out` is closed.
 pub async fn observe(
     ctx: &Context,
+    who: &Principal,
     name: &[u8],
     out: mpsc::Sender<(KeyValue, i64)>,
 ) -> Result<(), ConcurrencyError> {
@@ -402,12 +447,12 @@ pub async fn observe(
         key: p,
         ..WatchCreate::default()
     };
-    let (session, mut reply_rx) = one_watch(ctx, create);
+    let (session, mut reply_rx) = one_watch(ctx, who, create);
     tokio::pin!(session);
     let mut last: Option<KeyValue> = None;
     loop {
         // After every change under the prefix, look at who leads now.
-        if let Ok((kv, revision)) = leader(ctx, name).await {
+        if let Ok((kv, revision)) = leader(ctx, who, name).await {
             let changed = last
                 .as_ref()
                 .is_none_or(|l| l.key != kv.key || l.mod_revision != kv.mod_revision);

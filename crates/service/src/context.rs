@@ -9,8 +9,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use ferrite_node::{Metrics, Node, NodeError};
-use ferrite_state::{Command, Op, Reply};
+use ferrite_state::{Command, Op, Principal, Reply};
 
+use crate::auth::{AuthConfig, AuthView};
 use crate::error::ServiceError;
 use crate::events::EventStream;
 use crate::machine::open_envelope;
@@ -31,6 +32,9 @@ pub struct Context {
     pub watch_metrics: Arc<WatchMetrics>,
     /// How this member calls the others (on their peer ports).
     pub peers: crate::members::PeerDialer,
+    /// The applied auth store (the machine keeps it current).
+    pub auth: AuthView,
+    pub auth_config: AuthConfig,
 }
 
 /// Watch figures for `/metrics`.
@@ -62,18 +66,35 @@ impl Context {
         Metrics::get(&self.metrics().term)
     }
 
-    /// Proposes `op` (in a session if `session` is given) and returns the
-    /// state machine's reply. Retries while there is no leader, or when a
-    /// leader change superseded the entry (then it was not applied).
-    pub async fn write(&self, op: Op, session: Option<(u64, u64)>) -> Result<Reply, ServiceError> {
-        let command = Command { session, op }.encode();
+    /// Proposes `op` as `who` (in a session if `session` is given) and
+    /// returns the state machine's reply (a refusal of `who` is a
+    /// `Reply::Error`). Retries while there is no leader, or when a leader
+    /// change superseded the entry (then it was not applied).
+    pub async fn write(
+        &self,
+        op: Op,
+        session: Option<(u64, u64)>,
+        who: &Principal,
+    ) -> Result<Reply, ServiceError> {
+        let command = Command {
+            session,
+            principal: who.clone(),
+            op,
+        }
+        .encode();
         self.retrying(LEADER_WAIT, false, || self.node.propose(command.clone()))
             .await
     }
 
-    /// Answers a read-only `op`: linearizable unless `serializable`.
-    pub async fn read(&self, op: Op, serializable: bool) -> Result<Reply, ServiceError> {
-        let query = Command::new(op).encode();
+    /// Answers a read-only `op` for `who`: linearizable unless
+    /// `serializable`.
+    pub async fn read(
+        &self,
+        op: Op,
+        who: &Principal,
+        serializable: bool,
+    ) -> Result<Reply, ServiceError> {
+        let query = Command::new(op).by(who.clone()).encode();
         self.retrying(LEADER_WAIT, false, || {
             self.node.read(query.clone(), !serializable)
         })
@@ -84,15 +105,25 @@ impl Context {
     /// whose later overlapping requests wait for its reply), retrying for as
     /// long as `within`: also when the outcome of an attempt is unknown
     /// (timed out), so that a block device sees a failover as latency.
-    pub async fn write_idempotent(&self, op: Op, within: Duration) -> Result<Reply, ServiceError> {
-        let command = Command::new(op).encode();
+    pub async fn write_idempotent(
+        &self,
+        op: Op,
+        who: &Principal,
+        within: Duration,
+    ) -> Result<Reply, ServiceError> {
+        let command = Command::new(op).by(who.clone()).encode();
         self.retrying(within, true, || self.node.propose(command.clone()))
             .await
     }
 
     /// A linearizable read that keeps retrying through failovers for `within`.
-    pub async fn read_patiently(&self, op: Op, within: Duration) -> Result<Reply, ServiceError> {
-        let query = Command::new(op).encode();
+    pub async fn read_patiently(
+        &self,
+        op: Op,
+        who: &Principal,
+        within: Duration,
+    ) -> Result<Reply, ServiceError> {
+        let query = Command::new(op).by(who.clone()).encode();
         self.retrying(within, true, || self.node.read(query.clone(), true))
             .await
     }

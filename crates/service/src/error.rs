@@ -29,6 +29,10 @@ pub enum ServiceError {
     /// A volume read answered with another number of bytes than asked.
     #[error("read returned {got} bytes instead of {wanted}")]
     ReadLength { got: usize, wanted: u64 },
+    /// This member failed at something of its own (hashing a password,
+    /// drawing a secret).
+    #[error("{0}")]
+    Internal(String),
 }
 
 impl ServiceError {

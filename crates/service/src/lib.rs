@@ -7,6 +7,8 @@
 //! - `context.rs`: `Context`, the one way to run a request (propose a
 //!   write, or read after ReadIndex) with retries through elections.
 //! - `error.rs`: `ServiceError`, what can fail, typed.
+//! - `auth.rs`: who a request is from (tokens, certificate names), the
+//!   mirrored auth store, Authenticate, password hashing.
 //! - `machine.rs`: `Replicated`, the bridge between the node and
 //!   `ferrite-state` (commands in, reply envelopes out; volume files).
 //! - `copy.rs`: `PeerCopier`, copies of volume files from a peer.
@@ -18,6 +20,7 @@
 //! - `events.rs`: the one ordered stream of applied changes;
 //!   `watch/`: etcd's Watch as views of it.
 
+pub mod auth;
 pub mod compaction;
 pub mod concurrency;
 pub mod context;

@@ -21,6 +21,7 @@ use ferrite_node::{state_leases, LeaseChange, MachineError, MachineSnapshot};
 use ferrite_raft::Index;
 use ferrite_state::{BlockStore, Command, Event, Op, Reply, StateError, StateMachine};
 
+use crate::auth::AuthView;
 use crate::copy::PeerCopier;
 use crate::events::EventStream;
 
@@ -37,6 +38,8 @@ pub struct VolumeFiles {
 pub struct Replicated {
     sm: StateMachine,
     events: EventStream,
+    /// The applied auth store, for the front ends.
+    auth: AuthView,
     /// Lease changes applied since the node last took them (for its lessor).
     lease_changes: Vec<LeaseChange>,
     store: BlockStore,
@@ -47,16 +50,24 @@ pub struct Replicated {
 }
 
 impl Replicated {
-    pub fn open(dir: &Path, copier: PeerCopier, events: EventStream) -> Result<Replicated, String> {
+    pub fn open(
+        dir: &Path,
+        copier: PeerCopier,
+        events: EventStream,
+        auth: AuthView,
+    ) -> Result<Replicated, String> {
         let store = BlockStore::open(dir).map_err(|e| e.to_string())?;
         let files = Arc::new(VolumeFiles {
             dir: dir.to_path_buf(),
             ready: AtomicBool::new(false),
             applied: AtomicU64::new(0),
         });
+        let sm = StateMachine::new();
+        auth.set(sm.auth().clone());
         Ok(Replicated {
-            sm: StateMachine::new(),
+            sm,
             events,
+            auth,
             lease_changes: Vec::new(),
             store,
             files,
@@ -87,6 +98,7 @@ impl Replicated {
 
     fn restored(&mut self, data: &[u8]) -> Result<(), String> {
         self.sm = StateMachine::restore(data).map_err(|e| e.to_string())?;
+        self.auth.set(self.sm.auth().clone());
         self.events
             .publish_restore(self.sm.applied_index(), self.sm.revision());
         self.lease_changes = vec![state_leases::lease_reset(&self.sm)];
@@ -143,10 +155,15 @@ impl ferrite_node::StateMachine for Replicated {
         self.ensure_files().map_err(MachineError::Storage)?;
         let applied = self.sm.apply(index.0, command);
         for event in &applied.events {
-            if let Event::Volume(v) = event {
-                self.store
+            match event {
+                Event::Volume(v) => self
+                    .store
                     .apply(v)
-                    .map_err(|e| MachineError::Storage(e.to_string()))?;
+                    .map_err(|e| MachineError::Storage(e.to_string()))?,
+                // Before the event is published: a watch stream that sees
+                // it finds the view at least as new.
+                Event::Auth(store) => self.auth.set(store.clone()),
+                _ => {}
             }
         }
         self.files.applied.store(index.0, Ordering::Release);
@@ -165,25 +182,29 @@ impl ferrite_node::StateMachine for Replicated {
     }
 
     /// Read-only commands only: a range, a register, the member table, the
-    /// volume table, volume bytes.
+    /// volume table, volume bytes, leases, history, auth reads; each checked
+    /// against its principal's permissions by the state machine.
     fn query(&mut self, query: &[u8]) -> Bytes {
         if let Err(e) = self.ensure_files() {
             return seal(Err(format!("volume files unavailable: {e}")));
         }
         let reply = match Command::decode(query) {
-            Ok(cmd) => match cmd.op {
-                Op::Range(r) => Ok(self
-                    .sm
-                    .read_range(&r)
-                    .map_or_else(Reply::Error, Reply::Range)),
-                Op::RegisterGet { name } => Ok(Reply::Value(self.sm.read_register(&name))),
-                Op::RegisterList { limit } => Ok(Reply::Registers(self.sm.list_registers(limit))),
-                Op::MemberList => Ok(Reply::Members(self.sm.members().list())),
-                Op::VolumeList => Ok(Reply::Volumes(self.sm.volumes().list())),
-                Op::VolumeRead { name, offset, len } => self.read_volume(&name, offset, len),
-                op @ (Op::LeaseGet { .. } | Op::LeaseList | Op::Changes(_)) => {
-                    Ok(self.sm.read(&op))
+            Ok(cmd) => match &cmd.op {
+                Op::VolumeRead { name, offset, len } => {
+                    match self.sm.authorize(&cmd.principal, &cmd.op) {
+                        Ok(()) => self.read_volume(name, *offset, *len),
+                        Err(e) => Ok(Reply::Error(e)),
+                    }
                 }
+                Op::Range(_)
+                | Op::RegisterGet { .. }
+                | Op::RegisterList { .. }
+                | Op::MemberList
+                | Op::VolumeList
+                | Op::LeaseGet { .. }
+                | Op::LeaseList
+                | Op::Changes(_) => Ok(self.sm.query(&cmd)),
+                Op::Auth(req) if req.is_read() => Ok(self.sm.query(&cmd)),
                 _ => Err("not a read-only request".to_string()),
             },
             Err(e) => Err(format!("undecodable query: {e}")),

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use ferrite_state::limits::{VOLUME_READ_BYTES_MAX, VOLUME_WRITE_BYTES_MAX};
-use ferrite_state::{Op, Reply, VolumeInfo};
+use ferrite_state::{Op, Principal, Reply, VolumeInfo};
 
 use crate::context::Context;
 use crate::error::ServiceError;
@@ -20,33 +20,53 @@ use crate::error::ServiceError;
 /// timeouts (the Linux NBD client's default is 30 s).
 pub const BLOCK_RETRY: Duration = Duration::from_secs(20);
 
+/// Every operation is made as `who`: the state machine checks its
+/// permission on the volume's key (`/ferrite/volumes/NAME`), and a list
+/// shows only the volumes `who` may read.
 impl Context {
-    pub async fn volume_create(&self, name: &str, size: u64) -> Result<VolumeInfo, ServiceError> {
+    pub async fn volume_create(
+        &self,
+        name: &str,
+        size: u64,
+        who: &Principal,
+    ) -> Result<VolumeInfo, ServiceError> {
         let op = Op::VolumeCreate {
             name: name.to_string(),
             size,
         };
-        volume(self.write(op, None).await?)
+        volume(self.write(op, None, who).await?)
     }
 
-    pub async fn volume_resize(&self, name: &str, size: u64) -> Result<VolumeInfo, ServiceError> {
+    pub async fn volume_resize(
+        &self,
+        name: &str,
+        size: u64,
+        who: &Principal,
+    ) -> Result<VolumeInfo, ServiceError> {
         let op = Op::VolumeResize {
             name: name.to_string(),
             size,
         };
-        volume(self.write(op, None).await?)
+        volume(self.write(op, None, who).await?)
     }
 
-    pub async fn volume_delete(&self, name: &str) -> Result<VolumeInfo, ServiceError> {
+    pub async fn volume_delete(
+        &self,
+        name: &str,
+        who: &Principal,
+    ) -> Result<VolumeInfo, ServiceError> {
         let op = Op::VolumeDelete {
             name: name.to_string(),
         };
-        volume(self.write(op, None).await?)
+        volume(self.write(op, None, who).await?)
     }
 
     /// Every volume, linearizably.
-    pub async fn volume_list(&self) -> Result<Vec<VolumeInfo>, ServiceError> {
-        match self.read_patiently(Op::VolumeList, BLOCK_RETRY).await? {
+    pub async fn volume_list(&self, who: &Principal) -> Result<Vec<VolumeInfo>, ServiceError> {
+        match self
+            .read_patiently(Op::VolumeList, who, BLOCK_RETRY)
+            .await?
+        {
             Reply::Volumes(list) => Ok(list),
             other => Err(ServiceError::unexpected(other)),
         }
@@ -60,6 +80,7 @@ impl Context {
         name: &str,
         offset: u64,
         data: Bytes,
+        who: &Principal,
     ) -> Result<(), ServiceError> {
         let mut parts = Vec::new();
         let mut at = 0usize;
@@ -70,7 +91,7 @@ impl Context {
                 offset: offset + at as u64,
                 data: data.slice(at..at + n),
             };
-            parts.push(self.write_idempotent(op, BLOCK_RETRY));
+            parts.push(self.write_idempotent(op, who, BLOCK_RETRY));
             at += n;
         }
         for reply in futures_util::future::try_join_all(parts).await? {
@@ -79,13 +100,19 @@ impl Context {
         Ok(())
     }
 
-    pub async fn volume_zero(&self, name: &str, offset: u64, len: u64) -> Result<(), ServiceError> {
+    pub async fn volume_zero(
+        &self,
+        name: &str,
+        offset: u64,
+        len: u64,
+        who: &Principal,
+    ) -> Result<(), ServiceError> {
         let op = Op::VolumeZero {
             name: name.to_string(),
             offset,
             len,
         };
-        done(self.write_idempotent(op, BLOCK_RETRY).await?)
+        done(self.write_idempotent(op, who, BLOCK_RETRY).await?)
     }
 
     /// `len` bytes at `offset`, linearizably (ReadIndex, no log write).
@@ -94,6 +121,7 @@ impl Context {
         name: &str,
         offset: u64,
         len: u64,
+        who: &Principal,
     ) -> Result<Bytes, ServiceError> {
         if len > VOLUME_READ_BYTES_MAX {
             return Err(ServiceError::ReadTooLong {
@@ -105,7 +133,7 @@ impl Context {
             offset,
             len,
         };
-        match self.read_patiently(op, BLOCK_RETRY).await? {
+        match self.read_patiently(op, who, BLOCK_RETRY).await? {
             Reply::Data(data) if data.len() as u64 == len => Ok(data),
             Reply::Data(data) => Err(ServiceError::ReadLength {
                 got: data.len(),

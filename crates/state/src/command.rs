@@ -3,9 +3,14 @@
 //! commands; reads usually are not (the node serves them locally after
 //! ReadIndex, or serializably), but `Range` and `RegisterGet` are commands
 //! too, for a client that asks for a read through the log.
+//!
+//! Every command says who asks (a `Principal`): the state machine checks
+//! its permission when the command applies, or when a read is answered
+//! (see `auth/`).
 
 use bytes::Bytes;
 
+use crate::auth::{AuthRequest, Principal};
 use crate::codec;
 use crate::error::DecodeError;
 use crate::kv::{CompactRequest, DeleteRangeRequest, PutRequest, RangeRequest, TxnRequest};
@@ -16,6 +21,8 @@ pub struct Command {
     /// `(client, seq)`: see `session.rs`. `None` applies the request
     /// unconditionally (at-least-once under retries).
     pub session: Option<(u64, u64)>,
+    /// Who asks; `System` for the member's own work.
+    pub principal: Principal,
     pub op: Op,
 }
 
@@ -110,20 +117,35 @@ pub enum Op {
     /// Read-only: the changes to a key range since a revision (watch
     /// replay).
     Changes(crate::kv::ChangesRequest),
+    /// etcd's Auth service: users, roles, enable and disable (reads too).
+    Auth(AuthRequest),
 }
 
 impl Command {
-    /// A command outside any session.
+    /// A command outside any session, from the member itself
+    /// (`Principal::System`: never checked). Requests from clients say who
+    /// asks with [`Command::by`].
     pub fn new(op: Op) -> Command {
-        Command { session: None, op }
+        Command {
+            session: None,
+            principal: Principal::System,
+            op,
+        }
     }
 
-    /// A command that is applied at most once per `(client, seq)`.
+    /// A command that is applied at most once per `(client, seq)`, from the
+    /// member itself until [`Command::by`] says otherwise.
     pub fn with_session(client: u64, seq: u64, op: Op) -> Command {
         Command {
             session: Some((client, seq)),
+            principal: Principal::System,
             op,
         }
+    }
+
+    /// The same command, asked by `principal`.
+    pub fn by(self, principal: Principal) -> Command {
+        Command { principal, ..self }
     }
 
     /// The versioned binary form, as proposed. A command over the limits of

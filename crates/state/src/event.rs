@@ -15,6 +15,9 @@ pub enum Event {
     Register(RegisterEvent),
     Volume(VolumeEvent),
     Lease(LeaseEvent),
+    /// The auth store after a change (users, roles, enabled): watches are
+    /// re-checked against it, in apply order.
+    Auth(std::sync::Arc<crate::auth::AuthStore>),
 }
 
 /// A change to the lease table. The keys a revoke deletes come as `Kv`

@@ -1,5 +1,5 @@
 //! Ferrite's replicated state machines: the etcd-style MVCC key-value store,
-//! named integer registers, the block volume table (with the sparse files
+//! etcd's users, roles and permissions (`auth/`), named integer registers, the block volume table (with the sparse files
 //! that hold volume bytes, `block_store.rs`), and client sessions that make retried requests
 //! exactly-once, behind one [`StateMachine`] that every replica applies in
 //! log order.
@@ -13,6 +13,7 @@
 //! disk can corrupt; both decoders return typed errors, never panic, and an
 //! undecodable entry is a deterministic error reply.
 
+pub mod auth;
 pub mod block_store;
 mod codec;
 pub mod command;
@@ -31,6 +32,7 @@ mod snapshot;
 pub mod volumes;
 pub mod watch;
 
+pub use crate::auth::{AuthReply, AuthRequest, AuthStore, Principal};
 pub use crate::block_store::{BlockStore, StoreError};
 pub use crate::command::{Command, Op};
 pub use crate::error::{ApplyError, DecodeError, StateError};

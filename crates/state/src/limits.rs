@@ -49,3 +49,7 @@ pub const VOLUME_WRITE_BYTES_MAX: usize = 512 * 1024;
 
 /// The most data one volume read returns.
 pub const VOLUME_READ_BYTES_MAX: u64 = 32 << 20;
+
+/// The longest user or role name accepted (etcd has no limit of its own
+/// beyond its request size).
+pub const AUTH_NAME_BYTES_MAX: usize = 1024;

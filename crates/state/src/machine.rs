@@ -3,8 +3,11 @@
 //! reads. Everything a replica's state depends on is here and in the
 //! snapshot; nothing depends on time or on the host.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 
+use crate::auth::{AuthStore, Principal};
 use crate::command::{Command, Op};
 use crate::error::{ApplyError, DecodeError, StateError};
 use crate::event::Event;
@@ -21,6 +24,9 @@ pub struct StateMachine {
     pub(crate) sessions: Sessions,
     pub(crate) members: crate::members::Members,
     pub(crate) volumes: crate::volumes::Volumes,
+    /// Users, roles and permissions; shared with the event stream (each
+    /// change publishes the new store), copied on write.
+    pub(crate) auth: Arc<AuthStore>,
     /// The index of the last entry applied (0: none).
     /// Invariant: every session's `last_used <= applied_index`.
     pub(crate) applied_index: u64,
@@ -81,8 +87,39 @@ impl StateMachine {
         self.kv.range(req)
     }
 
-    /// Answers a read-only op from the state as it is: lease lookups and
-    /// history reads (ranges and registers have their own calls).
+    /// Answers a read-only command from the state as it is, after checking
+    /// that its principal may (a refusal is a `Reply::Error`): ranges,
+    /// registers, the member and volume tables (lists filtered to what the
+    /// principal may read), leases, history, auth reads. Volume bytes are
+    /// not here (`StateError::LocalReadOnly`): the node reads them from its
+    /// block store after [`StateMachine::authorize`].
+    pub fn query(&self, cmd: &Command) -> Reply {
+        if let Err(e) = self.authorize(&cmd.principal, &cmd.op) {
+            return Reply::Error(e);
+        }
+        let who = &cmd.principal;
+        match &cmd.op {
+            Op::RegisterGet { name } => Reply::Value(self.registers.get(name)),
+            Op::RegisterList { limit } => Reply::Registers(self.registers_for(who, *limit)),
+            Op::MemberList => Reply::Members(self.members.list()),
+            Op::VolumeList => Reply::Volumes(self.volumes_for(who)),
+            Op::Auth(req) => self.auth.answer(req).map_or_else(Reply::Error, Reply::Auth),
+            op => self.read(op),
+        }
+    }
+
+    /// Whether `who` may run `op` now (see `auth/authorize.rs`).
+    pub fn authorize(&self, who: &Principal, op: &Op) -> Result<(), StateError> {
+        self.auth.authorize(who, op, &self.kv)
+    }
+
+    /// The auth store as it is now (a shared, immutable copy).
+    pub fn auth(&self) -> &Arc<AuthStore> {
+        &self.auth
+    }
+
+    /// Answers a read-only op from the state as it is, unchecked (the
+    /// member's own reads): lease lookups, history reads and ranges.
     pub fn read(&self, op: &Op) -> Reply {
         let result = match op {
             Op::LeaseGet { id, keys } => self
@@ -117,12 +154,25 @@ impl StateMachine {
 
     /// The first `limit` registers in name order, with their values.
     pub fn list_registers(&self, limit: u64) -> Vec<(String, i64)> {
+        self.registers_for(&Principal::System, limit)
+    }
+
+    /// The first `limit` registers `who` may read, in name order.
+    fn registers_for(&self, who: &Principal, limit: u64) -> Vec<(String, i64)> {
         let limit = usize::try_from(limit).unwrap_or(usize::MAX);
         self.registers
             .iter()
+            .filter(|(n, _)| self.auth.may_read_register(who, n))
             .take(limit)
             .map(|(n, v)| (n.to_string(), v))
             .collect()
+    }
+
+    /// The volumes `who` may read, in name order.
+    fn volumes_for(&self, who: &Principal) -> Vec<crate::volumes::VolumeInfo> {
+        let mut list = self.volumes.list();
+        list.retain(|v| self.auth.may_read_volume(who, &v.name));
+        list
     }
 
     /// The KV store's revision (1 when empty).
@@ -201,7 +251,7 @@ impl StateMachine {
     fn apply_command(&mut self, index: u64, cmd: &Command) -> Applied {
         let mut events = Vec::new();
         let Some((client, seq)) = cmd.session else {
-            let reply = self.execute(&cmd.op, &mut events);
+            let reply = self.execute(&cmd.principal, &cmd.op, &mut events);
             return Applied {
                 reply: Ok(reply),
                 events,
@@ -215,7 +265,7 @@ impl StateMachine {
                 applied,
             }),
             Admit::Fresh => {
-                let reply = self.execute(&cmd.op, &mut events);
+                let reply = self.execute(&cmd.principal, &cmd.op, &mut events);
                 self.sessions.record(client, seq, reply.clone(), index);
                 Ok(reply)
             }
@@ -223,7 +273,10 @@ impl StateMachine {
         Applied { reply, events }
     }
 
-    fn execute(&mut self, op: &Op, events: &mut Vec<Event>) -> Reply {
+    fn execute(&mut self, who: &Principal, op: &Op, events: &mut Vec<Event>) -> Reply {
+        if let Err(e) = self.authorize(who, op) {
+            return Reply::Error(e);
+        }
         let result = match op {
             Op::Put(p) => self.kv.put(p, events).map(Reply::Put),
             Op::DeleteRange(d) => self.kv.delete_range(d, events).map(Reply::DeleteRange),
@@ -247,7 +300,7 @@ impl StateMachine {
                     .compare_and_set(name, *expected, *new, events);
                 Ok(Reply::Cas { swapped, current })
             }
-            Op::RegisterList { limit } => Ok(Reply::Registers(self.list_registers(*limit))),
+            Op::RegisterList { limit } => Ok(Reply::Registers(self.registers_for(who, *limit))),
             Op::MemberPublish(m) => {
                 self.members.publish(m.clone());
                 Ok(Reply::Members(self.members.list()))
@@ -265,7 +318,7 @@ impl StateMachine {
                 self.volumes.resize(name, *size, events).map(Reply::Volume)
             }
             Op::VolumeDelete { name } => self.volumes.delete(name, events).map(Reply::Volume),
-            Op::VolumeList => Ok(Reply::Volumes(self.volumes.list())),
+            Op::VolumeList => Ok(Reply::Volumes(self.volumes_for(who))),
             Op::VolumeWrite { name, offset, data } => self
                 .volumes
                 .write(name, *offset, data, events)
@@ -290,8 +343,26 @@ impl StateMachine {
                 Ok(Reply::Done)
             }
             Op::LeaseGet { .. } | Op::LeaseList | Op::Changes(_) => Ok(self.read(op)),
+            Op::Auth(req) => self.apply_auth(req, events).map(Reply::Auth),
         };
         result.unwrap_or_else(Reply::Error)
+    }
+
+    /// Applies an auth request; a change publishes the new store.
+    fn apply_auth(
+        &mut self,
+        req: &crate::auth::AuthRequest,
+        events: &mut Vec<Event>,
+    ) -> Result<crate::auth::AuthReply, StateError> {
+        let before = self.auth.changes();
+        if req.is_read() {
+            return self.auth.answer(req);
+        }
+        let reply = Arc::make_mut(&mut self.auth).execute(req)?;
+        if self.auth.changes() != before {
+            events.push(Event::Auth(self.auth.clone()));
+        }
+        Ok(reply)
     }
 
     /// The invariants, as a check that can fail: a restored snapshot must
@@ -367,6 +438,7 @@ impl StateMachine {
                 }
             }
         }
+        self.auth.validate()?;
         let limits = self.sessions.limits();
         if limits.idle_entries_max == 0 || limits.sessions_max == 0 {
             return Err("zero session limits");

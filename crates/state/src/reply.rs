@@ -48,6 +48,8 @@ pub enum Reply {
     /// Every lease id, ascending.
     Leases(Vec<i64>),
     Changes(crate::kv::ChangesResponse),
+    /// What an auth request answers.
+    Auth(crate::auth::AuthReply),
 }
 
 impl Reply {

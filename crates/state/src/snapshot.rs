@@ -1,6 +1,8 @@
 //! Snapshot encoding of a whole `StateMachine`: the KV history (so reads at
 //! old revisions still work after a restore), revisions, registers, the
-//! session table with its kept replies and limits, and the applied index.
+//! session table with its kept replies and limits, the members, volumes,
+//! leases, the auth store (users, roles, the token secret) and the applied
+//! index.
 //!
 //! ```text
 //! magic "FSSM" | version u8 | body length u64 | body | CRC-32 of body u32
@@ -31,7 +33,10 @@ use crate::session::{Session, SessionLimits, Sessions};
 use crate::volumes::{VolumeInfo, Volumes};
 
 const MAGIC: &[u8; 4] = b"FSSM";
-const SNAPSHOT_VERSION: u8 = 4;
+const SNAPSHOT_VERSION: u8 = 5;
+/// Version 4 is version 5 without the auth store (users, roles, enabled):
+/// still read, as auth never set up.
+const SNAPSHOT_VERSION_NO_AUTH: u8 = 4;
 /// Version 3 is version 4 without leases (no lease table, no lease or
 /// sub-revision in versions, version-1 replies); still read.
 const SNAPSHOT_VERSION_NO_LEASES: u8 = 3;
@@ -98,6 +103,7 @@ fn encode_body(sm: &StateMachine, w: &mut Writer) {
         w.i64(lease.ttl);
         w.i64(lease.remaining);
     }
+    crate::codec::auth::put_store(w, &sm.auth);
 }
 
 pub(crate) fn decode(data: &[u8]) -> Result<StateMachine, DecodeError> {
@@ -204,7 +210,7 @@ fn decode_body(body: &[u8], version: u8) -> Result<StateMachine, DecodeError> {
         }
     }
     let mut records = Vec::new();
-    if version >= SNAPSHOT_VERSION {
+    if version >= SNAPSHOT_VERSION_NO_AUTH {
         for _ in 0..r.len("leases", usize::MAX)? {
             let record = (r.i64()?, r.i64()?, r.i64()?);
             if records
@@ -216,6 +222,11 @@ fn decode_body(body: &[u8], version: u8) -> Result<StateMachine, DecodeError> {
             records.push(record);
         }
     }
+    let auth = if version >= SNAPSHOT_VERSION {
+        crate::codec::auth::get_store(&mut r)?
+    } else {
+        crate::auth::AuthStore::default()
+    };
     r.finish()?;
     let mut leases = Leases::from_records(records);
     for (key, history) in &keys {
@@ -241,6 +252,7 @@ fn decode_body(body: &[u8], version: u8) -> Result<StateMachine, DecodeError> {
         sessions: Sessions::from_sessions(limits, sessions),
         members,
         volumes: Volumes::from_list(volumes),
+        auth: std::sync::Arc::new(auth),
         applied_index,
     })
 }

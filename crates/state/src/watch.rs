@@ -20,9 +20,27 @@
 //!
 //! A start below the compaction cancels the watch with `compact_revision`
 //! set, as in etcd; the client resumes from there or gives up.
+//!
+//! Auth: a stream belongs to one principal. A create needs read permission
+//! on the watched range (refused as etcd refuses it: created and canceled at
+//! once, with the reason). The stream keeps the auth store as of the last
+//! entry it took from the event stream; each auth change arrives there in
+//! apply order (`Event::Auth`) and every watch is checked again: one whose
+//! principal may no longer read its range is canceled with the reason and
+//! sent nothing after. History reads are made as the principal at the auth
+//! revision the stream knows, so the state machine refuses them ("revision
+//! of auth store is old") when the stream has not yet seen a change; the
+//! stream then waits for the newer store ([`WatchStream::on_auth`]) before
+//! reading again. A store that skips changes (after a lag, or a snapshot)
+//! also cancels the watches of a principal that may have lost a permission
+//! in between (`AuthStore::restricted_since`): whether it was allowed all
+//! along cannot be told.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
+use crate::auth::{Access, AuthStore, Principal};
+use crate::error::StateError;
 use crate::event::{Event, KvEvent, Published};
 use crate::kv::{ChangesRequest, ChangesResponse};
 use bytes::Bytes;
@@ -115,6 +133,24 @@ impl Watch {
     }
 }
 
+/// The reason a watch refused or canceled for lack of permission gives, as
+/// etcd words it: the text of its gRPC error (etcd's `v3rpc/watch.go`
+/// sends `rpctypes.ErrGRPC*.Error()`), which etcdctl shows as is.
+pub fn auth_cancel_reason(e: &StateError) -> String {
+    let code = match e {
+        StateError::UserEmpty | StateError::AuthOldRevision => "InvalidArgument",
+        StateError::InvalidAuthToken => "Unauthenticated",
+        _ => "PermissionDenied",
+    };
+    let e = match e {
+        StateError::UserEmpty | StateError::AuthOldRevision | StateError::InvalidAuthToken => {
+            e.clone()
+        }
+        _ => StateError::PermissionDenied,
+    };
+    format!("rpc error: code = {code} desc = {e}")
+}
+
 /// Whether `key` is in etcd's range `[start, end)`, with its two special
 /// ends: empty (only `start`) and `"\0"` (everything from `start`).
 pub fn in_range(key: &[u8], start: &[u8], end: &[u8]) -> bool {
@@ -136,6 +172,13 @@ pub struct StreamCounters {
 
 #[derive(Debug, Default)]
 pub struct WatchStream {
+    /// Who the stream's watches are for.
+    principal: Principal,
+    /// The auth store as of the last entry taken from the event stream.
+    auth: Arc<AuthStore>,
+    /// A history read found a newer auth store: no more reads until
+    /// `on_auth` brings it.
+    auth_wait: bool,
     watches: BTreeMap<i64, Watch>,
     /// Where the next automatic id search starts (etcd's `nextID`).
     next_id: i64,
@@ -192,12 +235,86 @@ impl WatchCanary {
 }
 
 impl WatchStream {
-    /// A stream whose reader was subscribed when the store was at `now`.
+    /// A stream of the member's own (`Principal::System`: never checked)
+    /// whose reader was subscribed when the store was at `now`.
     pub fn new(now: i64) -> WatchStream {
         WatchStream {
             known_revision: now,
             ..WatchStream::default()
         }
+    }
+
+    /// A client's stream, for `principal`, whose reader was subscribed when
+    /// the store was at `now` and the auth store was `auth`.
+    pub fn with_auth(now: i64, principal: Principal, auth: Arc<AuthStore>) -> WatchStream {
+        WatchStream {
+            principal,
+            auth,
+            ..WatchStream::new(now)
+        }
+    }
+
+    /// Who history reads are made as: the principal, at the auth revision
+    /// the stream knows (see the module notes).
+    pub fn read_principal(&self) -> Principal {
+        match &self.principal {
+            Principal::User { name, .. } => Principal::User {
+                name: name.clone(),
+                revision: self.auth.revision(),
+            },
+            other => other.clone(),
+        }
+    }
+
+    /// A history read found an auth store newer than the stream's: give it
+    /// the current one (`on_auth`) so that it can go on.
+    pub fn needs_auth(&self) -> bool {
+        self.auth_wait
+    }
+
+    /// The auth store after changes the stream may not have seen one by one
+    /// (after a lag, a restore, or when `needs_auth`); older or equal stores
+    /// are ignored. Returns the cancellations.
+    pub fn on_auth(&mut self, store: Arc<AuthStore>) -> Vec<WatchReply> {
+        let known = self.auth.changes();
+        if store.changes() <= known {
+            if store.changes() == known {
+                self.auth_wait = false;
+            }
+            return Vec::new();
+        }
+        // One change after the one known: it is checked exactly; a jump
+        // over several cannot tell a revoke and a grant from nothing.
+        let jumped = store.changes() > known + 1;
+        self.auth = store;
+        self.auth_wait = false;
+        let auth = &self.auth;
+        let who = &self.principal;
+        let lost: Vec<i64> = self
+            .watches
+            .iter()
+            .filter(|(_, w)| {
+                !auth.may_still_read(who, &w.key, &w.range_end)
+                    || (jumped && auth.restricted_since(who, known))
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        let reason = auth_cancel_reason(&match who {
+            Principal::Anonymous => StateError::UserEmpty,
+            _ => StateError::PermissionDenied,
+        });
+        lost.into_iter()
+            .map(|id| {
+                self.watches.remove(&id);
+                WatchReply {
+                    revision: self.known_revision,
+                    watch_id: id,
+                    canceled: true,
+                    cancel_reason: reason.clone(),
+                    ..WatchReply::default()
+                }
+            })
+            .collect()
     }
 
     /// A stream with a deliberately broken variant (`WatchCanary::None`:
@@ -266,6 +383,12 @@ impl WatchStream {
         if c.key.is_empty() && c.range_end.is_empty() {
             return refuse(-1, "etcdserver: key is not provided".to_string());
         }
+        if let Err(e) = self
+            .auth
+            .check(&self.principal, Access::Read, &c.key, &c.range_end)
+        {
+            return refuse(-1, auth_cancel_reason(&e));
+        }
         let id = if c.watch_id != 0 {
             if self.watches.contains_key(&c.watch_id) || c.watch_id < 0 {
                 return refuse(
@@ -319,6 +442,11 @@ impl WatchStream {
             return Vec::new();
         }
         let mut out = Vec::new();
+        for e in &p.events {
+            if let Event::Auth(store) = e {
+                out.extend(self.on_auth(store.clone()));
+            }
+        }
         for (id, w) in self.watches.iter_mut() {
             if !w.synced || p.revision < w.next_rev {
                 continue;
@@ -356,7 +484,7 @@ impl WatchStream {
     /// The next history read to make, if any (one at a time per stream, so
     /// that a stream's catch-up work stays bounded).
     pub fn next_read(&mut self) -> Option<(i64, ChangesRequest)> {
-        if self.watches.values().any(|w| w.reading) {
+        if self.auth_wait || self.watches.values().any(|w| w.reading) {
             return None;
         }
         let (id, w) = self.watches.iter_mut().find(|(_, w)| !w.synced)?;
@@ -379,7 +507,17 @@ impl WatchStream {
         w.reading = false;
         let resp = match result {
             Ok(resp) => resp,
+            // The store's auth moved on: read again once the stream has it.
+            Err(reason) if reason == StateError::AuthOldRevision.to_string() => {
+                self.auth_wait = true;
+                return Vec::new();
+            }
             Err(reason) => {
+                // A refusal for lack of permission reads as etcd's.
+                let reason = [StateError::PermissionDenied, StateError::UserEmpty]
+                    .iter()
+                    .find(|e| e.to_string() == reason)
+                    .map_or(reason, auth_cancel_reason);
                 self.watches.remove(&id);
                 return vec![WatchReply {
                     revision: self.known_revision,

@@ -98,7 +98,7 @@ impl DataView {
                         VolumeEvent::Written { .. } | VolumeEvent::Zeroed { .. } => {}
                     }
                 }
-                Event::Lease(_) => {}
+                Event::Lease(_) | Event::Auth(_) => {}
             }
         }
         true
@@ -335,12 +335,20 @@ impl Sampler {
             let op = Op::RegisterList {
                 limit: REGISTERS_MAX,
             };
-            if let Ok(Reply::Registers(list)) = self.ctx.read(op, true).await {
+            if let Ok(Reply::Registers(list)) = self
+                .ctx
+                .read(op, &ferrite_state::Principal::System, true)
+                .await
+            {
                 self.data.registers = Some(list.into_iter().collect());
             }
         }
         if self.data.volumes.is_none() {
-            if let Ok(Reply::Volumes(list)) = self.ctx.read(Op::VolumeList, true).await {
+            if let Ok(Reply::Volumes(list)) = self
+                .ctx
+                .read(Op::VolumeList, &ferrite_state::Principal::System, true)
+                .await
+            {
                 let vols = list.into_iter().map(|v| (v.name, (v.id, v.size)));
                 self.data.volumes = Some(vols.collect());
             }

@@ -12,7 +12,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
-use ferrite_state::{ChangesRequest, ChangesResponse, Op, Reply};
+use ferrite_state::{ChangesRequest, ChangesResponse, Op, Principal, Reply};
 use tokio::sync::{broadcast, mpsc};
 
 use crate::context::Context;
@@ -69,17 +69,18 @@ pub fn coalesce(replies: Vec<WatchReply>) -> Vec<WatchReply> {
 
 type Read = Pin<Box<dyn Future<Output = (i64, Result<ChangesResponse, String>)> + Send>>;
 
-/// Serves one watch stream until the client closes it, `replies` is
-/// dropped, or `stop` fires.
+/// Serves one watch stream for `who` until the client closes it,
+/// `replies` is dropped, or `stop` fires.
 pub async fn run(
     ctx: Context,
     limits: WatchLimits,
+    who: Principal,
     mut commands: mpsc::Receiver<WatchCommand>,
     replies: mpsc::Sender<WatchReply>,
     stop: impl Future<Output = ()>,
 ) {
     let mut live = ctx.events.subscribe();
-    let mut stream = WatchStream::new(ctx.events.revision());
+    let mut stream = WatchStream::with_auth(ctx.events.revision(), who, ctx.auth.current());
     let mut reading: Option<Read> = None;
     let mut progress = tokio::time::interval(limits.progress_interval);
     progress.reset();
@@ -91,7 +92,8 @@ pub async fn run(
     loop {
         if reading.is_none() {
             if let Some((id, req)) = stream.next_read() {
-                reading = Some(Box::pin(read_changes(ctx.clone(), id, req)));
+                let reader = stream.read_principal();
+                reading = Some(Box::pin(read_changes(ctx.clone(), reader, id, req)));
             }
         }
         let out = tokio::select! {
@@ -109,7 +111,11 @@ pub async fn run(
             (id, result) = async { reading.as_mut().expect("guarded").await }, if reading.is_some() => {
                 reading = None;
                 let before = stream.len();
-                let out = stream.on_read(id, result);
+                let mut out = stream.on_read(id, result);
+                if stream.needs_auth() {
+                    // The store's auth moved past what the stream has seen.
+                    out.extend(stream.on_auth(ctx.auth.current()));
+                }
                 metrics.adjust_watchers(before, stream.len());
                 out
             }
@@ -118,24 +124,32 @@ pub async fn run(
                     // Take what else is queued too, and send each watch one
                     // reply for all of it: under load, fewer and larger
                     // messages.
-                    let mut out = stream.on_live(&p);
+                    let before = stream.len();
+                    let mut out = live_entry(&mut stream, &ctx, &p);
                     for _ in 1..ENTRIES_PER_TURN_MAX {
                         match live.try_recv() {
-                            Ok(p) => out.extend(stream.on_live(&p)),
+                            Ok(p) => out.extend(live_entry(&mut stream, &ctx, &p)),
                             Err(broadcast::error::TryRecvError::Lagged(_)) => {
                                 stream.on_lagged();
+                                // Auth changes may be among what was missed.
+                                out.extend(stream.on_auth(ctx.auth.current()));
                                 metrics.lagged.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                                 break;
                             }
                             Err(_) => break,
                         }
                     }
+                    metrics.adjust_watchers(before, stream.len());
                     coalesce(out)
                 }
                 Err(broadcast::error::RecvError::Lagged(_)) => {
                     stream.on_lagged();
                     metrics.lagged.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    Vec::new()
+                    // Auth changes may be among what was missed.
+                    let before = stream.len();
+                    let out = stream.on_auth(ctx.auth.current());
+                    metrics.adjust_watchers(before, stream.len());
+                    out
                 }
                 Err(broadcast::error::RecvError::Closed) => break,
             },
@@ -161,14 +175,29 @@ pub async fn run(
         .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
 }
 
+/// One entry of the event stream; after a snapshot replaced the state,
+/// the auth store may have changed too.
+fn live_entry(
+    stream: &mut WatchStream,
+    ctx: &Context,
+    p: &ferrite_state::Published,
+) -> Vec<WatchReply> {
+    let mut out = stream.on_live(p);
+    if p.restored {
+        out.extend(stream.on_auth(ctx.auth.current()));
+    }
+    out
+}
+
 /// A history read on this member (serializable: this member's applied
 /// state, like the live stream it continues).
 async fn read_changes(
     ctx: Context,
+    who: Principal,
     id: i64,
     req: ChangesRequest,
 ) -> (i64, Result<ChangesResponse, String>) {
-    let result = match ctx.read(Op::Changes(req), true).await {
+    let result = match ctx.read(Op::Changes(req), &who, true).await {
         Ok(Reply::Changes(c)) => Ok(c),
         Ok(Reply::Error(e)) => Err(e.to_string()),
         Ok(other) => Err(format!("unexpected reply to a history read: {other:?}")),

@@ -6,6 +6,7 @@
 //! Every decoder refuses what it cannot read with a `DecodeError`: bytes
 //! come from the log and the disk, which bugs and damage can corrupt.
 
+pub(crate) mod auth;
 mod kv;
 mod reply;
 mod wire;
@@ -21,7 +22,10 @@ pub(crate) use reply::{get_reply, put_reply};
 pub(crate) use wire::{Reader, Writer};
 
 /// The command format version this code writes and reads.
-pub(crate) const COMMAND_VERSION: u8 = 2;
+pub(crate) const COMMAND_VERSION: u8 = 3;
+/// Version 3 without the principal: still read (as `Principal::System`,
+/// what every command was before auth existed). Its replies are version 3's.
+pub(crate) const COMMAND_VERSION_NO_PRINCIPAL: u8 = 2;
 /// The first format, without lease fields: still read (as lease 0).
 pub(crate) const COMMAND_VERSION_NO_LEASES: u8 = 1;
 
@@ -51,6 +55,7 @@ const OP_LEASE_CHECKPOINT: u8 = 66;
 const OP_LEASE_GET: u8 = 67;
 const OP_LEASE_LIST: u8 = 68;
 const OP_CHANGES: u8 = 69;
+const OP_AUTH: u8 = 80;
 /// At most this many leases in one checkpoint (etcd's batch limit).
 pub(crate) const CHECKPOINTS_MAX: usize = 1000;
 
@@ -109,17 +114,18 @@ pub(crate) fn encode_reply(reply: &crate::reply::Reply) -> Bytes {
 }
 
 pub(crate) fn decode_reply(data: &[u8]) -> Result<crate::reply::Reply, DecodeError> {
-    let mut r = versioned(data)?;
+    let (mut r, _) = versioned(data)?;
     let reply = get_reply(&mut r)?;
     r.finish()?;
     Ok(reply)
 }
 
-/// A reader past the version byte, in the format it names.
-fn versioned(data: &[u8]) -> Result<Reader<'_>, DecodeError> {
+/// A reader past the version byte, in the format it names, and the version.
+fn versioned(data: &[u8]) -> Result<(Reader<'_>, u8), DecodeError> {
     let mut r = Reader::new(data);
-    match r.u8()? {
-        COMMAND_VERSION => {}
+    let version = r.u8()?;
+    match version {
+        COMMAND_VERSION | COMMAND_VERSION_NO_PRINCIPAL => {}
         COMMAND_VERSION_NO_LEASES => r.legacy = true,
         found => {
             return Err(DecodeError::Version {
@@ -128,7 +134,7 @@ fn versioned(data: &[u8]) -> Result<Reader<'_>, DecodeError> {
             })
         }
     }
-    Ok(r)
+    Ok((r, version))
 }
 
 pub(crate) fn encode_command(cmd: &Command) -> Bytes {
@@ -142,12 +148,13 @@ pub(crate) fn encode_command(cmd: &Command) -> Bytes {
             w.u64(seq);
         }
     }
+    auth::put_principal(&mut w, &cmd.principal);
     put_op(&mut w, &cmd.op);
     w.finish()
 }
 
 pub(crate) fn decode_command(data: &[u8]) -> Result<Command, DecodeError> {
-    let mut r = versioned(data)?;
+    let (mut r, version) = versioned(data)?;
     let session = match r.u8()? {
         0 => None,
         1 => Some((r.u64()?, r.u64()?)),
@@ -158,9 +165,18 @@ pub(crate) fn decode_command(data: &[u8]) -> Result<Command, DecodeError> {
             })
         }
     };
+    let principal = if version >= COMMAND_VERSION {
+        auth::get_principal(&mut r)?
+    } else {
+        crate::auth::Principal::System
+    };
     let op = get_op(&mut r)?;
     r.finish()?;
-    Ok(Command { session, op })
+    Ok(Command {
+        session,
+        principal,
+        op,
+    })
 }
 
 fn put_op(w: &mut Writer, op: &Op) {
@@ -283,6 +299,10 @@ fn put_op(w: &mut Writer, op: &Op) {
             w.u8(OP_CHANGES);
             kv::put_changes_request(w, c);
         }
+        Op::Auth(a) => {
+            w.u8(OP_AUTH);
+            auth::put_request(w, a);
+        }
     }
 }
 
@@ -360,6 +380,7 @@ fn get_op(r: &mut Reader<'_>) -> Result<Op, DecodeError> {
         },
         OP_LEASE_LIST => Op::LeaseList,
         OP_CHANGES => Op::Changes(kv::get_changes_request(r)?),
+        OP_AUTH => Op::Auth(auth::get_request(r)?),
         tag => return Err(DecodeError::UnknownTag { what: "op", tag }),
     })
 }

@@ -30,6 +30,7 @@ const REPLY_LEASE_REVOKED: u8 = 65;
 const REPLY_LEASE: u8 = 66;
 const REPLY_LEASES: u8 = 67;
 const REPLY_CHANGES: u8 = 68;
+const REPLY_AUTH: u8 = 80;
 /// At most this many leases (or keys of one lease) in a reply.
 const LEASES_MAX: usize = 1 << 24;
 /// At most this many volumes in a reply.
@@ -135,6 +136,10 @@ pub(crate) fn put_reply(w: &mut Writer, reply: &Reply) {
             w.u8(REPLY_CHANGES);
             kv::put_changes_response(w, c);
         }
+        Reply::Auth(a) => {
+            w.u8(REPLY_AUTH);
+            crate::codec::auth::put_reply(w, a);
+        }
     }
 }
 
@@ -210,6 +215,7 @@ pub(crate) fn get_reply(r: &mut Reader<'_>) -> Result<Reply, DecodeError> {
             Reply::Leases(ids)
         }
         REPLY_CHANGES => Reply::Changes(kv::get_changes_response(r)?),
+        REPLY_AUTH => Reply::Auth(crate::codec::auth::get_reply(r)?),
         tag => return Err(DecodeError::UnknownTag { what: "reply", tag }),
     })
 }
@@ -253,6 +259,23 @@ fn put_error(w: &mut Writer, e: &StateError) {
         StateError::LeaseExists => w.u8(16),
         StateError::LeaseProvided => w.u8(17),
         StateError::LeaseTtlTooLarge => w.u8(18),
+        StateError::RootUserNotExist => w.u8(32),
+        StateError::RootRoleNotExist => w.u8(33),
+        StateError::UserAlreadyExist => w.u8(34),
+        StateError::UserEmpty => w.u8(35),
+        StateError::UserNotFound => w.u8(36),
+        StateError::RoleAlreadyExist => w.u8(37),
+        StateError::RoleNotFound => w.u8(38),
+        StateError::RoleEmpty => w.u8(39),
+        StateError::AuthFailed => w.u8(40),
+        StateError::PermissionNotGiven => w.u8(41),
+        StateError::PermissionDenied => w.u8(42),
+        StateError::RoleNotGranted => w.u8(43),
+        StateError::PermissionNotGranted => w.u8(44),
+        StateError::AuthNotEnabled => w.u8(45),
+        StateError::InvalidAuthToken => w.u8(46),
+        StateError::InvalidAuthMgmt => w.u8(47),
+        StateError::AuthOldRevision => w.u8(48),
         StateError::VolumeRange { offset, len, size } => {
             w.u8(13);
             w.u64(*offset);
@@ -292,6 +315,23 @@ fn get_error(r: &mut Reader<'_>) -> Result<StateError, DecodeError> {
         16 => StateError::LeaseExists,
         17 => StateError::LeaseProvided,
         18 => StateError::LeaseTtlTooLarge,
+        32 => StateError::RootUserNotExist,
+        33 => StateError::RootRoleNotExist,
+        34 => StateError::UserAlreadyExist,
+        35 => StateError::UserEmpty,
+        36 => StateError::UserNotFound,
+        37 => StateError::RoleAlreadyExist,
+        38 => StateError::RoleNotFound,
+        39 => StateError::RoleEmpty,
+        40 => StateError::AuthFailed,
+        41 => StateError::PermissionNotGiven,
+        42 => StateError::PermissionDenied,
+        43 => StateError::RoleNotGranted,
+        44 => StateError::PermissionNotGranted,
+        45 => StateError::AuthNotEnabled,
+        46 => StateError::InvalidAuthToken,
+        47 => StateError::InvalidAuthMgmt,
+        48 => StateError::AuthOldRevision,
         13 => StateError::VolumeRange {
             offset: r.u64()?,
             len: r.u64()?,

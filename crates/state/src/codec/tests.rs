@@ -151,7 +151,59 @@ fn every_op() -> Vec<Op> {
         start_revision: 9,
         events_max: 100,
     }));
+    ops.extend(every_auth_request().into_iter().map(Op::Auth));
     ops
+}
+
+fn every_auth_request() -> Vec<crate::auth::AuthRequest> {
+    use crate::auth::{AuthRequest as A, PermKind, Permission};
+    vec![
+        A::Enable { secret: [7; 32] },
+        A::Disable,
+        A::Status,
+        A::UserAdd {
+            name: "u".into(),
+            password: Some("$2b$10$hash".into()),
+            no_password: false,
+        },
+        A::UserAdd {
+            name: "cert".into(),
+            password: None,
+            no_password: true,
+        },
+        A::UserGet { name: "u".into() },
+        A::UserList,
+        A::UserDelete { name: "u".into() },
+        A::UserChangePassword {
+            name: "u".into(),
+            password: "$2b$10$other".into(),
+        },
+        A::UserGrantRole {
+            user: "u".into(),
+            role: "r".into(),
+        },
+        A::UserRevokeRole {
+            user: "u".into(),
+            role: "r".into(),
+        },
+        A::RoleAdd { name: "r".into() },
+        A::RoleGet { name: "r".into() },
+        A::RoleList,
+        A::RoleDelete { name: "r".into() },
+        A::RoleGrantPermission {
+            name: "r".into(),
+            perm: Permission {
+                kind: PermKind::ReadWrite,
+                key: b("a"),
+                range_end: b("\0"),
+            },
+        },
+        A::RoleRevokePermission {
+            name: "r".into(),
+            key: b("a"),
+            range_end: b("b"),
+        },
+    ]
 }
 
 fn every_reply() -> Vec<Reply> {
@@ -210,6 +262,24 @@ fn every_reply() -> Vec<Reply> {
         keys: vec![b("a"), b("b")],
     }));
     replies.push(Reply::Leases(vec![1, 5]));
+    {
+        use crate::auth::{AuthReply, PermKind, Permission};
+        replies.push(Reply::Auth(AuthReply::Done));
+        replies.push(Reply::Auth(AuthReply::Status {
+            enabled: true,
+            revision: 9,
+        }));
+        replies.push(Reply::Auth(AuthReply::UserRoles(vec![
+            "a".into(),
+            "root".into(),
+        ])));
+        replies.push(Reply::Auth(AuthReply::Names(vec!["x".into()])));
+        replies.push(Reply::Auth(AuthReply::Permissions(vec![Permission {
+            kind: PermKind::Write,
+            key: b("k"),
+            range_end: b(""),
+        }])));
+    }
     replies.push(Reply::Changes(crate::kv::ChangesResponse {
         events: vec![crate::event::KvEvent {
             revision: 4,
@@ -233,6 +303,23 @@ fn every_reply() -> Vec<Reply> {
         StateError::LeaseExists,
         StateError::LeaseProvided,
         StateError::LeaseTtlTooLarge,
+        StateError::RootUserNotExist,
+        StateError::RootRoleNotExist,
+        StateError::UserAlreadyExist,
+        StateError::UserEmpty,
+        StateError::UserNotFound,
+        StateError::RoleAlreadyExist,
+        StateError::RoleNotFound,
+        StateError::RoleEmpty,
+        StateError::AuthFailed,
+        StateError::PermissionNotGiven,
+        StateError::PermissionDenied,
+        StateError::RoleNotGranted,
+        StateError::PermissionNotGranted,
+        StateError::AuthNotEnabled,
+        StateError::InvalidAuthToken,
+        StateError::InvalidAuthMgmt,
+        StateError::AuthOldRevision,
     ] {
         replies.push(Reply::Error(e));
     }
@@ -243,11 +330,18 @@ fn every_reply() -> Vec<Reply> {
 fn every_command_round_trips() {
     for op in every_op() {
         for session in [None, Some((u64::MAX, 1))] {
-            let cmd = Command {
-                session,
-                op: op.clone(),
-            };
-            assert_eq!(Command::decode(&cmd.encode()), Ok(cmd));
+            for principal in [
+                crate::auth::Principal::System,
+                crate::auth::Principal::Anonymous,
+                crate::auth::Principal::user("ü", u64::MAX),
+            ] {
+                let cmd = Command {
+                    session,
+                    principal,
+                    op: op.clone(),
+                };
+                assert_eq!(Command::decode(&cmd.encode()), Ok(cmd));
+            }
         }
     }
 }
@@ -284,12 +378,21 @@ fn garbage_is_refused_with_typed_errors() {
         .encode()
         .to_vec();
     let mut version = good.clone();
-    version[0] = 3;
+    version[0] = 4;
     assert_eq!(
         Command::decode(&version),
         Err(DecodeError::Version {
-            found: 3,
-            expected: 2
+            found: 4,
+            expected: 3
+        })
+    );
+    let mut principal = good.clone();
+    principal[2] = 9;
+    assert_eq!(
+        Command::decode(&principal),
+        Err(DecodeError::UnknownTag {
+            what: "principal",
+            tag: 9
         })
     );
     let mut session = good.clone();
@@ -302,7 +405,7 @@ fn garbage_is_refused_with_typed_errors() {
         })
     );
     let mut op = good.clone();
-    op[2] = 99;
+    op[3] = 99;
     assert_eq!(
         Command::decode(&op),
         Err(DecodeError::UnknownTag {
@@ -405,4 +508,15 @@ fn the_first_format_still_reads_with_no_leases() {
         panic!("not a put: {cmd:?}")
     };
     assert_eq!((p.key, p.value, p.lease), (b("k"), b("v"), 0));
+}
+
+#[test]
+fn a_version_2_command_reads_as_the_members_own() {
+    // Version 2: version, no session, then the op (a register get of "r").
+    let mut v2 = vec![2u8, 0, OP_REGISTER_GET];
+    v2.extend_from_slice(&1u64.to_le_bytes());
+    v2.push(b'r');
+    let cmd = Command::decode(&v2).unwrap();
+    assert_eq!(cmd, Command::new(Op::RegisterGet { name: "r".into() }));
+    assert_eq!(cmd.principal, crate::auth::Principal::System);
 }

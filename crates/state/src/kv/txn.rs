@@ -255,7 +255,7 @@ mod tests {
             .iter()
             .filter_map(|e| match e {
                 Event::Kv(e) => Some(e.revision),
-                Event::Register(_) | Event::Volume(_) | Event::Lease(_) => None,
+                Event::Register(_) | Event::Volume(_) | Event::Lease(_) | Event::Auth(_) => None,
             })
             .collect();
         assert_eq!(revisions, vec![2, 3, 3, 3]);

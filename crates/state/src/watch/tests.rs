@@ -329,3 +329,233 @@ fn fragments_split_a_large_revision() {
     assert!(!out[out.len() - 1].fragment);
     assert_eq!(out.iter().map(|r| r.events.len()).sum::<usize>(), 5);
 }
+
+mod auth {
+    //! Watches of a user: refused without read permission, canceled when
+    //! the permission goes, and never sent an event after.
+
+    use super::*;
+    use crate::auth::{AuthRequest, PermKind, Permission, Principal};
+
+    fn sys(m: &mut Member, req: AuthRequest) {
+        m.apply(Op::Auth(req));
+    }
+
+    fn grant_perm(m: &mut Member, key: &str, end: &str) {
+        sys(
+            m,
+            AuthRequest::RoleGrantPermission {
+                name: "r".into(),
+                perm: Permission {
+                    kind: PermKind::Read,
+                    key: b(key),
+                    range_end: b(end),
+                },
+            },
+        );
+    }
+
+    fn revoke_perm(m: &mut Member, key: &str, end: &str) {
+        sys(
+            m,
+            AuthRequest::RoleRevokePermission {
+                name: "r".into(),
+                key: b(key),
+                range_end: b(end),
+            },
+        );
+    }
+
+    /// root, and user "u" with role "r" (read on a/), auth enabled.
+    fn member() -> Member {
+        let mut m = Member::new();
+        for name in ["root", "u"] {
+            sys(
+                &mut m,
+                AuthRequest::UserAdd {
+                    name: name.into(),
+                    password: None,
+                    no_password: true,
+                },
+            );
+        }
+        sys(
+            &mut m,
+            AuthRequest::UserGrantRole {
+                user: "root".into(),
+                role: "root".into(),
+            },
+        );
+        sys(&mut m, AuthRequest::RoleAdd { name: "r".into() });
+        grant_perm(&mut m, "a/", "a0");
+        sys(
+            &mut m,
+            AuthRequest::UserGrantRole {
+                user: "u".into(),
+                role: "r".into(),
+            },
+        );
+        sys(&mut m, AuthRequest::Enable { secret: [5; 32] });
+        m
+    }
+
+    fn stream(m: &Member) -> WatchStream {
+        let auth = m.sm.auth().clone();
+        let who = Principal::user("u", auth.revision());
+        WatchStream::with_auth(m.now(), who, auth)
+    }
+
+    /// History reads as the stream's principal, checked by the machine.
+    fn read_as(
+        m: &Member,
+        s: &WatchStream,
+        req: &ChangesRequest,
+    ) -> Result<ChangesResponse, String> {
+        let cmd = Command::new(Op::Changes(req.clone())).by(s.read_principal());
+        match m.sm.query(&cmd) {
+            Reply::Changes(c) => Ok(c),
+            Reply::Error(e) => Err(e.to_string()),
+            other => Err(format!("{other:?}")),
+        }
+    }
+
+    #[test]
+    fn a_create_without_read_permission_is_refused() {
+        let m = member();
+        let mut s = stream(&m);
+        let out = s.command(create("b", "", 0), m.now());
+        assert_eq!(out.len(), 1);
+        assert!(out[0].created && out[0].canceled);
+        assert_eq!(out[0].watch_id, -1);
+        assert_eq!(
+            out[0].cancel_reason,
+            "rpc error: code = PermissionDenied desc = etcdserver: permission denied"
+        );
+        assert!(s.is_empty());
+        let ok = s.command(create("a/", "a0", 0), m.now());
+        assert!(ok[0].created && !ok[0].canceled);
+        // Anonymous streams get etcd's "user name is empty".
+        let mut anon = WatchStream::with_auth(m.now(), Principal::Anonymous, m.sm.auth().clone());
+        let out = anon.command(create("a/x", "", 0), m.now());
+        assert_eq!(
+            out[0].cancel_reason,
+            "rpc error: code = InvalidArgument desc = etcdserver: user name is empty"
+        );
+    }
+
+    #[test]
+    fn a_watch_that_loses_its_permission_is_canceled_and_sees_nothing_after() {
+        let mut m = member();
+        let mut s = stream(&m);
+        let id = s.command(create("a/", "a0", 0), m.now())[0].watch_id;
+        let other = s.command(create("a/x", "", 0), m.now())[0].watch_id;
+        let from = m.published.len();
+        m.put("a/x", "1");
+        revoke_perm(&mut m, "a/", "a0");
+        m.put("a/x", "2");
+        m.put("a/y", "3");
+        let out = m.feed(&mut s, from);
+        assert_eq!(
+            seen(&out),
+            vec![ev(m.now() - 2, "a/x", "1"), ev(m.now() - 2, "a/x", "1")]
+        );
+        let canceled: Vec<_> = out.iter().filter(|r| r.canceled).collect();
+        assert_eq!(canceled.len(), 2);
+        for r in canceled {
+            assert!([id, other].contains(&r.watch_id));
+            assert_eq!(
+                r.cancel_reason,
+                "rpc error: code = PermissionDenied desc = etcdserver: permission denied"
+            );
+        }
+        assert!(s.is_empty());
+    }
+
+    #[test]
+    fn a_watch_still_allowed_after_a_change_goes_on() {
+        let mut m = member();
+        let mut s = stream(&m);
+        s.command(create("a/x", "", 0), m.now());
+        let from = m.published.len();
+        grant_perm(&mut m, "z", "");
+        m.put("a/x", "1");
+        let out = m.feed(&mut s, from);
+        assert_eq!(seen(&out), vec![ev(m.now(), "a/x", "1")]);
+        assert!(out.iter().all(|r| !r.canceled));
+    }
+
+    #[test]
+    fn a_history_read_waits_for_an_auth_change_the_stream_has_not_seen() {
+        let mut m = member();
+        m.put("a/x", "1");
+        let start = m.now();
+        let mut s = stream(&m);
+        s.command(create("a/x", "", start), m.now());
+        // A change the stream has not taken from the event stream yet.
+        grant_perm(&mut m, "z", "");
+        let (id, req) = s.next_read().expect("a read");
+        let out = s.on_read(id, read_as(&m, &s, &req));
+        assert!(out.is_empty());
+        assert!(s.needs_auth());
+        assert!(s.next_read().is_none());
+        s.on_auth(m.sm.auth().clone());
+        assert!(!s.needs_auth());
+        let out = m.catch_up_as(&mut s);
+        assert_eq!(seen(&out), vec![ev(start, "a/x", "1")]);
+    }
+
+    #[test]
+    fn a_history_read_after_a_revoke_cancels() {
+        let mut m = member();
+        m.put("a/x", "1");
+        let mut s = stream(&m);
+        s.command(create("a/x", "", 1), m.now());
+        revoke_perm(&mut m, "a/", "a0");
+        s.on_auth(m.sm.auth().clone());
+        assert!(s.is_empty(), "canceled by the change itself");
+    }
+
+    #[test]
+    fn a_jump_over_a_revoke_and_a_new_grant_cancels() {
+        let mut m = member();
+        let mut s = stream(&m);
+        s.command(create("a/x", "", 0), m.now());
+        revoke_perm(&mut m, "a/", "a0");
+        grant_perm(&mut m, "a/", "a0");
+        // Allowed now, but not all along: the stream cannot tell.
+        let out = s.on_auth(m.sm.auth().clone());
+        assert_eq!(out.len(), 1);
+        assert!(out[0].canceled);
+        // The same two changes seen one by one cancel at the first.
+        let mut m = member();
+        let mut s = stream(&m);
+        s.command(create("a/x", "", 0), m.now());
+        let from = m.published.len();
+        revoke_perm(&mut m, "a/", "a0");
+        grant_perm(&mut m, "a/", "a0");
+        let out = m.feed(&mut s, from);
+        assert_eq!(out.iter().filter(|r| r.canceled).count(), 1);
+        // A jump over changes that take nothing from the user keeps it.
+        let mut m = member();
+        let mut s = stream(&m);
+        s.command(create("a/x", "", 0), m.now());
+        grant_perm(&mut m, "y", "");
+        grant_perm(&mut m, "z", "");
+        assert!(s.on_auth(m.sm.auth().clone()).is_empty());
+        assert_eq!(s.len(), 1);
+    }
+
+    impl Member {
+        fn catch_up_as(&self, s: &mut WatchStream) -> Vec<WatchReply> {
+            let mut out = Vec::new();
+            for _ in 0..100 {
+                let Some((id, req)) = s.next_read() else {
+                    return out;
+                };
+                let result = read_as(self, s, &req);
+                out.extend(s.on_read(id, result));
+            }
+            panic!("catch-up does not end");
+        }
+    }
+}

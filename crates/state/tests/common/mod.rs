@@ -174,12 +174,69 @@ pub fn volume_op() -> impl Strategy<Value = Op> {
     ]
 }
 
+/// Auth changes over two users and two roles (root among them), so that
+/// auth gets enabled, narrowed and disabled often enough.
+pub fn auth_op() -> impl Strategy<Value = Op> {
+    use ferrite_state::auth::{PermKind, Permission};
+    let user = prop::sample::select(&["root", "u"][..]).prop_map(str::to_owned);
+    let role = prop::sample::select(&["root", "r"][..]).prop_map(str::to_owned);
+    let kind = prop::sample::select(&[PermKind::Read, PermKind::Write, PermKind::ReadWrite][..]);
+    let perm = (kind, key(), range_end()).prop_map(|(kind, key, range_end)| Permission {
+        kind,
+        key,
+        range_end,
+    });
+    let a = prop_oneof![
+        any::<u8>().prop_map(|s| AuthRequest::Enable { secret: [s; 32] }),
+        Just(AuthRequest::Disable),
+        Just(AuthRequest::Status),
+        user.clone().prop_map(|name| AuthRequest::UserAdd {
+            name,
+            password: Some("$2b$04$hash".into()),
+            no_password: false,
+        }),
+        user.clone()
+            .prop_map(|name| AuthRequest::UserDelete { name }),
+        (user.clone(), role.clone())
+            .prop_map(|(user, role)| AuthRequest::UserGrantRole { user, role }),
+        (user.clone(), role.clone())
+            .prop_map(|(user, role)| AuthRequest::UserRevokeRole { user, role }),
+        role.clone().prop_map(|name| AuthRequest::RoleAdd { name }),
+        role.clone()
+            .prop_map(|name| AuthRequest::RoleDelete { name }),
+        (role.clone(), perm)
+            .prop_map(|(name, perm)| AuthRequest::RoleGrantPermission { name, perm }),
+        (role, key(), range_end()).prop_map(|(name, key, range_end)| {
+            AuthRequest::RoleRevokePermission {
+                name,
+                key,
+                range_end,
+            }
+        }),
+        user.prop_map(|name| AuthRequest::UserGet { name }),
+    ];
+    a.prop_map(Op::Auth)
+}
+
+pub fn principal() -> impl Strategy<Value = Principal> {
+    prop_oneof![
+        3 => Just(Principal::System),
+        1 => Just(Principal::Anonymous),
+        2 => (prop::sample::select(&["root", "u"][..]), 0u64..8)
+            .prop_map(|(name, revision)| Principal::user(name, revision)),
+    ]
+}
+
 /// Any command, sometimes in a session of a few clients with sequence
-/// numbers that repeat and go backwards.
+/// numbers that repeat and go backwards, from any principal.
 pub fn command() -> impl Strategy<Value = Command> {
     let session = prop::option::of((1u64..4, 1u64..6));
-    let op = prop_oneof![3 => kv_op(), 2 => register_op(), 2 => volume_op()];
-    (session, op).prop_map(|(session, op)| Command { session, op })
+    let op = prop_oneof![3 => kv_op(), 2 => register_op(), 2 => volume_op(), 1 => auth_op()];
+    (session, principal(), op).prop_map(|(session, principal, op)| Command {
+        session,
+        principal,
+        op,
+    })
 }
 
 /// Bounded, reproducible runs: a fixed seed (CI replays the same cases) and

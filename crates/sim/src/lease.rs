@@ -206,6 +206,10 @@ impl World {
         }
         let client_id = self.kv_clients[c].id;
         let now = self.now;
+        if let Some(op) = self.next_auth_op(c) {
+            self.kv_begin(c, What::Write, op);
+            return;
+        }
         // A lease to grant?
         if self.kv_clients[c].held.is_none()
             && self.kv_clients[c].grants < LEASES_PER_CLIENT_MAX

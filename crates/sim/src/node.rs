@@ -54,7 +54,9 @@ impl SimMachine {
         self.published.push(Published {
             index: self.sm.applied_index(),
             revision: self.sm.revision(),
-            events: Vec::new(),
+            // The auth store it restored, for the leak check's record
+            // (a watch stream ignores a restored entry's events).
+            events: vec![ferrite_state::Event::Auth(self.sm.auth().clone())],
             restored: true,
         });
     }

@@ -83,6 +83,10 @@ pub struct Options {
     /// Test-only: the lessor is given no way to propose revokes, so no
     /// lease ever expires. The lease lifetime check must catch it.
     pub lease_revokes_off: bool,
+    /// etcd's auth in the mix (`auth.rs`): the first KV client enables it,
+    /// KV clients revoke and grant back the watchers' read permissions,
+    /// and most watchers watch as a limited user.
+    pub auth: bool,
 }
 
 impl Options {
@@ -133,6 +137,7 @@ impl Options {
             watch_ring_entries: [8, 16, 64][p.below(3) as usize],
             watch_canary: WatchCanary::None,
             lease_revokes_off: false,
+            auth: p.below(2) == 0,
         }
     }
 
@@ -164,7 +169,7 @@ impl Options {
         format!(
             "seed={} voters={} clients={} keys={} steps={} latency={}..{}us drop={}ppm dup={}ppm disk<={}us \
              nemesis={}us skew={}permille weights(crash={} pause={} partition={} transfer={} membership={}) compact={} chunk={} segment={} append={}x{} \
-             sessionless={}permille apply<={}us/{}B request={}ticks kv_clients={} watchers={} ring={} canary={}{}{}",
+             sessionless={}permille apply<={}us/{}B request={}ticks kv_clients={} watchers={} ring={} auth={} canary={}{}{}",
             self.seed,
             self.voters,
             self.clients,
@@ -194,6 +199,7 @@ impl Options {
             self.kv_clients,
             self.watchers,
             self.watch_ring_entries,
+            self.auth,
             self.canary.name(),
             match (self.stale_reads, self.skip_sync) {
                 (true, true) => " stale-reads skip-sync",

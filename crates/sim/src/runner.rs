@@ -31,7 +31,7 @@ impl Summary {
         format!(
             "seeds={} steps={} elections={} commits={} operations={} crashes={} partitions={} transfers={} \
              membership_changes={} snapshots_taken={} snapshots_installed={} torn_tails={} pauses={} forwarded={} unknown={} superseded={} \
-             leases_granted={} keepalives={} revokes={} watch_events={} watch_catch_ups={} watch_lags={} watcher_resumes={} watch_compacted={} \
+             leases_granted={} keepalives={} revokes={} watch_events={} watch_catch_ups={} watch_lags={} watcher_resumes={} watch_compacted={} auth_changes={} watch_auth_cancels={} \
              virtual_s={} violations={}",
             self.seeds,
             s.steps,
@@ -57,6 +57,8 @@ impl Summary {
             s.watch_lags,
             s.watcher_resumes,
             s.watch_compacted,
+            s.auth_changes,
+            s.watch_auth_cancels,
             s.virtual_ms / 1000,
             self.failures.len()
         )

@@ -25,8 +25,9 @@ use bytes::Bytes;
 use ferrite_raft::NodeId;
 use ferrite_state::kv::ChangesRequest;
 use ferrite_state::watch::{WatchCommand, WatchCreate, WatchReply, WatchStream};
-use ferrite_state::{Op, Published, Reply};
+use ferrite_state::{Command, Op, Published, Reply};
 
+use crate::auth::{limited_range, resumable_reason, watch_principal, AuthMarks};
 use crate::check::watch::{check_watcher, Segment};
 use crate::check::Violation;
 use crate::options::Micros;
@@ -40,6 +41,8 @@ pub struct EventRing {
     entries_max: usize,
     /// The revision of the last entry published: "now" for a new watch.
     revision: i64,
+    /// Every auth change published, skipped or not (the leak check).
+    pub auth: AuthMarks,
 }
 
 impl EventRing {
@@ -49,6 +52,7 @@ impl EventRing {
             first: 0,
             entries_max: entries_max.max(1),
             revision,
+            auth: AuthMarks::default(),
         }
     }
 
@@ -58,6 +62,12 @@ impl EventRing {
         self.revision = p.revision;
         if p.events.is_empty() && !p.restored {
             return;
+        }
+        let seq = self.end();
+        for e in &p.events {
+            if let ferrite_state::Event::Auth(store) = e {
+                self.auth.record(seq, store.clone());
+            }
         }
         self.entries.push_back(Arc::new(p));
         if self.entries.len() > self.entries_max {
@@ -79,6 +89,9 @@ struct Conn {
     cursor: u64,
     watch_id: i64,
     reading: bool,
+    /// The ring position when the watch was created (the leak check
+    /// looks at auth changes from there).
+    created_at: u64,
 }
 
 pub struct Watcher {
@@ -96,8 +109,11 @@ pub struct Watcher {
     /// Where the next watch starts.
     next_rev: i64,
     segments: Vec<Segment>,
-    /// Canceled for a reason other than compaction: the watcher stops.
+    /// Canceled for a reason other than compaction or permission: the
+    /// watcher stops.
     done: bool,
+    /// Watches as the limited user (`auth.rs`).
+    limited: bool,
 }
 
 impl World {
@@ -121,6 +137,7 @@ impl World {
                 next_rev: 1,
                 segments: Vec::new(),
                 done: false,
+                limited: self.opts.auth && limited_range(key),
             };
             self.watchers.push(watcher);
             let start = self.prng.below(200_000);
@@ -151,6 +168,7 @@ impl World {
         let now_rev = node.ring.revision;
         let cursor = node.ring.end();
         let incarnation = node.incarnation;
+        let store = node.machine().map(|sm| sm.auth().clone());
         let watcher = &mut self.watchers[w];
         let first = watcher.segments.is_empty();
         let start_revision = if first && watcher.from_now {
@@ -158,7 +176,12 @@ impl World {
         } else {
             watcher.next_rev
         };
-        let mut stream = WatchStream::with_canary(now_rev, canary);
+        let mut stream = match store {
+            Some(store) if watcher.limited => {
+                WatchStream::with_auth(now_rev, watch_principal(&store), store).canaried(canary)
+            }
+            _ => WatchStream::with_canary(now_rev, canary),
+        };
         let create = WatchCreate {
             key: watcher.key.clone(),
             range_end: watcher.range_end.clone(),
@@ -182,6 +205,7 @@ impl World {
             cursor,
             watch_id,
             reading: false,
+            created_at: cursor,
         });
         let generation = watcher.generation;
         if !first {
@@ -227,6 +251,8 @@ impl World {
         }
         let mut replies = Vec::new();
         let mut lagged = false;
+        let mut leak = None;
+        let scope = self.watchers[w].scope();
         {
             let Some(conn) = self.watchers[w].conn.as_mut() else {
                 return;
@@ -242,9 +268,15 @@ impl World {
             }
             while conn.cursor < node.ring.end() {
                 let p = &node.ring.entries[(conn.cursor - node.ring.first) as usize];
-                replies.extend(conn.stream.on_live(p));
+                let got = conn.stream.on_live(p);
                 conn.cursor += 1;
+                leak = leak.or_else(|| leaked(&scope, conn, &node.ring.auth, &got));
+                replies.extend(got);
             }
+        }
+        if let Some(v) = leak {
+            self.fail(v);
+            return;
         }
         if lagged {
             self.stats.watch_lags += 1;
@@ -314,19 +346,35 @@ impl World {
                 segment.reads_at_compaction.push(start);
             }
         }
+        let scope = self.watchers[w].scope();
         let Some(conn) = self.watchers[w].conn.as_mut() else {
             return;
         };
         let Some(sm) = self.nodes.get(&conn.member).and_then(|n| n.machine()) else {
             return;
         };
-        let result = match sm.read(&Op::Changes(req)) {
+        let query = Command::new(Op::Changes(req)).by(conn.stream.read_principal());
+        let result = match sm.query(&query) {
             Reply::Changes(c) => Ok(c),
             Reply::Error(e) => Err(e.to_string()),
             other => Err(format!("unexpected reply to a history read: {other:?}")),
         };
         conn.reading = false;
-        let replies = conn.stream.on_read(id, result);
+        let mut replies = conn.stream.on_read(id, result);
+        let node = self.nodes.get(&conn.member);
+        if let Some(marks) = node.map(|n| &n.ring.auth) {
+            if let Some(v) = leaked(&scope, conn, marks, &replies) {
+                self.fail(v);
+                return;
+            }
+        }
+        // The read found a newer auth store than the stream's: it takes
+        // the member's current one, as the server's session does.
+        if conn.stream.needs_auth() {
+            if let Some(store) = node.and_then(|n| n.machine()).map(|sm| sm.auth().clone()) {
+                replies.extend(conn.stream.on_auth(store));
+            }
+        }
         self.watch_replies(w, replies);
         self.watch_maybe_read(w);
     }
@@ -353,8 +401,11 @@ impl World {
                 segment.canceled = Some((r.cancel_reason.clone(), r.compact_revision));
                 let next = segment.next();
                 watcher.conn = None;
+                let auth = r.compact_revision == 0 && resumable_reason(&r.cancel_reason);
                 if r.compact_revision > 0 {
                     watcher.next_rev = r.compact_revision.max(next);
+                } else if auth {
+                    watcher.next_rev = next;
                 } else {
                     watcher.done = true;
                 }
@@ -364,6 +415,11 @@ impl World {
                         r.cancel_reason, r.compact_revision
                     )
                 });
+                if auth {
+                    self.stats.watch_auth_cancels += 1;
+                    let later = self.prng.range(20_000, 300_000);
+                    self.schedule(later, Event::WatchResume { watcher: w });
+                }
                 if r.compact_revision > 0 {
                     self.stats.watch_compacted += 1;
                     let later = self.prng.range(1_000, 50_000);
@@ -388,4 +444,55 @@ impl World {
         }
         Ok(())
     }
+}
+
+/// What the leak check needs to know of a watcher.
+struct Scope {
+    limited: bool,
+    key: Bytes,
+    range_end: Bytes,
+}
+
+impl Watcher {
+    fn scope(&self) -> Scope {
+        Scope {
+            limited: self.limited,
+            key: self.key.clone(),
+            range_end: self.range_end.clone(),
+        }
+    }
+}
+
+/// The leak check (`auth.rs`): events for `conn`'s watch delivered after
+/// its member published a change that took the watcher's access away.
+fn leaked(
+    watcher: &Scope,
+    conn: &Conn,
+    marks: &AuthMarks,
+    replies: &[WatchReply],
+) -> Option<Violation> {
+    if !watcher.limited {
+        return None;
+    }
+    let r = replies
+        .iter()
+        .find(|r| r.watch_id == conn.watch_id && !r.events.is_empty())?;
+    let denied = marks.first_denial(
+        conn.created_at,
+        conn.cursor,
+        &watcher.key,
+        &watcher.range_end,
+    )?;
+    Some(Violation::new(
+        "watch auth",
+        format!(
+            "a watch of [{:?}, {:?}) on {} received {} events (revisions {}..={}) after the member applied a change (event stream entry {denied}) that took its read permission away",
+            String::from_utf8_lossy(&watcher.key),
+            String::from_utf8_lossy(&watcher.range_end),
+            conn.member,
+            r.events.len(),
+            r.events.first().map_or(0, |e| e.revision),
+            r.events.last().map_or(0, |e| e.revision),
+        ),
+    ))
 }

@@ -136,6 +136,10 @@ pub struct Stats {
     pub watcher_resumes: u64,
     /// Watches canceled for compaction (and resumed from there).
     pub watch_compacted: u64,
+    /// Permission revokes and grants proposed (`auth.rs`).
+    pub auth_changes: u64,
+    /// Watches canceled because their user lost read permission.
+    pub watch_auth_cancels: u64,
 }
 
 impl Stats {
@@ -164,6 +168,8 @@ impl Stats {
         self.watch_lags += o.watch_lags;
         self.watcher_resumes += o.watcher_resumes;
         self.watch_compacted += o.watch_compacted;
+        self.auth_changes += o.auth_changes;
+        self.watch_auth_cancels += o.watch_auth_cancels;
     }
 
     /// Adds what one replica counted (at a crash, and at the end).
@@ -199,6 +205,10 @@ pub struct World {
     pub(crate) touched: BTreeSet<NodeId>,
     pub(crate) violation: Option<Violation>,
     pub(crate) kv_clients: Vec<KvClient>,
+    /// The auth setup still to propose, next first (`auth.rs`).
+    pub(crate) auth_setup: std::collections::VecDeque<ferrite_state::Op>,
+    /// Whether each of `auth::PREFIXES` was last granted (else revoked).
+    pub(crate) auth_granted: [bool; 2],
     pub(crate) watchers: Vec<Watcher>,
     /// Renewals asked for and revokes applied, for the lease checker.
     pub(crate) leases: LeaseHistory,
@@ -235,6 +245,12 @@ impl World {
             touched: BTreeSet::new(),
             violation: None,
             kv_clients: Vec::new(),
+            auth_setup: if opts.auth {
+                crate::auth::setup_ops().into()
+            } else {
+                Default::default()
+            },
+            auth_granted: [true; 2],
             watchers: Vec::new(),
             leases: LeaseHistory::default(),
             kv_history: KvHistory::default(),

@@ -200,13 +200,22 @@ pub enum WatchCanary {
     /// simulator's watch checker must catch it.
     #[cfg(feature = "canary")]
     DropLagged,
+    /// Auth changes are taken but never cancel a watch, so a watcher goes
+    /// on receiving events after its read permission was revoked. The
+    /// simulator's auth leak check must catch it.
+    #[cfg(feature = "canary")]
+    IgnoreAuth,
 }
 
 impl WatchCanary {
     pub fn all() -> &'static [WatchCanary] {
         #[cfg(feature = "canary")]
         {
-            &[WatchCanary::None, WatchCanary::DropLagged]
+            &[
+                WatchCanary::None,
+                WatchCanary::DropLagged,
+                WatchCanary::IgnoreAuth,
+            ]
         }
         #[cfg(not(feature = "canary"))]
         {
@@ -219,6 +228,19 @@ impl WatchCanary {
             WatchCanary::None => "none",
             #[cfg(feature = "canary")]
             WatchCanary::DropLagged => "watch-drop-lagged",
+            #[cfg(feature = "canary")]
+            WatchCanary::IgnoreAuth => "watch-ignore-auth",
+        }
+    }
+
+    fn ignores_auth(self) -> bool {
+        #[cfg(feature = "canary")]
+        {
+            self == WatchCanary::IgnoreAuth
+        }
+        #[cfg(not(feature = "canary"))]
+        {
+            false
         }
     }
 
@@ -252,6 +274,11 @@ impl WatchStream {
             auth,
             ..WatchStream::new(now)
         }
+    }
+
+    /// The same stream, deliberately broken (`WatchCanary::None`: as is).
+    pub fn canaried(self, canary: WatchCanary) -> WatchStream {
+        WatchStream { canary, ..self }
     }
 
     /// Who history reads are made as: the principal, at the auth revision
@@ -288,6 +315,9 @@ impl WatchStream {
         let jumped = store.changes() > known + 1;
         self.auth = store;
         self.auth_wait = false;
+        if self.canary.ignores_auth() {
+            return Vec::new();
+        }
         let auth = &self.auth;
         let who = &self.principal;
         let lost: Vec<i64> = self

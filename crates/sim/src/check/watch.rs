@@ -27,8 +27,11 @@
 //! compact revision the segment's reads saw. Nothing else is excused. Segments chain: a segment starts where the previous one's
 //! events stopped (`last + 1`, or its start if it got none), unless the
 //! previous one ended canceled for compaction, in which case it starts at
-//! the compact revision (which must be past where it stopped). A segment
-//! may end canceled only with a stated reason.
+//! the compact revision (which must be past where it stopped), or ended
+//! canceled because the watcher's user lost read permission, in which case
+//! it starts where the previous one stopped. A segment may end canceled
+//! only with a stated reason. That no event reaches a watch after its
+//! permission was revoked is checked as events arrive (`auth.rs`).
 
 use std::collections::BTreeMap;
 
@@ -202,6 +205,9 @@ pub fn check_watcher(
                     }
                     *compact
                 }
+                // Access taken away: the watcher resumes from where it
+                // stopped once access is back (`auth.rs`).
+                Some((reason, _)) if crate::auth::resumable_reason(reason) => p.next(),
                 Some((reason, _)) => {
                     return fail(format!("segment {} canceled ({reason}) and resumed", i - 1))
                 }

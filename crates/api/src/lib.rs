@@ -31,6 +31,7 @@ pub mod server;
 mod status;
 pub mod volumes;
 pub mod watch;
+mod watch_wire;
 
 pub use cluster::{parse_url, ETCD_VERSION};
 pub use server::{ServeError, Server, ServerOptions};

@@ -34,6 +34,7 @@ mod status;
 pub mod tls;
 pub mod volumes;
 pub mod watch;
+mod watch_wire;
 
 pub use cluster::{parse_url, ETCD_VERSION};
 pub use server::{ServeError, Server, ServerOptions};

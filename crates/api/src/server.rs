@@ -21,7 +21,6 @@ use ferrite_proto::etcdserverpb::cluster_server::ClusterServer;
 use ferrite_proto::etcdserverpb::kv_server::KvServer;
 use ferrite_proto::etcdserverpb::lease_server::LeaseServer;
 use ferrite_proto::etcdserverpb::maintenance_server::MaintenanceServer;
-use ferrite_proto::etcdserverpb::watch_server::WatchServer;
 use ferrite_proto::ferrite::v1::registers_server::RegistersServer;
 use ferrite_proto::ferrite::v1::status_server::StatusServer;
 use ferrite_proto::ferrite::v1::volumes_server::VolumesServer;
@@ -45,7 +44,7 @@ use crate::lease::{LeaseIds, LeaseService};
 use crate::registers::RegistersService;
 use crate::status::StatusService;
 use crate::volumes::VolumesService;
-use crate::watch::WatchService;
+use crate::watch::{WatchServer, WatchService};
 
 /// The largest gRPC message accepted: etcd's default request limit (1.5 MiB)
 /// plus room for framing.

@@ -7,17 +7,14 @@
 //! has no leader, and ended with "no leader" when it loses it, as etcd's
 //! leader monitor does (checked once per election timeout).
 
-use std::pin::Pin;
 use std::time::Duration;
 
 use ferrite_node::Metrics;
 use ferrite_proto::etcdserverpb as pb;
-use ferrite_proto::etcdserverpb::watch_server::Watch;
 use ferrite_proto::mvccpb;
 use ferrite_service::watch::{self, WatchCommand, WatchCreate, WatchLimits, WatchReply};
 use ferrite_service::Context;
 use ferrite_state::KvEvent;
-use futures_util::Stream;
 use tokio::sync::mpsc;
 use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status, Streaming};
@@ -25,6 +22,8 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::auth::principal;
 use crate::convert;
 use crate::header::Header;
+pub use crate::watch_wire::WatchServer;
+use crate::watch_wire::{FrameStream, WatchFrame};
 
 /// etcd's metadata key for "fail rather than serve without a leader".
 pub const REQUIRE_LEADER_METADATA: &str = "hasleader";
@@ -43,8 +42,6 @@ pub struct WatchService {
     /// Ends every stream when the server stops.
     pub stop: tokio::sync::watch::Receiver<bool>,
 }
-
-type ReplyStream = Pin<Box<dyn Stream<Item = Result<pb::WatchResponse, Status>> + Send>>;
 
 fn has_leader(ctx: &Context) -> bool {
     Metrics::get(&ctx.metrics().leader) != 0
@@ -90,25 +87,30 @@ pub fn event(e: KvEvent) -> mvccpb::Event {
     }
 }
 
-fn response(ctx: &Context, r: WatchReply) -> pb::WatchResponse {
-    pb::WatchResponse {
-        header: ctx.header(r.revision),
-        watch_id: r.watch_id,
-        created: r.created,
-        canceled: r.canceled,
-        compact_revision: r.compact_revision,
-        cancel_reason: r.cancel_reason,
-        fragment: r.fragment,
-        events: r.events.into_iter().map(event).collect(),
+/// A reply as it goes out: the events stay shared runs, encoded once
+/// (`watch_wire.rs`).
+fn response(ctx: &Context, r: WatchReply) -> WatchFrame {
+    WatchFrame {
+        head: pb::WatchResponse {
+            header: ctx.header(r.revision),
+            watch_id: r.watch_id,
+            created: r.created,
+            canceled: r.canceled,
+            compact_revision: r.compact_revision,
+            cancel_reason: r.cancel_reason,
+            fragment: r.fragment,
+            events: Vec::new(),
+        },
+        events: r.events,
     }
 }
 
-#[tonic::async_trait]
-impl Watch for WatchService {
-    async fn watch(
+impl WatchService {
+    /// etcd's `Watch`: one bidirectional stream that carries many watches.
+    pub async fn watch(
         &self,
         req: Request<Streaming<pb::WatchRequest>>,
-    ) -> Result<Response<ReplyStream>, Status> {
+    ) -> Result<Response<FrameStream>, Status> {
         let require_leader = req
             .metadata()
             .get(REQUIRE_LEADER_METADATA)

@@ -391,7 +391,7 @@ impl World {
             };
             if !r.events.is_empty() {
                 self.stats.watch_events += r.events.len() as u64;
-                if let Err(e) = segment.receive(r.events) {
+                if let Err(e) = segment.receive(r.events.to_vec()) {
                     let v = Violation::new("watch", format!("watcher {w}: {e}"));
                     self.fail(v);
                     return;

@@ -45,6 +45,10 @@ use crate::event::{Event, KvEvent, Published};
 use crate::kv::{ChangesRequest, ChangesResponse};
 use bytes::Bytes;
 
+mod reply_events;
+
+pub use reply_events::{EventRun, ReplyEvents};
+
 /// Events read from history per catch-up read of one watch.
 pub const CATCH_UP_EVENTS_MAX: u64 = 1000;
 /// Watches on one stream; a create beyond it is refused (created and
@@ -94,7 +98,7 @@ pub struct WatchReply {
     pub cancel_reason: String,
     /// More pieces of this response follow.
     pub fragment: bool,
-    pub events: Vec<KvEvent>,
+    pub events: ReplyEvents,
 }
 
 #[derive(Debug)]
@@ -125,11 +129,17 @@ impl Watch {
     }
 
     fn shape(&self, e: &KvEvent) -> KvEvent {
-        let mut e = e.clone();
-        if !self.prev_kv {
-            e.prev = None;
-        }
-        e
+        shape(e, self.prev_kv)
+    }
+}
+
+/// `e` as a watch with (or without) `prev_kv` is sent it.
+fn shape(e: &KvEvent, prev_kv: bool) -> KvEvent {
+    KvEvent {
+        revision: e.revision,
+        key: e.key.clone(),
+        prev: if prev_kv { e.prev.clone() } else { None },
+        kv: e.kv.clone(),
     }
 }
 
@@ -466,37 +476,69 @@ impl WatchStream {
 
     /// An entry from the event stream, in order.
     pub fn on_live(&mut self, p: &Published) -> Vec<WatchReply> {
+        let mut out = Vec::new();
+        self.on_live_into(p, &mut out);
+        out
+    }
+
+    /// `on_live`, appending to `out`. Every watch that takes all of the
+    /// entry's KV events gets the same shared run (one per `prev_kv`
+    /// shape), made once here; only a watch that takes some of them gets
+    /// a list of its own.
+    pub fn on_live_into(&mut self, p: &Published, out: &mut Vec<WatchReply>) {
         self.known_revision = self.known_revision.max(p.revision);
         if p.restored {
             self.on_lagged();
-            return Vec::new();
+            return;
         }
-        let mut out = Vec::new();
         for e in &p.events {
             if let Event::Auth(store) = e {
                 out.extend(self.on_auth(store.clone()));
             }
         }
+        let kv = || {
+            p.events.iter().filter_map(|e| match e {
+                Event::Kv(e) => Some(e),
+                _ => None,
+            })
+        };
+        let kv_count = kv().count();
+        // Indexed by `prev_kv`.
+        let mut whole: [Option<Arc<EventRun>>; 2] = [None, None];
         for (id, w) in self.watches.iter_mut() {
             if !w.synced || p.revision < w.next_rev {
                 continue;
             }
-            let events: Vec<KvEvent> = p
-                .events
-                .iter()
-                .filter_map(|e| match e {
-                    Event::Kv(e) if w.matches(e) => Some(w.shape(e)),
-                    _ => None,
-                })
-                .collect();
             w.next_rev = p.revision.saturating_add(1);
-            if !events.is_empty() {
-                w.sent = true;
-                self.counters.events_sent += events.len() as u64;
-                push_events(&mut out, *id, w.fragment, p.revision, events);
+            let taken = kv().filter(|e| w.matches(e)).count();
+            if taken == 0 {
+                continue;
             }
+            w.sent = true;
+            self.counters.events_sent += taken as u64;
+            if w.fragment {
+                let events = kv().filter(|e| w.matches(e)).map(|e| w.shape(e)).collect();
+                push_events(out, *id, true, p.revision, events);
+                continue;
+            }
+            let run = if taken == kv_count {
+                let prev_kv = w.prev_kv;
+                whole[usize::from(prev_kv)]
+                    .get_or_insert_with(|| {
+                        Arc::new(EventRun::new(kv().map(|e| shape(e, prev_kv)).collect()))
+                    })
+                    .clone()
+            } else {
+                let events = kv().filter(|e| w.matches(e)).map(|e| w.shape(e)).collect();
+                Arc::new(EventRun::new(events))
+            };
+            out.push(WatchReply {
+                revision: p.revision,
+                watch_id: *id,
+                events: ReplyEvents::run(run),
+                ..WatchReply::default()
+            });
         }
-        out
     }
 
     /// The reader missed entries: every watch reads what it lacks from
@@ -645,7 +687,7 @@ fn push_events(
         revision,
         watch_id: id,
         fragment: more,
-        events,
+        events: events.into(),
         ..WatchReply::default()
     };
     if !fragment {

@@ -42,29 +42,46 @@ const EVENTS_PER_REPLY_MAX: usize = 1000;
 /// catch-up replies carry them); leaves created, canceled, progress and
 /// fragmented replies as they are.
 pub fn coalesce(replies: Vec<WatchReply>) -> Vec<WatchReply> {
-    let plain = |r: &WatchReply| {
-        !r.created && !r.canceled && !r.fragment && !r.events.is_empty() && r.watch_id >= 0
-    };
-    let mut out: Vec<WatchReply> = Vec::with_capacity(replies.len());
-    // Per watch, the index in `out` of its last reply, if it can grow.
-    let mut open: std::collections::BTreeMap<i64, usize> = std::collections::BTreeMap::new();
+    let mut c = Coalescer::default();
     for r in replies {
-        if plain(&r) {
-            if let Some(&i) = open.get(&r.watch_id) {
-                let last = &mut out[i];
+        c.push(r);
+    }
+    c.out
+}
+
+/// `coalesce`, a reply at a time, reusing its memory from turn to turn.
+#[derive(Default)]
+struct Coalescer {
+    out: Vec<WatchReply>,
+    /// Per watch, the index in `out` of its last reply, if it can grow.
+    open: std::collections::HashMap<i64, usize>,
+}
+
+impl Coalescer {
+    fn push(&mut self, r: WatchReply) {
+        let plain =
+            !r.created && !r.canceled && !r.fragment && !r.events.is_empty() && r.watch_id >= 0;
+        if plain {
+            if let Some(&i) = self.open.get(&r.watch_id) {
+                let last = &mut self.out[i];
                 if last.events.len() + r.events.len() <= EVENTS_PER_REPLY_MAX {
                     last.revision = last.revision.max(r.revision);
-                    last.events.extend(r.events);
-                    continue;
+                    last.events.append(r.events);
+                    return;
                 }
             }
-            open.insert(r.watch_id, out.len());
+            self.open.insert(r.watch_id, self.out.len());
         } else {
-            open.remove(&r.watch_id);
+            self.open.remove(&r.watch_id);
         }
-        out.push(r);
+        self.out.push(r);
     }
-    out
+
+    /// The merged replies, in order; empties the coalescer.
+    fn drain(&mut self) -> std::vec::Drain<'_, WatchReply> {
+        self.open.clear();
+        self.out.drain(..)
+    }
 }
 
 type Read = Pin<Box<dyn Future<Output = (i64, Result<ChangesResponse, String>)> + Send>>;
@@ -88,6 +105,9 @@ pub async fn run(
     metrics
         .streams
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    // Reused from turn to turn: one live entry's replies, and the turn's.
+    let mut entry_out: Vec<WatchReply> = Vec::new();
+    let mut out = Coalescer::default();
     tokio::pin!(stop);
     loop {
         if reading.is_none() {
@@ -96,28 +116,32 @@ pub async fn run(
                 reading = Some(Box::pin(read_changes(ctx.clone(), reader, id, req)));
             }
         }
-        let out = tokio::select! {
+        tokio::select! {
             biased;
             () = &mut stop => break,
             cmd = commands.recv() => match cmd {
                 Some(cmd) => {
                     let before = stream.len();
-                    let out = stream.command(cmd, ctx.events.revision());
+                    for r in stream.command(cmd, ctx.events.revision()) {
+                        out.push(r);
+                    }
                     metrics.adjust_watchers(before, stream.len());
-                    out
                 }
                 None => break,
             },
             (id, result) = async { reading.as_mut().expect("guarded").await }, if reading.is_some() => {
                 reading = None;
                 let before = stream.len();
-                let mut out = stream.on_read(id, result);
+                for r in stream.on_read(id, result) {
+                    out.push(r);
+                }
                 if stream.needs_auth() {
                     // The store's auth moved past what the stream has seen.
-                    out.extend(stream.on_auth(ctx.auth.current()));
+                    for r in stream.on_auth(ctx.auth.current()) {
+                        out.push(r);
+                    }
                 }
                 metrics.adjust_watchers(before, stream.len());
-                out
             }
             entry = live.recv() => match entry {
                 Ok(p) => {
@@ -125,14 +149,24 @@ pub async fn run(
                     // reply for all of it: under load, fewer and larger
                     // messages.
                     let before = stream.len();
-                    let mut out = live_entry(&mut stream, &ctx, &p);
+                    live_entry(&mut stream, &ctx, &p, &mut entry_out);
+                    for r in entry_out.drain(..) {
+                        out.push(r);
+                    }
                     for _ in 1..ENTRIES_PER_TURN_MAX {
                         match live.try_recv() {
-                            Ok(p) => out.extend(live_entry(&mut stream, &ctx, &p)),
+                            Ok(p) => {
+                                live_entry(&mut stream, &ctx, &p, &mut entry_out);
+                                for r in entry_out.drain(..) {
+                                    out.push(r);
+                                }
+                            }
                             Err(broadcast::error::TryRecvError::Lagged(_)) => {
                                 stream.on_lagged();
                                 // Auth changes may be among what was missed.
-                                out.extend(stream.on_auth(ctx.auth.current()));
+                                for r in stream.on_auth(ctx.auth.current()) {
+                                    out.push(r);
+                                }
                                 metrics.lagged.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                                 break;
                             }
@@ -140,26 +174,30 @@ pub async fn run(
                         }
                     }
                     metrics.adjust_watchers(before, stream.len());
-                    coalesce(out)
                 }
                 Err(broadcast::error::RecvError::Lagged(_)) => {
                     stream.on_lagged();
                     metrics.lagged.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     // Auth changes may be among what was missed.
                     let before = stream.len();
-                    let out = stream.on_auth(ctx.auth.current());
+                    for r in stream.on_auth(ctx.auth.current()) {
+                        out.push(r);
+                    }
                     metrics.adjust_watchers(before, stream.len());
-                    out
                 }
                 Err(broadcast::error::RecvError::Closed) => break,
             },
-            _ = progress.tick() => stream.on_progress_tick(),
-        };
-        let events: u64 = out.iter().map(|r| r.events.len() as u64).sum();
+            _ = progress.tick() => {
+                for r in stream.on_progress_tick() {
+                    out.push(r);
+                }
+            }
+        }
+        let events: u64 = out.out.iter().map(|r| r.events.len() as u64).sum();
         metrics
             .events_sent
             .fetch_add(events, std::sync::atomic::Ordering::Relaxed);
-        for reply in out {
+        for reply in out.drain() {
             if replies.send(reply).await.is_err() {
                 metrics.adjust_watchers(stream.len(), 0);
                 metrics
@@ -181,12 +219,12 @@ fn live_entry(
     stream: &mut WatchStream,
     ctx: &Context,
     p: &ferrite_state::Published,
-) -> Vec<WatchReply> {
-    let mut out = stream.on_live(p);
+    out: &mut Vec<WatchReply>,
+) {
+    stream.on_live_into(p, out);
     if p.restored {
         out.extend(stream.on_auth(ctx.auth.current()));
     }
-    out
 }
 
 /// A history read on this member (serializable: this member's applied

@@ -559,3 +559,56 @@ mod auth {
         }
     }
 }
+
+#[test]
+fn watches_that_take_a_whole_entry_in_one_shape_share_its_run() {
+    let mut m = Member::new();
+    let mut s = WatchStream::new(m.now());
+    let watch = |key: &str, end: &str, prev_kv: bool| {
+        WatchCommand::Create(WatchCreate {
+            key: b(key),
+            range_end: b(end),
+            prev_kv,
+            ..WatchCreate::default()
+        })
+    };
+    s.command(watch("a", "c", false), m.now()); // 0: both keys
+    s.command(watch("a", "c", false), m.now()); // 1: both keys
+    s.command(watch("a", "c", true), m.now()); // 2: both keys, with prev
+    s.command(watch("a", "", false), m.now()); // 3: only "a"
+    s.command(watch("x", "", false), m.now()); // 4: neither
+    m.put("a", "0");
+    let ops = ["a", "b"]
+        .iter()
+        .map(|k| {
+            crate::RequestOp::Put(PutRequest {
+                key: b(k),
+                value: b("1"),
+                ..PutRequest::default()
+            })
+        })
+        .collect();
+    let from = m.published.len();
+    m.apply(Op::Txn(crate::TxnRequest {
+        compare: vec![],
+        success: ops,
+        failure: vec![],
+    }));
+    let out = m.feed(&mut s, from);
+    let ids: Vec<i64> = out.iter().map(|r| r.watch_id).collect();
+    assert_eq!(ids, vec![0, 1, 2, 3]);
+    let run = |i: usize| out[i].events.runs().next().cloned().expect("one run");
+    assert!(Arc::ptr_eq(&run(0), &run(1)));
+    assert!(!Arc::ptr_eq(&run(0), &run(2)));
+    let keys = |i: usize| -> Vec<Bytes> { out[i].events.iter().map(|e| e.key.clone()).collect() };
+    assert_eq!(keys(0), vec![b("a"), b("b")]);
+    assert_eq!(keys(2), keys(0));
+    assert_eq!(keys(3), vec![b("a")]);
+    assert!(out[0].events.iter().all(|e| e.prev.is_none()));
+    assert_eq!(
+        out[2].events[0].prev.as_ref().map(|p| p.value.clone()),
+        Some(b("0"))
+    );
+    assert!(out[3].events.iter().all(|e| e.prev.is_none()));
+    assert_eq!(s.counters().events_sent, 7);
+}

@@ -5,12 +5,8 @@
 //! made here with rcgen: a CA, a server certificate for 127.0.0.1, client
 //! certificates with CN=root and CN=nobody, and a CA nobody trusts).
 //!
-//! Every scenario takes a `Target`. Until Ferrite's server side of Auth
-//! and TLS lands (other branches), the scenarios run against a real etcd
-//! 3.4, which speaks the same wire protocol; the `ferrite_*` twins are
-//! `#[ignore]`d until then (run them with `cargo test -- --ignored` once
-//! `ferrite server` takes etcd's `--cert-file/--key-file/
-//! --trusted-ca-file/--client-cert-auth`).
+//! Every scenario takes a `Target` and runs twice: against a real etcd
+//! 3.4 with the same flags (the reference), and against Ferrite.
 //!
 //! Every wait is bounded; servers are killed when dropped.
 
@@ -756,25 +752,21 @@ async fn etcd_shell_has_the_credentials_and_auth_commands() {
 // --- against Ferrite: ignored until its Auth service and TLS land ------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs Ferrite's server-side Auth and TLS (branches auth, tls)"]
 async fn ferrite_cli_users_roles_permissions_over_mutual_tls() {
     cli_auth_workflow(Target::Ferrite).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs Ferrite's server-side TLS (branch tls)"]
 async fn ferrite_cli_names_tls_failures() {
     cli_tls_failures(Target::Ferrite).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs Ferrite's server-side Auth and TLS (branches auth, tls)"]
 async fn ferrite_client_reauthenticates_after_a_permission_change() {
     client_reauthenticates(Target::Ferrite).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs Ferrite's server-side Auth and TLS (branches auth, tls)"]
 async fn ferrite_shell_has_the_credentials_and_auth_commands() {
     shell_auth(Target::Ferrite).await;
 }

@@ -264,6 +264,13 @@ impl StateMachine {
                 seq,
                 applied,
             }),
+            // A request its principal may not make was not applied: its
+            // refusal is not remembered, so that the client's retry with
+            // fresh credentials (etcd's clients authenticate again on an
+            // old auth revision) is judged anew, not answered the refusal.
+            Admit::Fresh if self.authorize(&cmd.principal, &cmd.op).is_err() => {
+                Ok(self.execute(&cmd.principal, &cmd.op, &mut events))
+            }
             Admit::Fresh => {
                 let reply = self.execute(&cmd.principal, &cmd.op, &mut events);
                 self.sessions.record(client, seq, reply.clone(), index);

@@ -614,3 +614,35 @@ fn secrets_and_hashes_stay_out_of_debug_output() {
     let text = format!("{:?}", d.sm.auth());
     assert!(!text.contains("hash-of"), "{text}");
 }
+
+#[test]
+fn a_refused_write_in_a_session_is_not_remembered() {
+    // etcd's clients authenticate again on "revision of auth store is old"
+    // and send the same request: with Ferrite's sessions, the retry has the
+    // same sequence number and must be judged anew, not answered the saved
+    // refusal.
+    let mut d = enabled();
+    let stale = d.as_user("root");
+    d.sys(AuthRequest::RoleAdd { name: "r9".into() })
+        .expect("role add");
+    let put = Op::Put(PutRequest {
+        key: b("k"),
+        value: b("v"),
+        ..PutRequest::default()
+    });
+    let mut send = |d: &mut Driver, who: &Principal| {
+        d.index += 1;
+        let cmd = Command::with_session(7, 1, put.clone()).by(who.clone());
+        d.sm.apply(d.index, &cmd.encode()).reply.expect("a reply")
+    };
+    assert_eq!(
+        send(&mut d, &stale),
+        Reply::Error(StateError::AuthOldRevision)
+    );
+    let fresh = d.as_user("root");
+    assert!(matches!(send(&mut d, &fresh), Reply::Put(_)));
+    // Applied once: a further retry gets the saved answer, not a new put.
+    let revision = d.sm.revision();
+    assert!(matches!(send(&mut d, &fresh), Reply::Put(_)));
+    assert_eq!(d.sm.revision(), revision);
+}

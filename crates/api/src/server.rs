@@ -308,8 +308,8 @@ impl Server {
                         ),
                         local: http_addr,
                     };
-                    let service = router
-                        .into_make_service_with_connect_info::<crate::tls::HttpConnectInfo>();
+                    let service =
+                        router.into_make_service_with_connect_info::<crate::tls::HttpConnectInfo>();
                     axum::serve(listener, service)
                         .with_graceful_shutdown(http_stopped)
                         .await

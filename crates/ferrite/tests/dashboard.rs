@@ -648,8 +648,8 @@ fn etcdctl(cluster: &Cluster, certs: &UpCerts, args: &[&str]) -> (bool, String) 
         .args(args)
         .output()
         .expect("run etcdctl");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned()
-        + &String::from_utf8_lossy(&out.stderr);
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     (out.status.success(), text)
 }
 
@@ -685,7 +685,10 @@ fn curl(
         .arg(&head)
         .args(["-w", "\n%{http_code}"]);
     if cert {
-        cmd.arg("--cert").arg(&certs.cert).arg("--key").arg(&certs.key);
+        cmd.arg("--cert")
+            .arg(&certs.cert)
+            .arg("--key")
+            .arg(&certs.key);
     }
     for h in headers {
         cmd.args(["-H", h]);
@@ -851,7 +854,15 @@ async fn http_api_under_auth_over_tls() {
     let bearer = format!("Authorization: Bearer {token}");
     let cookie = format!("Cookie: ferrite_token={token}");
     for how in [&bearer, &cookie] {
-        let r = curl(&certs, addr, "GET", "/v1/kv?prefix=app/", &[how], None, false);
+        let r = curl(
+            &certs,
+            addr,
+            "GET",
+            "/v1/kv?prefix=app/",
+            &[how],
+            None,
+            false,
+        );
         assert_eq!(r.code, 200, "{how}: {}", r.body);
         let listed = parse(&r);
         let keys: Vec<&str> = listed["kvs"]
@@ -868,10 +879,18 @@ async fn http_api_under_auth_over_tls() {
         assert_eq!(who["auth_enabled"], true, "{who}");
     }
     // What alice may not read: 403 with etcd's message.
-    for path in ["/v1/kv/secret/plans", "/v1/registers/hidden", "/v1/kv?prefix="] {
+    for path in [
+        "/v1/kv/secret/plans",
+        "/v1/registers/hidden",
+        "/v1/kv?prefix=",
+    ] {
         let r = curl(&certs, addr, "GET", path, &[&bearer], None, false);
         assert_eq!(r.code, 403, "{path}: {}", r.body);
-        assert_eq!(parse(&r)["error"], "etcdserver: permission denied", "{path}");
+        assert_eq!(
+            parse(&r)["error"],
+            "etcdserver: permission denied",
+            "{path}"
+        );
     }
     let put = curl(
         &certs,
@@ -918,10 +937,7 @@ async fn http_api_under_auth_over_tls() {
         .filter_map(|c| c["key"].as_str())
         .collect();
     assert!(changed.contains(&"app/one"), "{changed:?}");
-    assert!(
-        changed.iter().all(|k| k.starts_with("app/")),
-        "{changed:?}"
-    );
+    assert!(changed.iter().all(|k| k.starts_with("app/")), "{changed:?}");
     assert!(!events.contains("secret/plans") && !events.contains("hidden-value"));
     assert_eq!(view["registers"], json!([]), "{view}");
     assert_eq!(view["control"], false);
@@ -934,7 +950,10 @@ async fn http_api_under_auth_over_tls() {
     assert_eq!(parse(&by_cert)["value"], 7);
     let root = login(&certs, addr, "root", ROOT_PASSWORD);
     assert_eq!(root.code, 200, "{}", root.body);
-    let root_token = parse(&root)["token"].as_str().unwrap_or_default().to_string();
+    let root_token = parse(&root)["token"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
     let r = curl(
         &certs,
         addr,
@@ -946,7 +965,15 @@ async fn http_api_under_auth_over_tls() {
     );
     assert_eq!(r.code, 200, "{}", r.body);
 
-    let out = curl(&certs, addr, "POST", "/v1/auth/logout", &[&cookie], None, false);
+    let out = curl(
+        &certs,
+        addr,
+        "POST",
+        "/v1/auth/logout",
+        &[&cookie],
+        None,
+        false,
+    );
     assert_eq!(out.code, 200, "{}", out.body);
     assert!(
         out.headers.contains("ferrite_token=;") && out.headers.contains("Max-Age=0"),
@@ -985,15 +1012,17 @@ async fn dashboard_login_over_tls_shows_each_user_what_they_may_read() {
     let _serial = SERIAL.lock().await;
     let (cluster, _certs) = start_auth_cluster();
     let driver = Driver::start();
-    let c = driver
-        .session_with(&["--ignore-certificate-errors"])
-        .await;
+    let c = driver.session_with(&["--ignore-certificate-errors"]).await;
     let url = format!("https://{}/", cluster.http(1));
     c.goto(&url).await.expect("open n1's dashboard over https");
 
-    let seen = wait_js(&c, "the login form", Duration::from_secs(10), AUTH_VIEW, |v| {
-        v["login"] == true
-    })
+    let seen = wait_js(
+        &c,
+        "the login form",
+        Duration::from_secs(10),
+        AUTH_VIEW,
+        |v| v["login"] == true,
+    )
     .await;
     assert_eq!(seen["main"], false, "no data before logging in: {seen}");
     assert_eq!(seen["members"], 0, "{seen}");
@@ -1001,11 +1030,17 @@ async fn dashboard_login_over_tls_shows_each_user_what_they_may_read() {
     screenshot(&c, "auth-login.png").await;
 
     log_in(&c, "alice", "wrong").await;
-    wait_js(&c, "the wrong password's error", Duration::from_secs(10), AUTH_VIEW, |v| {
-        v["error"]
-            .as_str()
-            .is_some_and(|e| e.contains("authentication failed"))
-    })
+    wait_js(
+        &c,
+        "the wrong password's error",
+        Duration::from_secs(10),
+        AUTH_VIEW,
+        |v| {
+            v["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("authentication failed"))
+        },
+    )
     .await;
 
     log_in(&c, "alice", ALICE_PASSWORD).await;
@@ -1053,29 +1088,26 @@ async fn dashboard_login_over_tls_shows_each_user_what_they_may_read() {
     screenshot(&c, "auth-alice.png").await;
 
     click(&c, "#logout").await;
-    wait_js(&c, "the login form again", Duration::from_secs(10), AUTH_VIEW, |v| {
-        v["login"] == true && v["main"] == false
-    })
+    wait_js(
+        &c,
+        "the login form again",
+        Duration::from_secs(10),
+        AUTH_VIEW,
+        |v| v["login"] == true && v["main"] == false,
+    )
     .await;
 
     log_in(&c, "root", ROOT_PASSWORD).await;
-    let root = wait_js(
-        &c,
-        "root's view",
-        Duration::from_secs(15),
-        AUTH_VIEW,
-        |v| {
-            v["user"] == "root"
-                && v["controls"] == true
-                && v["changes"]
-                    .as_array()
-                    .is_some_and(|l| l.iter().any(|t| t == "secret/plans = hidden-value"))
-                && v["registers"].as_array().is_some_and(|l| {
-                    l.iter()
-                        .any(|r| *r == "hidden")
-                })
-        },
-    )
+    let root = wait_js(&c, "root's view", Duration::from_secs(15), AUTH_VIEW, |v| {
+        v["user"] == "root"
+            && v["controls"] == true
+            && v["changes"]
+                .as_array()
+                .is_some_and(|l| l.iter().any(|t| t == "secret/plans = hidden-value"))
+            && v["registers"]
+                .as_array()
+                .is_some_and(|l| l.iter().any(|r| *r == "hidden"))
+    })
     .await;
     println!("root sees {root}");
     screenshot(&c, "auth-root.png").await;

@@ -13,14 +13,21 @@
 //! GET    /v1/status                this node; /v1/members: the member table
 //! ```
 //!
-//! With auth enabled, KV and register requests carry a token from etcd's
-//! Authenticate in an `Authorization` (or `token`) header, as etcd's gRPC
-//! gateway takes it; without one they are made as nobody, and refused.
+//! POST   /v1/auth/login            {"name", "password"} (JSON or a form): a token
+//! POST   /v1/auth/logout
+//! GET    /v1/auth/whoami           user, roles, whether auth is enabled
+//!
+//! With auth enabled, requests carry a token from etcd's Authenticate (the
+//! login) in an `Authorization` header (`Bearer TOKEN` or the bare token, as
+//! etcd's gRPC gateway takes it), a `token` header, or the login's
+//! `ferrite_token` cookie; over TLS a verified client certificate names the
+//! user by its common name instead. Without any, JSON endpoints answer 401;
+//! what the user may not do, 403. `/healthz` and `/metrics` stay open.
 
 use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{FromRef, Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -28,14 +35,21 @@ use axum::{Json, Router};
 use bytes::Bytes;
 use ferrite_node::{Metrics, SYNC_BUCKETS};
 use ferrite_service::{Context, ServiceError};
-use ferrite_state::{DeleteRangeRequest, Op, Principal, PutRequest, RangeRequest, Reply};
+use ferrite_state::{
+    DeleteRangeRequest, Op, Principal, PutRequest, RangeRequest, Reply, StateError,
+};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::errors::{node_status, service_status, unexpected};
 
-pub fn router(ctx: Context) -> Router {
+/// The JSON API; `https`: whether the port serves TLS (the login cookie is
+/// `Secure` then).
+pub fn router(ctx: Context, https: bool) -> Router {
     Router::new()
+        .route("/v1/auth/login", post(crate::http_auth::login))
+        .route("/v1/auth/logout", post(crate::http_auth::logout))
+        .route("/v1/auth/whoami", get(crate::http_auth::whoami))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .route("/v1/status", get(status))
@@ -48,32 +62,102 @@ pub fn router(ctx: Context) -> Router {
         .route("/v1/registers/{name}", get(get_register).put(set_register))
         .route("/v1/registers/{name}/add", post(add_register))
         .route("/v1/registers/{name}/cas", post(cas_register))
+        .layer(axum::Extension(Https(https)))
         .with_state(ctx)
 }
 
-/// Who an HTTP request is from: the token in its `Authorization` (or
-/// `token`) header, as etcd's gateway reads it.
-struct Who(Principal);
+/// The cookie the login sets: the same token as the bearer header.
+pub const TOKEN_COOKIE: &str = "ferrite_token";
 
-impl axum::extract::FromRequestParts<Context> for Who {
+/// Whether the HTTP port serves TLS (for the cookie's `Secure`), as a
+/// request extension.
+#[derive(Clone, Copy, Debug)]
+pub struct Https(pub bool);
+
+/// The token a request carries: its `Authorization` header (with or without
+/// `Bearer `), its `token` header (as etcd's gateway reads it), or the
+/// login cookie.
+pub fn request_token(parts: &axum::http::request::Parts) -> Option<String> {
+    for h in ["authorization", "token"] {
+        if let Some(v) = parts.headers.get(h) {
+            let v = v.to_str().unwrap_or_default().trim();
+            let v = v
+                .strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+                .unwrap_or(v);
+            return Some(v.trim().to_string());
+        }
+    }
+    cookie(&parts.headers, TOKEN_COOKIE)
+}
+
+/// The value of cookie `name`, if the request has it.
+fn cookie(headers: &axum::http::HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get_all(axum::http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|c| c.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.trim().to_string())
+        .filter(|v| !v.is_empty())
+}
+
+/// The verified client certificate's common name, on a TLS connection
+/// whose client presented one.
+fn request_common_name(parts: &axum::http::request::Parts) -> Option<String> {
+    parts
+        .extensions
+        .get::<axum::extract::ConnectInfo<crate::tls::HttpConnectInfo>>()
+        .and_then(|info| info.0.common_name.clone())
+}
+
+/// Who a request is from. With auth enabled, a request with no credentials
+/// at all, or a token that is not valid (expired, forged, or from before
+/// auth was enabled again), is refused with 401.
+pub fn request_principal(
+    parts: &axum::http::request::Parts,
+    ctx: &Context,
+) -> Result<Principal, ApiError> {
+    if !ctx.auth.current().enabled() {
+        return Ok(Principal::Anonymous);
+    }
+    let token = request_token(parts);
+    let common_name = request_common_name(parts);
+    if token.is_none() && common_name.is_none() {
+        return Err(ApiError(
+            StatusCode::UNAUTHORIZED,
+            "authentication required: log in (POST /v1/auth/login with name and password) \
+             and send the token as a cookie or an Authorization: Bearer header"
+                .into(),
+        ));
+    }
+    ctx.principal(token.as_deref(), common_name.as_deref())
+        .map_err(ApiError::from)
+}
+
+/// Who an HTTP request is from (see [`request_principal`]).
+pub struct Who(pub Principal);
+
+impl<S> axum::extract::FromRequestParts<S> for Who
+where
+    S: Send + Sync,
+    Context: axum::extract::FromRef<S>,
+{
     type Rejection = ApiError;
 
     async fn from_request_parts(
         parts: &mut axum::http::request::Parts,
-        ctx: &Context,
+        state: &S,
     ) -> Result<Who, ApiError> {
-        let token = ["authorization", "token"]
-            .iter()
-            .find_map(|h| parts.headers.get(*h))
-            .map(|v| v.to_str().unwrap_or_default());
-        ctx.principal(token, None)
-            .map(Who)
-            .map_err(|e| ApiError::from(service_status(e)))
+        let ctx = Context::from_ref(state);
+        request_principal(parts, &ctx).map(Who)
     }
 }
 
 /// A failed request as JSON with the right status code.
-struct ApiError(StatusCode, String);
+pub struct ApiError(pub StatusCode, pub String);
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
@@ -88,6 +172,8 @@ impl From<tonic::Status> for ApiError {
             tonic::Code::InvalidArgument | tonic::Code::OutOfRange => StatusCode::BAD_REQUEST,
             tonic::Code::NotFound => StatusCode::NOT_FOUND,
             tonic::Code::FailedPrecondition => StatusCode::CONFLICT,
+            tonic::Code::Unauthenticated => StatusCode::UNAUTHORIZED,
+            tonic::Code::PermissionDenied => StatusCode::FORBIDDEN,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };
         ApiError(code, s.message().to_string())
@@ -96,13 +182,29 @@ impl From<tonic::Status> for ApiError {
 
 /// The JSON API reports what failed with etcd's messages, as the gRPC API
 /// does, and the HTTP status for etcd's code.
+/// Failed authentication (a wrong password, no user, a token older than
+/// the last change to users and roles) is 401: log in again.
 impl From<ServiceError> for ApiError {
     fn from(e: ServiceError) -> ApiError {
-        ApiError::from(service_status(e))
+        let unauthenticated = matches!(
+            e,
+            ServiceError::State(
+                StateError::AuthFailed
+                    | StateError::UserEmpty
+                    | StateError::AuthOldRevision
+                    | StateError::InvalidAuthToken
+            )
+        );
+        let ApiError(code, text) = ApiError::from(service_status(e));
+        if unauthenticated {
+            ApiError(StatusCode::UNAUTHORIZED, text)
+        } else {
+            ApiError(code, text)
+        }
     }
 }
 
-type ApiResult = Result<Json<Value>, ApiError>;
+pub type ApiResult = Result<Json<Value>, ApiError>;
 
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
@@ -130,7 +232,7 @@ async fn healthz(State(ctx): State<Context>) -> (StatusCode, &'static str) {
     }
 }
 
-async fn status(State(ctx): State<Context>) -> ApiResult {
+async fn status(State(ctx): State<Context>, _who: Who) -> ApiResult {
     let s = ctx.node.status().await.map_err(node_status)?;
     Ok(Json(json!({
         "id": s.id.0,
@@ -147,7 +249,7 @@ async fn status(State(ctx): State<Context>) -> ApiResult {
     })))
 }
 
-async fn members(State(ctx): State<Context>) -> ApiResult {
+async fn members(State(ctx): State<Context>, _who: Who) -> ApiResult {
     let members = crate::cluster::members(&ctx).await?;
     Ok(Json(json!(members
         .iter()

@@ -25,6 +25,7 @@ pub mod dashboard;
 pub mod errors;
 pub mod header;
 pub mod http;
+mod http_auth;
 pub mod identity;
 mod kv;
 mod lease;

@@ -8,7 +8,10 @@
 //! With client TLS (`client_tls`), the gRPC, HTTP and NBD ports all serve
 //! TLS with the same certificate (etcd serves gRPC and HTTP on its client
 //! URLs; here HTTP has its own port), and the member advertises https client
-//! URLs. Calls between members (volume-file copies, status, forwarded
+//! URLs. With `--client-cert-auth`, gRPC and NBD require a client
+//! certificate; the HTTP port only requests one (a browser has none: it
+//! logs in with a password, `http_auth`), and a verified one names the user
+//! by its common name, as on gRPC. Calls between members (volume-file copies, status, forwarded
 //! membership changes) go to the peer port, where a small gRPC server takes
 //! the HTTP/2 connections the transport hands over (`peer_grpc`).
 
@@ -288,7 +291,8 @@ impl Server {
         )));
         let dashboard =
             crate::dashboard::Dashboard::start(context.clone(), opts.control, opts.fault_injection);
-        let router = crate::http::router(context.clone()).merge(dashboard.router());
+        let router = crate::http::router(context.clone(), opts.client_tls.is_some())
+            .merge(dashboard.router());
         let http_stopped = stopped(&stop);
         let http_tls = opts.client_tls.clone();
         front_ends.push(tokio::spawn(async move {
@@ -297,12 +301,16 @@ impl Server {
                     let listener = crate::tls::TlsListener {
                         accepted: ferrite_tls::accept_loop(
                             http,
-                            tls.server_config(ferrite_tls::ALPN_HTTP),
+                            // Requested, not required: browsers have no
+                            // certificate, and log in instead.
+                            tls.server_config_cert_optional(ferrite_tls::ALPN_HTTP),
                             "HTTP",
                         ),
                         local: http_addr,
                     };
-                    axum::serve(listener, router)
+                    let service =
+                        router.into_make_service_with_connect_info::<crate::tls::HttpConnectInfo>();
+                    axum::serve(listener, service)
                         .with_graceful_shutdown(http_stopped)
                         .await
                 }

@@ -181,3 +181,25 @@ impl axum::serve::Listener for TlsListener {
         Ok(self.local)
     }
 }
+
+/// What the HTTP handlers know of a TLS connection (as axum's
+/// `ConnectInfo`): the verified client certificate's common name, if the
+/// client presented one. The HTTP port only requests a certificate, so a
+/// browser without one gets in and logs in with a password instead.
+#[derive(Clone, Debug)]
+pub struct HttpConnectInfo {
+    pub remote: SocketAddr,
+    pub common_name: Option<String>,
+}
+
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, TlsListener>>
+    for HttpConnectInfo
+{
+    fn connect_info(stream: axum::serve::IncomingStream<'_, TlsListener>) -> HttpConnectInfo {
+        let (_, conn) = stream.io().get_ref();
+        HttpConnectInfo {
+            remote: *stream.remote_addr(),
+            common_name: ferrite_tls::peer_common_name(conn),
+        }
+    }
+}

@@ -443,8 +443,9 @@ fn print_tls_endpoints(members: &[Member], certs: &crate::certs::LocalCerts) {
         .collect();
     println!("  certificates: {}", certs.dir.display());
     println!(
-        "  dashboard: https://{}/ (client certificate required)",
-        members[0].http
+        "  dashboard: https://{}/ (trust {} in the browser; with auth enabled, log in; a client certificate is optional there)",
+        members[0].http,
+        certs.ca.display()
     );
     println!(
         "  curl: curl --cacert {} --cert {} --key {} https://{}/",

@@ -39,6 +39,11 @@ struct Cluster {
 
 impl Cluster {
     fn start() -> Cluster {
+        Cluster::start_with(&[])
+    }
+
+    /// With more flags for `up` (`--tls`).
+    fn start_with(extra: &[&str]) -> Cluster {
         let dir = tempfile::tempdir().expect("temp dir");
         let base = free_base();
         let log = std::fs::File::create(dir.path().join("up.log")).expect("up.log");
@@ -48,6 +53,7 @@ impl Cluster {
             .arg("--data-dir")
             .arg(dir.path().join("data"))
             .args(["--ports-from", &base.to_string()])
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("up.log"))
             .stderr(log)
@@ -191,14 +197,23 @@ impl Driver {
     }
 
     async fn session(&self) -> Client {
+        self.session_with(&[]).await
+    }
+
+    /// A session with more Chromium flags (`--ignore-certificate-errors`).
+    async fn session_with(&self, extra: &[&str]) -> Client {
+        let mut args = vec![
+            "--headless=new",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--window-size=1400,1000",
+            "--hide-scrollbars",
+        ];
+        args.extend_from_slice(extra);
         let mut caps = fantoccini::wd::Capabilities::new();
         caps.insert(
             "goog:chromeOptions".into(),
-            json!({
-                "binary": CHROMIUM,
-                "args": ["--headless=new", "--no-sandbox", "--disable-gpu",
-                         "--window-size=1400,1000", "--hide-scrollbars"],
-            }),
+            json!({ "binary": CHROMIUM, "args": args }),
         );
         ClientBuilder::new(HttpConnector::new())
             .capabilities(caps)
@@ -593,5 +608,508 @@ async fn killing_the_leader_from_the_page_elects_another() {
     let follower = if new == me { &d } else { &c };
     screenshot(follower, "failover-follower.png").await;
     d.close().await.expect("close the second session");
+    c.close().await.expect("close the session");
+}
+
+// ------------------------------------------------------------------ auth
+
+/// The certificates `up --tls` made (with rcgen) under its data directory:
+/// the CA, and a client certificate whose common name is `root`.
+struct UpCerts {
+    ca: PathBuf,
+    cert: PathBuf,
+    key: PathBuf,
+}
+
+impl UpCerts {
+    fn of(cluster: &Cluster) -> UpCerts {
+        let dir = cluster.dir.path().join("data/tls");
+        UpCerts {
+            ca: dir.join("ca.pem"),
+            cert: dir.join("root.pem"),
+            key: dir.join("root-key.pem"),
+        }
+    }
+}
+
+/// etcdctl over TLS with `root`'s certificate, against member 1.
+fn etcdctl(cluster: &Cluster, certs: &UpCerts, args: &[&str]) -> (bool, String) {
+    let endpoint = format!("https://127.0.0.1:{}", cluster.base);
+    let out = Command::new("etcdctl")
+        .env("ETCDCTL_API", "3")
+        .arg(format!("--endpoints={endpoint}"))
+        .arg("--cacert")
+        .arg(&certs.ca)
+        .arg("--cert")
+        .arg(&certs.cert)
+        .arg("--key")
+        .arg(&certs.key)
+        .args(["--command-timeout=5s", "--dial-timeout=2s"])
+        .args(args)
+        .output()
+        .expect("run etcdctl");
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.success(), text)
+}
+
+fn must(cluster: &Cluster, certs: &UpCerts, args: &[&str]) {
+    let (ok, out) = etcdctl(cluster, certs, args);
+    assert!(ok, "etcdctl {args:?}: {out}");
+}
+
+/// One HTTPS request with curl (trusting the CA; no client certificate
+/// unless `cert`): the status, the response headers and the body.
+struct Reply {
+    code: u16,
+    headers: String,
+    body: String,
+}
+
+fn curl(
+    certs: &UpCerts,
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[&str],
+    body: Option<&str>,
+    cert: bool,
+) -> Reply {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let head = dir.path().join("headers");
+    let mut cmd = Command::new("curl");
+    cmd.args(["-sS", "--max-time", "10", "-X", method])
+        .arg("--cacert")
+        .arg(&certs.ca)
+        .arg("-D")
+        .arg(&head)
+        .args(["-w", "\n%{http_code}"]);
+    if cert {
+        cmd.arg("--cert")
+            .arg(&certs.cert)
+            .arg("--key")
+            .arg(&certs.key);
+    }
+    for h in headers {
+        cmd.args(["-H", h]);
+    }
+    if let Some(b) = body {
+        cmd.args(["--data-binary", b]);
+    }
+    let out = cmd
+        .arg(format!("https://{addr}{path}"))
+        .output()
+        .expect("run curl");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
+    Reply {
+        code: code.trim().parse().unwrap_or(0),
+        headers: std::fs::read_to_string(&head).unwrap_or_default(),
+        body: body.to_string(),
+    }
+}
+
+const ALICE_PASSWORD: &str = "alice-pw";
+const ROOT_PASSWORD: &str = "root-pw";
+
+/// `up --tls`, then (over etcdctl with root's certificate) users root and
+/// alice, alice reading `app/` only, keys in and out of `app/`, a register,
+/// and auth enabled.
+fn start_auth_cluster() -> (Cluster, UpCerts) {
+    let cluster = Cluster::start_with(&["--tls"]);
+    let certs = UpCerts::of(&cluster);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (ok, out) = etcdctl(&cluster, &certs, &["put", "app/one", "first"]);
+        if ok {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no put within 30 s: {out}");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    must(&cluster, &certs, &["put", "app/two", "second"]);
+    must(&cluster, &certs, &["put", "secret/plans", "hidden-value"]);
+    let set = curl(
+        &certs,
+        cluster.http(1),
+        "PUT",
+        "/v1/registers/hidden",
+        &["Content-Type: application/json"],
+        Some(r#"{"value": 7}"#),
+        true,
+    );
+    assert_eq!(set.code, 200, "register set: {}", set.body);
+    must(
+        &cluster,
+        &certs,
+        &["user", "add", &format!("root:{ROOT_PASSWORD}")],
+    );
+    must(&cluster, &certs, &["user", "grant-role", "root", "root"]);
+    must(
+        &cluster,
+        &certs,
+        &["user", "add", &format!("alice:{ALICE_PASSWORD}")],
+    );
+    must(&cluster, &certs, &["role", "add", "app-reader"]);
+    must(
+        &cluster,
+        &certs,
+        &[
+            "role",
+            "grant-permission",
+            "app-reader",
+            "read",
+            "app/",
+            "--prefix=true",
+        ],
+    );
+    must(
+        &cluster,
+        &certs,
+        &["user", "grant-role", "alice", "app-reader"],
+    );
+    must(&cluster, &certs, &["auth", "enable"]);
+    (cluster, certs)
+}
+
+fn login(certs: &UpCerts, addr: SocketAddr, name: &str, password: &str) -> Reply {
+    curl(
+        certs,
+        addr,
+        "POST",
+        "/v1/auth/login",
+        &["Content-Type: application/json"],
+        Some(&json!({ "name": name, "password": password }).to_string()),
+        false,
+    )
+}
+
+fn parse(r: &Reply) -> Value {
+    serde_json::from_str(&r.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", r.body))
+}
+
+/// The JSON API under auth, over HTTPS without a client certificate:
+/// nothing without credentials, etcd's message for a wrong password, the
+/// login's token as a bearer header and as a cookie, 403 for what the user
+/// may not read, a client certificate naming its user, and the dashboard's
+/// stream cut to what the user may read.
+#[tokio::test]
+async fn http_api_under_auth_over_tls() {
+    let _serial = SERIAL.lock().await;
+    let (cluster, certs) = start_auth_cluster();
+    let addr = cluster.http(2);
+
+    let none = curl(&certs, addr, "GET", "/v1/kv?prefix=app/", &[], None, false);
+    assert_eq!(none.code, 401, "no credentials: {}", none.body);
+    assert!(
+        parse(&none)["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("authentication required")),
+        "{}",
+        none.body
+    );
+    for path in ["/v1/status", "/v1/registers/hidden", "/v1/watch"] {
+        let r = curl(&certs, addr, "GET", path, &[], None, false);
+        assert_eq!(r.code, 401, "{path} without credentials: {}", r.body);
+    }
+    // /healthz and /metrics stay open (probes and scrapers).
+    let health = curl(&certs, addr, "GET", "/healthz", &[], None, false);
+    assert_eq!(health.code, 200, "{}", health.body);
+
+    let wrong = login(&certs, addr, "alice", "not-her-password");
+    assert_eq!(wrong.code, 401, "{}", wrong.body);
+    assert_eq!(
+        parse(&wrong)["error"],
+        "etcdserver: authentication failed, invalid user ID or password"
+    );
+    let bad_token = curl(
+        &certs,
+        addr,
+        "GET",
+        "/v1/kv?prefix=app/",
+        &["Authorization: Bearer forged.token"],
+        None,
+        false,
+    );
+    assert_eq!(bad_token.code, 401, "{}", bad_token.body);
+
+    let ok = login(&certs, addr, "alice", ALICE_PASSWORD);
+    assert_eq!(ok.code, 200, "{}", ok.body);
+    let token = parse(&ok)["token"].as_str().expect("a token").to_string();
+    let set_cookie = ok
+        .headers
+        .lines()
+        .find(|l| l.to_ascii_lowercase().starts_with("set-cookie:"))
+        .unwrap_or_else(|| panic!("no cookie set: {}", ok.headers))
+        .to_string();
+    for part in [
+        format!("ferrite_token={token}"),
+        "HttpOnly".into(),
+        "Secure".into(),
+        "SameSite=Strict".into(),
+    ] {
+        assert!(set_cookie.contains(&part), "{part} in {set_cookie}");
+    }
+
+    let bearer = format!("Authorization: Bearer {token}");
+    let cookie = format!("Cookie: ferrite_token={token}");
+    for how in [&bearer, &cookie] {
+        let r = curl(
+            &certs,
+            addr,
+            "GET",
+            "/v1/kv?prefix=app/",
+            &[how],
+            None,
+            false,
+        );
+        assert_eq!(r.code, 200, "{how}: {}", r.body);
+        let listed = parse(&r);
+        let keys: Vec<&str> = listed["kvs"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|kv| kv["key"].as_str())
+            .collect();
+        assert_eq!(keys, ["app/one", "app/two"], "{how}: {}", r.body);
+        let who = curl(&certs, addr, "GET", "/v1/auth/whoami", &[how], None, false);
+        let who = parse(&who);
+        assert_eq!(who["user"], "alice", "{who}");
+        assert_eq!(who["roles"], json!(["app-reader"]), "{who}");
+        assert_eq!(who["auth_enabled"], true, "{who}");
+    }
+    // What alice may not read: 403 with etcd's message.
+    for path in [
+        "/v1/kv/secret/plans",
+        "/v1/registers/hidden",
+        "/v1/kv?prefix=",
+    ] {
+        let r = curl(&certs, addr, "GET", path, &[&bearer], None, false);
+        assert_eq!(r.code, 403, "{path}: {}", r.body);
+        assert_eq!(
+            parse(&r)["error"],
+            "etcdserver: permission denied",
+            "{path}"
+        );
+    }
+    let put = curl(
+        &certs,
+        addr,
+        "PUT",
+        "/v1/kv/app/three",
+        &[&cookie],
+        Some("x"),
+        false,
+    );
+    assert_eq!(put.code, 403, "alice only reads: {}", put.body);
+    // The controls are root's.
+    let stop = curl(
+        &certs,
+        addr,
+        "POST",
+        "/v1/control/n3/stop",
+        &[&cookie],
+        None,
+        false,
+    );
+    assert_eq!(stop.code, 403, "{}", stop.body);
+
+    // The dashboard's stream, as alice: her keys, not the others, no
+    // registers, no controls; health figures are there.
+    let stream = Command::new("curl")
+        .args(["-sSN", "--max-time", "3", "--cacert"])
+        .arg(&certs.ca)
+        .args(["-H", &cookie])
+        .arg(format!("https://{addr}/v1/watch"))
+        .output()
+        .expect("run curl");
+    let events = String::from_utf8_lossy(&stream.stdout).into_owned();
+    let view: Value = events
+        .lines()
+        .filter_map(|l| l.strip_prefix("data:"))
+        .filter_map(|d| serde_json::from_str::<Value>(d.trim()).ok())
+        .rfind(|v| v["members"].is_array())
+        .unwrap_or_else(|| panic!("no view in the stream: {events}"));
+    let changed: Vec<&str> = view["changes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c["key"].as_str())
+        .collect();
+    assert!(changed.contains(&"app/one"), "{changed:?}");
+    assert!(changed.iter().all(|k| k.starts_with("app/")), "{changed:?}");
+    assert!(!events.contains("secret/plans") && !events.contains("hidden-value"));
+    assert_eq!(view["registers"], json!([]), "{view}");
+    assert_eq!(view["control"], false);
+    assert_eq!(view["members"].as_array().map(Vec::len), Some(3));
+
+    // A verified client certificate names its user (root) on the HTTP
+    // port, with no token.
+    let by_cert = curl(&certs, addr, "GET", "/v1/registers/hidden", &[], None, true);
+    assert_eq!(by_cert.code, 200, "{}", by_cert.body);
+    assert_eq!(parse(&by_cert)["value"], 7);
+    let root = login(&certs, addr, "root", ROOT_PASSWORD);
+    assert_eq!(root.code, 200, "{}", root.body);
+    let root_token = parse(&root)["token"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let r = curl(
+        &certs,
+        addr,
+        "GET",
+        "/v1/registers/hidden",
+        &[&format!("Authorization: Bearer {root_token}")],
+        None,
+        false,
+    );
+    assert_eq!(r.code, 200, "{}", r.body);
+
+    let out = curl(
+        &certs,
+        addr,
+        "POST",
+        "/v1/auth/logout",
+        &[&cookie],
+        None,
+        false,
+    );
+    assert_eq!(out.code, 200, "{}", out.body);
+    assert!(
+        out.headers.contains("ferrite_token=;") && out.headers.contains("Max-Age=0"),
+        "{}",
+        out.headers
+    );
+}
+
+/// What the data views show: the latest changes' texts, the registers'
+/// names, the login state and whether any member card has its controls.
+const AUTH_VIEW: &str = r#"
+    const q = (s) => document.querySelector(s);
+    return {
+        login: !q('#login').hidden,
+        main: !q('#main').hidden,
+        user: q('#user').hidden ? null : q('#user-name').textContent,
+        error: q('#login-error').textContent,
+        changes: [...document.querySelectorAll('#changes li .text')].map((e) => e.textContent),
+        registers: [...document.querySelectorAll('#registers tr')].map((e) => e.dataset.register),
+        members: document.querySelectorAll('[data-member]').length,
+        controls: [...document.querySelectorAll('[data-member] .controls')].some((e) => !e.hidden),
+    };"#;
+
+async fn log_in(c: &Client, name: &str, password: &str) {
+    fill(c, "#login-name", name).await;
+    fill(c, "#login-password", password).await;
+    click(c, "#login-submit").await;
+}
+
+/// The dashboard of `up --tls` with auth enabled, in a browser without a
+/// client certificate (Chromium started with `--ignore-certificate-errors`:
+/// it does not know `up`'s local CA): the login form and nothing else, a
+/// wrong password's error, a limited user's own view, and root's.
+#[tokio::test]
+async fn dashboard_login_over_tls_shows_each_user_what_they_may_read() {
+    let _serial = SERIAL.lock().await;
+    let (cluster, _certs) = start_auth_cluster();
+    let driver = Driver::start();
+    let c = driver.session_with(&["--ignore-certificate-errors"]).await;
+    let url = format!("https://{}/", cluster.http(1));
+    c.goto(&url).await.expect("open n1's dashboard over https");
+
+    let seen = wait_js(
+        &c,
+        "the login form",
+        Duration::from_secs(10),
+        AUTH_VIEW,
+        |v| v["login"] == true,
+    )
+    .await;
+    assert_eq!(seen["main"], false, "no data before logging in: {seen}");
+    assert_eq!(seen["members"], 0, "{seen}");
+    assert_eq!(seen["changes"], json!([]), "{seen}");
+    screenshot(&c, "auth-login.png").await;
+
+    log_in(&c, "alice", "wrong").await;
+    wait_js(
+        &c,
+        "the wrong password's error",
+        Duration::from_secs(10),
+        AUTH_VIEW,
+        |v| {
+            v["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("authentication failed"))
+        },
+    )
+    .await;
+
+    log_in(&c, "alice", ALICE_PASSWORD).await;
+    let alice = wait_js(
+        &c,
+        "alice's view",
+        Duration::from_secs(15),
+        AUTH_VIEW,
+        |v| {
+            v["user"] == "alice"
+                && v["members"] == 3
+                && v["changes"]
+                    .as_array()
+                    .is_some_and(|l| l.iter().any(|t| t == "app/one = first"))
+        },
+    )
+    .await;
+    println!("alice sees {alice}");
+    let changes = alice["changes"].as_array().cloned().unwrap_or_default();
+    assert!(
+        changes
+            .iter()
+            .all(|t| t.as_str().is_some_and(|t| t.starts_with("app/"))),
+        "alice sees only app/: {alice}"
+    );
+    assert_eq!(alice["registers"], json!([]), "{alice}");
+    assert_eq!(alice["controls"], false, "the controls are root's: {alice}");
+    let page = js(&c, "return document.body.innerText").await;
+    let page = page.as_str().unwrap_or_default();
+    assert!(
+        !page.contains("secret/plans") && !page.contains("hidden-value"),
+        "{page}"
+    );
+    // The key browser lists her prefix through the JSON API (the cookie).
+    fill(&c, "#kv-prefix", "app/").await;
+    click(&c, "#kv-list").await;
+    wait_js(
+        &c,
+        "alice's listing",
+        Duration::from_secs(10),
+        "return [...document.querySelectorAll('#kv-results tr[data-key]')].map((r) => r.dataset.key)",
+        |v| *v == json!(["app/one", "app/two"]),
+    )
+    .await;
+    screenshot(&c, "auth-alice.png").await;
+
+    click(&c, "#logout").await;
+    wait_js(
+        &c,
+        "the login form again",
+        Duration::from_secs(10),
+        AUTH_VIEW,
+        |v| v["login"] == true && v["main"] == false,
+    )
+    .await;
+
+    log_in(&c, "root", ROOT_PASSWORD).await;
+    let root = wait_js(&c, "root's view", Duration::from_secs(15), AUTH_VIEW, |v| {
+        v["user"] == "root"
+            && v["controls"] == true
+            && v["changes"]
+                .as_array()
+                .is_some_and(|l| l.iter().any(|t| t == "secret/plans = hidden-value"))
+            && v["registers"]
+                .as_array()
+                .is_some_and(|l| l.iter().any(|r| *r == "hidden"))
+    })
+    .await;
+    println!("root sees {root}");
+    screenshot(&c, "auth-root.png").await;
     c.close().await.expect("close the session");
 }

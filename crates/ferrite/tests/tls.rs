@@ -360,7 +360,7 @@ async fn etcdctl_over_tls_with_client_certificates_and_reload() {
     assert!(ok && out.contains("v1"), "{out}");
 
     // The HTTP port: https with the same certificate rules.
-    let curl = |cert: bool| {
+    let curl = |cert: Option<&(PathBuf, PathBuf)>| {
         let mut c = Command::new("curl");
         c.args([
             "-s",
@@ -373,11 +373,8 @@ async fn etcdctl_over_tls_with_client_certificates_and_reload() {
         ])
         .arg("--cacert")
         .arg(&pki.ca_file);
-        if cert {
-            c.arg("--cert")
-                .arg(&pki.client.0)
-                .arg("--key")
-                .arg(&pki.client.1);
+        if let Some((cert, key)) = cert {
+            c.arg("--cert").arg(cert).arg("--key").arg(key);
         }
         let out = c
             .arg(format!("https://{}/healthz", cluster.members[0].http))
@@ -385,8 +382,13 @@ async fn etcdctl_over_tls_with_client_certificates_and_reload() {
             .expect("curl is installed");
         String::from_utf8_lossy(&out.stdout).to_string()
     };
-    assert_eq!(curl(true), "200");
-    assert_ne!(curl(false), "200");
+    // The HTTP port only requests a client certificate (browsers have
+    // none and log in instead): without one, it serves what needs no user
+    // (and answers 401 for data once auth is enabled; see dashboard.rs).
+    // A certificate it cannot verify is still refused.
+    assert_eq!(curl(Some(&pki.client)), "200");
+    assert_eq!(curl(None), "200");
+    assert_ne!(curl(Some(&intruder)), "200");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -154,12 +154,25 @@ impl ClientTls {
     /// A server config offering `alpn` (e.g. [`ALPN_GRPC`]); certificates
     /// and the CA are re-read when their files change.
     pub fn server_config(&self, alpn: &[&[u8]]) -> Arc<rustls::ServerConfig> {
+        self.config(alpn, false)
+    }
+
+    /// As [`ClientTls::server_config`], but a client certificate is only
+    /// requested: a client without one is let in (and is nobody until it
+    /// authenticates otherwise), while one that presents a certificate must
+    /// present a valid one. For the HTTP port, which browsers open.
+    pub fn server_config_cert_optional(&self, alpn: &[&[u8]]) -> Arc<rustls::ServerConfig> {
+        self.config(alpn, true)
+    }
+
+    fn config(&self, alpn: &[&[u8]], optional: bool) -> Arc<rustls::ServerConfig> {
         let builder = rustls::ServerConfig::builder_with_provider(provider())
             .with_protocol_versions(&[&TLS13, &TLS12])
             .unwrap_or_else(|_| unreachable!("ring supports TLS 1.2 and 1.3"));
         let builder = if self.source.has_ca() {
             builder.with_client_cert_verifier(Arc::new(verify::ClientVerifier {
                 source: self.source.clone(),
+                optional,
             }))
         } else {
             builder.with_no_client_auth()

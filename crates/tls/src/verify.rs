@@ -40,14 +40,20 @@ impl ResolvesClientCert for Resolver {
     }
 }
 
-/// `--client-cert-auth`: a client certificate is required and must chain to
-/// `--trusted-ca-file`.
+/// `--client-cert-auth`: a client certificate must chain to
+/// `--trusted-ca-file`; it is required unless `optional` (the HTTP port,
+/// where a browser without one logs in with a password instead).
 #[derive(Debug)]
 pub(crate) struct ClientVerifier {
     pub source: Arc<Source>,
+    pub optional: bool,
 }
 
 impl ClientCertVerifier for ClientVerifier {
+    fn client_auth_mandatory(&self) -> bool {
+        !self.optional
+    }
+
     fn root_hint_subjects(&self) -> &[DistinguishedName] {
         // No hints: clients send the certificate they have.
         &[]

@@ -121,6 +121,9 @@ function connect() {
     source.close();
     clearTimeout(retry);
     retry = setTimeout(connect, 1000);
+    // A refusal (the login expired, or auth was just enabled) shows the
+    // login form instead.
+    if (me && me.auth_enabled) checkLogin();
   };
 }
 
@@ -760,5 +763,74 @@ $('#kv-results').addEventListener('click', (e) => {
   $('#kv-value').value = $('.value', tr).textContent;
 });
 
-connect();
-kvList();
+// ---------------------------------------------------------------- login
+
+// Who this page is for (GET /v1/auth/whoami); with auth enabled and no
+// login, only the login form shows (the API and the stream refuse data).
+let me = null;
+
+async function whoami() {
+  try {
+    return await api('GET', '/v1/auth/whoami');
+  } catch (err) {
+    return null; // an older member, or no reply: as without auth
+  }
+}
+
+async function checkLogin() {
+  const w = await whoami();
+  if (w && w.auth_enabled && !w.user) showLogin(w.error);
+}
+
+function showLogin(why) {
+  if (source) source.close();
+  clearTimeout(retry);
+  source = null;
+  $('#main').hidden = true;
+  $('#user').hidden = true;
+  $('#login').hidden = false;
+  setText($('#banner'), 'Log in to see this cluster');
+  setText($('#conn'), 'logged out');
+  document.body.classList.add('logged-out');
+  if (why) $('#login-error').textContent = '';
+  $('#login-name').focus();
+}
+
+$('#login-form').addEventListener('submit', async (e) => {
+  e.preventDefault();
+  const status = $('#login-error');
+  const body = JSON.stringify({ name: $('#login-name').value, password: $('#login-password').value });
+  try {
+    await api('POST', '/v1/auth/login', body);
+    location.reload(); // a fresh page: nothing of another user's view stays
+  } catch (err) {
+    showStatus(status, `log in: ${err.message}`, false);
+    $('#login-password').select();
+  }
+});
+
+$('#logout').addEventListener('click', async () => {
+  try {
+    await api('POST', '/v1/auth/logout');
+  } catch (err) {
+    /* the page reloads to the login form either way */
+  }
+  location.reload();
+});
+
+async function start() {
+  me = await whoami();
+  if (me && me.auth_enabled && !me.user) {
+    showLogin(me.error);
+    return;
+  }
+  if (me && me.auth_enabled) {
+    setText($('#user-name'), me.user);
+    $('#user-name').title = me.roles.length ? `roles: ${me.roles.join(', ')}` : 'no roles';
+    $('#user').hidden = false;
+  }
+  connect();
+  kvList();
+}
+
+start();

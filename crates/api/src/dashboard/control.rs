@@ -18,7 +18,8 @@ use ferrite_raft::NodeId;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::{error, ok, Dashboard};
+use super::{error, ok, require_root, Dashboard};
+use crate::http::Who;
 
 const ACTIONS: [&str; 5] = ["stop", "kill", "restart", "isolate", "heal"];
 /// The most of an answer read back.
@@ -26,8 +27,12 @@ const ANSWER_BYTES_MAX: u64 = 64 * 1024;
 
 pub async fn forward(
     State(d): State<Dashboard>,
+    Who(who): Who,
     Path((name, action)): Path<(String, String)>,
 ) -> Response {
+    if let Err(refused) = require_root(&d, &who) {
+        return refused;
+    }
     if !ACTIONS.contains(&action.as_str()) {
         return error(
             StatusCode::BAD_REQUEST,
@@ -72,9 +77,13 @@ pub struct FaultQuery {
 /// `heal` (all back to normal).
 pub async fn fault(
     State(d): State<Dashboard>,
+    Who(who): Who,
     Path(action): Path<String>,
     Query(q): Query<FaultQuery>,
 ) -> Response {
+    if let Err(refused) = require_root(&d, &who) {
+        return refused;
+    }
     if !d.faults {
         return error(
             StatusCode::FORBIDDEN,

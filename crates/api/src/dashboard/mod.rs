@@ -18,6 +18,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use ferrite_service::Context;
+use ferrite_state::Principal;
+
+use crate::http::Who;
 use serde_json::json;
 use tokio::sync::watch;
 use tokio_stream::wrappers::WatchStream;
@@ -32,7 +35,7 @@ const STYLE_CSS: &str = include_str!("style.css");
 #[derive(Clone)]
 pub struct Dashboard {
     ctx: Context,
-    view: watch::Receiver<Arc<String>>,
+    view: watch::Receiver<Arc<sampler::View>>,
     /// `ferrite up`'s control address, if this member runs under it.
     control: Option<SocketAddr>,
     /// Whether `/v1/fault/...` may cut this member off (`--fault-injection`).
@@ -42,7 +45,11 @@ pub struct Dashboard {
 impl Dashboard {
     /// Starts the sampler; the routes serve what it publishes.
     pub fn start(ctx: Context, control: Option<SocketAddr>, faults: bool) -> Dashboard {
-        let (tx, view) = watch::channel(Arc::new(String::from("{}")));
+        let (tx, view) = watch::channel(Arc::new(sampler::View {
+            doc: json!({}),
+            text: String::from("{}"),
+            change_keys: Vec::new(),
+        }));
         tokio::spawn(sampler::run(ctx.clone(), control.is_some(), tx));
         Dashboard {
             ctx,
@@ -85,13 +92,36 @@ async fn asset(kind: &'static str, body: &'static str) -> Response {
         .into_response()
 }
 
-/// The live view: the current document at once, then every new one.
+impl axum::extract::FromRef<Dashboard> for Context {
+    fn from_ref(d: &Dashboard) -> Context {
+        d.ctx.clone()
+    }
+}
+
+/// The live view: the current document at once, then every new one, each
+/// cut to what the page's user may read (`sampler::for_user`). With auth
+/// enabled, a page that has not logged in gets 401 and no stream.
 async fn watch_view(
     State(d): State<Dashboard>,
+    Who(who): Who,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
-    let stream =
-        WatchStream::new(d.view.clone()).map(|view| Ok(Event::default().data(view.as_str())));
+    let auth = d.ctx.auth.clone();
+    let stream = WatchStream::new(d.view.clone()).map(move |view| {
+        let text = sampler::for_user(&view, &auth.current(), &who);
+        Ok(Event::default().data(text))
+    });
     Sse::new(stream).keep_alive(KeepAlive::default())
+}
+
+/// With auth enabled, the controls are root's (etcd's admin permission).
+fn require_root(d: &Dashboard, who: &Principal) -> Result<(), Response> {
+    d.ctx.auth.current().check_admin(who).map_err(|e| {
+        let code = match e {
+            ferrite_state::StateError::PermissionDenied => StatusCode::FORBIDDEN,
+            _ => StatusCode::UNAUTHORIZED,
+        };
+        error(code, format!("{}: the controls need the root role", e))
+    })
 }
 
 fn error(code: StatusCode, text: impl Into<String>) -> Response {

@@ -17,7 +17,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use ferrite_node::{Histogram, Metrics, SYNC_BUCKETS};
 use ferrite_proto::ferrite::v1 as fv;
 use ferrite_service::Context;
-use ferrite_state::{Op, Reply};
+use ferrite_state::auth::{register_key, volume_key};
+use ferrite_state::{AuthStore, Op, Principal, Reply};
 use serde_json::{json, Value};
 use tokio::sync::watch;
 
@@ -42,7 +43,9 @@ struct DataView {
     /// Read from the state once; `None` until then or after a lag.
     registers: Option<std::collections::BTreeMap<String, i64>>,
     volumes: Option<std::collections::BTreeMap<String, (u64, u64)>>,
-    changes: VecDeque<Value>,
+    /// Newest first, each with its whole key (the JSON shows it cut), for
+    /// the per-user filter.
+    changes: VecDeque<(bytes::Bytes, Value)>,
     changed: bool,
     /// This member's applied index just before the last read: entries up
     /// to it are in what was read. Later ones may be too, but applying
@@ -68,10 +71,13 @@ impl DataView {
                     if self.changes.len() == CHANGES_MAX {
                         self.changes.pop_back();
                     }
-                    self.changes.push_front(json!({
-                        "kind": kind, "key": shown(&k.key), "value": value,
-                        "revision": k.revision,
-                    }));
+                    self.changes.push_front((
+                        k.key.clone(),
+                        json!({
+                            "kind": kind, "key": shown(&k.key), "value": value,
+                            "revision": k.revision,
+                        }),
+                    ));
                 }
                 Event::Register(r) => {
                     if let Some(regs) = &mut self.registers {
@@ -365,7 +371,7 @@ impl Sampler {
         self.members = members.iter().map(member_json).collect();
     }
 
-    fn view(&mut self) -> Value {
+    fn view(&mut self) -> View {
         self.data.changed = false;
         let registers: Vec<Value> = self
             .data
@@ -381,18 +387,63 @@ impl Sampler {
             .flatten()
             .map(|(name, (_, size))| json!({ "name": name, "size": size }))
             .collect();
-        json!({
+        let changes: Vec<&Value> = self.data.changes.iter().map(|(_, v)| v).collect();
+        let doc = json!({
             "me": self.ctx.name,
             "leader": self.leader,
             "control": self.control,
             "members": self.members,
             "registers": registers,
             "volumes": volumes,
-            "changes": self.data.changes,
+            "changes": changes,
             "events": self.events,
             "series": self.series,
-        })
+        });
+        View {
+            text: doc.to_string(),
+            doc,
+            change_keys: self.data.changes.iter().map(|(k, _)| k.clone()).collect(),
+        }
     }
+}
+
+/// One published view: everything (read as `Principal::System`), as JSON
+/// and as text, with the whole keys of `changes` (in the same order). Each
+/// page gets it whole, or cut to what its user may read (`for_user`).
+#[derive(Debug, Default)]
+pub struct View {
+    pub doc: Value,
+    pub text: String,
+    pub change_keys: Vec<bytes::Bytes>,
+}
+
+/// The view as `who` may see it, checked against the auth store as it is
+/// now (so a revoked permission hides data at the next update): with auth
+/// disabled, or for root, all of it; otherwise only the registers, volumes
+/// and key changes the user may read (by their permission keys,
+/// `register_key`/`volume_key`), and no controls. Cluster health (members,
+/// leader, timeline, charts) is shown to every user.
+pub fn for_user(view: &View, store: &AuthStore, who: &Principal) -> String {
+    if !store.enabled() || store.check_admin(who).is_ok() {
+        return view.text.clone();
+    }
+    let may_read = |key: &[u8]| store.may_still_read(who, key, b"");
+    let mut doc = view.doc.clone();
+    doc["control"] = Value::Bool(false);
+    let named = |v: &Value| v["name"].as_str().unwrap_or_default().to_string();
+    if let Some(regs) = doc["registers"].as_array_mut() {
+        regs.retain(|r| may_read(&register_key(&named(r))));
+    }
+    if let Some(vols) = doc["volumes"].as_array_mut() {
+        vols.retain(|v| may_read(&volume_key(&named(v))));
+    }
+    if let Some(changes) = doc["changes"].as_array_mut() {
+        let mut keys = view.change_keys.iter();
+        // Same length and order as `change_keys`; a change without its key
+        // (never) is dropped.
+        changes.retain(|_| keys.next().is_some_and(|k| may_read(k)));
+    }
+    doc.to_string()
 }
 
 fn describe(members: &[fv::MemberStatus]) -> String {
@@ -435,7 +486,7 @@ fn member_json(m: &fv::MemberStatus) -> Value {
 /// Samples the members every `PERIOD` and follows the event stream, and
 /// publishes the view after each sample and after data changes, until the
 /// server stops (the sender lives as long as the task).
-pub async fn run(ctx: Context, control: bool, tx: watch::Sender<std::sync::Arc<String>>) {
+pub async fn run(ctx: Context, control: bool, tx: watch::Sender<std::sync::Arc<View>>) {
     let mut changes = ctx.events.subscribe();
     let mut sampler = Sampler {
         ctx,
@@ -480,7 +531,7 @@ pub async fn run(ctx: Context, control: bool, tx: watch::Sender<std::sync::Arc<S
             }
         }
         let view = sampler.view();
-        let _ = tx.send(std::sync::Arc::new(view.to_string()));
+        let _ = tx.send(std::sync::Arc::new(view));
     }
 }
 

@@ -18,7 +18,7 @@ use ferrite_raft::NodeId;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::{error, ok, require_root, Dashboard};
+use super::{error, ok, refused_unless_root, Dashboard};
 use crate::http::Who;
 
 const ACTIONS: [&str; 5] = ["stop", "kill", "restart", "isolate", "heal"];
@@ -30,7 +30,7 @@ pub async fn forward(
     Who(who): Who,
     Path((name, action)): Path<(String, String)>,
 ) -> Response {
-    if let Err(refused) = require_root(&d, &who) {
+    if let Some(refused) = refused_unless_root(&d, &who) {
         return refused;
     }
     if !ACTIONS.contains(&action.as_str()) {
@@ -81,7 +81,7 @@ pub async fn fault(
     Path(action): Path<String>,
     Query(q): Query<FaultQuery>,
 ) -> Response {
-    if let Err(refused) = require_root(&d, &who) {
+    if let Some(refused) = refused_unless_root(&d, &who) {
         return refused;
     }
     if !d.faults {

@@ -113,9 +113,10 @@ async fn watch_view(
     Sse::new(stream).keep_alive(KeepAlive::default())
 }
 
-/// With auth enabled, the controls are root's (etcd's admin permission).
-fn require_root(d: &Dashboard, who: &Principal) -> Result<(), Response> {
-    d.ctx.auth.current().check_admin(who).map_err(|e| {
+/// With auth enabled, the controls are root's (etcd's admin permission):
+/// the refusal to answer, if `who` is not.
+fn refused_unless_root(d: &Dashboard, who: &Principal) -> Option<Response> {
+    d.ctx.auth.current().check_admin(who).err().map(|e| {
         let code = match e {
             ferrite_state::StateError::PermissionDenied => StatusCode::FORBIDDEN,
             _ => StatusCode::UNAUTHORIZED,

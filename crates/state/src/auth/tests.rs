@@ -630,7 +630,7 @@ fn a_refused_write_in_a_session_is_not_remembered() {
         value: b("v"),
         ..PutRequest::default()
     });
-    let mut send = |d: &mut Driver, who: &Principal| {
+    let send = |d: &mut Driver, who: &Principal| {
         d.index += 1;
         let cmd = Command::with_session(7, 1, put.clone()).by(who.clone());
         d.sm.apply(d.index, &cmd.encode()).reply.expect("a reply")

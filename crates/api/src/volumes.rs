@@ -10,13 +10,14 @@ use ferrite_proto::ferrite::v1 as fv;
 use ferrite_service::copy::COPY_CHUNK_BYTES;
 use ferrite_service::machine::VolumeFiles;
 use ferrite_service::{Context, ServiceError};
-use ferrite_state::{StateError, VolumeInfo};
+use ferrite_state::{AuthRequest, Op, Reply, StateError, VolumeInfo};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Code, Request, Response, Status};
 
 use crate::auth::principal;
 use crate::errors::{service_status, state_status};
 use crate::header::Header;
+use crate::tls::PeerConnectInfo;
 
 /// The largest write or read one gRPC call carries.
 const GRPC_DATA_BYTES_MAX: usize = 1 << 20;
@@ -63,7 +64,8 @@ impl VolumesService {
 
 /// Every call but `Copy` (a member's, to a peer) is made as the caller
 /// (etcd's `token` metadata): volume `NAME` is the key
-/// `/ferrite/volumes/NAME` for permissions.
+/// `/ferrite/volumes/NAME` for permissions. `Copy` is served to members on
+/// the peer port, and to root only on the client port once auth is enabled.
 #[tonic::async_trait]
 impl fv::volumes_server::Volumes for VolumesService {
     async fn create(
@@ -162,10 +164,28 @@ impl fv::volumes_server::Volumes for VolumesService {
         }))
     }
 
+    /// Members copy volume files from each other on the peer port (mutual
+    /// TLS with member certificates, when configured): those calls carry
+    /// `PeerConnectInfo` and are served. On the client port the call would
+    /// hand any volume's bytes to whoever asks, so once auth is enabled it
+    /// needs root, checked linearizably by the state machine.
     async fn copy(
         &self,
         req: Request<fv::VolumeCopyRequest>,
     ) -> Result<Response<tonic::codegen::BoxStream<fv::VolumeChunk>>, Status> {
+        if req.extensions().get::<PeerConnectInfo>().is_none() {
+            let who = principal(&self.ctx, &req)?;
+            // An admin-only read: refused unless `who` holds root (or auth
+            // is disabled).
+            self.ctx
+                .read(Op::Auth(AuthRequest::UserList), &who, false)
+                .await
+                .and_then(|reply| match reply {
+                    Reply::Error(e) => Err(ServiceError::State(e)),
+                    _ => Ok(()),
+                })
+                .map_err(service_status)?;
+        }
         let req = req.into_inner();
         let files = &self.files;
         let applied = files.applied.load(Ordering::Acquire);

@@ -12,13 +12,13 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
 /// server moves to a crate of its own.
 pub(crate) mod server {
     pub use ferrite_nbd::protocol;
-    pub use ferrite_nbd::{serve_stream, ExportError, Exports};
+    pub use ferrite_nbd::{serve_stream, Client, ExportError, Exports};
 }
 
 use server::protocol::{
     InfoRequest, OptionHeader, RequestHeader, OPTION_HEADER_LEN, REQUEST_HEADER_LEN,
 };
-use server::{ExportError, Exports};
+use server::{Client as NbdClient, ExportError, Exports};
 
 /// The exports held in memory: one to read and write, one empty.
 pub(crate) const EXPORTS: [(&str, usize); 2] = [("disk0", 64 << 10), ("empty", 0)];
@@ -122,20 +122,26 @@ impl MemExports {
 }
 
 impl Exports for MemExports {
-    async fn list(&self) -> Result<Vec<String>, ExportError> {
+    async fn list(&self, _: &NbdClient) -> Result<Vec<String>, ExportError> {
         let mut names: Vec<String> = self.volumes().keys().cloned().collect();
         names.push(HUGE.0.to_string());
         Ok(names)
     }
 
-    async fn size(&self, name: &str) -> Result<Option<u64>, ExportError> {
+    async fn size(&self, _: &NbdClient, name: &str) -> Result<Option<u64>, ExportError> {
         if name == HUGE.0 {
             return Ok(Some(HUGE.1));
         }
         Ok(self.volumes().get(name).map(|v| v.len() as u64))
     }
 
-    async fn read(&self, name: &str, offset: u64, len: u32) -> Result<Bytes, ExportError> {
+    async fn read(
+        &self,
+        _: &NbdClient,
+        name: &str,
+        offset: u64,
+        len: u32,
+    ) -> Result<Bytes, ExportError> {
         if name == HUGE.0 {
             if len > HUGE_READ_BYTES_MAX {
                 return Err(ExportError::Io(
@@ -149,7 +155,13 @@ impl Exports for MemExports {
         })
     }
 
-    async fn write(&self, name: &str, offset: u64, data: Bytes) -> Result<(), ExportError> {
+    async fn write(
+        &self,
+        _: &NbdClient,
+        name: &str,
+        offset: u64,
+        data: Bytes,
+    ) -> Result<(), ExportError> {
         if name == HUGE.0 {
             return Ok(());
         }
@@ -158,7 +170,13 @@ impl Exports for MemExports {
         })
     }
 
-    async fn zero(&self, name: &str, offset: u64, len: u32) -> Result<(), ExportError> {
+    async fn zero(
+        &self,
+        _: &NbdClient,
+        name: &str,
+        offset: u64,
+        len: u32,
+    ) -> Result<(), ExportError> {
         if name == HUGE.0 {
             return Ok(());
         }

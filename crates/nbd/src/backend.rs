@@ -13,35 +13,52 @@ use std::future::Future;
 /// connection in order itself, so implementations need no ordering of their
 /// own beyond being linearizable per call.
 pub trait Exports: Send + Sync + 'static {
-    /// Whether `client` may use the export `name`; asked once per
+    /// Whether `client` may use the export `name`, and how; asked once per
     /// connection, before NBD_OPT_INFO/GO or NBD_OPT_EXPORT_NAME serves the
-    /// export. This is where permissions are checked at connect time: with
-    /// TLS and `--client-cert-auth`, `client.common_name` is the verified
-    /// client certificate's common name (etcd's rule: it names the user).
-    /// The default lets everyone in.
+    /// export (and before its size is looked up, so that a refusal says
+    /// nothing about whether the export exists). This is where permissions
+    /// are checked at connect time: with TLS and `--client-cert-auth`,
+    /// `client.common_name` is the verified client certificate's common
+    /// name (etcd's rule: it names the user). `Denied` is answered with
+    /// `NBD_REP_ERR_POLICY`; `ReadOnly` sets `NBD_FLAG_READ_ONLY`, and the
+    /// server then answers writes, write-zeroes and trims with `NBD_EPERM`
+    /// without calling the store. The default lets everyone in, read-write.
     fn authorize(
         &self,
         client: &Client,
         name: &str,
-    ) -> impl Future<Output = Result<(), ExportError>> + Send {
+    ) -> impl Future<Output = Result<ExportAccess, ExportError>> + Send {
         let _ = (client, name);
-        async { Ok(()) }
+        async { Ok(ExportAccess::ReadWrite) }
     }
-    /// The names clients may ask for, for `NBD_OPT_LIST`.
-    fn list(&self) -> impl Future<Output = Result<Vec<String>, ExportError>> + Send;
-    /// The volume's size in bytes, None if no such volume.
-    fn size(&self, name: &str) -> impl Future<Output = Result<Option<u64>, ExportError>> + Send;
-    /// Exactly `len` bytes from `offset`. The server has checked the range
-    /// against the size it announced; a shorter answer is treated as `Io`.
+    /// The names `client` may ask for, for `NBD_OPT_LIST`.
+    fn list(
+        &self,
+        client: &Client,
+    ) -> impl Future<Output = Result<Vec<String>, ExportError>> + Send;
+    /// The volume's size in bytes, None if no such volume (asked after
+    /// `authorize` let `client` in).
+    fn size(
+        &self,
+        client: &Client,
+        name: &str,
+    ) -> impl Future<Output = Result<Option<u64>, ExportError>> + Send;
+    /// Exactly `len` bytes from `offset`, as `client`. The server has
+    /// checked the range against the size it announced; a shorter answer is
+    /// treated as `Io`.
     fn read(
         &self,
+        client: &Client,
         name: &str,
         offset: u64,
         len: u32,
     ) -> impl Future<Output = Result<bytes::Bytes, ExportError>> + Send;
-    /// Returns once the write is durable (on a majority); so FUA needs nothing more.
+    /// Returns once the write is durable (on a majority); so FUA needs
+    /// nothing more. Made as `client`: `Denied` (its permission is gone) is
+    /// answered with `NBD_EPERM`.
     fn write(
         &self,
+        client: &Client,
         name: &str,
         offset: u64,
         data: bytes::Bytes,
@@ -51,10 +68,20 @@ pub trait Exports: Send + Sync + 'static {
     /// return, like `write`.
     fn zero(
         &self,
+        client: &Client,
         name: &str,
         offset: u64,
         len: u32,
     ) -> impl Future<Output = Result<(), ExportError>> + Send;
+}
+
+/// What `Exports::authorize` lets a client do with an export.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExportAccess {
+    ReadWrite,
+    /// Advertised with `NBD_FLAG_READ_ONLY`; writes, write-zeroes and trims
+    /// are answered with `NBD_EPERM`.
+    ReadOnly,
 }
 
 /// Who is on the other end of an NBD connection, as far as the transport
@@ -70,7 +97,9 @@ pub struct Client {
 #[derive(Debug, thiserror::Error)]
 pub enum ExportError {
     /// `Exports::authorize` said no: answered with `NBD_REP_ERR_POLICY`
-    /// during negotiation (NBD_OPT_EXPORT_NAME closes the connection).
+    /// during negotiation (NBD_OPT_EXPORT_NAME closes the connection). From
+    /// a request (the client's permission went away after it connected):
+    /// answered with `NBD_EPERM`.
     #[error("permission denied: {0}")]
     Denied(String),
     #[error("no such volume")]

@@ -17,15 +17,34 @@
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::protocol::*;
-use super::{Client, ExportError, Exports, NbdError, OPTION_DATA_MAX};
+use super::{Client, ExportAccess, ExportError, Exports, NbdError, OPTION_DATA_MAX};
 
 /// The export a client chose; transmission serves it.
 #[derive(Debug, Clone)]
 pub(crate) struct Export {
     pub name: String,
     pub size: u64,
-    /// Who connected (for logs and for later per-request checks).
+    /// Who connected: every request is made as this client.
     pub client: Client,
+    /// What `Exports::authorize` granted.
+    pub access: ExportAccess,
+}
+
+impl Export {
+    pub fn read_only(&self) -> bool {
+        self.access == ExportAccess::ReadOnly
+    }
+}
+
+/// The transmission flags of an export: a read-only one says so and does
+/// not offer trim or write-zeroes (as `qemu-nbd -r` and nbdkit do).
+pub(crate) fn transmission_flags(access: ExportAccess) -> u16 {
+    match access {
+        ExportAccess::ReadWrite => TRANSMISSION_FLAGS,
+        ExportAccess::ReadOnly => {
+            (TRANSMISSION_FLAGS | FLAG_READ_ONLY) & !(FLAG_SEND_TRIM | FLAG_SEND_WRITE_ZEROES)
+        }
+    }
 }
 
 /// Shown to clients that ask for `NBD_INFO_DESCRIPTION`.
@@ -148,7 +167,7 @@ where
                 let _ = reply(io, OPT_ABORT, REP_ACK, &[]).await;
                 return Ok(None);
             }
-            OPT_LIST => list(io, exports, &data).await?,
+            OPT_LIST => list(io, exports, &data, client).await?,
             OPT_INFO => {
                 info(io, exports, OPT_INFO, &data, client).await?;
             }
@@ -179,14 +198,17 @@ where
     E: Exports,
 {
     let name = String::from_utf8(name).map_err(|e| NbdError::UnknownExport(lossy(e.as_bytes())))?;
-    let size = match lookup(exports, &name).await? {
+    if name.is_empty() {
+        return Err(NbdError::UnknownExport(name));
+    }
+    let access = exports.authorize(client, &name).await?;
+    let size = match lookup(exports, client, &name).await? {
         Some(size) => size,
         None => return Err(NbdError::UnknownExport(name)),
     };
-    exports.authorize(client, &name).await?;
     let mut out = Vec::with_capacity(10 + EXPORT_NAME_PADDING);
     out.extend_from_slice(&size.to_be_bytes());
-    out.extend_from_slice(&TRANSMISSION_FLAGS.to_be_bytes());
+    out.extend_from_slice(&transmission_flags(access).to_be_bytes());
     if !no_zeroes {
         out.resize(out.len() + EXPORT_NAME_PADDING, 0);
     }
@@ -195,10 +217,11 @@ where
         name,
         size,
         client: client.clone(),
+        access,
     })
 }
 
-async fn list<S, E>(io: &mut S, exports: &E, data: &[u8]) -> Result<(), NbdError>
+async fn list<S, E>(io: &mut S, exports: &E, data: &[u8], client: &Client) -> Result<(), NbdError>
 where
     S: AsyncWrite + Unpin,
     E: Exports,
@@ -206,7 +229,7 @@ where
     if !data.is_empty() {
         return reply(io, OPT_LIST, REP_ERR_INVALID, b"NBD_OPT_LIST takes no data").await;
     }
-    match exports.list().await {
+    match exports.list(client).await {
         Ok(names) => {
             for name in names {
                 reply(io, OPT_LIST, REP_SERVER, &encode_rep_server(&name)).await?;
@@ -238,7 +261,19 @@ where
         reply(io, option, REP_ERR_INVALID, b"export name is not UTF-8").await?;
         return Ok(None);
     };
-    let size = match lookup(exports, &name).await {
+    if name.is_empty() {
+        reply(io, option, REP_ERR_UNKNOWN, b"there is no default export").await?;
+        return Ok(None);
+    }
+    // Permission first: a refused client learns nothing of the export.
+    let access = match exports.authorize(client, &name).await {
+        Ok(access) => access,
+        Err(e) => {
+            reply(io, option, backend_error(&e), e.to_string().as_bytes()).await?;
+            return Ok(None);
+        }
+    };
+    let size = match lookup(exports, client, &name).await {
         Ok(Some(size)) => size,
         Ok(None) => {
             let message = format!("no export named {name:?}");
@@ -250,15 +285,11 @@ where
             return Ok(None);
         }
     };
-    if let Err(e) = exports.authorize(client, &name).await {
-        reply(io, option, backend_error(&e), e.to_string().as_bytes()).await?;
-        return Ok(None);
-    }
     reply(
         io,
         option,
         REP_INFO,
-        &encode_info_export(size, TRANSMISSION_FLAGS),
+        &encode_info_export(size, transmission_flags(access)),
     )
     .await?;
     // Sent unasked too: the limits hold either way, and a client that did not
@@ -281,16 +312,21 @@ where
         name,
         size,
         client: client.clone(),
+        access,
     }))
 }
 
 /// There is no default export: the empty name is unknown, as is any name the
 /// store does not have.
-async fn lookup<E: Exports>(exports: &E, name: &str) -> Result<Option<u64>, ExportError> {
+async fn lookup<E: Exports>(
+    exports: &E,
+    client: &Client,
+    name: &str,
+) -> Result<Option<u64>, ExportError> {
     if name.is_empty() {
         return Ok(None);
     }
-    exports.size(name).await
+    exports.size(client, name).await
 }
 
 /// Option errors have no "I/O error"; a store that cannot answer is reported

@@ -17,7 +17,11 @@
 //! With a TLS config (`--cert-file` etc. on the client side) the server
 //! requires TLS through NBD_OPT_STARTTLS (see `handshake.rs`); the verified
 //! client certificate's common name reaches [`Exports::authorize`] as
-//! [`Client::common_name`]. Writes are durable on a majority before they are answered, so
+//! [`Client::common_name`], and every later call of that connection on
+//! [`Exports`] carries the same [`Client`] (the replicated store makes each
+//! request as that user, so permissions are checked when it applies); an
+//! export `authorize` grants read-only is advertised with
+//! `NBD_FLAG_READ_ONLY` and refuses changes with `NBD_EPERM`. Writes are durable on a majority before they are answered, so
 //! FUA is free, FLUSH only waits for the writes sent before it, and
 //! `NBD_FLAG_CAN_MULTI_CONN` is honest.
 
@@ -40,7 +44,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-pub use backend::{Client, ExportError, Exports};
+pub use backend::{Client, ExportAccess, ExportError, Exports};
 pub use volumes::VolumeExports;
 
 /// Requests one connection may have in flight; past it the server stops

@@ -16,7 +16,8 @@ use tokio::task::JoinHandle;
 
 use super::protocol::*;
 use super::{
-    serve, serve_connection, ExportError, Exports, NbdError, OPTION_DATA_MAX, REQUESTS_INFLIGHT_MAX,
+    serve, serve_connection, Client as NbdClient, ExportAccess, ExportError, Exports, NbdError,
+    OPTION_DATA_MAX, REQUESTS_INFLIGHT_MAX,
 };
 
 const MIB: usize = 1 << 20;
@@ -32,6 +33,13 @@ struct MemExports {
     write_delay: Duration,
     writes_active: AtomicUsize,
     writes_active_max: AtomicUsize,
+    /// What `authorize` answers: None lets everyone in read-write.
+    access: Option<Result<ExportAccess, String>>,
+    /// Writes and zeroes are refused as `Denied` (a permission revoked
+    /// after the client connected).
+    refuse_changes: bool,
+    /// Writes and zeroes that reached the store.
+    changes_seen: AtomicUsize,
 }
 
 impl MemExports {
@@ -51,6 +59,29 @@ impl MemExports {
             write_delay: delay,
             ..self
         }
+    }
+
+    fn access(self, access: Result<ExportAccess, String>) -> MemExports {
+        MemExports {
+            access: Some(access),
+            ..self
+        }
+    }
+
+    fn refusing_changes(self) -> MemExports {
+        MemExports {
+            refuse_changes: true,
+            ..self
+        }
+    }
+
+    /// A write or zero reached the store: counted, and refused if so set.
+    fn change(&self) -> Result<(), ExportError> {
+        self.changes_seen.fetch_add(1, Ordering::SeqCst);
+        if self.refuse_changes {
+            return Err(ExportError::Denied("permission denied".into()));
+        }
+        Ok(())
     }
 
     fn bytes(&self, name: &str) -> Vec<u8> {
@@ -76,11 +107,19 @@ impl MemExports {
 }
 
 impl Exports for MemExports {
-    async fn list(&self) -> Result<Vec<String>, ExportError> {
+    async fn authorize(&self, _: &NbdClient, _: &str) -> Result<ExportAccess, ExportError> {
+        match &self.access {
+            None => Ok(ExportAccess::ReadWrite),
+            Some(Ok(access)) => Ok(*access),
+            Some(Err(why)) => Err(ExportError::Denied(why.clone())),
+        }
+    }
+
+    async fn list(&self, _: &NbdClient) -> Result<Vec<String>, ExportError> {
         Ok(self.volumes.lock().unwrap().keys().cloned().collect())
     }
 
-    async fn size(&self, name: &str) -> Result<Option<u64>, ExportError> {
+    async fn size(&self, _: &NbdClient, name: &str) -> Result<Option<u64>, ExportError> {
         Ok(self
             .volumes
             .lock()
@@ -89,13 +128,26 @@ impl Exports for MemExports {
             .map(|v| v.len() as u64))
     }
 
-    async fn read(&self, name: &str, offset: u64, len: u32) -> Result<Bytes, ExportError> {
+    async fn read(
+        &self,
+        _: &NbdClient,
+        name: &str,
+        offset: u64,
+        len: u32,
+    ) -> Result<Bytes, ExportError> {
         self.with(name, offset, len as usize, |range| {
             Bytes::copy_from_slice(range)
         })
     }
 
-    async fn write(&self, name: &str, offset: u64, data: Bytes) -> Result<(), ExportError> {
+    async fn write(
+        &self,
+        _: &NbdClient,
+        name: &str,
+        offset: u64,
+        data: Bytes,
+    ) -> Result<(), ExportError> {
+        self.change()?;
         let active = self.writes_active.fetch_add(1, Ordering::SeqCst) + 1;
         self.writes_active_max.fetch_max(active, Ordering::SeqCst);
         tokio::time::sleep(self.write_delay).await;
@@ -105,7 +157,14 @@ impl Exports for MemExports {
         })
     }
 
-    async fn zero(&self, name: &str, offset: u64, len: u32) -> Result<(), ExportError> {
+    async fn zero(
+        &self,
+        _: &NbdClient,
+        name: &str,
+        offset: u64,
+        len: u32,
+    ) -> Result<(), ExportError> {
+        self.change()?;
         self.with(name, offset, len as usize, |range| range.fill(0))
     }
 }
@@ -323,6 +382,87 @@ fn info_payload(replies: &[(u32, Vec<u8>)], info: u16) -> Option<Vec<u8>> {
         .filter(|(reply, data)| *reply == REP_INFO && data.len() >= 2)
         .find(|(_, data)| u16::from_be_bytes([data[0], data[1]]) == info)
         .map(|(_, data)| data[2..].to_vec())
+}
+
+// ---------------------------------------------------------------------------
+// Permissions
+
+#[tokio::test]
+async fn a_refused_client_gets_policy_and_learns_nothing_of_the_export() {
+    bounded(async {
+        let exports = MemExports::new(&[("disk0", 4096)]).access(Err("no".into()));
+        let server = start(exports).await;
+        let mut client = Client::connect(server.addr).await;
+        // Refused the same whether the export exists or not.
+        for name in ["disk0", "nope"] {
+            for option in [OPT_INFO, OPT_GO] {
+                let replies = client.info(option, name, &[]).await;
+                assert_eq!(replies.len(), 1);
+                assert_eq!(replies[0].0, REP_ERR_POLICY, "option {option} {name}");
+            }
+        }
+        // NBD_OPT_EXPORT_NAME cannot be refused: the connection closes.
+        client.send_option(OPT_EXPORT_NAME, b"disk0").await;
+        assert!(client.closed().await);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_read_only_export_says_so_and_refuses_changes_with_eperm() {
+    bounded(async {
+        let exports = MemExports::new(&[("disk0", 4096)]).access(Ok(ExportAccess::ReadOnly));
+        exports.volumes.lock().unwrap().get_mut("disk0").unwrap()[..4].copy_from_slice(b"data");
+        let server = start(exports).await;
+        let mut client = Client::connect(server.addr).await;
+        let replies = client.info(OPT_GO, "disk0", &[]).await;
+        assert_eq!(replies.last().unwrap().0, REP_ACK);
+        let export = info_payload(&replies, INFO_EXPORT).expect("NBD_INFO_EXPORT");
+        let flags = u16::from_be_bytes([export[8], export[9]]);
+        assert_ne!(flags & FLAG_READ_ONLY, 0, "flags {flags:#x}");
+        assert_eq!(flags & (FLAG_SEND_TRIM | FLAG_SEND_WRITE_ZEROES), 0);
+        assert_ne!(flags & FLAG_SEND_FLUSH, 0);
+
+        assert_eq!(client.read(0, 4).await, b"data");
+        assert_eq!(client.write(0, b"nope").await, EPERM);
+        // Out of range too: the refusal comes first.
+        assert_eq!(client.write(4090, &[1; 100]).await, EPERM);
+        let reply = client.call(CMD_WRITE_ZEROES, 0, 0, 4, &[]).await;
+        assert_eq!(reply.error, EPERM);
+        let reply = client.call(CMD_TRIM, 0, 0, 4096, &[]).await;
+        assert_eq!(reply.error, EPERM);
+        // Still in step after the refused payloads; flush is fine.
+        assert_eq!(client.call(CMD_FLUSH, 0, 0, 0, &[]).await.error, 0);
+        assert_eq!(client.read(0, 4).await, b"data");
+        assert_eq!(server.exports.changes_seen.load(Ordering::SeqCst), 0);
+        assert_eq!(&server.exports.bytes("disk0")[..4], b"data");
+
+        // NBD_OPT_EXPORT_NAME carries the same flags.
+        let mut old = Client::connect(server.addr).await;
+        old.send_option(OPT_EXPORT_NAME, b"disk0").await;
+        assert_eq!(old.stream.read_u64().await.unwrap(), 4096);
+        let flags = old.stream.read_u16().await.unwrap();
+        assert_ne!(flags & FLAG_READ_ONLY, 0, "flags {flags:#x}");
+        assert_eq!(old.write(0, b"nope").await, EPERM);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_change_the_store_refuses_is_answered_eperm_not_eio() {
+    bounded(async {
+        let server = start(MemExports::new(&[("disk0", 4096)]).refusing_changes()).await;
+        let mut client = Client::open(server.addr, "disk0").await;
+        assert_eq!(client.write(0, b"abcd").await, EPERM);
+        let reply = client.call(CMD_WRITE_ZEROES, 0, 0, 4, &[]).await;
+        assert_eq!(reply.error, EPERM);
+        let reply = client.call(CMD_TRIM, 0, 0, 4, &[]).await;
+        assert_eq!(reply.error, EPERM);
+        assert_eq!(server.exports.changes_seen.load(Ordering::SeqCst), 3);
+        // The connection goes on: reads still work.
+        assert_eq!(client.read(0, 4).await, vec![0; 4]);
+    })
+    .await;
 }
 
 // ---------------------------------------------------------------------------

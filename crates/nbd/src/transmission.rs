@@ -180,7 +180,11 @@ async fn read_requests<E: Exports, R: AsyncRead + Unpin>(
         if header.command == CMD_DISC {
             return Ok(End::Disconnect);
         }
-        let checked = validate(&header, connection.export.size);
+        let checked = validate(
+            &header,
+            connection.export.size,
+            connection.export.read_only(),
+        );
         let payload_len = match checked {
             Ok(Kind::Read | Kind::Write) => header.length,
             _ => 0,
@@ -291,9 +295,10 @@ async fn execute<E: Exports>(
     data: Bytes,
 ) -> Result<Option<Bytes>, u32> {
     let (exports, name) = (&*connection.exports, connection.export.name.as_str());
+    let client = &connection.export.client;
     let (offset, length) = (header.offset, header.length);
     let result = match kind {
-        Kind::Read => match exports.read(name, offset, length).await {
+        Kind::Read => match exports.read(client, name, offset, length).await {
             Ok(bytes) if bytes.len() == length as usize => return Ok(Some(bytes)),
             Ok(bytes) => Err(ExportError::Io(format!(
                 "store returned {} bytes for {length}",
@@ -301,8 +306,8 @@ async fn execute<E: Exports>(
             ))),
             Err(e) => Err(e),
         },
-        Kind::Write => exports.write(name, offset, data).await,
-        Kind::Trim | Kind::WriteZeroes => exports.zero(name, offset, length).await,
+        Kind::Write => exports.write(client, name, offset, data).await,
+        Kind::Trim | Kind::WriteZeroes => exports.zero(client, name, offset, length).await,
         // Writes are durable when answered, and the flush waited for every
         // earlier write of this connection: nothing is left to do.
         Kind::Flush => Ok(()),
@@ -314,7 +319,9 @@ async fn execute<E: Exports>(
 }
 
 /// Checks a request against the export; Err is the NBD error to answer with.
-fn validate(header: &RequestHeader, size: u64) -> Result<Kind, u32> {
+/// On a read-only export every change is refused with EPERM (the spec's
+/// answer for a write to a read-only export), before the store sees it.
+fn validate(header: &RequestHeader, size: u64, read_only: bool) -> Result<Kind, u32> {
     // FUA is valid on every command once advertised; writes are durable on
     // reply anyway, so it is accepted and needs nothing.
     let (kind, flags_known) = match header.command {
@@ -327,6 +334,9 @@ fn validate(header: &RequestHeader, size: u64) -> Result<Kind, u32> {
     };
     if header.flags & !flags_known != 0 {
         return Err(EINVAL);
+    }
+    if read_only && kind.access() == Access::Modify {
+        return Err(EPERM);
     }
     if kind == Kind::Flush {
         // Offset and length are reserved and must be zero.
@@ -356,13 +366,14 @@ fn out_of_range(kind: Kind) -> u32 {
     }
 }
 
+/// What a failed request is answered with: EPERM when the store refused
+/// the client (say its permission was revoked after it connected), never
+/// EIO, which a client would take for a fault worth retrying.
 fn errno(kind: Kind, error: &ExportError) -> u32 {
     match error {
         ExportError::OutOfRange => out_of_range(kind),
-        ExportError::NotFound
-        | ExportError::Denied(_)
-        | ExportError::Unavailable(_)
-        | ExportError::Io(_) => EIO,
+        ExportError::Denied(_) => EPERM,
+        ExportError::NotFound | ExportError::Unavailable(_) | ExportError::Io(_) => EIO,
     }
 }
 
@@ -460,6 +471,29 @@ mod tests {
     use tokio::io::ReadBuf;
 
     use super::*;
+
+    #[test]
+    fn a_refusal_is_eperm_and_a_read_only_export_refuses_changes() {
+        let denied = ExportError::Denied("permission denied".into());
+        for kind in [Kind::Read, Kind::Write, Kind::Trim, Kind::WriteZeroes] {
+            assert_eq!(errno(kind, &denied), EPERM, "{kind:?}");
+            assert_eq!(errno(kind, &ExportError::Unavailable("x".into())), EIO);
+        }
+        assert_eq!(errno(Kind::Write, &ExportError::OutOfRange), ENOSPC);
+        let header = |command, length| RequestHeader {
+            flags: 0,
+            command,
+            handle: 1,
+            offset: 0,
+            length,
+        };
+        for command in [CMD_WRITE, CMD_TRIM, CMD_WRITE_ZEROES] {
+            assert_eq!(validate(&header(command, 8), 4096, true), Err(EPERM));
+            assert!(validate(&header(command, 8), 4096, false).is_ok());
+        }
+        assert_eq!(validate(&header(CMD_READ, 8), 4096, true), Ok(Kind::Read));
+        assert_eq!(validate(&header(CMD_FLUSH, 0), 4096, true), Ok(Kind::Flush));
+    }
 
     /// Hands out `data`, and records the largest buffer it was offered.
     struct Trickle {

@@ -237,6 +237,7 @@ async fn attack(
         tokio::spawn(permissions::churn(
             c.endpoints(),
             seed ^ (3000 << 32),
+            rec.start,
             until,
         ))
     });
@@ -296,8 +297,7 @@ async fn attack(
         watch_from,
         &leases,
         healed,
-        options,
-        permission_log.as_ref(),
+        (options, permission_log.as_ref()),
     )
     .await?;
 
@@ -356,8 +356,10 @@ async fn check_coordination(
     watch_from: i64,
     leases: &tokio::sync::Mutex<coordination::LeaseLog>,
     healed: Instant,
-    options: ferrite_client::ClientOptions,
-    permission_log: Option<&permissions::PermissionLog>,
+    (options, permission_log): (
+        ferrite_client::ClientOptions,
+        Option<&permissions::PermissionLog>,
+    ),
 ) -> anyhow::Result<bool> {
     let endpoint = c.endpoints()[c.leader().await.unwrap_or(0)].clone();
     let root = options.credentials.clone();

@@ -133,6 +133,7 @@ const CHANGE_PATIENCE: Duration = Duration::from_secs(120);
 pub async fn churn(
     endpoints: Vec<String>,
     seed: u64,
+    start: Instant,
     until: Instant,
 ) -> anyhow::Result<PermissionLog> {
     let mut c = Client::with_options(endpoints, root_options())?;
@@ -176,8 +177,8 @@ pub async fn churn(
             }
         }
         println!(
-            "chaos: {:>6}   permission revoked (bound revision {})",
-            "",
+            "chaos: {:>6.1}s  permission revoked (bound revision {})",
+            start.elapsed().as_secs_f64(),
             bound.map_or("unknown".to_string(), |b| b.to_string())
         );
         log.revokes.push(Revoke { invoked, bound });
@@ -185,7 +186,10 @@ pub async fn churn(
         tokio::time::sleep(hold.min(until.saturating_duration_since(Instant::now()))).await;
         grant(&mut c, &perm).await?;
         log.grants += 1;
-        println!("chaos: {:>6}   permission granted back", "");
+        println!(
+            "chaos: {:>6.1}s  permission granted back",
+            start.elapsed().as_secs_f64()
+        );
     }
     Ok(log)
 }
@@ -244,10 +248,12 @@ mod tests {
             invoked: at(1_000),
             bound: Some(50),
         }];
-        let mut log = WatchLog::default();
         // Created before the revoke, stopped in time; created after it,
         // free to go on.
-        log.segments = vec![seg(t0, 50), seg(at(1_500), 90)];
+        let mut log = WatchLog {
+            segments: vec![seg(t0, 50), seg(at(1_500), 90)],
+            ..WatchLog::default()
+        };
         assert_eq!(check("k", &log, &revokes), (1, vec![]));
         // Created before the revoke and went past its bound: a leak.
         log.segments.push(seg(at(500), 51));

@@ -26,11 +26,14 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use ferrite_client::{AuthError, Credentials, TOKEN_METADATA};
 use ferrite_proto::etcdserverpb as pb;
+use ferrite_proto::etcdserverpb::auth_client::AuthClient;
 use ferrite_proto::etcdserverpb::kv_client::KvClient;
 use ferrite_proto::etcdserverpb::lease_client::LeaseClient;
 use ferrite_proto::etcdserverpb::watch_client::WatchClient;
 use tokio::sync::{mpsc, Mutex};
+use tonic::metadata::{Ascii, MetadataValue};
 use tonic::transport::Channel;
 
 use super::Rng;
@@ -57,9 +60,71 @@ pub struct Seen {
 
 #[derive(Default)]
 pub struct WatchLog {
+    /// Every event of every segment, in the order received.
     pub events: Vec<Seen>,
     pub resumes: u64,
+    /// A cancel that ended the watcher (not one for permission).
     pub canceled: Option<String>,
+    /// One per watch created (a stream's life on one member).
+    pub segments: Vec<Segment>,
+    /// Live watches canceled because the user lost read permission.
+    pub permission_cancels: u64,
+    /// Creates refused for lack of permission (while it was revoked).
+    pub permission_refusals: u64,
+}
+
+/// One watch, from its created answer to its end.
+#[derive(Clone, Debug)]
+pub struct Segment {
+    /// When the created answer arrived: the watch existed on its member.
+    pub created: Instant,
+    /// The highest revision of an event it delivered (0: none).
+    pub max_revision: i64,
+    /// Whether it ended canceled for permission.
+    pub canceled_for_permission: bool,
+}
+
+/// A token in every request's metadata (etcd's `token`), or none.
+#[derive(Clone, Default)]
+pub struct Token(Option<MetadataValue<Ascii>>);
+
+impl tonic::service::Interceptor for Token {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(t) = &self.0 {
+            request.metadata_mut().insert(TOKEN_METADATA, t.clone());
+        }
+        Ok(request)
+    }
+}
+
+/// Trades `credentials` for a token on `ch`; without credentials, no
+/// token. `None` if the member did not answer.
+async fn authenticate(ch: &Channel, credentials: Option<&Credentials>) -> Option<Token> {
+    let Some(c) = credentials else {
+        return Some(Token(None));
+    };
+    let req = pb::AuthenticateRequest {
+        name: c.user.clone(),
+        password: c.password.clone(),
+    };
+    let r = tokio::time::timeout(CALL_TIMEOUT, AuthClient::new(ch.clone()).authenticate(req))
+        .await
+        .ok()?
+        .ok()?;
+    MetadataValue::try_from(r.into_inner().token)
+        .ok()
+        .map(|t| Token(Some(t)))
+}
+
+/// Whether a refusal says the token went stale (authenticate again).
+fn stale(s: &tonic::Status) -> bool {
+    matches!(
+        AuthError::from_status(s),
+        Some(AuthError::InvalidToken | AuthError::OldRevision | AuthError::UserEmpty)
+    )
 }
 
 async fn channel(endpoint: &str) -> Option<Channel> {
@@ -104,27 +169,44 @@ fn progress() -> pb::WatchRequest {
 
 /// Watches `key` from `start` until `stop` says the revision it must reach
 /// and it has reached it (or `stop` closes), resuming across members.
+///
+/// With `credentials` (the limited user), a watch canceled because the
+/// user lost read permission, or refused for it, waits and tries again
+/// until access is back, then goes on from where it stopped.
 pub async fn watcher(
     key: Vec<u8>,
     endpoints: Vec<String>,
     start: i64,
     mut stop: tokio::sync::watch::Receiver<Option<i64>>,
     log: Arc<Mutex<WatchLog>>,
+    credentials: Option<Credentials>,
 ) {
     let mut next = start;
     let mut reached = start - 1;
+    let mut token: Option<Token> = None;
+    // The last attempt ended for lack of permission: waiting for access.
+    let mut denied = false;
     for attempt in 0usize.. {
         if let Some(target) = *stop.borrow() {
             if reached >= target {
                 return;
             }
         }
-        if attempt > 0 {
+        if denied {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        } else if attempt > 0 {
             log.lock().await.resumes += 1;
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+        denied = false;
         let ep = &endpoints[attempt % endpoints.len()];
         let Some(ch) = channel(ep).await else {
+            continue;
+        };
+        if token.is_none() {
+            token = authenticate(&ch, credentials.as_ref()).await;
+        }
+        let Some(tok) = token.clone() else {
             continue;
         };
         let (tx, rx) = mpsc::channel(4);
@@ -133,14 +215,24 @@ pub async fn watcher(
         }
         let Ok(resp) = tokio::time::timeout(
             CALL_TIMEOUT,
-            WatchClient::new(ch).watch(tokio_stream::wrappers::ReceiverStream::new(rx)),
+            WatchClient::with_interceptor(ch, tok)
+                .watch(tokio_stream::wrappers::ReceiverStream::new(rx)),
         )
         .await
         else {
             continue;
         };
-        let Ok(resp) = resp else { continue };
+        let resp = match resp {
+            Ok(r) => r,
+            Err(s) => {
+                if stale(&s) {
+                    token = None;
+                }
+                continue;
+            }
+        };
         let mut stream = resp.into_inner();
+        let mut segment: Option<usize> = None;
         let mut asked = Instant::now();
         let mut answered = true;
         loop {
@@ -164,16 +256,53 @@ pub async fn watcher(
                     continue;
                 }
                 Ok(Ok(Some(m))) => m,
-                Ok(_) => break,
+                Ok(Err(s)) => {
+                    if stale(&s) {
+                        token = None;
+                    }
+                    break;
+                }
+                Ok(Ok(None)) => break,
             };
             if msg.canceled {
+                let auth = AuthError::from_message(&msg.cancel_reason);
+                let mut l = log.lock().await;
+                match auth {
+                    Some(AuthError::PermissionDenied) if msg.compact_revision == 0 => {
+                        match segment {
+                            Some(i) => {
+                                l.permission_cancels += 1;
+                                l.segments[i].canceled_for_permission = true;
+                            }
+                            None => l.permission_refusals += 1,
+                        }
+                        denied = true;
+                        break;
+                    }
+                    Some(
+                        AuthError::InvalidToken | AuthError::OldRevision | AuthError::UserEmpty,
+                    ) if msg.compact_revision == 0 => {
+                        token = None;
+                        break;
+                    }
+                    _ => {}
+                }
                 let reason = if msg.compact_revision > 0 {
                     format!("compacted at {}", msg.compact_revision)
                 } else {
                     msg.cancel_reason.clone()
                 };
-                log.lock().await.canceled = Some(reason);
+                l.canceled = Some(reason);
                 return;
+            }
+            if msg.created && segment.is_none() {
+                let mut l = log.lock().await;
+                l.segments.push(Segment {
+                    created: Instant::now(),
+                    max_revision: 0,
+                    canceled_for_permission: false,
+                });
+                segment = Some(l.segments.len() - 1);
             }
             if msg.watch_id == -1 || (msg.events.is_empty() && !msg.created) {
                 answered = true;
@@ -183,11 +312,18 @@ pub async fn watcher(
                 }
             }
             let events: Vec<Seen> = msg.events.iter().filter_map(seen).collect();
+            let mut l = log.lock().await;
             if let Some(last) = events.last() {
                 next = last.revision + 1;
                 reached = reached.max(last.revision);
+                if let Some(i) = segment {
+                    let max = events.iter().map(|e| e.revision).max().unwrap_or(0);
+                    let s = &mut l.segments[i];
+                    s.max_revision = s.max_revision.max(max);
+                }
             }
-            log.lock().await.events.extend(events);
+            l.events.extend(events);
+            drop(l);
             if let Some(target) = *stop.borrow() {
                 if reached >= target && answered {
                     return;
@@ -204,14 +340,18 @@ pub async fn reference(
     prefix: &[u8],
     start: i64,
     until: i64,
+    credentials: Option<&Credentials>,
 ) -> anyhow::Result<BTreeMap<Vec<u8>, Vec<Seen>>> {
     let ch = channel(endpoint)
         .await
         .ok_or_else(|| anyhow::anyhow!("cannot reach {endpoint}"))?;
+    let token = authenticate(&ch, credentials)
+        .await
+        .ok_or_else(|| anyhow::anyhow!("cannot authenticate on {endpoint}"))?;
     let (tx, rx) = mpsc::channel(4);
     let end = ferrite_service::concurrency::prefix_end(prefix);
     tx.send(create(prefix, &end, start)).await?;
-    let mut stream = WatchClient::new(ch)
+    let mut stream = WatchClient::with_interceptor(ch, token)
         .watch(tokio_stream::wrappers::ReceiverStream::new(rx))
         .await?
         .into_inner();
@@ -309,9 +449,11 @@ pub async fn lease_holder(
     seed: u64,
     until: Instant,
     log: Arc<Mutex<LeaseLog>>,
+    credentials: Option<Credentials>,
 ) {
     let mut rng = Rng::new(seed);
     let mut round = 0u64;
+    let mut token: Option<Token> = None;
     while Instant::now() < until {
         round += 1;
         let ep = &endpoints[rng.below(endpoints.len() as u64) as usize];
@@ -319,15 +461,28 @@ pub async fn lease_holder(
             tokio::time::sleep(Duration::from_millis(200)).await;
             continue;
         };
-        let mut leases = LeaseClient::new(ch.clone());
+        if token.is_none() {
+            token = authenticate(&ch, credentials.as_ref()).await;
+        }
+        let Some(tok) = token.clone() else {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            continue;
+        };
+        let mut leases = LeaseClient::with_interceptor(ch.clone(), tok.clone());
         let sent = Instant::now();
         let grant = pb::LeaseGrantRequest {
             ttl: LEASE_TTL_S,
             id: 0,
         };
-        let Ok(Ok(granted)) = tokio::time::timeout(CALL_TIMEOUT, leases.lease_grant(grant)).await
-        else {
-            continue;
+        let granted = match tokio::time::timeout(CALL_TIMEOUT, leases.lease_grant(grant)).await {
+            Ok(Ok(g)) => g,
+            Ok(Err(s)) => {
+                if stale(&s) {
+                    token = None;
+                }
+                continue;
+            }
+            Err(_) => continue,
         };
         let granted = granted.into_inner();
         let key = format!("chaos/lease/{id}/{round}").into_bytes();
@@ -349,10 +504,16 @@ pub async fn lease_holder(
             lease: granted.id,
             ..Default::default()
         };
-        let mut kv = KvClient::new(ch.clone());
+        let mut kv = KvClient::with_interceptor(ch.clone(), tok.clone());
         match tokio::time::timeout(CALL_TIMEOUT, kv.put(put)).await {
             Ok(Ok(_)) => log.lock().await.leases[index].put_done = Some(Instant::now()),
-            _ => continue,
+            Ok(Err(s)) => {
+                if stale(&s) {
+                    token = None;
+                }
+                continue;
+            }
+            Err(_) => continue,
         }
         let hold = Duration::from_millis(3_000 + rng.below(9_000));
         let held_until = (Instant::now() + hold).min(until);
@@ -363,13 +524,18 @@ pub async fn lease_holder(
                 let sent = Instant::now();
                 let req = tokio_stream::once(pb::LeaseKeepAliveRequest { id: granted.id });
                 let answer = tokio::time::timeout(CALL_TIMEOUT, async {
-                    let mut s = LeaseClient::new(ch.clone())
+                    let mut s = LeaseClient::with_interceptor(ch.clone(), tok.clone())
                         .lease_keep_alive(req)
                         .await?
                         .into_inner();
                     s.message().await
                 })
                 .await;
+                if let Ok(Err(s)) = &answer {
+                    if stale(s) {
+                        token = None;
+                    }
+                }
                 if let Ok(Ok(Some(r))) = answer {
                     if r.ttl > 0 {
                         let mut l = log.lock().await;
@@ -385,8 +551,11 @@ pub async fn lease_holder(
                     key: key.clone(),
                     ..Default::default()
                 };
-                if let Ok(Ok(r)) =
-                    tokio::time::timeout(CALL_TIMEOUT, KvClient::new(ch).range(get)).await
+                if let Ok(Ok(r)) = tokio::time::timeout(
+                    CALL_TIMEOUT,
+                    KvClient::with_interceptor(ch, tok.clone()).range(get),
+                )
+                .await
                 {
                     let present = !r.into_inner().kvs.is_empty();
                     log.lock()
@@ -438,11 +607,15 @@ pub async fn check_leases_lapsed(
     endpoint: &str,
     log: &LeaseLog,
     healed: Instant,
+    credentials: Option<&Credentials>,
 ) -> anyhow::Result<Vec<String>> {
     let ch = channel(endpoint)
         .await
         .ok_or_else(|| anyhow::anyhow!("cannot reach {endpoint}"))?;
-    let mut kv = KvClient::new(ch);
+    let token = authenticate(&ch, credentials)
+        .await
+        .ok_or_else(|| anyhow::anyhow!("cannot authenticate on {endpoint}"))?;
+    let mut kv = KvClient::with_interceptor(ch, token);
     let mut out = Vec::new();
     for l in log
         .leases
@@ -460,7 +633,21 @@ pub async fn check_leases_lapsed(
             key: l.key.clone(),
             ..Default::default()
         };
-        let present = !kv.range(get).await?.into_inner().kvs.is_empty();
+        let answer = match kv.range(get.clone()).await {
+            Err(s) if stale(&s) => {
+                // The token went stale while we waited: once more, anew.
+                let ch = channel(endpoint)
+                    .await
+                    .ok_or_else(|| anyhow::anyhow!("cannot reach {endpoint}"))?;
+                let token = authenticate(&ch, credentials)
+                    .await
+                    .ok_or_else(|| anyhow::anyhow!("cannot authenticate on {endpoint}"))?;
+                kv = KvClient::with_interceptor(ch, token);
+                kv.range(get).await?
+            }
+            other => other?,
+        };
+        let present = !answer.into_inner().kvs.is_empty();
         if present {
             out.push(format!(
                 "lease {:x}: its key outlived its last keepalive by more than TTL + {LAPSE_BOUND:?}",

@@ -4,6 +4,8 @@
 //! (`nemesis.rs`), then heals it, reads every key once more and checks the
 //! whole history for linearizability with the simulator's checker
 //! (`ferrite-checker`) — which is also how a lost acknowledged write shows.
+//! With `--auth`, etcd auth is on and permissions change under the
+//! watchers (`permissions.rs`, which states the rule checked).
 //! The seed picks the faults and the operations (the timing of real
 //! processes is not reproducible; the seed makes runs comparable, not
 //! identical).
@@ -13,6 +15,7 @@ mod cluster;
 mod coordination;
 mod nbd_client;
 mod nemesis;
+mod permissions;
 mod workload;
 
 use std::collections::BTreeMap;
@@ -52,6 +55,11 @@ pub struct ChaosArgs {
     /// directory, removed after a clean run).
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
+    /// Turn etcd auth on: the clients run as `root`, the watchers as a
+    /// limited user whose read permission is revoked and granted back a
+    /// few times a minute (no block clients: NBD carries no credentials).
+    #[arg(long)]
+    pub auth: bool,
 }
 
 /// A small seeded generator (xorshift64*): the nemesis and the clients draw
@@ -123,12 +131,13 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<bool> {
     };
     std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
     println!(
-        "chaos: seed {seed}, {} members, {} clients, {} keys, {:?}, faults {}; data and logs in {}",
+        "chaos: seed {seed}, {} members, {} clients, {} keys, {:?}, faults {}{}; data and logs in {}",
         args.nodes,
         args.clients,
         args.keys,
         args.duration,
         kinds.join(","),
+        if args.auth { ", auth" } else { "" },
         dir.display()
     );
     let mut c = Cluster::start(args.nodes, &dir)?;
@@ -164,9 +173,19 @@ async fn attack(
     for k in 0..args.keys {
         watch_from = setup.put(&kv_key(k), b"0").await? + 1;
     }
-    setup
-        .volume_create(blocks::VOLUME, args.keys * blocks::BLOCK)
-        .await?;
+    if args.auth {
+        permissions::setup(&mut setup).await?;
+    } else {
+        setup
+            .volume_create(blocks::VOLUME, args.keys * blocks::BLOCK)
+            .await?;
+    }
+    let options = if args.auth {
+        permissions::root_options()
+    } else {
+        ferrite_client::ClientOptions::default()
+    };
+    let root = args.auth.then(permissions::root);
     let nbd: Vec<std::net::SocketAddr> = c.nodes.iter().map(|n| n.addrs.nbd).collect();
     let rec = Arc::new(Recorder {
         start: Instant::now(),
@@ -182,6 +201,7 @@ async fn attack(
             seed ^ (id << 32),
             until,
             rec.clone(),
+            options.clone(),
         )));
     }
     // A watcher per key, and two lease holders.
@@ -198,6 +218,7 @@ async fn attack(
                 watch_from,
                 watch_target.clone(),
                 log,
+                args.auth.then(permissions::watcher),
             )),
         ));
     }
@@ -209,9 +230,19 @@ async fn attack(
             seed ^ ((h + 2000) << 32),
             until,
             leases.clone(),
+            root.clone(),
         )));
     }
-    for block in 0..args.keys {
+    let churn = args.auth.then(|| {
+        tokio::spawn(permissions::churn(
+            c.endpoints(),
+            seed ^ (3000 << 32),
+            rec.start,
+            until,
+        ))
+    });
+    let block_clients = if args.auth { 0 } else { args.keys };
+    for block in 0..block_clients {
         clients.push(tokio::spawn(blocks::client(
             block,
             args.keys,
@@ -247,14 +278,28 @@ async fn attack(
     for client in clients {
         let _ = client.await;
     }
+    let permission_log = match churn {
+        Some(task) => Some(task.await.context("the permission churner")??),
+        None => None,
+    };
     c.wait_for_leader(Duration::from_secs(30))
         .await
         .context("no leader after healing")?;
     let healed = Instant::now();
-    workload::final_reads(0, c.endpoints(), args.keys, &rec).await?;
-    blocks::final_reads(args.keys, nbd, &rec).await?;
-    let coordination_ok =
-        check_coordination(c, watchers, stop_watchers, watch_from, &leases, healed).await?;
+    workload::final_reads(0, c.endpoints(), args.keys, &rec, options.clone()).await?;
+    if !args.auth {
+        blocks::final_reads(args.keys, nbd, &rec).await?;
+    }
+    let coordination_ok = check_coordination(
+        c,
+        watchers,
+        stop_watchers,
+        watch_from,
+        &leases,
+        healed,
+        (options, permission_log.as_ref()),
+    )
+    .await?;
 
     let history = std::mem::take(&mut *rec.history.lock().await);
     let mut by_kind: BTreeMap<&str, u64> = BTreeMap::new();
@@ -311,15 +356,27 @@ async fn check_coordination(
     watch_from: i64,
     leases: &tokio::sync::Mutex<coordination::LeaseLog>,
     healed: Instant,
+    (options, permission_log): (
+        ferrite_client::ClientOptions,
+        Option<&permissions::PermissionLog>,
+    ),
 ) -> anyhow::Result<bool> {
     let endpoint = c.endpoints()[c.leader().await.unwrap_or(0)].clone();
-    let mut setup = ferrite_client::Client::new(vec![endpoint.clone()])?;
+    let root = options.credentials.clone();
+    let mut setup = ferrite_client::Client::with_options(vec![endpoint.clone()], options)?;
     let final_revision = setup.put(b"chaos/end", b"1").await?;
     let _ = stop.send(Some(final_revision));
-    let reference =
-        coordination::reference(&endpoint, b"chaos/k", watch_from, final_revision).await?;
+    let reference = coordination::reference(
+        &endpoint,
+        permissions::WATCH_PREFIX,
+        watch_from,
+        final_revision,
+        root.as_ref(),
+    )
+    .await?;
     let mut problems = Vec::new();
     let (mut events, mut resumes) = (0, 0);
+    let (mut permission_cancels, mut refusals, mut judged) = (0, 0, 0);
     for (k, log, task) in watchers {
         if tokio::time::timeout(Duration::from_secs(30), task)
             .await
@@ -337,13 +394,32 @@ async fn check_coordination(
         if let Some(p) = coordination::check_watcher(&key, &log, want, watch_from) {
             problems.push(p);
         }
+        permission_cancels += log.permission_cancels;
+        refusals += log.permission_refusals;
+        if let Some(perms) = permission_log {
+            let (n, leaks) =
+                permissions::check(&String::from_utf8_lossy(&key), &log, &perms.revokes);
+            judged += n;
+            problems.extend(leaks);
+        }
         if let Some(reason) = &log.canceled {
             println!("chaos: watcher of key {k} was canceled: {reason}");
         }
     }
     let leases = leases.lock().await;
     problems.extend(coordination::check_leases_kept(&leases));
-    problems.extend(coordination::check_leases_lapsed(&endpoint, &leases, healed).await?);
+    problems.extend(
+        coordination::check_leases_lapsed(&endpoint, &leases, healed, root.as_ref()).await?,
+    );
+    if let Some(perms) = permission_log {
+        let unbounded = perms.revokes.iter().filter(|r| r.bound.is_none()).count();
+        println!(
+            "chaos: auth: permission_changes={} (revoked {}, granted back {}) unbounded_revokes={unbounded} watches_canceled_for_permission={permission_cancels} creates_refused={refusals} leak_checks={judged}",
+            perms.revokes.len() as u64 + perms.grants,
+            perms.revokes.len(),
+            perms.grants,
+        );
+    }
     let lapsed = leases.leases.iter().filter(|l| l.lapsed).count();
     println!(
         "chaos: watchers={} events={events} resumes={resumes}; leases={} (lapsed {lapsed}, revoked {}) keepalives={} lease_reads={}; coordination violations={}",

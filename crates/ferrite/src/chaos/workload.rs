@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use ferrite_checker::linearizable::{Op, Operation, Outcome};
-use ferrite_client::Client;
+use ferrite_client::{Client, ClientOptions};
 use tokio::sync::Mutex;
 
 use super::Rng;
@@ -71,8 +71,9 @@ pub async fn client(
     seed: u64,
     until: Instant,
     rec: Arc<Recorder>,
+    options: ClientOptions,
 ) {
-    let Ok(mut c) = Client::new(endpoints) else {
+    let Ok(mut c) = Client::with_options(endpoints, options) else {
         return;
     };
     let mut rng = Rng::new(seed);
@@ -151,8 +152,9 @@ pub async fn final_reads(
     endpoints: Vec<String>,
     keys: u64,
     rec: &Recorder,
+    options: ClientOptions,
 ) -> anyhow::Result<()> {
-    let mut c = Client::new(endpoints)?;
+    let mut c = Client::with_options(endpoints, options)?;
     for k in 0..keys {
         let call = rec.now();
         let v = c.get(&kv_key(k)).await?.map_or(0, |kv| parse(&kv.value));

@@ -380,7 +380,7 @@ async fn nbd_clients_are_their_certificates_users() {
         let (ok, out) = nbdinfo(&["--size"], &pki.uri(nbd, export, "none"));
         assert!(!ok, "a client without a certificate got {export}: {out}");
     }
-    let mut carol = Session::open(&pki.uri(nbd, "a1", "carol"));
+    let carol = Session::open(&pki.uri(nbd, "a1", "carol"));
     assert!(carol.hello.starts_with("refused"), "{}", carol.hello);
 
     // alice writes a1; bob reads what she wrote, and may not write.
@@ -432,7 +432,7 @@ async fn nbd_clients_are_their_certificates_users() {
         min_applied: 0,
     };
     let refused = as_alice
-        .copy(copy.clone())
+        .copy(copy)
         .await
         .expect_err("alice copied a volume file");
     assert_eq!(refused.code(), tonic::Code::PermissionDenied, "{refused}");

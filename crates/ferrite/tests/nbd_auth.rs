@@ -175,6 +175,8 @@ const SESSION: &str = r#"
 import errno, sys, nbd
 h = nbd.NBD()
 h.set_strict_mode(0)
+# The URI names the certificates directory (a local file).
+h.set_uri_allow_local_file(True)
 try:
     h.connect_uri(sys.argv[1])
 except nbd.Error as e:

@@ -145,7 +145,8 @@ pub fn resumable_reason(reason: &str) -> bool {
         StateError::AuthOldRevision,
     ]
     .iter()
-    .any(|e| e.to_string() == reason)
+    // etcd words a watch cancel as "rpc error: code = ... desc = <message>".
+    .any(|e| reason.ends_with(&e.to_string()))
 }
 
 /// Auth changes one member published in one life: `(ring sequence number

@@ -59,7 +59,7 @@ pub type Key = u64;
 /// bound the checker reports [`Violation::TooExpensive`] instead of hanging the
 /// simulation run. Five million states take a few seconds and roughly 150 MB
 /// for a 3000-operation key in an optimized build.
-pub const STATES_EXPLORED_MAX: u64 = 5_000_000;
+pub const STATES_EXPLORED_MAX: u64 = 40_000_000;
 
 /// An operation a client issued against one key.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

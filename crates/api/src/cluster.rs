@@ -1,5 +1,4 @@
-//! etcd's Cluster and Maintenance services, backed by real membership
-//! changes and the node's Raft status. Membership changes must be made by
+//! etcd's Cluster service, backed by real membership changes. Membership changes must be made by
 //! the leader; a follower forwards them to the leader's client address.
 
 use std::net::SocketAddr;
@@ -9,8 +8,7 @@ use ferrite_node::NodeError;
 use ferrite_proto::etcdserverpb as pb;
 use ferrite_proto::etcdserverpb::cluster_client::ClusterClient;
 use ferrite_proto::etcdserverpb::cluster_server::Cluster;
-use ferrite_proto::etcdserverpb::maintenance_server::Maintenance;
-use ferrite_raft::{MembershipChange, NodeId, Role};
+use ferrite_raft::{MembershipChange, NodeId};
 use ferrite_service::ids::node_id;
 use ferrite_service::Context;
 use ferrite_state::{MemberInfo, Op, Principal};
@@ -24,7 +22,6 @@ use crate::header::Header;
 pub const ETCD_VERSION: &str = "3.5.0";
 
 pub struct ClusterService(pub Context);
-pub struct MaintenanceService(pub Context);
 
 /// Parses `http://host:port` or `host:port`.
 pub fn parse_url(url: &str) -> Result<SocketAddr, Status> {
@@ -263,78 +260,5 @@ impl Cluster for ClusterService {
             header: self.0.header(0),
             members: members(&self.0).await?,
         }))
-    }
-}
-
-#[tonic::async_trait]
-impl Maintenance for MaintenanceService {
-    async fn status(
-        &self,
-        _req: Request<pb::StatusRequest>,
-    ) -> Result<Response<pb::StatusResponse>, Status> {
-        let s = self.0.node.status().await.map_err(node_status)?;
-        let is_learner = s.membership.learners.contains(&s.id);
-        Ok(Response::new(pb::StatusResponse {
-            header: self.0.header(0),
-            version: ETCD_VERSION.to_string(),
-            db_size: 0,
-            leader: s.leader.map_or(0, |l| l.0),
-            raft_index: s.last_index.0,
-            raft_term: s.term.0,
-            raft_applied_index: s.applied.0,
-            errors: Vec::new(),
-            db_size_in_use: 0,
-            is_learner,
-            ..Default::default()
-        }))
-    }
-
-    async fn alarm(
-        &self,
-        _req: Request<pb::AlarmRequest>,
-    ) -> Result<Response<pb::AlarmResponse>, Status> {
-        Ok(Response::new(pb::AlarmResponse {
-            header: self.0.header(0),
-            alarms: Vec::new(),
-        }))
-    }
-
-    async fn move_leader(
-        &self,
-        req: Request<pb::MoveLeaderRequest>,
-    ) -> Result<Response<pb::MoveLeaderResponse>, Status> {
-        let target = NodeId(req.into_inner().target_id);
-        let status = self.0.node.status().await.map_err(node_status)?;
-        if status.role != Role::Leader {
-            return Err(Status::new(
-                Code::FailedPrecondition,
-                "etcdserver: not leader",
-            ));
-        }
-        if !status.membership.voters.contains(&target) {
-            return Err(Status::new(
-                Code::FailedPrecondition,
-                "etcdserver: bad leader transferee",
-            ));
-        }
-        self.0
-            .node
-            .transfer_leader(target)
-            .await
-            .map_err(node_status)?;
-        // Answer once the target leads (or give up after an election timeout).
-        for _ in 0..100 {
-            let s = self.0.node.status().await.map_err(node_status)?;
-            if s.leader == Some(target) {
-                return Ok(Response::new(pb::MoveLeaderResponse {
-                    header: self.0.header(0),
-                }));
-            }
-            tokio::time::sleep(Duration::from_millis(30)).await;
-        }
-        Err(Status::new(
-            Code::Unavailable,
-            "etcdserver: request timed out, leader transfer took too long",
-        ))
     }
 }

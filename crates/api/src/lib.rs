@@ -29,6 +29,7 @@ mod http_auth;
 pub mod identity;
 mod kv;
 mod lease;
+mod maintenance;
 mod registers;
 pub mod server;
 mod status;

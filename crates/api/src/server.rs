@@ -40,10 +40,11 @@ use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
 use tokio_stream::StreamExt;
 
 use crate::auth::AuthService;
-use crate::cluster::{parse_url, ClusterService, MaintenanceService};
+use crate::cluster::{parse_url, ClusterService};
 use crate::concurrency::{ElectionService, LockService};
 use crate::kv::KvService;
 use crate::lease::{LeaseIds, LeaseService};
+use crate::maintenance::MaintenanceService;
 use crate::registers::RegistersService;
 use crate::status::StatusService;
 use crate::volumes::VolumesService;

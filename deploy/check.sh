@@ -3,8 +3,10 @@
 #
 #   deploy/check.sh                 # everything below that needs no ferrite binary
 #   FERRITE_BIN=target/debug/ferrite deploy/check.sh
-#                                   # also start the example TOML and the unit's
-#                                   # command line for real, on loopback
+#                                   # also run the unit's command line with the
+#                                   # example TOML: three members on loopback,
+#                                   # /health, SIGTERM to the leader
+#                                   # (deploy/check_unit_run.py)
 #
 # - systemd: `systemd-analyze verify` of ferrite.service in a scratch root
 #   (any warning fails), and its offline security score (printed);
@@ -153,6 +155,12 @@ step "hadolint deploy/Dockerfile"
 # The workspace's rust-version and the build stage's toolchain agree.
 want=$(sed -n 's/^rust-version = "\(.*\)"/\1/p' Cargo.toml)
 grep -q "^FROM rust:${want}-" deploy/Dockerfile || bad "deploy/Dockerfile does not build with rust ${want}"
+
+# --- the unit's command line, for real --------------------------------------
+if [ -n "${FERRITE_BIN:-}" ]; then
+    step "three members started with the unit's command line ($FERRITE_BIN)"
+    python3 deploy/check_unit_run.py "$FERRITE_BIN" || bad "the unit's command line"
+fi
 
 if [ "$fail" -ne 0 ]; then
     echo "deploy/check.sh: FAILED"

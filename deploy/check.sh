@@ -6,7 +6,9 @@
 #                                   # also run the unit's command line with the
 #                                   # example TOML: three members on loopback,
 #                                   # /health, SIGTERM to the leader
-#                                   # (deploy/check_unit_run.py)
+#                                   # (deploy/check_unit_run.py; with
+#                                   # FERRITE_CHECK_LEGACY_FLAGS=1 for a binary
+#                                   # without the --*-urls flags)
 #
 # - systemd: `systemd-analyze verify` of ferrite.service in a scratch root
 #   (any warning fails), and its offline security score (printed);

@@ -98,10 +98,13 @@ def status(binary, endpoints):
     return (m.group(1) if r.returncode == 0 and m else None), r.stdout + r.stderr
 
 
-def wait_leader(binary, endpoints, within):
+def wait_leader(binary, endpoints, within, procs):
     deadline = time.monotonic() + within
     out = ""
     while time.monotonic() < deadline:
+        dead = [i + 1 for i, p in enumerate(procs) if p is not None and p.poll() is not None]
+        if dead:
+            raise SystemExit(f"member(s) {dead} exited at start (see the log tails below)")
         leader, out = status(binary, endpoints)
         if leader:
             return leader, out
@@ -159,22 +162,27 @@ def main():
             procs.append(subprocess.Popen(argv, stdout=log, stderr=log, stdin=subprocess.DEVNULL, env=penv))
 
         endpoints = ",".join(f"127.0.0.1:{p['client']}" for p in ports)
-        leader, out = wait_leader(binary, endpoints, 30)
+        leader, out = wait_leader(binary, endpoints, 30, procs)
         if not leader:
             raise SystemExit(f"no leader within 30 s:\n{out}")
         print(f"leader: {leader}")
 
+        url = f"http://127.0.0.1:{ports[0]['client']}/health"
         try:
-            url = f"http://127.0.0.1:{ports[0]['client']}/health"
             with urllib.request.urlopen(url, timeout=5) as r:
                 body = r.read().decode()
                 print(f"GET {url}: {r.status} {body.strip()}")
                 if '"health":"true"' not in body.replace(" ", ""):
                     raise SystemExit("/health does not say healthy")
-        except urllib.error.HTTPError as e:
-            raise SystemExit(f"GET /health on the client port: {e.code} (the readiness probe needs it)")
-        except urllib.error.URLError as e:
-            raise SystemExit(f"GET /health on the client port: {e.reason}")
+        except (urllib.error.URLError, OSError) as e:
+            why = f"HTTP {e.code}" if isinstance(e, urllib.error.HTTPError) else str(getattr(e, "reason", e))
+            if os.environ.get("FERRITE_CHECK_LEGACY_FLAGS") != "1":
+                raise SystemExit(f"GET {url}: {why} (the Kubernetes probes need /health and /version there)")
+            # A binary before the client port's HTTP endpoints: /healthz on the HTTP port.
+            url = f"http://127.0.0.1:{ports[0]['http']}/healthz"
+            print(f"no /health on the client port ({why}); legacy build: GET {url}")
+            with urllib.request.urlopen(url, timeout=5) as r:
+                print(f"GET {url}: {r.status} {r.read().decode().strip()}")
 
         li = int(leader[1:]) - 1
         started = time.monotonic()
@@ -184,14 +192,14 @@ def main():
         except subprocess.TimeoutExpired:
             raise SystemExit(f"the leader took longer than TimeoutStopSec={stop_timeout:.0f}s to stop")
         took = time.monotonic() - started
-        print(f"SIGTERM to the leader {leader}: exited {code} after {took:.1f}s (TimeoutStopSec {stop_timeout:.0f}s)")
+        print(f"SIGTERM to the leader {leader}: exited {code} after {took:.2f}s (TimeoutStopSec {stop_timeout:.0f}s)")
         if code != 0:
             raise SystemExit("a graceful stop must exit 0 (Restart=on-failure would restart it)")
         log = open(os.path.join(scratch, f"{leader}.log")).read()
         if "leadership transferred" not in log:
             raise SystemExit(f"the leader's log does not show a leadership transfer:\n{log[-2000:]}")
         rest = ",".join(f"127.0.0.1:{p['client']}" for j, p in enumerate(ports) if j != li)
-        new, out = wait_leader(binary, rest, 15)
+        new, out = wait_leader(binary, rest, 15, [p for j, p in enumerate(procs) if j != li])
         if not new or new == leader:
             raise SystemExit(f"no new leader among the other two:\n{out}")
         print(f"new leader: {new}")

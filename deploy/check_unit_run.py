@@ -6,8 +6,8 @@ FERRITE_BIN is set).
 
 The unit's ExecStart is expanded the way systemd does (`${VAR}` is one word,
 `$VAR` splits on whitespace) from ferrite.env, once per member, with the
-example host names mapped to 127.0.0.1 and free ports, `0.0.0.0` listeners
-moved to 127.0.0.1, and ferrite.toml copied with a scratch data_dir and
+example host names mapped to `localhost` and free ports, `0.0.0.0`
+listeners moved to 127.0.0.1, and ferrite.toml copied with a scratch data_dir and
 loopback HTTP/NBD addresses. Then: a leader within 30 s, GET /health on a
 client port, SIGTERM to the leader (it must exit 0 within the unit's
 TimeoutStopSec, having handed leadership over), and a leader again among
@@ -121,14 +121,20 @@ def main():
     n = 3
     ports = [{k: free_port() for k in ("client", "peer", "http", "nbd")} for _ in range(n)]
 
+    # The example host names become `localhost` (a name each member
+    # resolves, as on real hosts), or 127.0.0.1 for a legacy binary, which
+    # takes IP addresses only.
+    legacy_flags = os.environ.get("FERRITE_CHECK_LEGACY_FLAGS") == "1"
+    host_name = "127.0.0.1" if legacy_flags else "localhost"
+
     def localize(value, i):
         # This member's listeners, then every example host name.
         value = value.replace("0.0.0.0:2380", f"127.0.0.1:{ports[i]['peer']}")
         value = value.replace("0.0.0.0:2379", f"127.0.0.1:{ports[i]['client']}")
         for j in range(n):
             host = f"ferrite-{j + 1}.example.net"
-            value = value.replace(f"{host}:2380", f"127.0.0.1:{ports[j]['peer']}")
-            value = value.replace(f"{host}:2379", f"127.0.0.1:{ports[j]['client']}")
+            value = value.replace(f"{host}:2380", f"{host_name}:{ports[j]['peer']}")
+            value = value.replace(f"{host}:2379", f"{host_name}:{ports[j]['client']}")
         return value
 
     scratch = tempfile.mkdtemp(prefix="ferrite-unit-check-")
@@ -151,7 +157,7 @@ def main():
             assert argv[0] == "/usr/local/bin/ferrite", argv
             argv[0] = binary
             argv[argv.index("--config") + 1] = toml_path
-            if os.environ.get("FERRITE_CHECK_LEGACY_FLAGS") == "1":
+            if legacy_flags:
                 argv = legacy(argv)
             if i == 0:
                 print("n1:", " ".join(argv[1:]))

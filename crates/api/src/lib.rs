@@ -31,6 +31,7 @@ mod kv;
 mod lease;
 mod maintenance;
 mod registers;
+mod snapshot_stream;
 pub mod server;
 mod status;
 pub mod tls;

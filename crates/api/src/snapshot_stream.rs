@@ -50,11 +50,7 @@ pub async fn snapshot(
     })
     .await
     .map_err(|e| Status::internal(format!("encoding the snapshot failed: {e}")))?;
-    tracing::info!(
-        bytes = writer.total_len(),
-        revision,
-        "streaming a snapshot"
-    );
+    tracing::info!(bytes = writer.total_len(), revision, "streaming a snapshot");
     let header = ctx.header(revision);
     let (tx, rx) = tokio::sync::mpsc::channel(PIECES_AHEAD);
     // Hashing is CPU work: a blocking thread produces the pieces, and stops

@@ -30,9 +30,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context as _};
 use clap::Subcommand;
-use ferrite_raft::{
-    HardState, Index, Membership, NodeId, Persist, Snapshot, SnapshotMeta, Term,
-};
+use ferrite_raft::{HardState, Index, Membership, NodeId, Persist, Snapshot, SnapshotMeta, Term};
 use ferrite_service::ids::node_id;
 use ferrite_state::backup::{self, Verified};
 use ferrite_state::{Command, MemberInfo, Op, StateMachine};
@@ -45,9 +43,7 @@ use crate::client_args::Endpoints;
 pub enum SnapshotOp {
     /// Stream a backup of the cluster's state into FILE (as `etcdctl
     /// snapshot save`).
-    Save {
-        file: PathBuf,
-    },
+    Save { file: PathBuf },
     /// Check FILE's SHA-256 and print its hash, revision, keys and size.
     Status {
         file: PathBuf,
@@ -85,7 +81,8 @@ pub async fn run(op: SnapshotOp, endpoints: Endpoints) -> anyhow::Result<()> {
             initial_advertise_peer_urls,
             data_dir,
         } => {
-            let data_dir = data_dir.unwrap_or_else(|| PathBuf::from(format!("ferrite-data/{name}")));
+            let data_dir =
+                data_dir.unwrap_or_else(|| PathBuf::from(format!("ferrite-data/{name}")));
             let cluster = crate::config::parse_cluster(&initial_cluster)?;
             let summary = restore(
                 &file,
@@ -113,7 +110,10 @@ fn progress_bar(total: u64) -> ProgressBar {
 async fn save(file: &Path, endpoints: Endpoints) -> anyhow::Result<()> {
     let mut client = endpoints.client()?;
     let part = PathBuf::from(format!("{}.part", file.display()));
-    let mut stream = client.snapshot().await.context("cannot start the snapshot")?;
+    let mut stream = client
+        .snapshot()
+        .await
+        .context("cannot start the snapshot")?;
     let mut out = std::fs::File::create(&part)
         .with_context(|| format!("cannot create {}", part.display()))?;
     let mut bar: Option<ProgressBar> = None;
@@ -121,7 +121,9 @@ async fn save(file: &Path, endpoints: Endpoints) -> anyhow::Result<()> {
     let result: anyhow::Result<()> = async {
         while let Some(piece) = stream.next().await {
             let piece = piece.context("the snapshot stream failed")?;
-            let bar = bar.get_or_insert_with(|| progress_bar(piece.blob.len() as u64 + piece.remaining_bytes));
+            let bar = bar.get_or_insert_with(|| {
+                progress_bar(piece.blob.len() as u64 + piece.remaining_bytes)
+            });
             out.write_all(&piece.blob)
                 .with_context(|| format!("cannot write {}", part.display()))?;
             written += piece.blob.len() as u64;
@@ -212,11 +214,12 @@ fn status(file: &Path, write_out: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// SI units, as etcdctl prints sizes.
 fn human_bytes(n: u64) -> String {
     match n {
-        n if n >= 1 << 30 => format!("{:.1} GB", n as f64 / 1e9),
-        n if n >= 1 << 20 => format!("{:.1} MB", n as f64 / 1e6),
-        n if n >= 1 << 10 => format!("{:.1} kB", n as f64 / 1e3),
+        n if n >= 1_000_000_000 => format!("{:.1} GB", n as f64 / 1e9),
+        n if n >= 1_000_000 => format!("{:.1} MB", n as f64 / 1e6),
+        n if n >= 1_000 => format!("{:.1} kB", n as f64 / 1e3),
         n => format!("{n} B"),
     }
 }
@@ -269,7 +272,9 @@ pub fn restore(
             .trim_start_matches("https://")
             .trim_end_matches('/')
             .parse()
-            .with_context(|| format!("--initial-advertise-peer-urls {url:?}: not http://host:port"))?;
+            .with_context(|| {
+                format!("--initial-advertise-peer-urls {url:?}: not http://host:port")
+            })?;
         if addr != peer {
             bail!("--initial-advertise-peer-urls {url} differs from {name}'s entry {peer} in --initial-cluster");
         }
@@ -277,17 +282,22 @@ pub fn restore(
     check_empty(data_dir)?;
     let verified = verify(file, true)?;
     let state = verified.state.unwrap_or_default();
-    let mut sm = StateMachine::restore(&state)
-        .with_context(|| format!("{}: the state in the snapshot does not decode", file.display()))?;
+    let mut sm = StateMachine::restore(&state).with_context(|| {
+        format!(
+            "{}: the state in the snapshot does not decode",
+            file.display()
+        )
+    })?;
     drop(state);
     let members = new_members(cluster);
     rewrite_members(&mut sm, &members);
     let index = sm.applied_index();
-    let created = !data_dir.exists();
-    let result = write_data_dir(&sm, &members, index, data_dir);
-    if let Err(e) = result {
-        if created {
-            let _ = std::fs::remove_dir_all(data_dir);
+    let existed = data_dir.exists();
+    if let Err(e) = write_data_dir(&sm, &members, index, data_dir) {
+        // Leave the directory as it was: absent, or empty.
+        let _ = std::fs::remove_dir_all(data_dir);
+        if existed {
+            let _ = std::fs::create_dir(data_dir);
         }
         return Err(e);
     }

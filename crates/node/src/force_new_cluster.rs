@@ -76,3 +76,64 @@ pub fn force_new_cluster<D: Disk>(
     durable.hard_state = hard_state;
     Ok(durable)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use ferrite_raft::{Config, Index, Raft, Term};
+    use ferrite_wal::{MemDisk, WalOptions};
+
+    fn entry(i: u64, term: u64) -> Entry {
+        Entry {
+            index: Index(i),
+            term: Term(term),
+            payload: Payload::Normal(Bytes::from(vec![i as u8])),
+        }
+    }
+
+    #[test]
+    fn keeps_the_committed_log_drops_the_rest_and_names_one_voter() {
+        let (mut wal, _) = Wal::open(MemDisk::new(), "d", WalOptions::default()).unwrap();
+        let founders = DurableState::bootstrap([NodeId(1), NodeId(2), NodeId(3)]);
+        let snapshot = founders.snapshot.clone().unwrap();
+        wal.save_snapshot(&snapshot).unwrap();
+        wal.write(&Persist {
+            hard_state: Some(HardState {
+                term: Term(3),
+                vote: Some(NodeId(2)),
+                commit: Index(4),
+            }),
+            snapshot: None,
+            entries: (1..=6).map(|i| entry(i, 2)).collect(),
+        })
+        .unwrap();
+        wal.sync().unwrap();
+        let disk = wal.into_disk();
+        let (mut wal, recovered) = Wal::open(disk, "d", WalOptions::default()).unwrap();
+        let forced = force_new_cluster(&mut wal, recovered.durable, NodeId(2)).unwrap();
+        let indexes: Vec<u64> = forced.entries.iter().map(|e| e.index.0).collect();
+        assert_eq!(
+            indexes,
+            [1, 2, 3, 4, 5],
+            "entries 5 and 6 were not committed"
+        );
+        assert_eq!(forced.hard_state.commit, Index(5));
+        assert_eq!(forced.hard_state.term, Term(3));
+        let raft = Raft::new(Config::new(NodeId(2)), forced, 1).unwrap();
+        assert_eq!(raft.membership().voters, [NodeId(2)].into());
+
+        // Durable: a restart without the flag finds the cluster of one.
+        let (_, again) = Wal::open(wal.into_disk(), "d", WalOptions::default()).unwrap();
+        assert_eq!(again.durable.entries.len(), 5);
+        assert_eq!(again.durable.hard_state.commit, Index(5));
+        let raft = Raft::new(Config::new(NodeId(2)), again.durable, 1).unwrap();
+        assert_eq!(raft.membership().voters, [NodeId(2)].into());
+    }
+
+    #[test]
+    fn an_empty_directory_is_refused() {
+        let (mut wal, recovered) = Wal::open(MemDisk::new(), "d", WalOptions::default()).unwrap();
+        assert!(force_new_cluster(&mut wal, recovered.durable, NodeId(1)).is_err());
+    }
+}

@@ -52,7 +52,9 @@ pub enum BackupError {
     Version(u32),
     #[error("snapshot header length {0}; this build reads {HEADER_BYTES}")]
     HeaderLength(u32),
-    #[error("the file is {actual} bytes but its header describes {expected} (truncated or damaged)")]
+    #[error(
+        "the file is {actual} bytes but its header describes {expected} (truncated or damaged)"
+    )]
     Size { expected: u64, actual: u64 },
     #[error("the padding before the hash is not zeros (damaged)")]
     Padding,
@@ -403,7 +405,11 @@ mod tests {
     fn round_trip_in_memory_and_streamed() {
         for keys in [0, 1, 3, 2000] {
             let (meta, bytes) = file(keys);
-            assert_eq!(bytes.len() as u64 % ALIGN, HASH_BYTES as u64, "etcdctl's rule");
+            assert_eq!(
+                bytes.len() as u64 % ALIGN,
+                HASH_BYTES as u64,
+                "etcdctl's rule"
+            );
             assert_eq!(Some(bytes.len() as u64), meta.total_len());
             let (got, state) = decode(&bytes).unwrap();
             assert_eq!(got, meta);
@@ -466,7 +472,10 @@ mod tests {
         for cut in [0, 10, HEADER_BYTES, good.len() - 512, good.len() - 1] {
             let short = &good[..cut];
             assert!(decode(short).is_err(), "cut at {cut}");
-            assert!(read(short, short.len() as u64, true).is_err(), "cut at {cut}");
+            assert!(
+                read(short, short.len() as u64, true).is_err(),
+                "cut at {cut}"
+            );
         }
         // A reader that ends before the length it was promised.
         let e = read(&good[..good.len() - 40], good.len() as u64, true).unwrap_err();

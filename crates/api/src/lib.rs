@@ -32,6 +32,7 @@ mod lease;
 mod maintenance;
 mod registers;
 pub mod server;
+mod snapshot_stream;
 mod status;
 pub mod tls;
 pub mod volumes;

@@ -47,6 +47,13 @@ impl Maintenance for MaintenanceService {
         }))
     }
 
+    async fn snapshot(
+        &self,
+        req: Request<pb::SnapshotRequest>,
+    ) -> Result<Response<tonic::codegen::BoxStream<pb::SnapshotResponse>>, Status> {
+        crate::snapshot_stream::snapshot(&self.0, req).await
+    }
+
     async fn move_leader(
         &self,
         req: Request<pb::MoveLeaderRequest>,

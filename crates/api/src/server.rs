@@ -198,6 +198,7 @@ impl Server {
         )
         .map_err(ServeError::Volumes)?;
         let volume_files = machine.files();
+        let captures = machine.captures();
         let mut node_config = opts.node.clone();
         node_config.lease_proposals = Some(ferrite_node::state_leases::lease_proposals());
         let (peer_http2, peer_calls) = tokio::sync::mpsc::channel(PEER_CALLS_QUEUED_MAX);
@@ -215,6 +216,7 @@ impl Server {
             peers,
             auth,
             auth_config: opts.auth,
+            captures,
         };
 
         let (stop, stop_rx) = tokio::sync::watch::channel(false);

@@ -25,6 +25,7 @@ use std::time::Duration;
 use ferrite_proto::etcdserverpb as pb;
 use ferrite_proto::etcdserverpb::cluster_client::ClusterClient;
 use ferrite_proto::etcdserverpb::kv_client::KvClient;
+use ferrite_proto::etcdserverpb::maintenance_client::MaintenanceClient;
 use ferrite_proto::ferrite::v1 as fv;
 use ferrite_proto::ferrite::v1::registers_client::RegistersClient;
 use ferrite_proto::ferrite::v1::status_client::StatusClient;
@@ -962,6 +963,23 @@ impl Client {
         })
         .await
         .map(|_| ())
+    }
+
+    /// A backup of the state of the member the client is on (etcd's
+    /// `Maintenance.Snapshot`): the pieces of a Ferrite backup file, in
+    /// order. Opening the stream is retried like any read; a failure in the
+    /// middle of it ends the stream with an error.
+    pub async fn snapshot(
+        &mut self,
+    ) -> Result<tonic::Streaming<pb::SnapshotResponse>, ClientError> {
+        let r = self
+            .call_waiting(|ch| async move {
+                MaintenanceClient::new(ch)
+                    .snapshot(pb::SnapshotRequest {})
+                    .await
+            })
+            .await?;
+        Ok(r.into_inner())
     }
 
     /// Every member's status, as the cluster reports it (unreachable

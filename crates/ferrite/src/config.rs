@@ -74,6 +74,10 @@ pub struct ServerArgs {
     #[arg(long)]
     #[serde(default)]
     pub join: bool,
+    /// Restart from this member's existing data as a one-member cluster, after a majority is lost for good (etcd's --force-new-cluster); add the others back with `member add` and `--join`.
+    #[arg(long)]
+    #[serde(default)]
+    pub force_new_cluster: bool,
     /// TLS certificate for the client side: gRPC, HTTP and NBD (etcd's --cert-file).
     #[arg(long)]
     pub cert_file: Option<PathBuf>,
@@ -134,6 +138,7 @@ pub struct ServerConfig {
     pub tick: Duration,
     pub election_ticks: u32,
     pub join: bool,
+    pub force_new_cluster: bool,
     /// Client-side TLS (gRPC, HTTP, NBD), files loaded and checked.
     pub client_tls: Option<ferrite_tls::ClientTls>,
     /// Peer TLS, files loaded and checked.
@@ -162,6 +167,10 @@ impl ServerArgs {
             .context("--initial-cluster is required (e.g. n1=127.0.0.1:2380,n2=127.0.0.1:22380)")?;
         let initial_cluster = parse_cluster(&cluster_text)?;
         let join = self.join || file.join;
+        let force_new_cluster = self.force_new_cluster || file.force_new_cluster;
+        if join && force_new_cluster {
+            bail!("--force-new-cluster starts from this member's data; it cannot --join");
+        }
         let listen_peer = match self.listen_peer.or(file.listen_peer) {
             Some(addr) => addr,
             None => *initial_cluster.get(&name).with_context(|| {
@@ -272,6 +281,7 @@ impl ServerArgs {
             tick: Duration::from_millis(heartbeat_ms),
             election_ticks: (election_ms / heartbeat_ms) as u32,
             join,
+            force_new_cluster,
             auth: ferrite_service::auth::AuthConfig {
                 token_ttl: Duration::from_secs(token_ttl),
                 bcrypt_cost,

@@ -10,6 +10,7 @@ mod coordination;
 mod launch;
 mod server;
 mod shell;
+mod snapshot;
 mod status;
 mod up;
 mod volume;
@@ -170,6 +171,14 @@ enum Command {
     Role {
         #[command(subcommand)]
         op: auth::RoleOp,
+        #[command(flatten)]
+        endpoints: Endpoints,
+    },
+    /// Backups: save (from the cluster), status and restore (into the data
+    /// directory of a member of a new cluster), as etcdctl's.
+    Snapshot {
+        #[command(subcommand)]
+        op: snapshot::SnapshotOp,
         #[command(flatten)]
         endpoints: Endpoints,
     },
@@ -407,6 +416,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 return Ok(ExitCode::FAILURE);
             }
         }
+        Command::Snapshot { op, endpoints } => snapshot::run(op, endpoints).await?,
         Command::Wal { op } => match op {
             WalOp::Inspect { dir } => print!(
                 "{}",

@@ -21,6 +21,7 @@ pub async fn run(cfg: ServerConfig) -> anyhow::Result<()> {
     node.tick = cfg.tick;
     node.election_ticks = cfg.election_ticks;
     node.join = cfg.join;
+    node.force_new_cluster = cfg.force_new_cluster;
     node.snapshot_entries = cfg.snapshot_entries;
     node.peer_tls = cfg.peer_tls.clone();
     let opts = ServerOptions {

@@ -19,6 +19,7 @@
 //! valid examples of every one.
 
 mod allocation;
+mod backup;
 mod nbd;
 mod peer;
 mod runtime;
@@ -28,6 +29,7 @@ mod state;
 mod wal;
 
 pub use allocation::{name_input, Bounded, ALLOCATION_BYTES_BASE, ALLOCATION_FACTOR};
+pub use backup::backup_files;
 pub use nbd::nbd_server;
 pub use peer::peer_frames;
 pub use snapshot::snapshot_files;
@@ -45,6 +47,7 @@ pub const TARGETS: &[(&str, Body)] = &[
     ("snapshot_files", snapshot_files),
     ("state_commands", state_commands),
     ("nbd_server", nbd_server),
+    ("backup_files", backup_files),
 ];
 
 /// Splits off a length-prefixed chunk: `len:u16 LE | bytes`, where a length

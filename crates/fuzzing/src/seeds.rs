@@ -45,6 +45,24 @@ pub fn all() -> Vec<Seed> {
     add("snapshot_files", snapshot_files());
     add("state_commands", state_commands());
     add("nbd_server", nbd_server());
+    add("backup_files", backup_files());
+    out
+}
+
+// ---- backup_files ------------------------------------------------------------
+
+fn backup_files() -> Vec<(String, Vec<u8>)> {
+    use ferrite_state::backup::{self, BackupMeta};
+    let mut out = Vec::new();
+    for (name, sm) in [("empty", StateMachine::new()), ("full", machine())] {
+        let state = sm.snapshot();
+        let mut file = vec![0u8];
+        file.extend(backup::encode(BackupMeta::of(&sm, 0), state.clone()));
+        out.push((format!("file-{name}"), file));
+        let mut unsealed = vec![1u8];
+        unsealed.extend_from_slice(&state);
+        out.push((format!("state-{name}"), unsealed));
+    }
     out
 }
 

@@ -30,6 +30,9 @@ pub struct NodeConfig {
     pub snapshot_entries: u64,
     /// Start empty and wait to be added, instead of founding the cluster.
     pub join: bool,
+    /// Restart from this member's data as a cluster of one (etcd's
+    /// `--force-new-cluster`; see `force_new_cluster.rs`).
+    pub force_new_cluster: bool,
     /// How long a client request may wait for a reply.
     pub request_timeout: Duration,
     /// How the node proposes lease revokes and checkpoints in the state
@@ -60,6 +63,7 @@ impl NodeConfig {
             election_ticks: 10,
             snapshot_entries: 10_000,
             join: false,
+            force_new_cluster: false,
             request_timeout: Duration::from_secs(5),
             lease_proposals: None,
             peer_tls: None,

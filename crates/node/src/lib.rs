@@ -21,6 +21,7 @@ pub mod codec;
 mod config;
 mod driver;
 mod error;
+mod force_new_cluster;
 mod lessor;
 mod machine;
 mod metrics;

@@ -64,6 +64,9 @@ impl Node {
             tracing::warn!("recovered after a crash: {torn:?}");
         }
         let mut durable = recovered.durable;
+        if cfg.force_new_cluster {
+            durable = crate::force_new_cluster::force_new_cluster(&mut wal, durable, cfg.id)?;
+        }
         let empty = durable.snapshot.is_none() && durable.entries.is_empty();
         if empty && !cfg.join {
             // Found the cluster: the initial configuration is made durable

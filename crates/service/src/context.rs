@@ -35,6 +35,9 @@ pub struct Context {
     /// The applied auth store (the machine keeps it current).
     pub auth: AuthView,
     pub auth_config: AuthConfig,
+    /// Point-in-time captures of the state, shared with the machine
+    /// (`snapshot.rs`).
+    pub captures: Arc<crate::snapshot::Captures>,
 }
 
 /// Watch figures for `/metrics`.
@@ -99,6 +102,13 @@ impl Context {
             self.node.read(query.clone(), !serializable)
         })
         .await
+    }
+
+    /// A linearizable read of a raw query (one the machine answers without
+    /// decoding it as a command: `snapshot.rs`'s captures).
+    pub(crate) async fn read_query(&self, query: Bytes) -> Result<Reply, ServiceError> {
+        self.retrying(LEADER_WAIT, false, || self.node.read(query.clone(), true))
+            .await
     }
 
     /// Proposes an `op` that may safely apply twice (a volume write or zero,

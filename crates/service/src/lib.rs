@@ -14,6 +14,7 @@
 //! - `copy.rs`: `PeerCopier`, copies of volume files from a peer.
 //! - `volumes.rs`: block volume operations (shared by gRPC and NBD).
 //! - `members.rs`: the member table; `ids.rs`: member ids.
+//! - `snapshot.rs`: point-in-time captures of the state (backups).
 //! - `compaction.rs`: the leader's auto-compaction of the KV history.
 //! - `concurrency.rs`: etcd's locks and elections, from leases,
 //!   transactions and watches.
@@ -30,6 +31,7 @@ pub mod events;
 pub mod ids;
 pub mod machine;
 pub mod members;
+pub mod snapshot;
 pub mod volumes;
 pub mod watch;
 

@@ -47,6 +47,8 @@ pub struct Replicated {
     copier: PeerCopier,
     /// The files must be copied from a peer before the next apply or read.
     stale: bool,
+    /// Where point-in-time captures go (`snapshot.rs`).
+    captures: Arc<crate::snapshot::Captures>,
 }
 
 impl Replicated {
@@ -73,11 +75,17 @@ impl Replicated {
             files,
             copier,
             stale: true,
+            captures: Arc::default(),
         })
     }
 
     pub fn files(&self) -> Arc<VolumeFiles> {
         self.files.clone()
+    }
+
+    /// Where this machine leaves point-in-time captures (for `Context`).
+    pub fn captures(&self) -> Arc<crate::snapshot::Captures> {
+        self.captures.clone()
     }
 
     /// Copies the volume files from a peer if they are stale.
@@ -185,6 +193,10 @@ impl ferrite_node::StateMachine for Replicated {
     /// volume table, volume bytes, leases, history, auth reads; each checked
     /// against its principal's permissions by the state machine.
     fn query(&mut self, query: &[u8]) -> Bytes {
+        if let Some(token) = crate::snapshot::parse_query(query) {
+            self.captures.put(token, self.sm.clone());
+            return seal(Ok(Reply::Done));
+        }
         if let Err(e) = self.ensure_files() {
             return seal(Err(format!("volume files unavailable: {e}")));
         }

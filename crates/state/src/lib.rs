@@ -14,6 +14,7 @@
 //! undecodable entry is a deterministic error reply.
 
 pub mod auth;
+pub mod backup;
 pub mod block_store;
 mod codec;
 pub mod command;

@@ -14,6 +14,8 @@
 //! - `copy.rs`: `PeerCopier`, copies of volume files from a peer.
 //! - `volumes.rs`: block volume operations (shared by gRPC and NBD).
 //! - `members.rs`: the member table; `ids.rs`: member ids.
+//! - `maintenance.rs`: the space quota and db size, alarms, hashes,
+//!   defragmentation, the periodic corruption check.
 //! - `compaction.rs`: the leader's auto-compaction of the KV history.
 //! - `concurrency.rs`: etcd's locks and elections, from leases,
 //!   transactions and watches.
@@ -29,6 +31,7 @@ pub mod error;
 pub mod events;
 pub mod ids;
 pub mod machine;
+pub mod maintenance;
 pub mod members;
 pub mod volumes;
 pub mod watch;

@@ -20,6 +20,27 @@ use ferrite_state::{AlarmAction, AlarmRequest, AlarmType, Principal};
 
 pub struct MaintenanceService(pub Context);
 
+/// etcd's `Status.errors`: "no leader" without one, and every raised alarm
+/// as etcd prints it (this member's view).
+async fn status_errors(ctx: &Context, no_leader: bool) -> Vec<String> {
+    let mut errors = Vec::new();
+    if no_leader {
+        errors.push("etcdserver: no leader".to_string());
+    }
+    let get = ferrite_state::Op::Alarm(AlarmRequest {
+        action: AlarmAction::Get,
+        member_id: 0,
+        alarm: AlarmType::None,
+    });
+    if let Ok(ferrite_state::Reply::Alarms(list)) = ctx.read(get, &Principal::System, true).await {
+        errors.extend(
+            list.iter()
+                .map(|a| format!("memberID:{} alarm:{} ", a.member_id, a.alarm.name())),
+        );
+    }
+    errors
+}
+
 /// etcd's alarm request from its wire form; an action or type etcd does
 /// not have is refused.
 fn alarm_request(req: &pb::AlarmRequest) -> Result<AlarmRequest, Status> {
@@ -42,6 +63,7 @@ impl Maintenance for MaintenanceService {
     ) -> Result<Response<pb::StatusResponse>, Status> {
         let s = self.0.node.status().await.map_err(node_status)?;
         let is_learner = s.membership.learners.contains(&s.id);
+        let errors = status_errors(&self.0, s.leader.is_none()).await;
         Ok(Response::new(pb::StatusResponse {
             header: self.0.header(0),
             version: ETCD_VERSION.to_string(),
@@ -50,7 +72,7 @@ impl Maintenance for MaintenanceService {
             raft_index: s.last_index.0,
             raft_term: s.term.0,
             raft_applied_index: s.applied.0,
-            errors: Vec::new(),
+            errors,
             db_size_in_use: self.0.maintenance.in_use() as i64,
             is_learner,
             ..Default::default()

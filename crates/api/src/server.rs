@@ -45,11 +45,11 @@ use crate::concurrency::{ElectionService, LockService};
 use crate::kv::KvService;
 use crate::lease::{LeaseIds, LeaseService};
 use crate::maintenance::{MaintenanceService, PeerMaintenanceService};
-use ferrite_proto::ferrite::v1::peer_maintenance_server::PeerMaintenanceServer;
 use crate::registers::RegistersService;
 use crate::status::StatusService;
 use crate::volumes::VolumesService;
 use crate::watch::{WatchServer, WatchService};
+use ferrite_proto::ferrite::v1::peer_maintenance_server::PeerMaintenanceServer;
 
 /// The largest gRPC message accepted: etcd's default request limit (1.5 MiB)
 /// plus room for framing.

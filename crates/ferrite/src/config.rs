@@ -154,9 +154,7 @@ pub struct ServerConfig {
 /// `m`, `h`); a bare `0` is zero.
 pub fn parse_duration(text: &str) -> anyhow::Result<Duration> {
     let t = text.trim();
-    let split = t
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(t.len());
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (number, unit) = t.split_at(split);
     let n: u64 = number
         .parse()

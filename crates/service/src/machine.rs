@@ -124,12 +124,12 @@ impl Replicated {
         }
     }
 
-    /// Defragmentation: release the spare capacity of the key histories,
-    /// return free memory to the operating system where the allocator
-    /// can, and reset the db size to what is in use.
+    /// Defragmentation: release the spare capacity of the key histories
+    /// (the binary's allocator, mimalloc, returns freed pages to the
+    /// operating system on its own) and reset the db size to what is in
+    /// use.
     fn defragment(&mut self) -> Reply {
         let released = self.sm.defragment();
-        release_free_memory();
         let in_use = self.sm.space_in_use();
         self.maintenance.reset(in_use);
         Reply::Defragmented { released, in_use }
@@ -154,19 +154,6 @@ impl Replicated {
         Ok(Reply::Data(data))
     }
 }
-
-/// Hands the allocator's free memory back to the operating system.
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-fn release_free_memory() {
-    // SAFETY: malloc_trim only walks glibc's own heap under its lock; it
-    // takes a plain integer and touches no memory of ours.
-    unsafe {
-        libc::malloc_trim(0);
-    }
-}
-
-#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-fn release_free_memory() {}
 
 /// Decodes what `apply` or `query` returned.
 pub fn open_envelope(data: &[u8]) -> Result<Reply, String> {

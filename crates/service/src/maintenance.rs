@@ -225,10 +225,7 @@ impl Context {
 /// the answers agree on. Answers at another compaction revision are not
 /// compared (as etcd). None when no hash has a majority.
 pub fn disagreeing(answers: &BTreeMap<u64, KvHash>) -> Option<Vec<u64>> {
-    let compact = answers
-        .values()
-        .map(|h| h.compact_revision)
-        .max()?;
+    let compact = answers.values().map(|h| h.compact_revision).max()?;
     let comparable: Vec<(u64, u32)> = answers
         .iter()
         .filter(|(_, h)| h.compact_revision == compact)
@@ -329,7 +326,19 @@ async fn check_once(ctx: &Context, period: Duration) -> Result<(), String> {
         tracing::warn!(?answers, "corruption check: no majority among the hashes");
         return Ok(());
     };
+    let get = AlarmRequest {
+        action: AlarmAction::Get,
+        member_id: 0,
+        alarm: AlarmType::Corrupt,
+    };
+    let raised = ctx
+        .alarm(get, &Principal::System)
+        .await
+        .map_err(|e| e.to_string())?;
     for id in bad {
+        if raised.iter().any(|a| a.member_id == id) {
+            continue;
+        }
         tracing::error!(
             member = %format!("{:x}", id),
             revision = mine.hash_revision,

@@ -150,7 +150,11 @@ pub async fn fault(
                 .inject_corruption(bytes::Bytes::from(q.key.clone().into_bytes()));
             // The machine takes the fault at its next apply or read: read.
             let now = ferrite_state::Op::HashKv { revision: 0 };
-            match d.ctx.read(now, &ferrite_state::Principal::System, true).await {
+            match d
+                .ctx
+                .read(now, &ferrite_state::Principal::System, true)
+                .await
+            {
                 Ok(_) => ok(),
                 Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
             }

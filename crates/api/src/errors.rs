@@ -96,6 +96,9 @@ pub fn state_status(e: StateError) -> Status {
         | StateError::AuthNotEnabled => Code::FailedPrecondition,
         StateError::PermissionDenied => Code::PermissionDenied,
         StateError::InvalidAuthToken => Code::Unauthenticated,
+        // etcd's ErrGRPCNoSpace and ErrGRPCCorrupt.
+        StateError::NoSpace => Code::ResourceExhausted,
+        StateError::Corrupt => Code::DataLoss,
         _ => Code::InvalidArgument,
     };
     let text = e.to_string();

@@ -44,11 +44,12 @@ use crate::cluster::{parse_url, ClusterService};
 use crate::concurrency::{ElectionService, LockService};
 use crate::kv::KvService;
 use crate::lease::{LeaseIds, LeaseService};
-use crate::maintenance::MaintenanceService;
+use crate::maintenance::{MaintenanceService, PeerMaintenanceService};
 use crate::registers::RegistersService;
 use crate::status::StatusService;
 use crate::volumes::VolumesService;
 use crate::watch::{WatchServer, WatchService};
+use ferrite_proto::ferrite::v1::peer_maintenance_server::PeerMaintenanceServer;
 
 /// The largest gRPC message accepted: etcd's default request limit (1.5 MiB)
 /// plus room for framing.
@@ -78,6 +79,11 @@ pub struct ServerOptions {
     pub client_tls: Option<ferrite_tls::ClientTls>,
     /// Token lifetime and bcrypt cost (`--auth-token-ttl`, `--bcrypt-cost`).
     pub auth: ferrite_service::auth::AuthConfig,
+    /// The space quota in bytes (`--quota-backend-bytes`; 0: etcd's 2 GiB).
+    pub quota_backend_bytes: u64,
+    /// How often the leader compares every member's HashKV
+    /// (`--corrupt-check-time`); None: never.
+    pub corrupt_check: Option<Duration>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -114,7 +120,7 @@ pub struct Server {
 const PEER_CALLS_QUEUED_MAX: usize = 64;
 
 /// Serves what members ask of each other (volume-file copies, status,
-/// forwarded membership changes) on the connections the peer port hands
+/// forwarded membership changes, hashes for the corruption check) on the connections the peer port hands
 /// over, until `stop`.
 async fn peer_grpc(
     context: Context,
@@ -127,6 +133,9 @@ async fn peer_grpc(
     let served = tonic::transport::Server::builder()
         .add_service(ClusterServer::new(ClusterService(context.clone())))
         .add_service(StatusServer::new(StatusService(context.clone())))
+        .add_service(PeerMaintenanceServer::new(PeerMaintenanceService(
+            context.clone(),
+        )))
         .add_service(
             VolumesServer::new(VolumesService {
                 ctx: context,
@@ -190,11 +199,13 @@ impl Server {
         );
         let events = ferrite_service::events::EventStream::new();
         let auth = ferrite_service::auth::AuthView::default();
+        let maintenance = ferrite_service::maintenance::Maintenance::new(opts.quota_backend_bytes);
         let machine = Replicated::open(
             &opts.node.data_dir.join("volumes"),
             copier,
             events.clone(),
             auth.clone(),
+            maintenance.clone(),
         )
         .map_err(ServeError::Volumes)?;
         let volume_files = machine.files();
@@ -217,6 +228,7 @@ impl Server {
             auth,
             auth_config: opts.auth,
             captures,
+            maintenance,
         };
 
         let (stop, stop_rx) = tokio::sync::watch::channel(false);
@@ -352,7 +364,7 @@ impl Server {
                 None => client_addr.to_string(),
             }],
         };
-        let background = vec![
+        let mut background = vec![
             tokio::spawn(publish(context.clone(), me)).abort_handle(),
             tokio::spawn(learn_addresses(context.clone())).abort_handle(),
             tokio::spawn(ferrite_service::compaction::run(
@@ -362,6 +374,15 @@ impl Server {
             ))
             .abort_handle(),
         ];
+        if let Some(period) = opts.corrupt_check.filter(|p| !p.is_zero()) {
+            background.push(
+                tokio::spawn(ferrite_service::maintenance::corruption_check_loop(
+                    context.clone(),
+                    period,
+                ))
+                .abort_handle(),
+            );
+        }
         Ok(Server {
             node,
             context,

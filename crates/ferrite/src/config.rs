@@ -116,6 +116,12 @@ pub struct ServerArgs {
     /// The bcrypt cost of password hashes this member makes, 4..=31 (etcd's `--bcrypt-cost`; default 10).
     #[arg(long)]
     pub bcrypt_cost: Option<u32>,
+    /// Space quota in bytes (etcd's `--quota-backend-bytes`; default 2147483648, 2 GiB; 0: the default). A write that would take this member's db size over it raises a NOSPACE alarm, and writes that grow the state are refused until `etcdctl alarm disarm`.
+    #[arg(long)]
+    pub quota_backend_bytes: Option<u64>,
+    /// How often the leader compares every member's HashKV and raises a CORRUPT alarm naming a member that disagrees, e.g. `60s`, `5m`, `500ms` (etcd's `--experimental-corrupt-check-time`; default 0: off, as etcd).
+    #[arg(long)]
+    pub corrupt_check_time: Option<String>,
 }
 
 /// A validated server configuration.
@@ -144,6 +150,29 @@ pub struct ServerConfig {
     /// Peer TLS, files loaded and checked.
     pub peer_tls: Option<ferrite_tls::PeerTls>,
     pub auth: ferrite_service::auth::AuthConfig,
+    pub quota_backend_bytes: u64,
+    /// None: no periodic corruption check.
+    pub corrupt_check: Option<Duration>,
+}
+
+/// A duration as etcd's flags write them: a number and a unit (`ms`, `s`,
+/// `m`, `h`); a bare `0` is zero.
+pub fn parse_duration(text: &str) -> anyhow::Result<Duration> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let n: u64 = number
+        .parse()
+        .with_context(|| format!("{text:?}: expected a number and a unit, e.g. 60s"))?;
+    let ms = match unit {
+        "" if n == 0 => 0,
+        "ms" => n,
+        "s" => n.saturating_mul(1000),
+        "m" => n.saturating_mul(60_000),
+        "h" => n.saturating_mul(3_600_000),
+        _ => bail!("{text:?}: unit must be ms, s, m or h"),
+    };
+    Ok(Duration::from_millis(ms))
 }
 
 impl ServerArgs {
@@ -231,6 +260,24 @@ impl ServerArgs {
         if !(4..=31).contains(&bcrypt_cost) {
             bail!("--bcrypt-cost {bcrypt_cost}: must be within 4..=31");
         }
+        let quota_backend_bytes = match self
+            .quota_backend_bytes
+            .or(file.quota_backend_bytes)
+            .unwrap_or(0)
+        {
+            0 => ferrite_service::maintenance::QUOTA_BYTES_DEFAULT,
+            n => n,
+        };
+        let corrupt_check = match self.corrupt_check_time.or(file.corrupt_check_time) {
+            None => None,
+            Some(text) => {
+                let d = parse_duration(&text).context("--corrupt-check-time")?;
+                if !d.is_zero() && d < Duration::from_millis(100) {
+                    bail!("--corrupt-check-time {text}: at least 100ms (or 0: off)");
+                }
+                Some(d).filter(|d| !d.is_zero())
+            }
+        };
         let addrs = [listen_peer, listen_client, listen_http, listen_nbd];
         for (i, a) in addrs.iter().enumerate() {
             if addrs[..i].contains(a) {
@@ -286,6 +333,8 @@ impl ServerArgs {
                 token_ttl: Duration::from_secs(token_ttl),
                 bcrypt_cost,
             },
+            quota_backend_bytes,
+            corrupt_check,
         })
     }
 }
@@ -398,6 +447,28 @@ mod tests {
             initial_cluster: Some(cluster.into()),
             ..ServerArgs::default()
         }
+    }
+
+    #[test]
+    fn quota_and_corruption_check_flags() {
+        let cfg = args("n1", "n1=127.0.0.1:2380").resolve().unwrap();
+        assert_eq!(cfg.quota_backend_bytes, 2_147_483_648, "etcd's default");
+        assert_eq!(cfg.corrupt_check, None, "off by default, as etcd");
+        let mut a = args("n1", "n1=127.0.0.1:2380");
+        a.quota_backend_bytes = Some(65536);
+        a.corrupt_check_time = Some("2s".into());
+        let cfg = a.resolve().unwrap();
+        assert_eq!(cfg.quota_backend_bytes, 65536);
+        assert_eq!(cfg.corrupt_check, Some(Duration::from_secs(2)));
+        for bad in ["2", "s", "5x", "10ms", "-1s"] {
+            let mut a = args("n1", "n1=127.0.0.1:2380");
+            a.corrupt_check_time = Some(bad.into());
+            assert!(a.resolve().is_err(), "{bad} is refused");
+        }
+        let mut a = args("n1", "n1=127.0.0.1:2380");
+        a.corrupt_check_time = Some("0".into());
+        assert_eq!(a.resolve().unwrap().corrupt_check, None);
+        assert_eq!(parse_duration("5m").unwrap(), Duration::from_secs(300));
     }
 
     #[test]

@@ -39,6 +39,8 @@ pub async fn run(cfg: ServerConfig) -> anyhow::Result<()> {
         },
         client_tls: cfg.client_tls.clone(),
         auth: cfg.auth,
+        quota_backend_bytes: cfg.quota_backend_bytes,
+        corrupt_check: cfg.corrupt_check,
     };
     let server = Server::start(opts)
         .await

@@ -38,6 +38,8 @@ pub struct Context {
     /// Point-in-time captures of the state, shared with the machine
     /// (`snapshot.rs`).
     pub captures: Arc<crate::snapshot::Captures>,
+    /// The space quota, this member's db size, test-only faults.
+    pub maintenance: Arc<crate::maintenance::Maintenance>,
 }
 
 /// Watch figures for `/metrics`.
@@ -70,10 +72,22 @@ impl Context {
     }
 
     /// Proposes `op` as `who` (in a session if `session` is given) and
-    /// returns the state machine's reply (a refusal of `who` is a
+    /// returns the state machine's reply; a write over the space quota is
+    /// refused first (`maintenance.rs`) (a refusal of `who` is a
     /// `Reply::Error`). Retries while there is no leader, or when a leader
     /// change superseded the entry (then it was not applied).
     pub async fn write(
+        &self,
+        op: Op,
+        session: Option<(u64, u64)>,
+        who: &Principal,
+    ) -> Result<Reply, ServiceError> {
+        self.check_quota(&op).await?;
+        self.write_unchecked(op, session, who).await
+    }
+
+    /// `write` without the quota check (the alarm the check raises).
+    pub(crate) async fn write_unchecked(
         &self,
         op: Op,
         session: Option<(u64, u64)>,

@@ -15,6 +15,8 @@
 //! - `volumes.rs`: block volume operations (shared by gRPC and NBD).
 //! - `members.rs`: the member table; `ids.rs`: member ids.
 //! - `snapshot.rs`: point-in-time captures of the state (backups).
+//! - `maintenance.rs`: the space quota and db size, alarms, hashes,
+//!   defragmentation, the periodic corruption check.
 //! - `compaction.rs`: the leader's auto-compaction of the KV history.
 //! - `concurrency.rs`: etcd's locks and elections, from leases,
 //!   transactions and watches.
@@ -30,6 +32,7 @@ pub mod error;
 pub mod events;
 pub mod ids;
 pub mod machine;
+pub mod maintenance;
 pub mod members;
 pub mod snapshot;
 pub mod volumes;

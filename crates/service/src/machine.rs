@@ -49,6 +49,8 @@ pub struct Replicated {
     stale: bool,
     /// Where point-in-time captures go (`snapshot.rs`).
     captures: Arc<crate::snapshot::Captures>,
+    /// The member's db size and quota, and test-only faults.
+    maintenance: Arc<crate::maintenance::Maintenance>,
 }
 
 impl Replicated {
@@ -57,6 +59,7 @@ impl Replicated {
         copier: PeerCopier,
         events: EventStream,
         auth: AuthView,
+        maintenance: Arc<crate::maintenance::Maintenance>,
     ) -> Result<Replicated, String> {
         let store = BlockStore::open(dir).map_err(|e| e.to_string())?;
         let files = Arc::new(VolumeFiles {
@@ -76,6 +79,7 @@ impl Replicated {
             copier,
             stale: true,
             captures: Arc::default(),
+            maintenance,
         })
     }
 
@@ -111,7 +115,32 @@ impl Replicated {
             .publish_restore(self.sm.applied_index(), self.sm.revision());
         self.lease_changes = vec![state_leases::lease_reset(&self.sm)];
         self.files.ready.store(false, Ordering::Release);
+        self.maintenance.reset(self.sm.space_in_use());
         Ok(())
+    }
+
+    /// Test-only divergence (`/v1/fault/corrupt`): flips a key's newest
+    /// value in this member's state, as a damaged disk would.
+    fn inject_faults(&mut self) {
+        if let Some(key) = self.maintenance.take_corruption() {
+            let found = self.sm.corrupt_value(&key);
+            tracing::warn!(
+                key = %String::from_utf8_lossy(&key),
+                found,
+                "fault injection: value changed in this member's state only"
+            );
+        }
+    }
+
+    /// Defragmentation: release the spare capacity of the key histories
+    /// (the binary's allocator, mimalloc, returns freed pages to the
+    /// operating system on its own) and reset the db size to what is in
+    /// use.
+    fn defragment(&mut self) -> Reply {
+        let released = self.sm.defragment();
+        let in_use = self.sm.space_in_use();
+        self.maintenance.reset(in_use);
+        Reply::Defragmented { released, in_use }
     }
 
     fn read_volume(&mut self, name: &str, offset: u64, len: u64) -> Result<Reply, String> {
@@ -161,7 +190,9 @@ fn seal(reply: Result<Reply, String>) -> Bytes {
 impl ferrite_node::StateMachine for Replicated {
     fn apply(&mut self, index: Index, command: &[u8]) -> Result<Bytes, MachineError> {
         self.ensure_files().map_err(MachineError::Storage)?;
+        self.inject_faults();
         let applied = self.sm.apply(index.0, command);
+        self.maintenance.observe(self.sm.space_in_use());
         for event in &applied.events {
             match event {
                 Event::Volume(v) => self
@@ -190,7 +221,8 @@ impl ferrite_node::StateMachine for Replicated {
     }
 
     /// Read-only commands only: a range, a register, the member table, the
-    /// volume table, volume bytes, leases, history, auth reads; each checked
+    /// volume table, volume bytes, leases, history, auth reads, alarms,
+    /// hashes (and the member-local defragmentation); each checked
     /// against its principal's permissions by the state machine.
     fn query(&mut self, query: &[u8]) -> Bytes {
         if let Some(token) = crate::snapshot::parse_query(query) {
@@ -200,6 +232,7 @@ impl ferrite_node::StateMachine for Replicated {
         if let Err(e) = self.ensure_files() {
             return seal(Err(format!("volume files unavailable: {e}")));
         }
+        self.inject_faults();
         let reply = match Command::decode(query) {
             Ok(cmd) => match &cmd.op {
                 Op::VolumeRead { name, offset, len } => {
@@ -217,6 +250,14 @@ impl ferrite_node::StateMachine for Replicated {
                 | Op::LeaseList
                 | Op::Changes(_) => Ok(self.sm.query(&cmd)),
                 Op::Auth(req) if req.is_read() => Ok(self.sm.query(&cmd)),
+                Op::Alarm(req) if req.action == ferrite_state::AlarmAction::Get => {
+                    Ok(self.sm.query(&cmd))
+                }
+                Op::Hash | Op::HashKv { .. } => Ok(self.sm.query(&cmd)),
+                Op::Defragment => match self.sm.authorize(&cmd.principal, &cmd.op) {
+                    Ok(()) => Ok(self.defragment()),
+                    Err(e) => Ok(Reply::Error(e)),
+                },
                 _ => Err("not a read-only request".to_string()),
             },
             Err(e) => Err(format!("undecodable query: {e}")),

@@ -119,6 +119,21 @@ pub enum Op {
     Changes(crate::kv::ChangesRequest),
     /// etcd's Auth service: users, roles, enable and disable (reads too).
     Auth(AuthRequest),
+    /// etcd's Maintenance.Alarm: raise, clear or list alarms (admin only;
+    /// a GET is read-only). See `alarms.rs`.
+    Alarm(crate::alarms::AlarmRequest),
+    /// Read-only, member-local: a hash of the whole state
+    /// (`Maintenance.Hash`).
+    Hash,
+    /// Read-only, member-local: etcd's `HashKV`, a hash of the key space's
+    /// history at `revision` (0: the current one) since the compaction,
+    /// equal on every member at the same revision.
+    HashKv {
+        revision: i64,
+    },
+    /// Member-local, never through the log: give memory back and reset the
+    /// member's db size to what is in use (`Maintenance.Defragment`).
+    Defragment,
 }
 
 impl Command {

@@ -92,6 +92,13 @@ pub enum StateError {
     InvalidAuthMgmt,
     #[error("etcdserver: revision of auth store is old")]
     AuthOldRevision,
+    /// A NOSPACE alarm is raised (or the write would exceed the quota):
+    /// what grows the state is refused.
+    #[error("etcdserver: mvcc: database space exceeded")]
+    NoSpace,
+    /// A CORRUPT alarm is raised: KV requests through the log are refused.
+    #[error("etcdserver: corrupt cluster")]
+    Corrupt,
 }
 
 /// Bytes that are not a valid command, reply or snapshot.

@@ -13,6 +13,7 @@
 //! disk can corrupt; both decoders return typed errors, never panic, and an
 //! undecodable entry is a deterministic error reply.
 
+pub mod alarms;
 pub mod auth;
 pub mod backup;
 pub mod block_store;
@@ -30,9 +31,11 @@ pub mod registers;
 pub mod reply;
 pub mod session;
 mod snapshot;
+pub mod space;
 pub mod volumes;
 pub mod watch;
 
+pub use crate::alarms::{AlarmAction, AlarmMember, AlarmRequest, AlarmType, Alarms};
 pub use crate::auth::{AuthReply, AuthRequest, AuthStore, Principal};
 pub use crate::block_store::{BlockStore, StoreError};
 pub use crate::command::{Command, Op};

@@ -27,6 +27,8 @@ pub struct StateMachine {
     /// Users, roles and permissions; shared with the event stream (each
     /// change publishes the new store), copied on write.
     pub(crate) auth: Arc<AuthStore>,
+    /// The raised alarms (`alarms.rs`): they change what applies.
+    pub(crate) alarms: crate::alarms::Alarms,
     /// The index of the last entry applied (0: none).
     /// Invariant: every session's `last_used <= applied_index`.
     pub(crate) applied_index: u64,
@@ -104,6 +106,9 @@ impl StateMachine {
             Op::MemberList => Reply::Members(self.members.list()),
             Op::VolumeList => Reply::Volumes(self.volumes_for(who)),
             Op::Auth(req) => self.auth.answer(req).map_or_else(Reply::Error, Reply::Auth),
+            Op::Alarm(req) if req.action == crate::alarms::AlarmAction::Get => {
+                Reply::Alarms(self.alarms.clone().execute(req))
+            }
             op => self.read(op),
         }
     }
@@ -133,6 +138,20 @@ impl StateMachine {
             )),
             Op::Changes(c) => self.kv.changes(c).map(Reply::Changes),
             Op::Range(r) => self.kv.range(r).map(Reply::Range),
+            Op::Hash => Ok(Reply::Hash {
+                hash: self.hash(),
+                revision: self.revision(),
+            }),
+            Op::HashKv { revision } => {
+                self.kv
+                    .hash_kv(*revision)
+                    .map(|(hash, hash_revision)| Reply::HashKv {
+                        hash,
+                        compact_revision: self.kv.compact_revision(),
+                        hash_revision,
+                        revision: self.kv.revision(),
+                    })
+            }
             _ => Err(StateError::LocalReadOnly),
         };
         result.unwrap_or_else(Reply::Error)
@@ -173,6 +192,55 @@ impl StateMachine {
         let mut list = self.volumes.list();
         list.retain(|v| self.auth.may_read_volume(who, &v.name));
         list
+    }
+
+    /// The raised alarms.
+    pub fn alarms(&self) -> &crate::alarms::Alarms {
+        &self.alarms
+    }
+
+    /// etcd's `Hash`: a CRC-32 of the whole state as a snapshot encodes it
+    /// (the applied index and sessions included, so members agree only at
+    /// the same applied index).
+    pub fn hash(&self) -> u32 {
+        crate::crc32::crc32(&self.snapshot())
+    }
+
+    /// The accounted bytes of the whole state (see `space.rs`): what the
+    /// space quota measures.
+    pub fn space_in_use(&self) -> u64 {
+        use crate::space::*;
+        let count = |n: usize, each: u64| (n as u64).saturating_mul(each);
+        [
+            self.kv.bytes(),
+            count(self.kv.leases().len(), LEASE_BYTES),
+            count(self.registers.len(), REGISTER_BYTES),
+            count(self.volumes.len(), VOLUME_BYTES),
+            count(self.members.by_id.len(), MEMBER_BYTES),
+            count(
+                self.auth.users().count() + self.auth.roles().count(),
+                AUTH_ENTRY_BYTES,
+            ),
+            count(self.alarms.len(), ALARM_BYTES),
+            count(self.sessions.len(), SESSION_BYTES),
+        ]
+        .into_iter()
+        .fold(0u64, u64::saturating_add)
+    }
+
+    /// Gives the spare capacity of the key histories back to the
+    /// allocator (a defragmentation); returns the version slots released.
+    /// Changes no state: every member may do it when it likes.
+    pub fn defragment(&mut self) -> u64 {
+        self.kv.shrink() as u64
+    }
+
+    /// Test-only divergence (the corruption check's fault injection):
+    /// changes the newest value of `key` in this member's history without a
+    /// new revision, as a damaged disk or a bug would. Returns whether the
+    /// key existed. Never called by the replica.
+    pub fn corrupt_value(&mut self, key: &[u8]) -> bool {
+        self.kv.corrupt_value(key)
     }
 
     /// The KV store's revision (1 when empty).
@@ -284,6 +352,9 @@ impl StateMachine {
         if let Err(e) = self.authorize(who, op) {
             return Reply::Error(e);
         }
+        if let Err(e) = self.check_alarms(op) {
+            return Reply::Error(e);
+        }
         let result = match op {
             Op::Put(p) => self.kv.put(p, events).map(Reply::Put),
             Op::DeleteRange(d) => self.kv.delete_range(d, events).map(Reply::DeleteRange),
@@ -351,8 +422,59 @@ impl StateMachine {
             }
             Op::LeaseGet { .. } | Op::LeaseList | Op::Changes(_) => Ok(self.read(op)),
             Op::Auth(req) => self.apply_auth(req, events).map(Reply::Auth),
+            Op::Alarm(req) => Ok(Reply::Alarms(self.alarms.execute(req))),
+            // Member-local: answered (or carried out) by the member itself.
+            Op::Hash | Op::HashKv { .. } | Op::Defragment => Err(StateError::LocalReadOnly),
         };
         result.unwrap_or_else(Reply::Error)
+    }
+
+    /// What the raised alarms refuse (see `alarms.rs`): CORRUPT the KV and
+    /// lease requests and register and volume writes, NOSPACE what would
+    /// grow the state.
+    fn check_alarms(&self, op: &Op) -> Result<(), StateError> {
+        if self.alarms.is_empty() {
+            return Ok(());
+        }
+        use crate::alarms::AlarmType;
+        if self.alarms.is_raised(AlarmType::Corrupt) {
+            let refused = matches!(
+                op,
+                Op::Put(_)
+                    | Op::DeleteRange(_)
+                    | Op::Txn(_)
+                    | Op::Compact(_)
+                    | Op::Range(_)
+                    | Op::LeaseGrant { .. }
+                    | Op::LeaseRevoke { .. }
+                    | Op::RegisterSet { .. }
+                    | Op::RegisterAdd { .. }
+                    | Op::RegisterCas { .. }
+                    | Op::VolumeCreate { .. }
+                    | Op::VolumeResize { .. }
+                    | Op::VolumeDelete { .. }
+                    | Op::VolumeWrite { .. }
+                    | Op::VolumeZero { .. }
+            );
+            if refused {
+                return Err(StateError::Corrupt);
+            }
+        }
+        if self.alarms.is_raised(AlarmType::NoSpace) {
+            let grows = match op {
+                Op::RegisterSet { name, .. }
+                | Op::RegisterAdd { name, .. }
+                | Op::RegisterCas { name, .. } => !self.registers.contains(name),
+                Op::VolumeResize { name, size } => {
+                    self.volumes.get(name).is_some_and(|v| *size > v.size)
+                }
+                op => crate::space::cost(op) > 0,
+            };
+            if grows {
+                return Err(StateError::NoSpace);
+            }
+        }
+        Ok(())
     }
 
     /// Applies an auth request; a change publishes the new store.
@@ -444,6 +566,9 @@ impl StateMachine {
                     return Err("a lease holds a key that does not name it");
                 }
             }
+        }
+        if kv.bytes != kv.accounted_bytes() {
+            return Err("accounted bytes differ from the key space");
         }
         self.auth.validate()?;
         let limits = self.sessions.limits();

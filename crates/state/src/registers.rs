@@ -22,6 +22,11 @@ impl Registers {
     }
 
     /// How many registers have been written.
+    /// Whether `name` was ever written.
+    pub fn contains(&self, name: &str) -> bool {
+        self.values.contains_key(name)
+    }
+
     pub fn len(&self) -> usize {
         self.values.len()
     }

@@ -50,6 +50,27 @@ pub enum Reply {
     Changes(crate::kv::ChangesResponse),
     /// What an auth request answers.
     Auth(crate::auth::AuthReply),
+    /// The alarms an alarm request listed, raised or cleared.
+    Alarms(Vec<crate::alarms::AlarmMember>),
+    /// A hash of the whole state, at the store's `revision`.
+    Hash {
+        hash: u32,
+        revision: i64,
+    },
+    /// etcd's HashKV: the hash of the history at `hash_revision`, the
+    /// compaction revision it starts after, and the current `revision`.
+    HashKv {
+        hash: u32,
+        compact_revision: i64,
+        hash_revision: i64,
+        revision: i64,
+    },
+    /// A defragmentation: version slots released, and the accounted bytes
+    /// in use after it.
+    Defragmented {
+        released: u64,
+        in_use: u64,
+    },
 }
 
 impl Reply {

@@ -1,8 +1,8 @@
 //! Snapshot encoding of a whole `StateMachine`: the KV history (so reads at
 //! old revisions still work after a restore), revisions, registers, the
 //! session table with its kept replies and limits, the members, volumes,
-//! leases, the auth store (users, roles, the token secret) and the applied
-//! index.
+//! leases, the auth store (users, roles, the token secret), the raised
+//! alarms and the applied index.
 //!
 //! ```text
 //! magic "FSSM" | version u8 | body length u64 | body | CRC-32 of body u32
@@ -33,7 +33,9 @@ use crate::session::{Session, SessionLimits, Sessions};
 use crate::volumes::{VolumeInfo, Volumes};
 
 const MAGIC: &[u8; 4] = b"FSSM";
-const SNAPSHOT_VERSION: u8 = 5;
+const SNAPSHOT_VERSION: u8 = 6;
+/// Version 5 is version 6 without the alarms: still read, as none raised.
+const SNAPSHOT_VERSION_NO_ALARMS: u8 = 5;
 /// Version 4 is version 5 without the auth store (users, roles, enabled):
 /// still read, as auth never set up.
 const SNAPSHOT_VERSION_NO_AUTH: u8 = 4;
@@ -42,6 +44,9 @@ const SNAPSHOT_VERSION_NO_AUTH: u8 = 4;
 const SNAPSHOT_VERSION_NO_LEASES: u8 = 3;
 /// Version 2 is version 3 without the volume table; still read.
 const SNAPSHOT_VERSION_NO_VOLUMES: u8 = 2;
+
+/// At most this many alarms (two types for each of many members).
+const ALARMS_MAX: usize = 1 << 16;
 
 /// Encodes in one buffer (a snapshot can be large): the body's length is
 /// filled in once the body is written.
@@ -104,6 +109,11 @@ fn encode_body(sm: &StateMachine, w: &mut Writer) {
         w.i64(lease.remaining);
     }
     crate::codec::auth::put_store(w, &sm.auth);
+    let alarms = sm.alarms.list();
+    w.len(alarms.len());
+    for a in &alarms {
+        crate::codec::put_alarm_member(w, a);
+    }
 }
 
 pub(crate) fn decode(data: &[u8]) -> Result<StateMachine, DecodeError> {
@@ -222,11 +232,24 @@ fn decode_body(body: &[u8], version: u8) -> Result<StateMachine, DecodeError> {
             records.push(record);
         }
     }
-    let auth = if version >= SNAPSHOT_VERSION {
+    let auth = if version >= SNAPSHOT_VERSION_NO_ALARMS {
         crate::codec::auth::get_store(&mut r)?
     } else {
         crate::auth::AuthStore::default()
     };
+    let mut alarms = Vec::new();
+    if version >= SNAPSHOT_VERSION {
+        for _ in 0..r.len("alarms", ALARMS_MAX)? {
+            let a = crate::codec::get_alarm_member(&mut r)?;
+            if alarms
+                .last()
+                .is_some_and(|last: &crate::alarms::AlarmMember| *last >= a)
+            {
+                return Err(DecodeError::Inconsistent("alarms out of order"));
+            }
+            alarms.push(a);
+        }
+    }
     r.finish()?;
     let mut leases = Leases::from_records(records);
     for (key, history) in &keys {
@@ -241,13 +264,17 @@ fn decode_body(body: &[u8], version: u8) -> Result<StateMachine, DecodeError> {
             }
         }
     }
+    let mut kv = KvStore {
+        keys,
+        revision,
+        compact_revision,
+        leases,
+        bytes: 0,
+    };
+    kv.bytes = kv.accounted_bytes();
     Ok(StateMachine {
-        kv: KvStore {
-            keys,
-            revision,
-            compact_revision,
-            leases,
-        },
+        kv,
+        alarms: crate::alarms::Alarms::from_list(alarms),
         registers: Registers::from_values(values),
         sessions: Sessions::from_sessions(limits, sessions),
         members,

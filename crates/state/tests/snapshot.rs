@@ -205,5 +205,32 @@ fn a_version_4_snapshot_restores_without_auth() {
     sm.apply(6, &cmd.encode());
     let again = StateMachine::restore(&sm.snapshot()).expect("restores");
     assert_eq!(again, sm);
-    assert_eq!(sm.snapshot()[4], 5);
+    assert_eq!(sm.snapshot()[4], 6);
+}
+
+/// Version 5 is version 6 without the alarm list at the end of the body:
+/// it restores with no alarm raised.
+#[test]
+fn a_version_5_snapshot_restores_without_alarms() {
+    let mut sm = StateMachine::new();
+    let put = Command::new(Op::RegisterSet {
+        name: "r".into(),
+        value: 42,
+    });
+    sm.apply(1, &put.encode());
+    let v6 = sm.snapshot();
+    assert_eq!(v6[4], 6);
+    let body_len = u64::from_le_bytes(v6[5..13].try_into().expect("8 bytes")) as usize;
+    let body = &v6[13..13 + body_len];
+    // The v6 body ends with the alarm count, 0 here.
+    let (v5_body, alarms) = body.split_at(body.len() - 8);
+    assert_eq!(alarms, &0u64.to_le_bytes());
+    let mut data = b"FSSM".to_vec();
+    data.push(5);
+    data.extend_from_slice(&(v5_body.len() as u64).to_le_bytes());
+    data.extend_from_slice(v5_body);
+    data.extend_from_slice(&ferrite_state::fuzzing::crc32(v5_body).to_le_bytes());
+    let restored = StateMachine::restore(&data).expect("a version 5 snapshot restores");
+    assert_eq!(restored, sm);
+    assert!(restored.alarms().is_empty());
 }

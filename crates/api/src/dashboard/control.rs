@@ -70,11 +70,15 @@ pub struct FaultQuery {
     /// Extra milliseconds per fdatasync.
     #[serde(default)]
     ms: u64,
+    /// The key whose value `corrupt` changes on this member only.
+    #[serde(default)]
+    key: String,
 }
 
 /// `isolate` (drop all peer traffic), `drop?to=..&from=..` (drop traffic to
 /// and from some peers: partitions, one-way, bridges), `slow-disk?ms=N`,
-/// `heal` (all back to normal).
+/// `corrupt?key=K` (change K's value in this member's state only, for the
+/// corruption check), `heal` (all back to normal; a corruption stays).
 pub async fn fault(
     State(d): State<Dashboard>,
     Who(who): Who,
@@ -136,6 +140,25 @@ pub async fn fault(
             node.set_disk_delay(Duration::from_millis(q.ms.min(10_000)));
             ok()
         }
+        "corrupt" => {
+            if q.key.is_empty() {
+                return error(StatusCode::BAD_REQUEST, "corrupt needs ?key=K");
+            }
+            tracing::warn!(name = %d.ctx.name, key = %q.key, "corrupting a value (fault injection)");
+            d.ctx
+                .maintenance
+                .inject_corruption(bytes::Bytes::from(q.key.clone().into_bytes()));
+            // The machine takes the fault at its next apply or read: read.
+            let now = ferrite_state::Op::HashKv { revision: 0 };
+            match d
+                .ctx
+                .read(now, &ferrite_state::Principal::System, true)
+                .await
+            {
+                Ok(_) => ok(),
+                Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+            }
+        }
         "heal" => {
             tracing::warn!(name = %d.ctx.name, "faults healed");
             node.set_faults(Faults::default());
@@ -144,7 +167,7 @@ pub async fn fault(
         }
         _ => error(
             StatusCode::BAD_REQUEST,
-            "the action is isolate, drop, slow-disk or heal",
+            "the action is isolate, drop, slow-disk, corrupt or heal",
         ),
     }
 }

@@ -22,7 +22,10 @@ pub(crate) use reply::{get_reply, put_reply};
 pub(crate) use wire::{Reader, Writer};
 
 /// The command format version this code writes and reads.
-pub(crate) const COMMAND_VERSION: u8 = 3;
+pub(crate) const COMMAND_VERSION: u8 = 4;
+/// Version 4 without the alarm, hash and defragment ops and replies (the
+/// same layout): still read.
+pub(crate) const COMMAND_VERSION_NO_ALARMS: u8 = 3;
 /// Version 3 without the principal: still read (as `Principal::System`,
 /// what every command was before auth existed). Its replies are version 3's.
 pub(crate) const COMMAND_VERSION_NO_PRINCIPAL: u8 = 2;
@@ -56,6 +59,10 @@ const OP_LEASE_GET: u8 = 67;
 const OP_LEASE_LIST: u8 = 68;
 const OP_CHANGES: u8 = 69;
 const OP_AUTH: u8 = 80;
+const OP_ALARM: u8 = 96;
+const OP_HASH: u8 = 97;
+const OP_HASH_KV: u8 = 98;
+const OP_DEFRAGMENT: u8 = 99;
 /// At most this many leases in one checkpoint (etcd's batch limit).
 pub(crate) const CHECKPOINTS_MAX: usize = 1000;
 
@@ -125,7 +132,7 @@ fn versioned(data: &[u8]) -> Result<(Reader<'_>, u8), DecodeError> {
     let mut r = Reader::new(data);
     let version = r.u8()?;
     match version {
-        COMMAND_VERSION | COMMAND_VERSION_NO_PRINCIPAL => {}
+        COMMAND_VERSION | COMMAND_VERSION_NO_ALARMS | COMMAND_VERSION_NO_PRINCIPAL => {}
         COMMAND_VERSION_NO_LEASES => r.legacy = true,
         found => {
             return Err(DecodeError::Version {
@@ -165,7 +172,7 @@ pub(crate) fn decode_command(data: &[u8]) -> Result<Command, DecodeError> {
             })
         }
     };
-    let principal = if version >= COMMAND_VERSION {
+    let principal = if version >= COMMAND_VERSION_NO_ALARMS {
         auth::get_principal(&mut r)?
     } else {
         crate::auth::Principal::System
@@ -303,7 +310,39 @@ fn put_op(w: &mut Writer, op: &Op) {
             w.u8(OP_AUTH);
             auth::put_request(w, a);
         }
+        Op::Alarm(a) => {
+            w.u8(OP_ALARM);
+            w.u8(a.action as u8);
+            w.u64(a.member_id);
+            w.u8(a.alarm as u8);
+        }
+        Op::Hash => w.u8(OP_HASH),
+        Op::HashKv { revision } => {
+            w.u8(OP_HASH_KV);
+            w.i64(*revision);
+        }
+        Op::Defragment => w.u8(OP_DEFRAGMENT),
     }
+}
+
+pub(crate) fn put_alarm_member(w: &mut Writer, a: &crate::alarms::AlarmMember) {
+    w.u64(a.member_id);
+    w.u8(a.alarm as u8);
+}
+
+pub(crate) fn get_alarm_member(
+    r: &mut Reader<'_>,
+) -> Result<crate::alarms::AlarmMember, DecodeError> {
+    Ok(crate::alarms::AlarmMember {
+        member_id: r.u64()?,
+        alarm: get_alarm_type(r)?,
+    })
+}
+
+fn get_alarm_type(r: &mut Reader<'_>) -> Result<crate::alarms::AlarmType, DecodeError> {
+    let tag = r.u8()?;
+    crate::alarms::AlarmType::from_wire(i32::from(tag))
+        .ok_or(DecodeError::UnknownTag { what: "alarm", tag })
 }
 
 fn get_op(r: &mut Reader<'_>) -> Result<Op, DecodeError> {
@@ -381,6 +420,23 @@ fn get_op(r: &mut Reader<'_>) -> Result<Op, DecodeError> {
         OP_LEASE_LIST => Op::LeaseList,
         OP_CHANGES => Op::Changes(kv::get_changes_request(r)?),
         OP_AUTH => Op::Auth(auth::get_request(r)?),
+        OP_ALARM => {
+            let tag = r.u8()?;
+            let action = crate::alarms::AlarmAction::from_wire(i32::from(tag)).ok_or(
+                DecodeError::UnknownTag {
+                    what: "alarm action",
+                    tag,
+                },
+            )?;
+            Op::Alarm(crate::alarms::AlarmRequest {
+                action,
+                member_id: r.u64()?,
+                alarm: get_alarm_type(r)?,
+            })
+        }
+        OP_HASH => Op::Hash,
+        OP_HASH_KV => Op::HashKv { revision: r.i64()? },
+        OP_DEFRAGMENT => Op::Defragment,
         tag => return Err(DecodeError::UnknownTag { what: "op", tag }),
     })
 }

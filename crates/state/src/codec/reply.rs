@@ -31,6 +31,12 @@ const REPLY_LEASE: u8 = 66;
 const REPLY_LEASES: u8 = 67;
 const REPLY_CHANGES: u8 = 68;
 const REPLY_AUTH: u8 = 80;
+const REPLY_ALARMS: u8 = 96;
+const REPLY_HASH: u8 = 97;
+const REPLY_HASH_KV: u8 = 98;
+const REPLY_DEFRAGMENTED: u8 = 99;
+/// At most this many alarms in a reply (two types per member).
+const ALARMS_MAX: usize = 2 * MEMBERS_MAX;
 /// At most this many leases (or keys of one lease) in a reply.
 const LEASES_MAX: usize = 1 << 24;
 /// At most this many volumes in a reply.
@@ -140,6 +146,35 @@ pub(crate) fn put_reply(w: &mut Writer, reply: &Reply) {
             w.u8(REPLY_AUTH);
             crate::codec::auth::put_reply(w, a);
         }
+        Reply::Alarms(list) => {
+            w.u8(REPLY_ALARMS);
+            w.len(list.len());
+            for a in list {
+                crate::codec::put_alarm_member(w, a);
+            }
+        }
+        Reply::Hash { hash, revision } => {
+            w.u8(REPLY_HASH);
+            w.u32(*hash);
+            w.i64(*revision);
+        }
+        Reply::HashKv {
+            hash,
+            compact_revision,
+            hash_revision,
+            revision,
+        } => {
+            w.u8(REPLY_HASH_KV);
+            w.u32(*hash);
+            w.i64(*compact_revision);
+            w.i64(*hash_revision);
+            w.i64(*revision);
+        }
+        Reply::Defragmented { released, in_use } => {
+            w.u8(REPLY_DEFRAGMENTED);
+            w.u64(*released);
+            w.u64(*in_use);
+        }
     }
 }
 
@@ -216,6 +251,28 @@ pub(crate) fn get_reply(r: &mut Reader<'_>) -> Result<Reply, DecodeError> {
         }
         REPLY_CHANGES => Reply::Changes(kv::get_changes_response(r)?),
         REPLY_AUTH => Reply::Auth(crate::codec::auth::get_reply(r)?),
+        REPLY_ALARMS => {
+            let n = r.len("alarms", ALARMS_MAX)?;
+            let mut list = r.vec_for(n);
+            for _ in 0..n {
+                list.push(crate::codec::get_alarm_member(r)?);
+            }
+            Reply::Alarms(list)
+        }
+        REPLY_HASH => Reply::Hash {
+            hash: r.u32()?,
+            revision: r.i64()?,
+        },
+        REPLY_HASH_KV => Reply::HashKv {
+            hash: r.u32()?,
+            compact_revision: r.i64()?,
+            hash_revision: r.i64()?,
+            revision: r.i64()?,
+        },
+        REPLY_DEFRAGMENTED => Reply::Defragmented {
+            released: r.u64()?,
+            in_use: r.u64()?,
+        },
         tag => return Err(DecodeError::UnknownTag { what: "reply", tag }),
     })
 }
@@ -276,6 +333,8 @@ fn put_error(w: &mut Writer, e: &StateError) {
         StateError::InvalidAuthToken => w.u8(46),
         StateError::InvalidAuthMgmt => w.u8(47),
         StateError::AuthOldRevision => w.u8(48),
+        StateError::NoSpace => w.u8(64),
+        StateError::Corrupt => w.u8(65),
         StateError::VolumeRange { offset, len, size } => {
             w.u8(13);
             w.u64(*offset);
@@ -332,6 +391,8 @@ fn get_error(r: &mut Reader<'_>) -> Result<StateError, DecodeError> {
         46 => StateError::InvalidAuthToken,
         47 => StateError::InvalidAuthMgmt,
         48 => StateError::AuthOldRevision,
+        64 => StateError::NoSpace,
+        65 => StateError::Corrupt,
         13 => StateError::VolumeRange {
             offset: r.u64()?,
             len: r.u64()?,

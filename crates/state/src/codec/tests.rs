@@ -378,14 +378,18 @@ fn garbage_is_refused_with_typed_errors() {
         .encode()
         .to_vec();
     let mut version = good.clone();
-    version[0] = 4;
+    version[0] = 5;
     assert_eq!(
         Command::decode(&version),
         Err(DecodeError::Version {
-            found: 4,
-            expected: 3
+            found: 5,
+            expected: 4
         })
     );
+    // Version 3 (before alarms) has the same layout and still reads.
+    let mut before_alarms = good.clone();
+    before_alarms[0] = 3;
+    assert!(Command::decode(&before_alarms).is_ok());
     let mut principal = good.clone();
     principal[2] = 9;
     assert_eq!(
@@ -405,12 +409,12 @@ fn garbage_is_refused_with_typed_errors() {
         })
     );
     let mut op = good.clone();
-    op[3] = 99;
+    op[3] = 199;
     assert_eq!(
         Command::decode(&op),
         Err(DecodeError::UnknownTag {
             what: "op",
-            tag: 99
+            tag: 199
         })
     );
     let mut trailing = good.clone();

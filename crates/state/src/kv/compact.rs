@@ -33,6 +33,7 @@ impl KvStore {
         }
         self.keys.retain(|_, h| !h.compact(req.revision));
         self.compact_revision = req.revision;
+        self.bytes = self.accounted_bytes();
         Ok(CompactResponse {
             revision: self.revision,
         })

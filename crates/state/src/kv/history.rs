@@ -46,6 +46,18 @@ impl History {
         &self.versions
     }
 
+    /// The newest version's payload, if it is a put (fault injection).
+    pub(crate) fn newest_put_mut(&mut self) -> Option<&mut Stored> {
+        self.versions.last_mut()?.put.as_mut()
+    }
+
+    /// Drops spare capacity; returns how many version slots went.
+    pub(crate) fn shrink(&mut self) -> usize {
+        let spare = self.versions.capacity() - self.versions.len();
+        self.versions.shrink_to_fit();
+        spare
+    }
+
     /// The version before the one at `i`, as the key's value: the previous
     /// value a watch event carries. `None` if there was none (a create) or
     /// compaction dropped it.

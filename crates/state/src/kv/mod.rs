@@ -10,6 +10,7 @@ mod changes;
 mod compact;
 mod compare;
 mod delete;
+mod hash;
 mod history;
 mod key_range;
 mod key_value;

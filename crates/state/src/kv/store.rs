@@ -35,6 +35,10 @@ pub struct KvStore {
     /// both in the write batch, so the table lives beside the keys.
     /// Invariant: a lease's key set is exactly the live keys naming it.
     pub(crate) leases: Leases,
+    /// The accounted bytes of every version `keys` holds (`space.rs`):
+    /// kept as writes add versions, recomputed when compaction drops some.
+    /// Invariant: equals `accounted_bytes()`.
+    pub(crate) bytes: u64,
 }
 
 impl Default for KvStore {
@@ -44,6 +48,7 @@ impl Default for KvStore {
             revision: 1,
             compact_revision: 0,
             leases: Leases::default(),
+            bytes: 0,
         }
     }
 }
@@ -72,6 +77,32 @@ impl KvStore {
     /// figure compaction bounds.
     pub fn version_count(&self) -> usize {
         self.keys.values().map(|h| h.versions().len()).sum()
+    }
+
+    /// The accounted bytes of the key space (see `space.rs`).
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    /// The accounted bytes of the key space, counted from scratch.
+    pub(crate) fn accounted_bytes(&self) -> u64 {
+        self.keys
+            .iter()
+            .flat_map(|(k, h)| {
+                h.versions().iter().map(move |v| {
+                    crate::space::version_bytes(
+                        k.len(),
+                        v.put.as_ref().map_or(0, |p| p.value.len()),
+                    )
+                })
+            })
+            .fold(0u64, u64::saturating_add)
+    }
+
+    /// Returns unused capacity of the histories to the allocator; the
+    /// number of version slots released.
+    pub(crate) fn shrink(&mut self) -> usize {
+        self.keys.values_mut().map(History::shrink).sum()
     }
 
     /// The revision a read asking for `revision` sees: the current one for

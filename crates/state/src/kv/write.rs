@@ -77,6 +77,10 @@ impl<'s> Write<'s> {
         let old_lease = prev.as_ref().map_or(0, |p| p.lease);
         self.store.leases.move_key(key, old_lease, lease);
         let sub = self.next_sub();
+        self.store.bytes = self
+            .store
+            .bytes
+            .saturating_add(crate::space::version_bytes(key.len(), stored.value.len()));
         self.store.history_mut(key).push(Version {
             mod_revision: revision,
             sub,
@@ -99,6 +103,10 @@ impl<'s> Write<'s> {
         for kv in &doomed {
             self.store.leases.move_key(&kv.key, kv.lease, 0);
             let sub = self.next_sub();
+            self.store.bytes = self
+                .store
+                .bytes
+                .saturating_add(crate::space::version_bytes(kv.key.len(), 0));
             self.store.history_mut(&kv.key).push(Version {
                 mod_revision: revision,
                 sub,

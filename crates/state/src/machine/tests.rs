@@ -427,3 +427,191 @@ fn leases_travel_in_snapshots_with_their_keys() {
         Reply::Error(crate::StateError::LeaseNotFound)
     ));
 }
+
+fn alarm(
+    action: crate::alarms::AlarmAction,
+    member_id: u64,
+    alarm: crate::alarms::AlarmType,
+) -> Op {
+    Op::Alarm(crate::alarms::AlarmRequest {
+        action,
+        member_id,
+        alarm,
+    })
+}
+
+fn reply_of(d: &mut Driver, op: Op) -> Reply {
+    d.apply(Command::new(op)).reply.expect("a reply")
+}
+
+fn txn(success: Vec<crate::kv::RequestOp>) -> Op {
+    Op::Txn(crate::kv::TxnRequest {
+        compare: Vec::new(),
+        success,
+        failure: Vec::new(),
+    })
+}
+
+#[test]
+fn nospace_refuses_growth_until_disarmed() {
+    use crate::alarms::{AlarmAction::*, AlarmMember, AlarmType::*};
+    use crate::kv::{DeleteRangeRequest, RequestOp};
+    let mut d = Driver::new(StateMachine::new());
+    assert!(matches!(reply_of(&mut d, put("a", "1")), Reply::Put(_)));
+    assert!(matches!(reply_of(&mut d, add("r", 1)), Reply::Value(1)));
+    let raised = AlarmMember {
+        member_id: 7,
+        alarm: NoSpace,
+    };
+    assert_eq!(
+        reply_of(&mut d, alarm(Activate, 7, NoSpace)),
+        Reply::Alarms(vec![raised])
+    );
+    let nospace = Reply::Error(StateError::NoSpace);
+    assert_eq!(reply_of(&mut d, put("b", "1")), nospace);
+    assert_eq!(
+        reply_of(&mut d, put("a", "2")),
+        nospace,
+        "overwrites too, as etcd"
+    );
+    let put_op = |k: &str| match put(k, "v") {
+        Op::Put(p) => RequestOp::Put(p),
+        _ => unreachable!(),
+    };
+    assert_eq!(reply_of(&mut d, txn(vec![put_op("c")])), nospace);
+    assert_eq!(reply_of(&mut d, Op::LeaseGrant { id: 5, ttl: 10 }), nospace);
+    assert_eq!(reply_of(&mut d, add("new", 1)), nospace, "a new register");
+    assert_eq!(
+        reply_of(
+            &mut d,
+            Op::VolumeCreate {
+                name: "v".into(),
+                size: 4096
+            }
+        ),
+        nospace
+    );
+    // What does not grow the state still applies.
+    assert!(matches!(reply_of(&mut d, add("r", 1)), Reply::Value(2)));
+    let delete = DeleteRangeRequest {
+        key: Bytes::from_static(b"a"),
+        ..DeleteRangeRequest::default()
+    };
+    assert!(matches!(
+        reply_of(&mut d, txn(vec![RequestOp::DeleteRange(delete.clone())])),
+        Reply::Txn(_)
+    ));
+    let revision = d.sm.revision();
+    assert!(matches!(
+        reply_of(
+            &mut d,
+            Op::Compact(CompactRequest {
+                revision,
+                physical: false
+            })
+        ),
+        Reply::Compact(_)
+    ));
+    assert_eq!(
+        reply_of(&mut d, alarm(Get, 0, None)),
+        Reply::Alarms(vec![raised])
+    );
+    assert_eq!(
+        d.sm.revision(),
+        revision,
+        "nothing refused changed the store"
+    );
+    // The alarm survives a snapshot, and refuses there as here.
+    let restored = StateMachine::restore(&d.sm.snapshot()).expect("restores");
+    assert_eq!(restored, d.sm);
+    assert!(restored.alarms().is_raised(NoSpace));
+    let mut d = Driver::new(restored);
+    assert_eq!(reply_of(&mut d, put("b", "1")), nospace);
+    assert_eq!(
+        reply_of(&mut d, alarm(Deactivate, 7, NoSpace)),
+        Reply::Alarms(vec![raised])
+    );
+    assert!(matches!(reply_of(&mut d, put("b", "1")), Reply::Put(_)));
+    assert_eq!(reply_of(&mut d, alarm(Get, 0, None)), Reply::Alarms(vec![]));
+    d.sm.check_invariants();
+}
+
+#[test]
+fn corrupt_refuses_kv_requests_but_not_alarms() {
+    use crate::alarms::{AlarmAction::*, AlarmType::*};
+    let mut d = Driver::new(StateMachine::new());
+    reply_of(&mut d, put("a", "1"));
+    reply_of(&mut d, alarm(Activate, 3, Corrupt));
+    let corrupt = Reply::Error(StateError::Corrupt);
+    assert_eq!(reply_of(&mut d, put("a", "2")), corrupt);
+    assert_eq!(
+        reply_of(
+            &mut d,
+            Op::DeleteRange(crate::kv::DeleteRangeRequest {
+                key: Bytes::from_static(b"a"),
+                ..Default::default()
+            })
+        ),
+        corrupt
+    );
+    assert_eq!(reply_of(&mut d, add("r", 1)), corrupt);
+    assert_eq!(reply_of(&mut d, Op::LeaseGrant { id: 5, ttl: 10 }), corrupt);
+    assert!(matches!(reply_of(&mut d, alarm(Get, 0, Corrupt)), Reply::Alarms(v) if v.len() == 1));
+    reply_of(&mut d, alarm(Deactivate, 3, Corrupt));
+    assert!(matches!(reply_of(&mut d, put("a", "2")), Reply::Put(_)));
+}
+
+#[test]
+fn alarms_need_an_admin_and_maintenance_ops_stay_off_the_log() {
+    use crate::alarms::{AlarmAction::*, AlarmType::*};
+    let mut d = Driver::new(StateMachine::new());
+    assert_eq!(
+        reply_of(&mut d, Op::HashKv { revision: 0 }),
+        Reply::Error(StateError::LocalReadOnly)
+    );
+    assert_eq!(
+        reply_of(&mut d, Op::Defragment),
+        Reply::Error(StateError::LocalReadOnly)
+    );
+    // Auth is off: anyone may; the admin check itself is auth's
+    // (`auth/tests.rs` covers check_admin).
+    let user = Command::new(alarm(Activate, 1, NoSpace)).by(Principal::user("u", 0));
+    assert!(matches!(d.apply(user).reply, Ok(Reply::Alarms(_))));
+}
+
+#[test]
+fn hash_kv_is_equal_on_replicas_and_space_is_accounted() {
+    let mut a = Driver::new(StateMachine::new());
+    let mut b = Driver::new(StateMachine::new());
+    for d in [&mut a, &mut b] {
+        reply_of(d, put("k", "value"));
+        reply_of(d, add("r", 1));
+    }
+    a.noops(3); // members differ in what is not state
+    let q = Command::new(Op::HashKv { revision: 0 });
+    assert_eq!(a.sm.query(&q), b.sm.query(&q));
+    let before = a.sm.space_in_use();
+    assert!(before >= crate::space::version_bytes(1, 5) + crate::space::REGISTER_BYTES);
+    reply_of(&mut a, put("k", "value2"));
+    assert_eq!(
+        a.sm.space_in_use(),
+        before + crate::space::version_bytes(1, 6),
+        "a new version adds its bytes"
+    );
+    let revision = a.sm.revision();
+    reply_of(
+        &mut a,
+        Op::Compact(CompactRequest {
+            revision,
+            physical: false,
+        }),
+    );
+    assert_eq!(
+        a.sm.space_in_use(),
+        before + 1,
+        "compaction drops the old version"
+    );
+    a.sm.check_invariants();
+    assert!(a.sm.corrupt_value(b"k"));
+    assert_ne!(a.sm.query(&q), b.sm.query(&q));
+}

@@ -11,7 +11,8 @@
 //!
 //! Also here: the standard gRPC health service (`grpc.health.v1.Health`,
 //! SERVING while the member has a leader, NOT_SERVING without one and once
-//! it stops) and gRPC server reflection for etcd's and Ferrite's protos.
+//! it stops) and gRPC server reflection for etcd's and Ferrite's protos;
+//! `/metrics` adds the gRPC server counters (`grpc_metrics.rs`).
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -38,6 +39,7 @@ use tonic_health::ServingStatus;
 use tower::ServiceExt;
 
 use crate::cluster::ETCD_VERSION;
+use crate::grpc_metrics::{CountedRoutes, GrpcMetrics};
 use crate::tls::TlsConnectInfo;
 
 /// How often the gRPC health status follows the member's leader.
@@ -48,7 +50,7 @@ const HEALTH_READ_TIMEOUT: Duration = Duration::from_secs(5);
 /// Everything the client port serves; cloned into every connection.
 #[derive(Clone)]
 pub struct ClientPort {
-    grpc: Routes,
+    grpc: CountedRoutes,
     http: Router,
     /// HTTP/1.1 and HTTP/2 with tonic's HTTP/2 settings.
     builder: Arc<auto::Builder<TokioExecutor>>,
@@ -57,13 +59,20 @@ pub struct ClientPort {
 impl ClientPort {
     /// `grpc`: the gRPC services (etcd's and Ferrite's); the gateway calls
     /// them in-process.
-    pub fn new(ctx: Context, grpc: Routes) -> ClientPort {
+    pub fn new(ctx: Context, routes: Routes) -> ClientPort {
+        let grpc = CountedRoutes {
+            routes,
+            metrics: Arc::new(GrpcMetrics::new(&[
+                ferrite_proto::FILE_DESCRIPTOR_SET,
+                tonic_health::pb::FILE_DESCRIPTOR_SET,
+            ])),
+        };
         let http = crate::gateway::router(grpc.clone())
             .merge(
                 Router::new()
                     .route("/version", get(version))
                     .route("/health", get(health))
-                    .route("/metrics", get(crate::http::metrics))
+                    .route("/metrics", get(metrics))
                     .with_state(HealthState {
                         ctx,
                         grpc: grpc.clone(),
@@ -114,7 +123,7 @@ impl hyper::service::Service<http::Request<hyper::body::Incoming>> for ConnServi
         if is_grpc(&request) {
             let grpc = self.port.grpc.clone();
             Box::pin(async move {
-                let response = grpc.oneshot(request).await?;
+                let response = grpc.call(request).await;
                 Ok(response.map(axum::body::Body::new))
             })
         } else {
@@ -172,7 +181,12 @@ pub async fn serve(
         };
         match next {
             Some(Conn::Plain(stream)) => {
-                conns.spawn(serve_connection(stream, None, port.clone(), graceful.watcher()));
+                conns.spawn(serve_connection(
+                    stream,
+                    None,
+                    port.clone(),
+                    graceful.watcher(),
+                ));
             }
             Some(Conn::Tls(a)) => {
                 let info = TlsConnectInfo {
@@ -234,7 +248,14 @@ impl Incoming {
 #[derive(Clone)]
 struct HealthState {
     ctx: Context,
-    grpc: Routes,
+    grpc: CountedRoutes,
+}
+
+/// The member's metrics (as on the HTTP port) and the gRPC counters.
+async fn metrics(State(state): State<HealthState>) -> String {
+    let mut out = crate::http::metrics(State(state.ctx.clone())).await;
+    state.grpc.metrics.render(&mut out);
+    out
 }
 
 impl axum::extract::FromRef<HealthState> for Context {
@@ -347,13 +368,14 @@ async fn health(State(state): State<HealthState>, Query(q): Query<HealthQuery>) 
 }
 
 /// The first raised alarm's name, if the Maintenance service reports one.
-async fn active_alarm(grpc: &Routes) -> Option<String> {
+async fn active_alarm(grpc: &CountedRoutes) -> Option<String> {
     let get = pb::AlarmRequest {
         action: pb::alarm_request::AlarmAction::Get as i32,
         ..pb::AlarmRequest::default()
     };
-    let reply: pb::AlarmResponse =
-        call_unary(grpc, "/etcdserverpb.Maintenance/Alarm", &get).await.ok()?;
+    let reply: pb::AlarmResponse = call_unary(grpc, "/etcdserverpb.Maintenance/Alarm", &get)
+        .await
+        .ok()?;
     reply
         .alarms
         .iter()
@@ -367,7 +389,7 @@ async fn active_alarm(grpc: &Routes) -> Option<String> {
 
 /// Calls a unary gRPC method in-process (as the member itself: no token).
 async fn call_unary<Req, Resp>(
-    grpc: &Routes,
+    grpc: &CountedRoutes,
     method: &'static str,
     req: &Req,
 ) -> Result<Resp, tonic::Status>

@@ -37,11 +37,10 @@ use http_body_util::BodyExt;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::sync::mpsc;
-use tonic::service::Routes;
 use tonic::{Code, Status};
 use tonic_prost::prost::Message;
-use tower::ServiceExt;
 
+use crate::grpc_metrics::CountedRoutes;
 use crate::identity::ClientCommonName;
 
 /// The largest JSON request body (etcd's request limit is 1.5 MiB; base64
@@ -55,7 +54,7 @@ const METADATA_HEADER_PREFIX: &str = "grpc-metadata-";
 /// The gateway's handlers share the gRPC routes they call.
 #[derive(Clone)]
 pub struct Gateway {
-    grpc: Routes,
+    grpc: CountedRoutes,
 }
 
 /// What a stream does when the client's request body ends.
@@ -70,7 +69,7 @@ enum BodyEnd {
 }
 
 /// The gateway's routes (`/v3/...` and `/v3beta/...`), calling `grpc`.
-pub fn router(grpc: Routes) -> Router {
+pub fn router(grpc: CountedRoutes) -> Router {
     let mut router = Router::new();
     for prefix in ["/v3", "/v3beta"] {
         for (path, method) in routes() {
@@ -82,15 +81,24 @@ pub fn router(grpc: Routes) -> Router {
 
 fn routes() -> Vec<(&'static str, MethodRouter<Gateway>)> {
     vec![
-        ("/kv/range", unary::<pb::RangeRequest, pb::RangeResponse>("/etcdserverpb.KV/Range")),
-        ("/kv/put", unary::<pb::PutRequest, pb::PutResponse>("/etcdserverpb.KV/Put")),
+        (
+            "/kv/range",
+            unary::<pb::RangeRequest, pb::RangeResponse>("/etcdserverpb.KV/Range"),
+        ),
+        (
+            "/kv/put",
+            unary::<pb::PutRequest, pb::PutResponse>("/etcdserverpb.KV/Put"),
+        ),
         (
             "/kv/deleterange",
             unary::<pb::DeleteRangeRequest, pb::DeleteRangeResponse>(
                 "/etcdserverpb.KV/DeleteRange",
             ),
         ),
-        ("/kv/txn", unary::<pb::TxnRequest, pb::TxnResponse>("/etcdserverpb.KV/Txn")),
+        (
+            "/kv/txn",
+            unary::<pb::TxnRequest, pb::TxnResponse>("/etcdserverpb.KV/Txn"),
+        ),
         (
             "/kv/compaction",
             unary::<pb::CompactionRequest, pb::CompactionResponse>("/etcdserverpb.KV/Compact"),
@@ -340,9 +348,11 @@ impl<T: Message + Default + Serialize + Send + 'static> JsonReply for T {}
 /// A unary RPC behind `POST`: one JSON request (an empty body is the empty
 /// request, as in grpc-gateway), one JSON reply.
 fn unary<Req: JsonRequest, Resp: JsonReply>(method: &'static str) -> MethodRouter<Gateway> {
-    post(move |State(gw): State<Gateway>, request: Request| async move {
-        gw.unary::<Req, Resp>(method, request).await
-    })
+    post(
+        move |State(gw): State<Gateway>, request: Request| async move {
+            gw.unary::<Req, Resp>(method, request).await
+        },
+    )
 }
 
 /// A streaming RPC behind `POST`: JSON requests in, `{"result": ...}`
@@ -351,9 +361,11 @@ fn streaming<Req: JsonRequest, Resp: JsonReply>(
     method: &'static str,
     end: BodyEnd,
 ) -> MethodRouter<Gateway> {
-    post(move |State(gw): State<Gateway>, request: Request| async move {
-        gw.streaming::<Req, Resp>(method, request, end).await
-    })
+    post(
+        move |State(gw): State<Gateway>, request: Request| async move {
+            gw.streaming::<Req, Resp>(method, request, end).await
+        },
+    )
 }
 
 /// grpc-gateway's HTTP status for a gRPC code (its `HTTPStatusFromCode`,
@@ -536,8 +548,7 @@ impl<T: Message + Default> GrpcReplies<T> {
                     Err(frame) => {
                         if let Some(trailers) = frame.trailers_ref() {
                             self.end = Some(
-                                Status::from_header_map(trailers)
-                                    .unwrap_or_else(|| Status::ok("")),
+                                Status::from_header_map(trailers).unwrap_or_else(|| Status::ok("")),
                             );
                         }
                     }
@@ -559,17 +570,17 @@ fn head_status(response: &http::Response<tonic::body::Body>) -> Option<Status> {
     Status::from_header_map(response.headers()).filter(|s| s.code() != Code::Ok)
 }
 
-async fn call(grpc: &Routes, request: http::Request<tonic::body::Body>) -> http::Response<tonic::body::Body> {
-    match grpc.clone().oneshot(request).await {
-        Ok(response) => response,
-        Err(never) => match never {},
-    }
+async fn call(
+    grpc: &CountedRoutes,
+    request: http::Request<tonic::body::Body>,
+) -> http::Response<tonic::body::Body> {
+    grpc.call(request).await
 }
 
 /// Calls the unary gRPC `method` in-process with `req` (with `headers`'
 /// token and metadata, and `extensions`' client identity).
 async fn unary_call<Req: Message, Resp: Message + Default>(
-    grpc: &Routes,
+    grpc: &CountedRoutes,
     method: &'static str,
     headers: &HeaderMap,
     extensions: &axum::http::Extensions,
@@ -582,7 +593,15 @@ async fn unary_call<Req: Message, Resp: Message + Default>(
     }
     let mut replies = GrpcReplies::<Resp>::new(response.into_body());
     match replies.next().await {
-        Ok(reply) => Ok(reply),
+        Ok(reply) => {
+            // Read on to the status, so that the call ends as a client's
+            // would (and is counted as handled).
+            match replies.next().await {
+                Err(status) if status.code() == Code::Ok => Ok(reply),
+                Err(status) => Err(status),
+                Ok(_) => Err(Status::internal("gateway: more than one reply")),
+            }
+        }
         Err(status) if status.code() == Code::Ok => Err(Status::internal("gateway: no reply")),
         Err(status) => Err(status),
     }
@@ -591,15 +610,21 @@ async fn unary_call<Req: Message, Resp: Message + Default>(
 /// Calls the unary gRPC `method` in-process as nobody (no token, no
 /// certificate): the member's own checks (`/health`).
 pub(crate) async fn call_unary<Req: Message, Resp: Message + Default>(
-    grpc: &Routes,
+    grpc: &CountedRoutes,
     method: &'static str,
     req: &Req,
 ) -> Result<Resp, Status> {
-    unary_call(grpc, method, &HeaderMap::new(), &axum::http::Extensions::new(), req).await
+    unary_call(
+        grpc,
+        method,
+        &HeaderMap::new(),
+        &axum::http::Extensions::new(),
+        req,
+    )
+    .await
 }
 
 impl Gateway {
-
     async fn unary<Req: JsonRequest, Resp: JsonReply>(
         &self,
         method: &'static str,
@@ -636,9 +661,8 @@ impl Gateway {
             Ok(first) => first,
             Err(status) => return error_response(&status),
         };
-        let (frames_tx, frames_rx) = mpsc::channel::<Result<http_body::Frame<Bytes>, Status>>(
-            STREAM_REQUESTS_QUEUED_MAX,
-        );
+        let (frames_tx, frames_rx) =
+            mpsc::channel::<Result<http_body::Frame<Bytes>, Status>>(STREAM_REQUESTS_QUEUED_MAX);
         if let Some(first) = first {
             let _ = frames_tx.try_send(Ok(http_body::Frame::data(grpc_frame(&first))));
         }
@@ -670,9 +694,8 @@ impl Gateway {
                 _ = &mut gone_rx => {}
             }
         });
-        let body = http_body_util::StreamBody::new(tokio_stream::wrappers::ReceiverStream::new(
-            frames_rx,
-        ));
+        let body =
+            http_body_util::StreamBody::new(tokio_stream::wrappers::ReceiverStream::new(frames_rx));
         let grpc = grpc_request(
             method,
             &parts.headers,
@@ -688,7 +711,10 @@ impl Gateway {
         let first = match replies.next().await {
             Ok(reply) => result_line(&reply),
             Err(status) if status.code() == Code::Ok => {
-                return (StatusCode::OK, [(http::header::CONTENT_TYPE, "application/json")])
+                return (
+                    StatusCode::OK,
+                    [(http::header::CONTENT_TYPE, "application/json")],
+                )
                     .into_response()
             }
             Err(status) => {
@@ -855,13 +881,19 @@ mod tests {
             kv: None,
             prev_kv: None,
         };
-        assert_eq!(serde_json::to_string(&event).unwrap(), r#"{"type":"DELETE"}"#);
+        assert_eq!(
+            serde_json::to_string(&event).unwrap(),
+            r#"{"type":"DELETE"}"#
+        );
     }
 
     #[test]
     fn error_statuses_follow_grpc_gateway() {
         assert_eq!(http_status(Code::Unauthenticated), StatusCode::UNAUTHORIZED);
         assert_eq!(http_status(Code::InvalidArgument), StatusCode::BAD_REQUEST);
-        assert_eq!(http_status(Code::Unavailable), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            http_status(Code::Unavailable),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
     }
 }

@@ -27,6 +27,7 @@ mod convert;
 pub mod dashboard;
 pub mod errors;
 pub mod gateway;
+mod grpc_metrics;
 pub mod header;
 pub mod http;
 mod http_auth;

@@ -189,6 +189,7 @@ pub async fn serve(
                 ));
             }
             Some(Conn::Tls(a)) => {
+                let a = *a;
                 let info = TlsConnectInfo {
                     remote: a.remote,
                     common_name: a.common_name,
@@ -218,14 +219,14 @@ enum Incoming {
 /// An accepted connection.
 enum Conn {
     Plain(TcpStream),
-    Tls(ferrite_tls::Accepted<TcpStream>),
+    Tls(Box<ferrite_tls::Accepted<TcpStream>>),
 }
 
 impl Incoming {
     /// The next connection; None once the TLS acceptor is gone.
     async fn next(&mut self) -> Option<Conn> {
         match self {
-            Incoming::Tls(rx) => rx.recv().await.map(Conn::Tls),
+            Incoming::Tls(rx) => rx.recv().await.map(|a| Conn::Tls(Box::new(a))),
             Incoming::Plain(listener) => loop {
                 match listener.accept().await {
                     Ok((stream, _remote)) => {

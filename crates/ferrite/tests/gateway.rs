@@ -131,14 +131,14 @@ impl Drop for Etcd {
 /// answer by name.
 fn kv_and_lease_answers(base: &str) -> Vec<(&'static str, Value)> {
     let mut out = Vec::new();
-    let (foo, bar) = (b64("gw/foo"), b64("bar"));
+    let (key, bar) = (b64("gw/foo"), b64("bar"));
     out.push((
         "put",
-        post_json(base, "/v3/kv/put", json!({"key": foo, "value": bar})),
+        post_json(base, "/v3/kv/put", json!({"key": key, "value": bar})),
     ));
     out.push((
         "range",
-        post_json(base, "/v3/kv/range", json!({"key": foo})),
+        post_json(base, "/v3/kv/range", json!({"key": key})),
     ));
     // camelCase accepted in, int64 as a number or a string, unknown fields ignored.
     out.push((
@@ -155,9 +155,9 @@ fn kv_and_lease_answers(base: &str) -> Vec<(&'static str, Value)> {
             base,
             "/v3/kv/txn",
             json!({
-                "compare": [{"target": "VALUE", "key": foo, "value": bar}],
-                "success": [{"request_put": {"key": foo, "value": b64("baz")}}],
-                "failure": [{"request_range": {"key": foo}}],
+                "compare": [{"target": "VALUE", "key": key, "value": bar}],
+                "success": [{"request_put": {"key": key, "value": b64("baz")}}],
+                "failure": [{"request_range": {"key": key}}],
             }),
         ),
     ));
@@ -167,8 +167,8 @@ fn kv_and_lease_answers(base: &str) -> Vec<(&'static str, Value)> {
             base,
             "/v3/kv/txn",
             json!({
-                "compare": [{"target": "VERSION", "key": foo, "result": "EQUAL", "version": "7"}],
-                "failure": [{"request_range": {"key": foo}}],
+                "compare": [{"target": "VERSION", "key": key, "result": "EQUAL", "version": "7"}],
+                "failure": [{"request_range": {"key": key}}],
             }),
         ),
     ));
@@ -177,7 +177,7 @@ fn kv_and_lease_answers(base: &str) -> Vec<(&'static str, Value)> {
         post_json(
             base,
             "/v3/kv/deleterange",
-            json!({"key": foo, "prev_kv": true}),
+            json!({"key": key, "prev_kv": true}),
         ),
     ));
     let grant = post_json(base, "/v3/lease/grant", json!({"TTL": 60, "ID": 0}));
@@ -229,7 +229,7 @@ fn kv_and_lease_answers(base: &str) -> Vec<(&'static str, Value)> {
     ));
     out.push((
         "v3beta",
-        post_json(base, "/v3beta/kv/range", json!({"key": foo})),
+        post_json(base, "/v3beta/kv/range", json!({"key": key})),
     ));
     out
 }

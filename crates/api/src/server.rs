@@ -1,5 +1,6 @@
-//! One Ferrite server: the node, the gRPC front end (etcd v3 and Ferrite's
-//! services on one port), the HTTP front end and the NBD server
+//! One Ferrite server: the node, the client port (etcd v3 and Ferrite's
+//! gRPC services, with etcd's JSON gateway, `/health` and gRPC health on
+//! the same port: `client_port.rs`), the HTTP front end and the NBD server
 //! (`ferrite-nbd`). Listeners are bound before anything starts, so a busy
 //! port is a clear error at start. Two small background tasks keep the
 //! member table current: this member publishes its name and addresses, and

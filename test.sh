@@ -40,6 +40,8 @@ command -v c++ >/dev/null 2>&1 || missing+=(g++)
 # Python's venv, for the python-etcd3 client test (pip installs etcd3 there).
 command -v python3 >/dev/null 2>&1 || missing+=(python3)
 python3 -c 'import ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
+# Debian's etcd3gw, a client of etcd's JSON gateway (the gateway test).
+[ -f /usr/lib/python3/dist-packages/etcd3gw/client.py ] || missing+=(python3-etcd3gw)
 # Headless Chromium and its WebDriver for the dashboard tests.
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)

@@ -1,7 +1,7 @@
 //! Generates the Rust gRPC code from `proto/` without a `protoc` binary:
 //! `protox` (pure Rust) parses the .proto files into a FileDescriptorSet,
 //! which `tonic-prost-build` turns into prost messages plus tonic clients
-//! and servers.
+//! and servers, and `pbjson-build` into serde impls (the JSON gateway).
 
 use std::path::PathBuf;
 
@@ -45,5 +45,22 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         // an allocation and a copy of the value.
         .bytes(".mvccpb.KeyValue")
         .compile_fds(compiler.file_descriptor_set())?;
+
+    // JSON for etcd's gRPC gateway (`/v3/kv/range` and friends): serde
+    // impls as grpc-gateway's `JSONPb{OrigName: true}` writes them — proto
+    // field names out (both spellings accepted in), 64-bit integers as
+    // strings, bytes as base64, enums by name, zero values left out.
+    pbjson_build::Builder::new()
+        .register_descriptors(&compiler.encode_file_descriptor_set())?
+        .preserve_proto_field_names()
+        // grpc-gateway (as etcd vendors it) ignores fields it does not know.
+        .ignore_unknown_fields()
+        .build(&[
+            ".mvccpb",
+            ".authpb",
+            ".etcdserverpb",
+            ".v3lockpb",
+            ".v3electionpb",
+        ])?;
     Ok(())
 }

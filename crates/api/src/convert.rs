@@ -149,6 +149,15 @@ pub fn delete_response(
     }
 }
 
+/// The header of a response inside a transaction: etcd sets only its
+/// revision (the transaction's own header carries the rest).
+fn revision_only(revision: i64) -> Header {
+    Some(pb::ResponseHeader {
+        revision,
+        ..pb::ResponseHeader::default()
+    })
+}
+
 pub fn txn_response(r: st::TxnResponse, header: &impl Fn(i64) -> Header) -> pb::TxnResponse {
     use pb::response_op::Response as R;
     let responses = r
@@ -156,12 +165,12 @@ pub fn txn_response(r: st::TxnResponse, header: &impl Fn(i64) -> Header) -> pb::
         .into_iter()
         .map(|op| pb::ResponseOp {
             response: Some(match op {
-                st::ResponseOp::Range(x) => R::ResponseRange(range_response(x, header)),
-                st::ResponseOp::Put(x) => R::ResponsePut(put_response(x, header)),
+                st::ResponseOp::Range(x) => R::ResponseRange(range_response(x, revision_only)),
+                st::ResponseOp::Put(x) => R::ResponsePut(put_response(x, revision_only)),
                 st::ResponseOp::DeleteRange(x) => {
-                    R::ResponseDeleteRange(delete_response(x, header))
+                    R::ResponseDeleteRange(delete_response(x, revision_only))
                 }
-                st::ResponseOp::Txn(x) => R::ResponseTxn(txn_response(x, header)),
+                st::ResponseOp::Txn(x) => R::ResponseTxn(txn_response(x, &revision_only)),
             }),
         })
         .collect();

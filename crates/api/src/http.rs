@@ -441,7 +441,7 @@ async fn cas_register(
     }
 }
 
-async fn metrics(State(ctx): State<Context>) -> String {
+pub(crate) async fn metrics(State(ctx): State<Context>) -> String {
     let m = ctx.metrics();
     let g = Metrics::get;
     let mut out = String::new();

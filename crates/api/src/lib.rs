@@ -12,17 +12,22 @@
 //! - `registers.rs`, `status.rs`: Ferrite's own gRPC services.
 //! - `volumes.rs`: Ferrite's `Volumes` gRPC service (and the `Copy` stream
 //!   a member serves to a peer).
+//! - `client_port.rs`: the client port (gRPC and HTTP on one port, gRPC
+//!   health and reflection); `gateway.rs`: etcd's JSON gateway on it.
 //! - `http.rs`: JSON API, `/healthz`, `/metrics`; `dashboard/`: the web
 //!   page and its live stream.
 //! - `server.rs`: one server with all of them on a node, and the NBD server
 //!   (`ferrite-nbd`).
 
 pub mod auth;
+pub mod client_port;
 mod cluster;
 mod concurrency;
 mod convert;
 pub mod dashboard;
 pub mod errors;
+pub mod gateway;
+mod grpc_metrics;
 pub mod header;
 pub mod http;
 mod http_auth;

@@ -1,5 +1,6 @@
-//! One Ferrite server: the node, the gRPC front end (etcd v3 and Ferrite's
-//! services on one port), the HTTP front end and the NBD server
+//! One Ferrite server: the node, the client port (etcd v3 and Ferrite's
+//! gRPC services, with etcd's JSON gateway, `/health` and gRPC health on
+//! the same port: `client_port.rs`), the HTTP front end and the NBD server
 //! (`ferrite-nbd`). Listeners are bound before anything starts, so a busy
 //! port is a clear error at start. Two small background tasks keep the
 //! member table current: this member publishes its name and addresses, and
@@ -36,7 +37,7 @@ use ferrite_service::members::PeerDialer;
 use ferrite_service::Context;
 use ferrite_state::{MemberInfo, Op, Principal};
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
+use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::StreamExt;
 
 use crate::auth::AuthService;
@@ -232,72 +233,53 @@ impl Server {
         };
 
         let (stop, stop_rx) = tokio::sync::watch::channel(false);
-        let grpc = tonic::transport::Server::builder()
-            .layer(tower::util::MapRequestLayer::new(
-                crate::tls::insert_common_name::<tonic::body::Body>,
-            ))
-            .add_service(
-                KvServer::new(KvService(context.clone()))
-                    .max_decoding_message_size(GRPC_MESSAGE_BYTES_MAX),
-            )
-            .add_service(WatchServer::new(WatchService {
+        let (health, health_service) = tonic_health::server::health_reporter();
+        let mut grpc = tonic::service::Routes::builder();
+        grpc.add_service(
+            KvServer::new(KvService(context.clone()))
+                .max_decoding_message_size(GRPC_MESSAGE_BYTES_MAX),
+        )
+        .add_service(WatchServer::new(WatchService {
+            ctx: context.clone(),
+            limits: opts.watch,
+            stop: stop_rx,
+        }))
+        .add_service(LeaseServer::new(LeaseService {
+            ctx: context.clone(),
+            // etcd's minimum TTL: 1.5 election timeouts, in whole seconds.
+            min_ttl: (election_ms * 3 / 2 + 999) / 1000,
+            ids: LeaseIds::new(opts.node.id.0),
+        }))
+        .add_service(LockServer::new(LockService(context.clone())))
+        .add_service(ElectionServer::new(ElectionService(context.clone())))
+        .add_service(ClusterServer::new(ClusterService(context.clone())))
+        .add_service(MaintenanceServer::new(MaintenanceService(context.clone())))
+        .add_service(AuthServer::new(AuthService(context.clone())))
+        .add_service(RegistersServer::new(RegistersService(context.clone())))
+        .add_service(StatusServer::new(StatusService(context.clone())))
+        .add_service(
+            VolumesServer::new(VolumesService {
                 ctx: context.clone(),
-                limits: opts.watch,
-                stop: stop_rx,
-            }))
-            .add_service(LeaseServer::new(LeaseService {
-                ctx: context.clone(),
-                // etcd's minimum TTL: 1.5 election timeouts, in whole seconds.
-                min_ttl: (election_ms * 3 / 2 + 999) / 1000,
-                ids: LeaseIds::new(opts.node.id.0),
-            }))
-            .add_service(LockServer::new(LockService(context.clone())))
-            .add_service(ElectionServer::new(ElectionService(context.clone())))
-            .add_service(ClusterServer::new(ClusterService(context.clone())))
-            .add_service(MaintenanceServer::new(MaintenanceService(context.clone())))
-            .add_service(AuthServer::new(AuthService(context.clone())))
-            .add_service(RegistersServer::new(RegistersService(context.clone())))
-            .add_service(StatusServer::new(StatusService(context.clone())))
-            .add_service(
-                VolumesServer::new(VolumesService {
-                    ctx: context.clone(),
-                    files: volume_files.clone(),
-                })
-                .max_decoding_message_size(GRPC_MESSAGE_BYTES_MAX)
-                .max_encoding_message_size(GRPC_MESSAGE_BYTES_MAX),
-            );
+                files: volume_files.clone(),
+            })
+            .max_decoding_message_size(GRPC_MESSAGE_BYTES_MAX)
+            .max_encoding_message_size(GRPC_MESSAGE_BYTES_MAX),
+        )
+        .add_service(health_service);
+        crate::client_port::add_reflection(&mut grpc);
+        let port = crate::client_port::ClientPort::new(context.clone(), grpc.routes().prepare());
         let mut front_ends = Vec::new();
-        let grpc_stopped = stopped(&stop);
-        let client_tls = opts.client_tls.clone();
-        front_ends.push(tokio::spawn(async move {
-            let served = match &client_tls {
-                Some(tls) => {
-                    let accepted = ferrite_tls::accept_loop(
-                        client,
-                        tls.server_config(ferrite_tls::ALPN_GRPC),
-                        "client gRPC",
-                    );
-                    let incoming = ReceiverStream::new(accepted)
-                        .map(|a| Ok::<_, std::io::Error>(crate::tls::TlsConn(a)));
-                    grpc.serve_with_incoming_shutdown(incoming, grpc_stopped)
-                        .await
-                }
-                None => {
-                    let incoming = TcpListenerStream::new(client).map(|conn| {
-                        // Small replies go out at once, not after the client's
-                        // delayed ACK (Nagle's algorithm would hold them ~40 ms).
-                        conn.inspect(|c| {
-                            let _ = c.set_nodelay(true);
-                        })
-                    });
-                    grpc.serve_with_incoming_shutdown(incoming, grpc_stopped)
-                        .await
-                }
-            };
-            if let Err(e) = served {
-                tracing::error!("gRPC server stopped: {e}");
-            }
-        }));
+        front_ends.push(tokio::spawn(crate::client_port::serve(
+            client,
+            opts.client_tls.clone(),
+            port,
+            stopped(&stop),
+        )));
+        front_ends.push(tokio::spawn(crate::client_port::follow_health(
+            context.clone(),
+            health,
+            stopped(&stop),
+        )));
         front_ends.push(tokio::spawn(peer_grpc(
             context.clone(),
             volume_files.clone(),

@@ -59,7 +59,7 @@ pub async fn snapshot(
         let mut writer = writer;
         while let Some(blob) = writer.next_chunk() {
             let piece = pb::SnapshotResponse {
-                header: header.clone(),
+                header,
                 remaining_bytes: writer.remaining(),
                 blob: blob.to_vec(),
                 ..Default::default()

@@ -502,6 +502,11 @@ mod tests {
         let mut a = args("n1", "n1=127.0.0.1:2380");
         a.listen_client = Some("127.0.0.1:2380".parse().unwrap());
         assert!(a.resolve().is_err(), "two listeners on one address");
+        let mut a = args("n1", "n1=127.0.0.1:2380");
+        a.force_new_cluster = true;
+        assert!(a.clone().resolve().unwrap().force_new_cluster);
+        a.join = true;
+        assert!(a.resolve().is_err(), "--force-new-cluster with --join");
     }
 
     #[test]

@@ -408,3 +408,37 @@ fn write_data_dir(
     wal.sync()?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_table_and_sizes_read_like_etcdctl() {
+        let rows = [
+            ["HASH", "REVISION", "TOTAL KEYS", "TOTAL SIZE"].map(String::from),
+            ["a643f160", "3", "2", "1.1 kB"].map(String::from),
+        ];
+        assert_eq!(
+            table(&rows),
+            "+----------+----------+------------+------------+\n\
+             |   HASH   | REVISION | TOTAL KEYS | TOTAL SIZE |\n\
+             +----------+----------+------------+------------+\n\
+             | a643f160 |        3 |          2 |     1.1 kB |\n\
+             +----------+----------+------------+------------+\n"
+        );
+        assert_eq!(human_bytes(999), "999 B");
+        assert_eq!(human_bytes(1_100), "1.1 kB");
+        assert_eq!(human_bytes(2_500_000), "2.5 MB");
+    }
+
+    #[test]
+    fn new_members_get_the_ids_the_server_derives() {
+        let cluster =
+            crate::config::parse_cluster("n1=http://127.0.0.1:2380,n2=127.0.0.1:22380").unwrap();
+        let members = new_members(&cluster);
+        assert_eq!(members.len(), 2);
+        assert_eq!(members[0].id, node_id("127.0.0.1:2380".parse().unwrap()).0);
+        assert_eq!(members[1].peer_urls, ["http://127.0.0.1:22380"]);
+    }
+}

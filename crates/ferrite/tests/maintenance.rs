@@ -223,6 +223,18 @@ async fn hashkv_is_equal_on_every_member_and_defrag_answers_on_each() {
         logs.contains("defragmented"),
         "defrag logs what it reclaimed"
     );
+
+    // The same through the member list, as operators run them.
+    let (ok, out) = c.etcdctl(&eps[0], &["endpoint", "hashkv", "--cluster"]);
+    assert!(ok, "{out}");
+    let hashes: Vec<&str> = out.lines().filter_map(|l| l.split(", ").nth(1)).collect();
+    assert_eq!(hashes.len(), 3, "{out}");
+    assert!(hashes.iter().all(|h| *h == after[0].0.to_string()), "{out}");
+    let (ok, out) = c.etcdctl(&eps[1], &["defrag", "--cluster"]);
+    assert!(
+        ok && out.matches("Finished defragmenting etcd member[").count() == 3,
+        "{out}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

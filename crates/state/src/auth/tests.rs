@@ -646,3 +646,42 @@ fn a_refused_write_in_a_session_is_not_remembered() {
     assert!(matches!(send(&mut d, &fresh), Reply::Put(_)));
     assert_eq!(d.sm.revision(), revision);
 }
+
+#[test]
+fn alarms_and_hashes_are_for_admins() {
+    use crate::alarms::{AlarmAction, AlarmRequest, AlarmType};
+    let mut d = enabled();
+    let alice = d.as_user("alice");
+    let root = d.as_user("root");
+    let raise = Op::Alarm(AlarmRequest {
+        action: AlarmAction::Activate,
+        member_id: 1,
+        alarm: AlarmType::NoSpace,
+    });
+    let list = Op::Alarm(AlarmRequest {
+        action: AlarmAction::Get,
+        member_id: 0,
+        alarm: AlarmType::None,
+    });
+    assert!(denied(d.run(&alice, raise.clone())));
+    assert!(denied(d.query(&alice, list.clone())));
+    assert!(denied(d.query(&alice, Op::HashKv { revision: 0 })));
+    assert_eq!(
+        d.query(&Principal::Anonymous, Op::Hash),
+        Reply::Error(StateError::UserEmpty)
+    );
+    assert!(!d.sm.alarms().is_raised(AlarmType::NoSpace));
+    assert!(matches!(d.run(&root, raise), Reply::Alarms(v) if v.len() == 1));
+    assert!(matches!(d.query(&root, list), Reply::Alarms(v) if v.len() == 1));
+    assert!(matches!(
+        d.query(&root, Op::HashKv { revision: 0 }),
+        Reply::HashKv { .. }
+    ));
+    // The member's own NOSPACE (System) is never refused.
+    let mine = Op::Alarm(AlarmRequest {
+        action: AlarmAction::Activate,
+        member_id: 2,
+        alarm: AlarmType::NoSpace,
+    });
+    assert!(matches!(d.run(&Principal::System, mine), Reply::Alarms(v) if v.len() == 1));
+}

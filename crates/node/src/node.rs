@@ -26,6 +26,7 @@ use std::sync::Arc;
 
 use crate::machine::StateMachine;
 use crate::metrics::Metrics;
+use crate::peer_addr::PeerAddr;
 use crate::replica::StorageTask;
 use crate::storage;
 use crate::transport::Faults;
@@ -116,6 +117,7 @@ impl Node {
             cfg.id,
             cfg.cluster_id,
             cfg.peers.clone(),
+            Some(peer_addr.ip()),
             inbound_tx,
             runtime,
             cfg.peer_tls.clone(),
@@ -328,10 +330,10 @@ impl Node {
     pub async fn add_member(
         &self,
         id: NodeId,
-        addr: SocketAddr,
+        addr: impl Into<PeerAddr>,
         voter: bool,
     ) -> Result<(), NodeError> {
-        self.transport.set_address(id, addr);
+        self.transport.set_address(id, addr.into());
         let change = if voter {
             MembershipChange::AddVoter(id)
         } else {
@@ -351,8 +353,8 @@ impl Node {
     }
 
     /// Teaches this node a peer's address (for members added elsewhere).
-    pub fn set_peer_address(&self, id: NodeId, addr: SocketAddr) {
-        self.transport.set_address(id, addr);
+    pub fn set_peer_address(&self, id: NodeId, addr: impl Into<PeerAddr>) {
+        self.transport.set_address(id, addr.into());
     }
 
     /// Stops the node, as etcd does on SIGTERM: a leader first hands

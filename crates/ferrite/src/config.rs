@@ -649,6 +649,70 @@ mod tests {
     }
 
     #[test]
+    fn listen_and_advertise_urls_are_separate() {
+        let cluster = "m1=http://m1.example:2380,m2=http://10.0.0.2:2380";
+        let mut a = args("m1", cluster);
+        a.listen_peer_urls = Some("http://0.0.0.0:2380".into());
+        a.listen_client_urls = Some("http://0.0.0.0:2379,http://127.0.0.1:2379".into());
+        a.advertise_client_urls = Some("http://m1.example:2379,http://10.9.9.9:2379".into());
+        let cfg = a.resolve().unwrap();
+        assert_eq!(cfg.listen_peer, "0.0.0.0:2380".parse().unwrap());
+        assert_eq!(cfg.listen_client, "0.0.0.0:2379".parse().unwrap());
+        assert_eq!(
+            cfg.advertise_peer,
+            vec![PeerAddr::parse("m1.example:2380").unwrap()]
+        );
+        let client: Vec<String> = cfg.advertise_client.iter().map(|a| a.to_string()).collect();
+        assert_eq!(client, ["m1.example:2379", "10.9.9.9:2379"]);
+        assert_eq!(cfg.initial_cluster["m2"].to_string(), "10.0.0.2:2380");
+
+        // A member whose address is an IP listens there by default, as before.
+        let cfg = args("m2", cluster).resolve().unwrap();
+        assert_eq!(cfg.listen_peer, "10.0.0.2:2380".parse().unwrap());
+        assert!(cfg.advertise_client.is_empty());
+        // Behind a name, it must be told where to listen.
+        let e = format!("{:#}", args("m1", cluster).resolve().unwrap_err());
+        assert!(e.contains("--listen-peer-urls"), "{e}");
+    }
+
+    #[test]
+    fn listen_and_advertise_mistakes_are_refused() {
+        let cluster = "n1=http://127.0.0.1:2380";
+        let with = |f: &dyn Fn(&mut ServerArgs)| {
+            let mut a = args("n1", cluster);
+            f(&mut a);
+            a.resolve().map(|_| ()).map_err(|e| format!("{e:#}"))
+        };
+        let e = with(&|a| a.initial_advertise_peer_urls = Some("http://0.0.0.0:2380".into()));
+        assert!(e.unwrap_err().contains("not 0.0.0.0:2380"));
+        let e = with(&|a| a.advertise_client_urls = Some("http://0.0.0.0:2379".into()));
+        assert!(e.unwrap_err().contains("not 0.0.0.0:2379"));
+        let e = with(&|a| a.initial_advertise_peer_urls = Some("http://127.0.0.1:2381".into()));
+        assert!(e.unwrap_err().contains("differs from n1's URL"));
+        let e = with(&|a| a.listen_peer_urls = Some("http://some.host:2380".into()));
+        assert!(e.unwrap_err().contains("not a host name"));
+        let e = with(&|a| {
+            a.listen_peer_urls = Some("http://127.0.0.1:2380".into());
+            a.listen_peer = Some("127.0.0.1:2380".parse().unwrap());
+        });
+        assert!(e.unwrap_err().contains("not both"));
+        let e = with(&|a| a.listen_client_urls = Some("https://127.0.0.1:2379".into()));
+        assert!(e.unwrap_err().contains("https needs TLS"));
+        let e = with(&|a| a.listen_peer = Some("127.0.0.1:2381".parse().unwrap()));
+        assert!(e.unwrap_err().contains("differs from n1's address"));
+        // Another listen address is fine when the advertised one is given.
+        with(&|a| {
+            a.listen_peer = Some("0.0.0.0:2380".parse().unwrap());
+            a.initial_advertise_peer_urls = Some("http://127.0.0.1:2380".into());
+        })
+        .unwrap();
+        let e = args("n1", "n1=http://0.0.0.0:2380").resolve().unwrap_err();
+        assert!(format!("{e:#}").contains("real address"));
+        let e = args("n1", "n1=ftp://h:1").resolve().unwrap_err();
+        assert!(format!("{e:#}").contains("expected host:port"), "{e:#}");
+    }
+
+    #[test]
     fn toml_file_under_flags() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("n1.toml");
@@ -666,6 +730,32 @@ mod tests {
         .unwrap();
         assert_eq!(cfg.tick, Duration::from_millis(20), "the flag wins");
         assert_eq!(cfg.election_ticks, 25);
+        // The listen pair comes from the flags or the file, never mixed.
+        std::fs::write(
+            &path,
+            "name = \"n1\"\ninitial_cluster = \"n1=http://h1:2380\"\nlisten_peer_urls = \"http://0.0.0.0:2380\"\nadvertise_client_urls = \"http://h1:2379\"\n",
+        )
+        .unwrap();
+        let cfg = ServerArgs {
+            config: Some(path.clone()),
+            ..ServerArgs::default()
+        }
+        .resolve()
+        .unwrap();
+        assert_eq!(cfg.listen_peer, "0.0.0.0:2380".parse().unwrap());
+        assert_eq!(cfg.advertise_client[0].to_string(), "h1:2379");
+        let cfg = ServerArgs {
+            config: Some(path.clone()),
+            listen_peer: Some("10.1.1.1:2380".parse().unwrap()),
+            ..ServerArgs::default()
+        }
+        .resolve()
+        .unwrap();
+        assert_eq!(
+            cfg.listen_peer,
+            "10.1.1.1:2380".parse().unwrap(),
+            "the flag wins"
+        );
         std::fs::write(&path, "name = \"n1\"\nbogus = 1\n").unwrap();
         let err = ServerArgs {
             config: Some(path),

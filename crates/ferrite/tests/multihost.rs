@@ -342,16 +342,16 @@ fn three_hosts_survive_a_member_cut_off_and_a_member_moved() {
     net.start(2, "0.0.0.0");
 
     // A write through each member, read back through the next.
-    for i in 0..3 {
-        let key = format!("from-{}", NAMES[i]);
+    for (i, name) in NAMES.iter().enumerate() {
+        let key = format!("from-{name}");
         net.etcdctl_until(
             i,
             &["put", &key, &format!("hello {i}")],
             Duration::from_secs(20),
         );
     }
-    for i in 0..3 {
-        let key = format!("from-{}", NAMES[i]);
+    for (i, name) in NAMES.iter().enumerate() {
+        let key = format!("from-{name}");
         net.wait_for_value(
             (i + 1) % 3,
             &key,
@@ -364,11 +364,11 @@ fn three_hosts_survive_a_member_cut_off_and_a_member_moved() {
     // never the 0.0.0.0 members listen on.
     let list = net.etcdctl_until(0, &["member", "list"], Duration::from_secs(5));
     println!("member list:\n{list}");
-    for i in 0..3 {
+    for (i, name) in NAMES.iter().enumerate() {
         let peer = format!("http://{}:{PEER_PORT}", host(i));
         let client = format!("http://{}:{CLIENT_PORT}", host(i));
         assert!(
-            list.contains(&format!("started, {}, {peer}, {client}", NAMES[i])),
+            list.contains(&format!("started, {name}, {peer}, {client}")),
             "{list}"
         );
     }

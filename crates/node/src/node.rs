@@ -113,16 +113,7 @@ impl Node {
         let (events_tx, events_rx) = mpsc::channel(EVENTS_MAX);
         let (inbound_tx, inbound_rx) = mpsc::channel(INBOUND_MAX);
         let runtime = tokio::runtime::Handle::current();
-        let transport = Transport::new(
-            cfg.id,
-            cfg.cluster_id,
-            cfg.peers.clone(),
-            Some(peer_addr.ip()),
-            inbound_tx,
-            runtime,
-            cfg.peer_tls.clone(),
-            cfg.peer_http2.clone(),
-        );
+        let transport = Transport::new(&cfg, inbound_tx, runtime);
         let listening = tokio::spawn(transport.clone().serve(listener));
 
         let metrics = Arc::new(Metrics::default());

@@ -27,6 +27,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, Notify};
 
 use crate::codec::{self, Frame, ReadError};
+use crate::config::NodeConfig;
 use crate::peer_addr::PeerAddr;
 use crate::peer_io::{self, Arrival, PeerConnections, PeerIo};
 
@@ -98,22 +99,22 @@ impl Faults {
 }
 
 impl Transport {
+    /// The transport of the node `cfg` describes: it dials `cfg.peers`,
+    /// from `cfg.listen_peer`'s IP address unless that is 0.0.0.0, with
+    /// `cfg.peer_tls`; what arrives goes to `inbox`.
     pub fn new(
-        me: NodeId,
-        cluster_id: u64,
-        addresses: BTreeMap<NodeId, PeerAddr>,
-        local: Option<IpAddr>,
+        cfg: &NodeConfig,
         inbox: mpsc::Sender<Inbound>,
         runtime: tokio::runtime::Handle,
-        tls: Option<PeerTls>,
-        http2: Option<PeerConnections>,
     ) -> Transport {
+        let tls = cfg.peer_tls.clone();
+        let local = Some(cfg.listen_peer.ip());
         let acceptor = tls.as_ref().map(|t| TlsAcceptor::from(t.server_config()));
         Transport {
             inner: Arc::new(Inner {
-                me,
-                cluster_id,
-                addresses: Mutex::new(addresses),
+                me: cfg.id,
+                cluster_id: cfg.cluster_id,
+                addresses: Mutex::new(cfg.peers.clone()),
                 local: local.filter(|ip| !ip.is_unspecified()),
                 inbound: Mutex::new(BTreeMap::new()),
                 inbound_seq: AtomicU64::new(0),
@@ -125,7 +126,7 @@ impl Transport {
                 tasks: Mutex::new(Vec::new()),
                 tls,
                 acceptor,
-                http2,
+                http2: cfg.peer_http2.clone(),
             }),
         }
     }

@@ -42,6 +42,11 @@ command -v python3 >/dev/null 2>&1 || missing+=(python3)
 python3 -c 'import ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
 # Debian's etcd3gw, a client of etcd's JSON gateway (the gateway test).
 [ -f /usr/lib/python3/dist-packages/etcd3gw/client.py ] || missing+=(python3-etcd3gw)
+# Network namespaces, veth pairs and a bridge (ip), their connections (ss)
+# and firewall rules (iptables) for the multi-host test (multihost.rs).
+command -v ip >/dev/null 2>&1 || missing+=(iproute2)
+command -v ss >/dev/null 2>&1 || missing+=(iproute2)
+command -v iptables >/dev/null 2>&1 || missing+=(iptables)
 # Headless Chromium and its WebDriver for the dashboard tests.
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)

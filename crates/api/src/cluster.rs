@@ -1,10 +1,9 @@
 //! etcd's Cluster service, backed by real membership changes. Membership changes must be made by
 //! the leader; a follower forwards them to the leader's client address.
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
-use ferrite_node::NodeError;
+use ferrite_node::{NodeError, PeerAddr};
 use ferrite_proto::etcdserverpb as pb;
 use ferrite_proto::etcdserverpb::cluster_client::ClusterClient;
 use ferrite_proto::etcdserverpb::cluster_server::Cluster;
@@ -23,17 +22,10 @@ pub const ETCD_VERSION: &str = "3.5.0";
 
 pub struct ClusterService(pub Context);
 
-/// Parses `http://host:port` or `host:port`.
-pub fn parse_url(url: &str) -> Result<SocketAddr, Status> {
-    let text = url
-        .trim_start_matches("http://")
-        .trim_start_matches("https://")
-        .trim_end_matches('/');
-    text.parse().map_err(|_| {
-        Status::invalid_argument(format!(
-            "etcdserver: bad URL {url:?}: expected http://host:port"
-        ))
-    })
+/// Parses a peer URL, `http://host:port` or `host:port`; the host is an IP
+/// address or a host name.
+pub fn parse_url(url: &str) -> Result<PeerAddr, Status> {
+    PeerAddr::parse(url).map_err(|e| Status::invalid_argument(format!("etcdserver: bad URL {e}")))
 }
 
 /// Every member of the configuration, named and addressed from the member
@@ -157,7 +149,7 @@ impl Cluster for ClusterService {
             .first()
             .ok_or_else(|| Status::invalid_argument("etcdserver: member add needs a peer URL"))?;
         let addr = parse_url(url)?;
-        let id = node_id(addr);
+        let id = node_id(&addr);
         let info = MemberInfo {
             id: id.0,
             name: String::new(),

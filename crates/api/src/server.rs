@@ -3,13 +3,16 @@
 //! the same port: `client_port.rs`), the HTTP front end and the NBD server
 //! (`ferrite-nbd`). Listeners are bound before anything starts, so a busy
 //! port is a clear error at start. Two small background tasks keep the
-//! member table current: this member publishes its name and addresses, and
-//! every member learns its peers' addresses from it.
+//! member table current: this member publishes its name and advertised
+//! URLs (etcd's `--initial-advertise-peer-urls` and
+//! `--advertise-client-urls`: where others reach it, which is not where it
+//! listens when it listens on 0.0.0.0), and every member learns its peers'
+//! addresses from it.
 //!
 //! With client TLS (`client_tls`), the gRPC, HTTP and NBD ports all serve
 //! TLS with the same certificate (etcd serves gRPC and HTTP on its client
 //! URLs; here HTTP has its own port), and the member advertises https client
-//! URLs. With `--client-cert-auth`, gRPC and NBD require a client
+//! URLs (http ones without). With `--client-cert-auth`, gRPC and NBD require a client
 //! certificate; the HTTP port only requests one (a browser has none: it
 //! logs in with a password, `http_auth`), and a verified one names the user
 //! by its common name, as on gRPC. Calls between members (volume-file copies, status, forwarded
@@ -19,7 +22,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use ferrite_node::{Node, NodeConfig};
+use ferrite_node::{Node, NodeConfig, PeerAddr};
 use ferrite_proto::etcdserverpb::auth_server::AuthServer;
 use ferrite_proto::etcdserverpb::cluster_server::ClusterServer;
 use ferrite_proto::etcdserverpb::kv_server::KvServer;
@@ -60,7 +63,15 @@ const GRPC_MESSAGE_BYTES_MAX: usize = 2 << 20;
 pub struct ServerOptions {
     pub name: String,
     pub node: NodeConfig,
+    /// This member's peer address as others reach it, published in the
+    /// member table (with the scheme peer TLS implies); empty: the address
+    /// the peer port is bound to.
+    pub advertise_peer: Vec<PeerAddr>,
     pub listen_client: SocketAddr,
+    /// The client (gRPC) addresses published in the member table, host and
+    /// port (with the scheme client TLS implies); empty: the bound client
+    /// address, with the advertised peer host in place of 0.0.0.0.
+    pub advertise_client: Vec<PeerAddr>,
     pub listen_http: SocketAddr,
     pub listen_nbd: SocketAddr,
     /// `ferrite up`'s control address (the dashboard's stop/kill/restart).
@@ -97,6 +108,8 @@ pub enum ServeError {
     },
     #[error("volume store: {0}")]
     Volumes(String),
+    #[error("{0}")]
+    Advertise(String),
     #[error(transparent)]
     Node(#[from] ferrite_node::StartError),
 }
@@ -172,6 +185,12 @@ async fn bind(addr: SocketAddr, what: &'static str) -> Result<TcpListener, Serve
 
 impl Server {
     pub async fn start(opts: ServerOptions) -> Result<Server, ServeError> {
+        if opts.advertise_peer.is_empty() && opts.node.listen_peer.ip().is_unspecified() {
+            return Err(ServeError::Advertise(format!(
+                "listening for peers on {}: say which address to advertise",
+                opts.node.listen_peer
+            )));
+        }
         let client = bind(opts.listen_client, "client gRPC").await?;
         let http = bind(opts.listen_http, "HTTP").await?;
         let nbd = bind(opts.listen_nbd, "NBD").await?;
@@ -190,8 +209,10 @@ impl Server {
             what: "HTTP",
             source,
         })?;
+        let advertise_client = advertised_client(&opts, client_addr)?;
         let peers = PeerDialer {
             tls: opts.node.peer_tls.clone(),
+            local: Some(opts.node.listen_peer.ip()),
         };
         let copier = PeerCopier::new(
             tokio::runtime::Handle::current(),
@@ -332,19 +353,24 @@ impl Server {
             Some(_) => "https",
             None => "http",
         };
+        let client_scheme = match opts.client_tls {
+            Some(_) => "https",
+            None => "http",
+        };
+        let advertise_peer = match opts.advertise_peer.as_slice() {
+            [] => vec![PeerAddr::from(node.peer_addr())],
+            given => given.to_vec(),
+        };
         let me = MemberInfo {
             id: opts.node.id.0,
             name: opts.name.clone(),
-            peer_urls: vec![format!("{peer_scheme}://{}", opts.node.listen_peer)],
-            // Without a scheme in plaintext: etcdctl 3.4 puts a client URL
-            // verbatim into the HTTP/2 :authority header (`endpoint status
-            // --cluster`), and "http://..." there is a protocol error for our
-            // HTTP/2 server. With TLS the scheme is needed (etcdctl dials
-            // https URLs with TLS), and etcdctl strips it then.
-            client_urls: vec![match opts.client_tls {
-                Some(_) => format!("https://{client_addr}"),
-                None => client_addr.to_string(),
-            }],
+            peer_urls: advertise_peer.iter().map(|a| a.url(peer_scheme)).collect(),
+            // With the scheme, as etcd publishes them (clients that build
+            // request URLs from the member list need it).
+            client_urls: advertise_client
+                .iter()
+                .map(|a| a.url(client_scheme))
+                .collect(),
         };
         let mut background = vec![
             tokio::spawn(publish(context.clone(), me)).abort_handle(),
@@ -401,6 +427,29 @@ impl Server {
             task.abort();
         }
     }
+}
+
+/// The client addresses this member publishes: the given ones, else the
+/// bound client address, with the advertised peer host in place of an
+/// unspecified IP (listening everywhere, it is reached where its peer port
+/// is).
+fn advertised_client(
+    opts: &ServerOptions,
+    client_addr: SocketAddr,
+) -> Result<Vec<PeerAddr>, ServeError> {
+    if !opts.advertise_client.is_empty() {
+        return Ok(opts.advertise_client.clone());
+    }
+    if !client_addr.ip().is_unspecified() {
+        return Ok(vec![PeerAddr::from(client_addr)]);
+    }
+    let host = match opts.advertise_peer.first() {
+        Some(peer) => peer.host(),
+        None => PeerAddr::from(opts.node.listen_peer).host(),
+    };
+    let addr = PeerAddr::new(&host, client_addr.port())
+        .map_err(|e| ServeError::Advertise(format!("no client address to advertise: {e}")))?;
+    Ok(vec![addr])
 }
 
 /// Makes this member's entry in the member table current, retrying until a

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::Args;
+use ferrite_node::PeerAddr;
 use serde::Deserialize;
 
 /// Defaults: etcd's. A 100 ms heartbeat and a 1 s election timeout ride out
@@ -30,13 +31,25 @@ pub struct ServerArgs {
     /// Where this member keeps its WAL and snapshots.
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
-    /// Founding members: `n1=127.0.0.1:2380,n2=127.0.0.1:22380,...` (peer addresses).
+    /// Founding members and their peer URLs, as etcd's: `n1=http://h1:2380,n2=http://10.0.0.2:2380,...` (host names or IP addresses; the scheme may be left out).
     #[arg(long)]
     pub initial_cluster: Option<String>,
-    /// Peer (Raft) address to listen on; defaults to this member's address in the initial cluster.
+    /// URLs to listen on for peers (etcd's; e.g. `http://0.0.0.0:2380`; IP addresses; the first is used). Default: this member's advertised peer address, when it is an IP address.
+    #[arg(long)]
+    pub listen_peer_urls: Option<String>,
+    /// This member's peer URLs as the others reach it (etcd's; a host name or an IP address, never 0.0.0.0; the first is dialed and names the member). Default: its URL in --initial-cluster.
+    #[arg(long)]
+    pub initial_advertise_peer_urls: Option<String>,
+    /// Peer (Raft) address to listen on, IP:port (the same as --listen-peer-urls http://IP:port).
     #[arg(long)]
     pub listen_peer: Option<SocketAddr>,
-    /// Client gRPC address (etcd v3 API and Ferrite's services).
+    /// URLs to listen on for clients: gRPC, etcd v3 API and Ferrite's services (etcd's; e.g. `http://0.0.0.0:2379`; IP addresses; the first is used). Default: 127.0.0.1:2379.
+    #[arg(long)]
+    pub listen_client_urls: Option<String>,
+    /// Client URLs published in the member list (etcd's; host names or IP addresses). Default: the client listen address, or with 0.0.0.0 the advertised peer host and the client port.
+    #[arg(long)]
+    pub advertise_client_urls: Option<String>,
+    /// Client gRPC address, IP:port (the same as --listen-client-urls http://IP:port).
     #[arg(long)]
     pub listen_client: Option<SocketAddr>,
     /// HTTP address (JSON API, dashboard, /metrics, /healthz).
@@ -130,9 +143,15 @@ pub struct ServerConfig {
     pub name: String,
     pub data_dir: PathBuf,
     /// Founding members by name, with their peer addresses.
-    pub initial_cluster: BTreeMap<String, SocketAddr>,
+    pub initial_cluster: BTreeMap<String, PeerAddr>,
     pub listen_peer: SocketAddr,
+    /// This member's advertised peer addresses; never empty, never
+    /// 0.0.0.0. The first is this member's id and where peers dial it.
+    pub advertise_peer: Vec<PeerAddr>,
     pub listen_client: SocketAddr,
+    /// The client addresses published in the member list; empty: derived
+    /// from the bound client address (`ferrite_api::ServerOptions`).
+    pub advertise_client: Vec<PeerAddr>,
     pub listen_http: SocketAddr,
     pub listen_nbd: SocketAddr,
     pub control: Option<SocketAddr>,
@@ -182,6 +201,7 @@ impl ServerArgs {
             Some(path) => load(path)?,
             None => ServerArgs::default(),
         };
+        let urls = Urls::from_flags_or_file(&self, &file);
         let name = self.name.or(file.name).context("--name is required")?;
         if name.is_empty() || name.contains([',', '=']) {
             bail!("--name {name:?}: must be non-empty, without ',' or '='");
@@ -200,19 +220,32 @@ impl ServerArgs {
         if join && force_new_cluster {
             bail!("--force-new-cluster starts from this member's data; it cannot --join");
         }
-        let listen_peer = match self.listen_peer.or(file.listen_peer) {
+        let advertise_peer = advertised_peer(&name, &initial_cluster, &urls, join)?;
+        let listen_peer = match urls.listen_peer()? {
             Some(addr) => addr,
-            None => *initial_cluster.get(&name).with_context(|| {
-                format!("{name} is not in --initial-cluster; give --listen-peer")
+            None => advertise_peer[0].socket_addr().with_context(|| {
+                format!(
+                    "{name}'s peer address {} is a host name: give --listen-peer-urls (e.g. http://0.0.0.0:{})",
+                    advertise_peer[0],
+                    advertise_peer[0].port()
+                )
             })?,
         };
-        if !join && initial_cluster.get(&name) != Some(&listen_peer) {
-            bail!("--listen-peer {listen_peer} differs from {name}'s address in --initial-cluster");
+        if let (None, Some(entry)) = (
+            &urls.advertise_peer,
+            initial_cluster.get(&name).and_then(PeerAddr::socket_addr),
+        ) {
+            if !join && !listen_peer.ip().is_unspecified() && listen_peer != entry {
+                bail!("--listen-peer {listen_peer} differs from {name}'s address in --initial-cluster ({entry}); give --initial-advertise-peer-urls if peers reach it elsewhere");
+            }
         }
-        let listen_client = self
-            .listen_client
-            .or(file.listen_client)
+        let listen_client = urls
+            .listen_client()?
             .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 2379)));
+        let advertise_client = match &urls.advertise_client {
+            Some(text) => advertised_urls("--advertise-client-urls", text)?,
+            None => Vec::new(),
+        };
         let listen_http = self
             .listen_http
             .or(file.listen_http)
@@ -304,6 +337,7 @@ impl ServerArgs {
         })?
         .map(|o| o.load())
         .transpose()?;
+        urls.check_schemes(peer_tls.is_some(), client_tls.is_some())?;
         Ok(ServerConfig {
             client_tls,
             peer_tls,
@@ -311,7 +345,9 @@ impl ServerArgs {
             data_dir,
             initial_cluster,
             listen_peer,
+            advertise_peer,
             listen_client,
+            advertise_client,
             listen_http,
             listen_nbd,
             control: self.control.or(file.control),
@@ -336,6 +372,195 @@ impl ServerArgs {
             quota_backend_bytes,
             corrupt_check,
         })
+    }
+}
+
+/// The listen and advertise flags, from the command line or else (as a
+/// group, so that flags and file never mix) from the file.
+struct Urls {
+    listen_peer: Option<SocketAddr>,
+    listen_peer_urls: Option<String>,
+    advertise_peer: Option<String>,
+    listen_client: Option<SocketAddr>,
+    listen_client_urls: Option<String>,
+    advertise_client: Option<String>,
+}
+
+impl Urls {
+    fn from_flags_or_file(flags: &ServerArgs, file: &ServerArgs) -> Urls {
+        let pick = |f: &ServerArgs| Urls {
+            listen_peer: f.listen_peer,
+            listen_peer_urls: f.listen_peer_urls.clone(),
+            advertise_peer: f.initial_advertise_peer_urls.clone(),
+            listen_client: f.listen_client,
+            listen_client_urls: f.listen_client_urls.clone(),
+            advertise_client: f.advertise_client_urls.clone(),
+        };
+        let (flags, file) = (pick(flags), pick(file));
+        // Each listen pair comes whole from one place: a flag overrides
+        // the file's address in either spelling.
+        let peer = match flags.listen_peer.is_some() || flags.listen_peer_urls.is_some() {
+            true => &flags,
+            false => &file,
+        };
+        let client = match flags.listen_client.is_some() || flags.listen_client_urls.is_some() {
+            true => &flags,
+            false => &file,
+        };
+        Urls {
+            listen_peer: peer.listen_peer,
+            listen_peer_urls: peer.listen_peer_urls.clone(),
+            advertise_peer: flags.advertise_peer.clone().or(file.advertise_peer.clone()),
+            listen_client: client.listen_client,
+            listen_client_urls: client.listen_client_urls.clone(),
+            advertise_client: flags
+                .advertise_client
+                .clone()
+                .or(file.advertise_client.clone()),
+        }
+    }
+
+    fn listen_peer(&self) -> anyhow::Result<Option<SocketAddr>> {
+        listen_addr(
+            ("--listen-peer", self.listen_peer),
+            ("--listen-peer-urls", self.listen_peer_urls.as_deref()),
+        )
+    }
+
+    fn listen_client(&self) -> anyhow::Result<Option<SocketAddr>> {
+        listen_addr(
+            ("--listen-client", self.listen_client),
+            ("--listen-client-urls", self.listen_client_urls.as_deref()),
+        )
+    }
+
+    /// A URL's scheme, when it has one, must say what the member serves:
+    /// https with TLS, http without (etcd refuses the mismatch too).
+    fn check_schemes(&self, peer_tls: bool, client_tls: bool) -> anyhow::Result<()> {
+        let groups = [
+            (
+                "--listen-peer-urls",
+                &self.listen_peer_urls,
+                peer_tls,
+                "--peer-cert-file",
+            ),
+            (
+                "--initial-advertise-peer-urls",
+                &self.advertise_peer,
+                peer_tls,
+                "--peer-cert-file",
+            ),
+            (
+                "--listen-client-urls",
+                &self.listen_client_urls,
+                client_tls,
+                "--cert-file",
+            ),
+            (
+                "--advertise-client-urls",
+                &self.advertise_client,
+                client_tls,
+                "--cert-file",
+            ),
+        ];
+        for (flag, text, tls, cert_flag) in groups {
+            for url in split_urls(text.as_deref().unwrap_or("")) {
+                match url
+                    .split_once("://")
+                    .map(|(scheme, _)| scheme.to_ascii_lowercase())
+                {
+                    Some(s) if s == "https" && !tls => {
+                        bail!("{flag} {url}: https needs TLS ({cert_flag} and its key)")
+                    }
+                    Some(s) if s == "http" && tls => {
+                        bail!("{flag} {url}: this member serves TLS there ({cert_flag} is given): write https://")
+                    }
+                    _ => {}
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn split_urls(text: &str) -> impl Iterator<Item = &str> {
+    text.split(',').map(str::trim).filter(|s| !s.is_empty())
+}
+
+/// Where to listen: `--listen-x IP:port` or the first of `--listen-x-urls`
+/// (an IP address, or `localhost`), not both.
+fn listen_addr(
+    (addr_flag, addr): (&str, Option<SocketAddr>),
+    (urls_flag, urls): (&str, Option<&str>),
+) -> anyhow::Result<Option<SocketAddr>> {
+    let Some(urls) = urls else {
+        return Ok(addr);
+    };
+    if addr.is_some() {
+        bail!("give {addr_flag} or {urls_flag}, not both");
+    }
+    let first = split_urls(urls)
+        .next()
+        .with_context(|| format!("{urls_flag} is empty"))?;
+    let url = PeerAddr::parse(first).with_context(|| urls_flag.to_string())?;
+    let ip = match url.ip() {
+        Some(ip) => ip,
+        None if url.host() == "localhost" => [127, 0, 0, 1].into(),
+        None => bail!(
+            "{urls_flag} {first}: listen on an IP address (0.0.0.0 for every interface), not a host name"
+        ),
+    };
+    Ok(Some(SocketAddr::new(ip, url.port())))
+}
+
+/// Advertised URLs: host names or IP addresses, never an unspecified one.
+fn advertised_urls(flag: &str, text: &str) -> anyhow::Result<Vec<PeerAddr>> {
+    let mut out = Vec::new();
+    for url in split_urls(text) {
+        let addr = PeerAddr::parse(url).with_context(|| flag.to_string())?;
+        if addr.ip().is_some_and(|ip| ip.is_unspecified()) {
+            bail!("{flag} {url}: advertise the address others reach this member at, not {addr}");
+        }
+        out.push(addr);
+    }
+    if out.is_empty() {
+        bail!("{flag} is empty");
+    }
+    Ok(out)
+}
+
+/// This member's advertised peer addresses: `--initial-advertise-peer-urls`
+/// (which must agree with its entry in the initial cluster), else that
+/// entry, else the listen address when it is a specific one.
+fn advertised_peer(
+    name: &str,
+    initial_cluster: &BTreeMap<String, PeerAddr>,
+    urls: &Urls,
+    join: bool,
+) -> anyhow::Result<Vec<PeerAddr>> {
+    let entry = initial_cluster.get(name);
+    if entry.is_none() && !join {
+        bail!("{name} is not in --initial-cluster");
+    }
+    if let Some(text) = &urls.advertise_peer {
+        let given = advertised_urls("--initial-advertise-peer-urls", text)?;
+        match entry {
+            Some(entry) if *entry != given[0] => bail!(
+                "--initial-advertise-peer-urls {} differs from {name}'s URL in --initial-cluster ({entry}): peers would not know this member",
+                given[0]
+            ),
+            _ => return Ok(given),
+        }
+    }
+    if let Some(entry) = entry {
+        return Ok(vec![entry.clone()]);
+    }
+    match urls.listen_peer()? {
+        Some(addr) if !addr.ip().is_unspecified() => Ok(vec![PeerAddr::from(addr)]),
+        Some(addr) => bail!(
+            "{name} listens for peers on {addr}: give --initial-advertise-peer-urls (the address peers reach it at)"
+        ),
+        None => bail!("{name} is not in --initial-cluster; give --listen-peer-urls and --initial-advertise-peer-urls"),
     }
 }
 
@@ -409,18 +634,18 @@ fn load(path: &Path) -> anyhow::Result<ServerArgs> {
     toml::from_str(&text).with_context(|| format!("{}: invalid configuration", path.display()))
 }
 
-/// Parses `n1=127.0.0.1:2380,n2=...`.
-pub fn parse_cluster(text: &str) -> anyhow::Result<BTreeMap<String, SocketAddr>> {
+/// Parses `n1=http://h1:2380,n2=10.0.0.2:2380,...` (etcd's form; the
+/// scheme may be left out).
+pub fn parse_cluster(text: &str) -> anyhow::Result<BTreeMap<String, PeerAddr>> {
     let mut members = BTreeMap::new();
     for item in text.split(',').map(str::trim).filter(|s| !s.is_empty()) {
         let (name, addr) = item
             .split_once('=')
-            .with_context(|| format!("{item:?}: expected name=host:port"))?;
-        let addr: SocketAddr = addr
-            .trim_start_matches("http://")
-            .trim_start_matches("https://")
-            .parse()
-            .with_context(|| format!("{item:?}: {addr:?} is not a host:port address"))?;
+            .with_context(|| format!("{item:?}: expected name=http://host:port"))?;
+        let addr = PeerAddr::parse(addr).with_context(|| format!("{item:?}"))?;
+        if addr.ip().is_some_and(|ip| ip.is_unspecified()) {
+            bail!("{item:?}: a member is reached at a real address, not {addr}");
+        }
         if members.insert(name.to_string(), addr).is_some() {
             bail!("{name} appears twice in the initial cluster");
         }
@@ -510,6 +735,70 @@ mod tests {
     }
 
     #[test]
+    fn listen_and_advertise_urls_are_separate() {
+        let cluster = "m1=http://m1.example:2380,m2=http://10.0.0.2:2380";
+        let mut a = args("m1", cluster);
+        a.listen_peer_urls = Some("http://0.0.0.0:2380".into());
+        a.listen_client_urls = Some("http://0.0.0.0:2379,http://127.0.0.1:2379".into());
+        a.advertise_client_urls = Some("http://m1.example:2379,http://10.9.9.9:2379".into());
+        let cfg = a.resolve().unwrap();
+        assert_eq!(cfg.listen_peer, "0.0.0.0:2380".parse().unwrap());
+        assert_eq!(cfg.listen_client, "0.0.0.0:2379".parse().unwrap());
+        assert_eq!(
+            cfg.advertise_peer,
+            vec![PeerAddr::parse("m1.example:2380").unwrap()]
+        );
+        let client: Vec<String> = cfg.advertise_client.iter().map(|a| a.to_string()).collect();
+        assert_eq!(client, ["m1.example:2379", "10.9.9.9:2379"]);
+        assert_eq!(cfg.initial_cluster["m2"].to_string(), "10.0.0.2:2380");
+
+        // A member whose address is an IP listens there by default, as before.
+        let cfg = args("m2", cluster).resolve().unwrap();
+        assert_eq!(cfg.listen_peer, "10.0.0.2:2380".parse().unwrap());
+        assert!(cfg.advertise_client.is_empty());
+        // Behind a name, it must be told where to listen.
+        let e = format!("{:#}", args("m1", cluster).resolve().unwrap_err());
+        assert!(e.contains("--listen-peer-urls"), "{e}");
+    }
+
+    #[test]
+    fn listen_and_advertise_mistakes_are_refused() {
+        let cluster = "n1=http://127.0.0.1:2380";
+        let with = |f: &dyn Fn(&mut ServerArgs)| {
+            let mut a = args("n1", cluster);
+            f(&mut a);
+            a.resolve().map(|_| ()).map_err(|e| format!("{e:#}"))
+        };
+        let e = with(&|a| a.initial_advertise_peer_urls = Some("http://0.0.0.0:2380".into()));
+        assert!(e.unwrap_err().contains("not 0.0.0.0:2380"));
+        let e = with(&|a| a.advertise_client_urls = Some("http://0.0.0.0:2379".into()));
+        assert!(e.unwrap_err().contains("not 0.0.0.0:2379"));
+        let e = with(&|a| a.initial_advertise_peer_urls = Some("http://127.0.0.1:2381".into()));
+        assert!(e.unwrap_err().contains("differs from n1's URL"));
+        let e = with(&|a| a.listen_peer_urls = Some("http://some.host:2380".into()));
+        assert!(e.unwrap_err().contains("not a host name"));
+        let e = with(&|a| {
+            a.listen_peer_urls = Some("http://127.0.0.1:2380".into());
+            a.listen_peer = Some("127.0.0.1:2380".parse().unwrap());
+        });
+        assert!(e.unwrap_err().contains("not both"));
+        let e = with(&|a| a.listen_client_urls = Some("https://127.0.0.1:2379".into()));
+        assert!(e.unwrap_err().contains("https needs TLS"));
+        let e = with(&|a| a.listen_peer = Some("127.0.0.1:2381".parse().unwrap()));
+        assert!(e.unwrap_err().contains("differs from n1's address"));
+        // Another listen address is fine when the advertised one is given.
+        with(&|a| {
+            a.listen_peer = Some("0.0.0.0:2380".parse().unwrap());
+            a.initial_advertise_peer_urls = Some("http://127.0.0.1:2380".into());
+        })
+        .unwrap();
+        let e = args("n1", "n1=http://0.0.0.0:2380").resolve().unwrap_err();
+        assert!(format!("{e:#}").contains("real address"));
+        let e = args("n1", "n1=ftp://h:1").resolve().unwrap_err();
+        assert!(format!("{e:#}").contains("expected host:port"), "{e:#}");
+    }
+
+    #[test]
     fn toml_file_under_flags() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("n1.toml");
@@ -527,6 +816,32 @@ mod tests {
         .unwrap();
         assert_eq!(cfg.tick, Duration::from_millis(20), "the flag wins");
         assert_eq!(cfg.election_ticks, 25);
+        // The listen pair comes from the flags or the file, never mixed.
+        std::fs::write(
+            &path,
+            "name = \"n1\"\ninitial_cluster = \"n1=http://h1:2380\"\nlisten_peer_urls = \"http://0.0.0.0:2380\"\nadvertise_client_urls = \"http://h1:2379\"\n",
+        )
+        .unwrap();
+        let cfg = ServerArgs {
+            config: Some(path.clone()),
+            ..ServerArgs::default()
+        }
+        .resolve()
+        .unwrap();
+        assert_eq!(cfg.listen_peer, "0.0.0.0:2380".parse().unwrap());
+        assert_eq!(cfg.advertise_client[0].to_string(), "h1:2379");
+        let cfg = ServerArgs {
+            config: Some(path.clone()),
+            listen_peer: Some("10.1.1.1:2380".parse().unwrap()),
+            ..ServerArgs::default()
+        }
+        .resolve()
+        .unwrap();
+        assert_eq!(
+            cfg.listen_peer,
+            "10.1.1.1:2380".parse().unwrap(),
+            "the flag wins"
+        );
         std::fs::write(&path, "name = \"n1\"\nbogus = 1\n").unwrap();
         let err = ServerArgs {
             config: Some(path),

@@ -13,9 +13,16 @@ pub async fn run(cfg: ServerConfig) -> anyhow::Result<()> {
     let peers: BTreeMap<_, _> = cfg
         .initial_cluster
         .values()
-        .map(|addr| (node_id(*addr), *addr))
+        .map(|addr| (node_id(addr), addr.clone()))
         .collect();
-    let id = node_id(cfg.listen_peer);
+    // Named by the address peers reach it at, which is where it listens
+    // unless it listens on 0.0.0.0 or behind a name.
+    let advertised = cfg
+        .advertise_peer
+        .first()
+        .context("no peer address to advertise")?
+        .clone();
+    let id = node_id(&advertised);
     let mut node = NodeConfig::new(id, peers, cfg.data_dir.clone());
     node.listen_peer = cfg.listen_peer;
     node.tick = cfg.tick;
@@ -27,7 +34,9 @@ pub async fn run(cfg: ServerConfig) -> anyhow::Result<()> {
     let opts = ServerOptions {
         name: cfg.name.clone(),
         node,
+        advertise_peer: cfg.advertise_peer.clone(),
         listen_client: cfg.listen_client,
+        advertise_client: cfg.advertise_client.clone(),
         listen_http: cfg.listen_http,
         listen_nbd: cfg.listen_nbd,
         control: cfg.control,
@@ -52,6 +61,7 @@ pub async fn run(cfg: ServerConfig) -> anyhow::Result<()> {
         http = %server.http_addr,
         nbd = %server.nbd_addr,
         peer = %cfg.listen_peer,
+        %advertised,
         "serving"
     );
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())

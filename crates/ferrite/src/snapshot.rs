@@ -25,11 +25,11 @@
 
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context as _};
 use clap::Subcommand;
+use ferrite_node::PeerAddr;
 use ferrite_raft::{HardState, Index, Membership, NodeId, Persist, Snapshot, SnapshotMeta, Term};
 use ferrite_service::ids::node_id;
 use ferrite_state::backup::{self, Verified};
@@ -258,23 +258,22 @@ fn table(rows: &[[String; 4]]) -> String {
 pub fn restore(
     file: &Path,
     name: &str,
-    cluster: &BTreeMap<String, SocketAddr>,
+    cluster: &BTreeMap<String, PeerAddr>,
     advertise: Option<&str>,
     data_dir: &Path,
 ) -> anyhow::Result<String> {
-    let Some(&peer) = cluster.get(name) else {
+    let Some(peer) = cluster.get(name).cloned() else {
         bail!("{name} is not in --initial-cluster");
     };
     if let Some(url) = advertise {
         let first = url.split(',').next().unwrap_or_default();
-        let addr: SocketAddr = first
-            .trim_start_matches("http://")
-            .trim_start_matches("https://")
-            .trim_end_matches('/')
-            .parse()
-            .with_context(|| {
-                format!("--initial-advertise-peer-urls {url:?}: not http://host:port")
-            })?;
+        let addr = PeerAddr::parse(
+            first
+                .trim_start_matches("http://")
+                .trim_start_matches("https://")
+                .trim_end_matches('/'),
+        )
+        .with_context(|| format!("--initial-advertise-peer-urls {url:?}: not http://host:port"))?;
         if addr != peer {
             bail!("--initial-advertise-peer-urls {url} differs from {name}'s entry {peer} in --initial-cluster");
         }
@@ -306,7 +305,7 @@ pub fn restore(
         "restored {} into {} for member {name} ({:x}) of a new cluster of {}: revision {}, {} keys, {} leases, raft index {}",
         file.display(),
         data_dir.display(),
-        node_id(peer).0,
+        node_id(peer.clone()).0,
         members.len(),
         sm.revision(),
         verified.meta.keys,
@@ -340,13 +339,13 @@ fn check_empty(dir: &Path) -> anyhow::Result<()> {
 
 /// The new cluster's member table entries, as the members will publish
 /// them (ids as `ferrite server` derives them).
-fn new_members(cluster: &BTreeMap<String, SocketAddr>) -> Vec<MemberInfo> {
+fn new_members(cluster: &BTreeMap<String, PeerAddr>) -> Vec<MemberInfo> {
     cluster
         .iter()
         .map(|(name, addr)| MemberInfo {
-            id: node_id(*addr).0,
+            id: node_id(addr.clone()).0,
             name: name.clone(),
-            peer_urls: vec![format!("http://{addr}")],
+            peer_urls: vec![addr.url("http")],
             client_urls: Vec::new(),
         })
         .collect()
@@ -438,7 +437,10 @@ mod tests {
             crate::config::parse_cluster("n1=http://127.0.0.1:2380,n2=127.0.0.1:22380").unwrap();
         let members = new_members(&cluster);
         assert_eq!(members.len(), 2);
-        assert_eq!(members[0].id, node_id("127.0.0.1:2380".parse().unwrap()).0);
+        assert_eq!(
+            members[0].id,
+            node_id("127.0.0.1:2380".parse::<std::net::SocketAddr>().unwrap()).0
+        );
         assert_eq!(members[1].peer_urls, ["http://127.0.0.1:22380"]);
     }
 }

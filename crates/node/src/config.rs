@@ -8,6 +8,7 @@ use std::time::Duration;
 use ferrite_raft::NodeId;
 
 use crate::lessor::LeaseProposals;
+use crate::peer_addr::PeerAddr;
 
 /// Defaults are etcd's: a 100 ms heartbeat and a 1 s election timeout (10
 /// ticks), long enough to ride out a scheduling hiccup on a loaded laptop,
@@ -19,8 +20,11 @@ pub struct NodeConfig {
     pub id: NodeId,
     /// Every peer message carries it; a node of another cluster is refused.
     pub cluster_id: u64,
-    /// Peer addresses of the initial members (this node included).
-    pub peers: BTreeMap<NodeId, SocketAddr>,
+    /// Peer addresses of the initial members (this node included), as
+    /// they advertise them: IP addresses or host names.
+    pub peers: BTreeMap<NodeId, PeerAddr>,
+    /// Where this node listens for peers (0.0.0.0: everywhere). A specific
+    /// IP address is also where its connections to peers leave from.
     pub listen_peer: SocketAddr,
     pub data_dir: PathBuf,
     pub tick: Duration,
@@ -47,10 +51,18 @@ pub struct NodeConfig {
 }
 
 impl NodeConfig {
-    pub fn new(id: NodeId, peers: BTreeMap<NodeId, SocketAddr>, data_dir: PathBuf) -> NodeConfig {
+    /// Listens on this node's address in `peers` when it is an IP address
+    /// (else on 127.0.0.1, port 0: set `listen_peer`).
+    pub fn new<A: Into<PeerAddr>>(
+        id: NodeId,
+        peers: BTreeMap<NodeId, A>,
+        data_dir: PathBuf,
+    ) -> NodeConfig {
+        let peers: BTreeMap<NodeId, PeerAddr> =
+            peers.into_iter().map(|(id, a)| (id, a.into())).collect();
         let listen_peer = peers
             .get(&id)
-            .copied()
+            .and_then(PeerAddr::socket_addr)
             .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)));
         NodeConfig {
             id,

@@ -10,7 +10,8 @@
 //! network: one driver task owns the replica (`driver.rs`), a storage thread
 //! owns the WAL (`storage.rs`), an apply thread owns the state machine
 //! (`apply.rs`), and the transport keeps one TCP connection per peer with a
-//! versioned binary codec (`transport.rs`, `codec.rs`). The state machine is
+//! versioned binary codec (`transport.rs`, `codec.rs`), dialing peers
+//! by IP address or host name, resolved at each connect (`peer_addr.rs`). The state machine is
 //! anything that implements [`StateMachine`]: the node routes opaque
 //! commands and replies; `state_leases.rs` maps `ferrite-state`'s leases
 //! to the lessor, for the machines that are `ferrite-state`'s.
@@ -26,6 +27,7 @@ mod lessor;
 mod machine;
 mod metrics;
 mod node;
+mod peer_addr;
 pub mod peer_io;
 pub mod replica;
 pub mod state_leases;
@@ -42,6 +44,7 @@ pub use lessor::{
 pub use machine::{MachineError, MachineSnapshot, StateMachine};
 pub use metrics::{Histogram, Metrics, SYNC_BUCKETS};
 pub use node::{wait_for_leader, Node};
+pub use peer_addr::{AddrError, PeerAddr};
 pub use replica::{
     Answer, ApplyTask, Replica, ReplicaConfig, ReplicaCounters, ReplicaOutput, RequestId,
     Requester, StorageTask,

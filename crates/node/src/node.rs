@@ -26,6 +26,7 @@ use std::sync::Arc;
 
 use crate::machine::StateMachine;
 use crate::metrics::Metrics;
+use crate::peer_addr::PeerAddr;
 use crate::replica::StorageTask;
 use crate::storage;
 use crate::transport::Faults;
@@ -115,15 +116,7 @@ impl Node {
         let (events_tx, events_rx) = mpsc::channel(EVENTS_MAX);
         let (inbound_tx, inbound_rx) = mpsc::channel(INBOUND_MAX);
         let runtime = tokio::runtime::Handle::current();
-        let transport = Transport::new(
-            cfg.id,
-            cfg.cluster_id,
-            cfg.peers.clone(),
-            inbound_tx,
-            runtime,
-            cfg.peer_tls.clone(),
-            cfg.peer_http2.clone(),
-        );
+        let transport = Transport::new(&cfg, inbound_tx, runtime);
         let listening = tokio::spawn(transport.clone().serve(listener));
 
         let metrics = Arc::new(Metrics::default());
@@ -331,10 +324,10 @@ impl Node {
     pub async fn add_member(
         &self,
         id: NodeId,
-        addr: SocketAddr,
+        addr: impl Into<PeerAddr>,
         voter: bool,
     ) -> Result<(), NodeError> {
-        self.transport.set_address(id, addr);
+        self.transport.set_address(id, addr.into());
         let change = if voter {
             MembershipChange::AddVoter(id)
         } else {
@@ -354,8 +347,8 @@ impl Node {
     }
 
     /// Teaches this node a peer's address (for members added elsewhere).
-    pub fn set_peer_address(&self, id: NodeId, addr: SocketAddr) {
-        self.transport.set_address(id, addr);
+    pub fn set_peer_address(&self, id: NodeId, addr: impl Into<PeerAddr>) {
+        self.transport.set_address(id, addr.into());
     }
 
     /// Stops the node, as etcd does on SIGTERM: a leader first hands

@@ -3,16 +3,19 @@
 //! length-prefixed (`codec.rs`). Each outbound connection has a bounded queue;
 //! when it is full, or the peer is down, frames are dropped (Raft retries)
 //! and the driver is told the peer is unreachable. Connections reconnect with
-//! exponential backoff. A peer that sends garbage loses its connection, and
-//! nothing else happens.
+//! exponential backoff, resolving the peer's host name again each time, and
+//! leave from this member's own address when it listens on a specific one.
+//! A peer that sends garbage loses its connection, and nothing else happens;
+//! a peer's newer connection replaces its older one (which may be dead
+//! without our knowing: its host vanished, or a partition healed).
 //!
 //! With peer TLS (`peer_io.rs`) every connection, both ways, is mutual TLS:
 //! a caller whose certificate does not verify is refused before any of its
 //! bytes is read as a frame, and the refusal is logged.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -21,9 +24,11 @@ use ferrite_raft::NodeId;
 use ferrite_tls::{PeerTls, TlsAcceptor};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify};
 
 use crate::codec::{self, Frame, ReadError};
+use crate::config::NodeConfig;
+use crate::peer_addr::PeerAddr;
 use crate::peer_io::{self, Arrival, PeerConnections, PeerIo};
 
 /// Frames queued for one peer before new ones are dropped.
@@ -51,7 +56,13 @@ pub struct Transport {
 struct Inner {
     me: NodeId,
     cluster_id: u64,
-    addresses: Mutex<BTreeMap<NodeId, SocketAddr>>,
+    addresses: Mutex<BTreeMap<NodeId, PeerAddr>>,
+    /// Where outbound connections leave from (None: the kernel chooses).
+    local: Option<IpAddr>,
+    /// Each peer's newest inbound connection (numbered), and how to end it
+    /// when a newer one arrives.
+    inbound: Mutex<BTreeMap<NodeId, (u64, Arc<Notify>)>>,
+    inbound_seq: AtomicU64,
     queues: Mutex<BTreeMap<NodeId, mpsc::Sender<Bytes>>>,
     inbox: mpsc::Sender<Inbound>,
     runtime: tokio::runtime::Handle,
@@ -88,21 +99,25 @@ impl Faults {
 }
 
 impl Transport {
+    /// The transport of the node `cfg` describes: it dials `cfg.peers`,
+    /// from `cfg.listen_peer`'s IP address unless that is 0.0.0.0, with
+    /// `cfg.peer_tls`; what arrives goes to `inbox`.
     pub fn new(
-        me: NodeId,
-        cluster_id: u64,
-        addresses: BTreeMap<NodeId, SocketAddr>,
+        cfg: &NodeConfig,
         inbox: mpsc::Sender<Inbound>,
         runtime: tokio::runtime::Handle,
-        tls: Option<PeerTls>,
-        http2: Option<PeerConnections>,
     ) -> Transport {
+        let tls = cfg.peer_tls.clone();
+        let local = Some(cfg.listen_peer.ip());
         let acceptor = tls.as_ref().map(|t| TlsAcceptor::from(t.server_config()));
         Transport {
             inner: Arc::new(Inner {
-                me,
-                cluster_id,
-                addresses: Mutex::new(addresses),
+                me: cfg.id,
+                cluster_id: cfg.cluster_id,
+                addresses: Mutex::new(cfg.peers.clone()),
+                local: local.filter(|ip| !ip.is_unspecified()),
+                inbound: Mutex::new(BTreeMap::new()),
+                inbound_seq: AtomicU64::new(0),
                 queues: Mutex::new(BTreeMap::new()),
                 inbox,
                 runtime,
@@ -111,14 +126,14 @@ impl Transport {
                 tasks: Mutex::new(Vec::new()),
                 tls,
                 acceptor,
-                http2,
+                http2: cfg.peer_http2.clone(),
             }),
         }
     }
 
     /// Teaches the transport where a (new) member listens.
-    pub fn set_address(&self, id: NodeId, addr: SocketAddr) {
-        let old = lock(&self.inner.addresses).insert(id, addr);
+    pub fn set_address(&self, id: NodeId, addr: PeerAddr) {
+        let old = lock(&self.inner.addresses).insert(id, addr.clone());
         if old != Some(addr) {
             // A changed address takes effect on the next connection.
             lock(&self.inner.queues).remove(&id);
@@ -147,7 +162,7 @@ impl Transport {
             match queues.get(&to) {
                 Some(q) if !q.is_closed() => q.clone(),
                 _ => {
-                    let Some(addr) = lock(&self.inner.addresses).get(&to).copied() else {
+                    let Some(addr) = lock(&self.inner.addresses).get(&to).cloned() else {
                         tracing::debug!(peer = %to, "no address for peer; frame dropped");
                         return;
                     };
@@ -232,6 +247,20 @@ impl Inner {
         tasks.push(task);
     }
 
+    /// Registers a new inbound connection from `peer` as its newest, and
+    /// ends the one it replaces; returns the new one's number and what
+    /// tells it that it was replaced in turn.
+    fn newest_inbound(&self, peer: NodeId) -> (u64, Arc<Notify>) {
+        let seq = self.inbound_seq.fetch_add(1, Ordering::Relaxed);
+        let superseded = Arc::new(Notify::new());
+        if let Some((_, older)) = lock(&self.inbound).insert(peer, (seq, superseded.clone())) {
+            // A stored permit: the older connection ends even if it is not
+            // waiting right now.
+            older.notify_one();
+        }
+        (seq, superseded)
+    }
+
     /// Whether a frame to or from `peer` is dropped by fault injection.
     fn dropped(&self, peer: NodeId, set: impl Fn(&Faults) -> &BTreeSet<NodeId>) -> bool {
         if !self.faulty.load(Ordering::Acquire) {
@@ -269,10 +298,26 @@ async fn inbound(inner: Arc<Inner>, mut stream: PeerIo) -> Result<(), LinkError>
         Some(Frame::Hello { cluster_id, .. }) => return Err(LinkError::WrongCluster(cluster_id)),
         _ => return Err(LinkError::NoHello),
     };
-    let result = read_frames(&inner, from, &mut stream).await;
+    let (seq, superseded) = inner.newest_inbound(from);
+    let result = tokio::select! {
+        result = read_frames(&inner, from, &mut stream) => result,
+        _ = superseded.notified() => {
+            // The peer is connected anew: nothing to report.
+            tracing::debug!(peer = %from, "peer connection replaced by a newer one");
+            return Ok(());
+        }
+    };
+    let was_newest = {
+        let mut newest = lock(&inner.inbound);
+        let was = newest.get(&from).is_some_and(|(s, _)| *s == seq);
+        if was {
+            newest.remove(&from);
+        }
+        was
+    };
     // Whatever ended the connection, the peer may be gone: say so at once
     // (a partition drops frames instead, and is left to the timeouts).
-    if !inner.dropped(from, |f| &f.drop_from) {
+    if was_newest && !inner.dropped(from, |f| &f.drop_from) {
         let _ = inner.inbox.send(Inbound::Disconnected(from)).await;
     }
     result
@@ -294,14 +339,14 @@ async fn read_frames(inner: &Inner, from: NodeId, stream: &mut PeerIo) -> Result
 }
 
 /// Keeps one connection to `to` open and writes its queue into it.
-async fn outbound(inner: Arc<Inner>, to: NodeId, addr: SocketAddr, mut rx: mpsc::Receiver<Bytes>) {
+async fn outbound(inner: Arc<Inner>, to: NodeId, addr: PeerAddr, mut rx: mpsc::Receiver<Bytes>) {
     let mut backoff = BACKOFF_MIN;
     let hello = codec::encode(&Frame::Hello {
         cluster_id: inner.cluster_id,
         from: inner.me,
     });
     loop {
-        let mut stream = match peer_io::dial(addr, inner.tls.as_ref()).await {
+        let mut stream = match peer_io::dial_from(&addr, inner.local, inner.tls.as_ref()).await {
             Ok(s) => s,
             Err(e) => {
                 if e.get_ref()

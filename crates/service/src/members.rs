@@ -32,6 +32,9 @@ pub fn dial_url(url: &str) -> String {
 #[derive(Clone, Debug, Default)]
 pub struct PeerDialer {
     pub tls: Option<ferrite_tls::PeerTls>,
+    /// Where the calls leave from: this member's peer IP address when it
+    /// listens on a specific one (None: the kernel chooses).
+    pub local: Option<std::net::IpAddr>,
 }
 
 impl PeerDialer {
@@ -46,15 +49,18 @@ impl PeerDialer {
     ) -> Result<tonic::transport::Channel, String> {
         let addr = peer_addr(url)?;
         let tls = self.tls.clone();
+        let local = self.local.filter(|ip| !ip.is_unspecified());
+        let endpoint = format!("http://{addr}");
         let connector = tower::service_fn(move |_: tonic::transport::Uri| {
             let tls = tls.clone();
+            let addr = addr.clone();
             async move {
-                ferrite_node::peer_io::dial(addr, tls.as_ref())
+                ferrite_node::peer_io::dial_from(&addr, local, tls.as_ref())
                     .await
                     .map(hyper_util::rt::TokioIo::new)
             }
         });
-        tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        tonic::transport::Endpoint::from_shared(endpoint)
             .map_err(|e| e.to_string())?
             .connect_timeout(connect_timeout)
             .timeout(timeout)
@@ -64,14 +70,9 @@ impl PeerDialer {
     }
 }
 
-/// A peer URL's socket address.
-pub fn peer_addr(url: &str) -> Result<std::net::SocketAddr, String> {
-    let text = url
-        .trim_start_matches("http://")
-        .trim_start_matches("https://")
-        .trim_end_matches('/');
-    text.parse()
-        .map_err(|_| format!("bad peer URL {url:?}: expected http(s)://ip:port"))
+/// A peer URL's address (an IP address or a host name, and a port).
+pub fn peer_addr(url: &str) -> Result<ferrite_node::PeerAddr, String> {
+    ferrite_node::PeerAddr::parse(url).map_err(|e| format!("bad peer URL: {e}"))
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {

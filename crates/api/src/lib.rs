@@ -14,10 +14,15 @@
 //!   a member serves to a peer).
 //! - `http.rs`: JSON API, `/healthz`, `/metrics`; `dashboard/`: the web
 //!   page and its live stream.
+//! - `authority.rs`: HTTP/2 `:authority` written as a URL (etcdctl 3.4),
+//!   made acceptable to the HTTP/2 server.
+//! - `require_leader.rs`: etcd's `hasleader` metadata (fail fast, end
+//!   streams, when this member has no leader).
 //! - `server.rs`: one server with all of them on a node, and the NBD server
 //!   (`ferrite-nbd`).
 
 pub mod auth;
+pub mod authority;
 mod cluster;
 mod concurrency;
 mod convert;
@@ -31,6 +36,7 @@ mod kv;
 mod lease;
 mod maintenance;
 mod registers;
+pub mod require_leader;
 pub mod server;
 mod status;
 pub mod tls;

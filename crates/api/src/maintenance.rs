@@ -23,11 +23,13 @@ impl Maintenance for MaintenanceService {
         let s = self.0.node.status().await.map_err(node_status)?;
         let is_learner = s.membership.learners.contains(&s.id);
         Ok(Response::new(pb::StatusResponse {
-            header: self.0.header(0),
+            header: self.0.header_now(),
             version: ETCD_VERSION.to_string(),
             db_size: 0,
             leader: s.leader.map_or(0, |l| l.0),
-            raft_index: s.last_index.0,
+            // etcd's raft_index is the commit index: an isolated old leader
+            // appends to its log but commits nothing.
+            raft_index: s.commit.0,
             raft_term: s.term.0,
             raft_applied_index: s.applied.0,
             errors: Vec::new(),
@@ -42,7 +44,7 @@ impl Maintenance for MaintenanceService {
         _req: Request<pb::AlarmRequest>,
     ) -> Result<Response<pb::AlarmResponse>, Status> {
         Ok(Response::new(pb::AlarmResponse {
-            header: self.0.header(0),
+            header: self.0.header_now(),
             alarms: Vec::new(),
         }))
     }
@@ -75,7 +77,7 @@ impl Maintenance for MaintenanceService {
             let s = self.0.node.status().await.map_err(node_status)?;
             if s.leader == Some(target) {
                 return Ok(Response::new(pb::MoveLeaderResponse {
-                    header: self.0.header(0),
+                    header: self.0.header_now(),
                 }));
             }
             tokio::time::sleep(Duration::from_millis(30)).await;

@@ -40,12 +40,14 @@ use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
 use tokio_stream::StreamExt;
 
 use crate::auth::AuthService;
+use crate::authority::AuthorityFix;
 use crate::cluster::{parse_url, ClusterService};
 use crate::concurrency::{ElectionService, LockService};
 use crate::kv::KvService;
 use crate::lease::{LeaseIds, LeaseService};
 use crate::maintenance::MaintenanceService;
 use crate::registers::RegistersService;
+use crate::require_leader::RequireLeaderLayer;
 use crate::status::StatusService;
 use crate::volumes::VolumesService;
 use crate::watch::{WatchServer, WatchService};
@@ -222,6 +224,10 @@ impl Server {
             .layer(tower::util::MapRequestLayer::new(
                 crate::tls::insert_common_name::<tonic::body::Body>,
             ))
+            .layer(RequireLeaderLayer::new(
+                context.node.clone(),
+                Duration::from_millis(election_ms.max(1) as u64),
+            ))
             .add_service(
                 KvServer::new(KvService(context.clone()))
                     .max_decoding_message_size(GRPC_MESSAGE_BYTES_MAX),
@@ -263,8 +269,9 @@ impl Server {
                         tls.server_config(ferrite_tls::ALPN_GRPC),
                         "client gRPC",
                     );
-                    let incoming = ReceiverStream::new(accepted)
-                        .map(|a| Ok::<_, std::io::Error>(crate::tls::TlsConn(a)));
+                    let incoming = ReceiverStream::new(accepted).map(|a| {
+                        Ok::<_, std::io::Error>(AuthorityFix::new(crate::tls::TlsConn(a)))
+                    });
                     grpc.serve_with_incoming_shutdown(incoming, grpc_stopped)
                         .await
                 }
@@ -275,6 +282,7 @@ impl Server {
                         conn.inspect(|c| {
                             let _ = c.set_nodelay(true);
                         })
+                        .map(AuthorityFix::new)
                     });
                     grpc.serve_with_incoming_shutdown(incoming, grpc_stopped)
                         .await
@@ -340,14 +348,13 @@ impl Server {
             id: opts.node.id.0,
             name: opts.name.clone(),
             peer_urls: vec![format!("{peer_scheme}://{}", opts.node.listen_peer)],
-            // Without a scheme in plaintext: etcdctl 3.4 puts a client URL
-            // verbatim into the HTTP/2 :authority header (`endpoint status
-            // --cluster`), and "http://..." there is a protocol error for our
-            // HTTP/2 server. With TLS the scheme is needed (etcdctl dials
-            // https URLs with TLS), and etcdctl strips it then.
+            // With a scheme, as etcd advertises them: clients build URLs
+            // from the member list. etcdctl 3.4 then sends "http://..." as
+            // the HTTP/2 :authority (`endpoint status --cluster`), which
+            // `authority::AuthorityFix` makes acceptable to our server.
             client_urls: vec![match opts.client_tls {
                 Some(_) => format!("https://{client_addr}"),
-                None => client_addr.to_string(),
+                None => format!("http://{client_addr}"),
             }],
         };
         let background = vec![
@@ -399,12 +406,26 @@ impl Server {
 }
 
 /// Makes this member's entry in the member table current, retrying until a
-/// leader takes it.
-async fn publish(ctx: Context, me: MemberInfo) {
+/// leader takes it. Peer URLs set by `member add` or `member update` stay
+/// (as in etcd, a member publishes its name and client URLs; its peer URLs
+/// are the cluster's to change).
+async fn publish(ctx: Context, mut me: MemberInfo) {
     loop {
-        match ctx.member_table().await {
-            Ok(table) if table.contains(&me) => return,
-            _ => {}
+        // Linearizable: a member restarted behind the log must not publish
+        // peer URLs that a `member update` replaced while it was down.
+        match ctx.member_table_read(true).await {
+            Ok(table) => {
+                let set = table
+                    .iter()
+                    .find(|m| m.id == me.id && !m.peer_urls.is_empty());
+                if let Some(entry) = set {
+                    me.peer_urls = entry.peer_urls.clone();
+                }
+                if table.contains(&me) {
+                    return;
+                }
+            }
+            Err(_) => {}
         }
         if ctx
             .write(Op::MemberPublish(me.clone()), None, &Principal::System)

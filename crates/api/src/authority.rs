@@ -208,13 +208,20 @@ impl Rewriter {
         if input.len() < FRAME_HEADER_BYTES {
             return false;
         }
-        let length = usize::from(input[0]) << 16 | usize::from(input[1]) << 8 | usize::from(input[2]);
+        let length =
+            usize::from(input[0]) << 16 | usize::from(input[1]) << 8 | usize::from(input[2]);
         let kind = input[3];
         let flags = input[4];
         let stream_id = u32::from_be_bytes([input[5], input[6], input[7], input[8]]) & 0x7fff_ffff;
         let collected = self.block.as_ref().map_or(0, |b| b.raw.len());
         let in_block = self.block.is_some();
-        if in_block && (kind != FRAME_CONTINUATION || self.block.as_ref().is_some_and(|b| b.stream_id != stream_id)) {
+        if in_block
+            && (kind != FRAME_CONTINUATION
+                || self
+                    .block
+                    .as_ref()
+                    .is_some_and(|b| b.stream_id != stream_id))
+        {
             self.give_up(output, "a header block interrupted");
             return true;
         }

@@ -150,11 +150,7 @@ fn peer_addrs(urls: &[String]) -> Result<Vec<SocketAddr>, Status> {
 
 /// etcd's `ErrPeerURLexists`: no two members share a peer URL (compared
 /// by address, so `http://h:p` and `h:p` are the same).
-fn check_peer_urls_free(
-    table: &[MemberInfo],
-    id: u64,
-    addrs: &[SocketAddr],
-) -> Result<(), Status> {
+fn check_peer_urls_free(table: &[MemberInfo], id: u64, addrs: &[SocketAddr]) -> Result<(), Status> {
     let taken = table
         .iter()
         .filter(|m| m.id != id)

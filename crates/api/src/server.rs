@@ -413,19 +413,16 @@ async fn publish(ctx: Context, mut me: MemberInfo) {
     loop {
         // Linearizable: a member restarted behind the log must not publish
         // peer URLs that a `member update` replaced while it was down.
-        match ctx.member_table_read(true).await {
-            Ok(table) => {
-                let set = table
-                    .iter()
-                    .find(|m| m.id == me.id && !m.peer_urls.is_empty());
-                if let Some(entry) = set {
-                    me.peer_urls = entry.peer_urls.clone();
-                }
-                if table.contains(&me) {
-                    return;
-                }
+        if let Ok(table) = ctx.member_table_read(true).await {
+            let set = table
+                .iter()
+                .find(|m| m.id == me.id && !m.peer_urls.is_empty());
+            if let Some(entry) = set {
+                me.peer_urls = entry.peer_urls.clone();
             }
-            Err(_) => {}
+            if table.contains(&me) {
+                return;
+            }
         }
         if ctx
             .write(Op::MemberPublish(me.clone()), None, &Principal::System)

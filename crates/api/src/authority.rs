@@ -551,3 +551,46 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for AuthorityFix<IO> {
         self.io.is_write_vectored()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn authority_is_cut_to_host_and_port() {
+        let fixed = |v: &str| authority_fixed(v.as_bytes()).map(|f| f.to_vec());
+        assert_eq!(
+            fixed("http://127.0.0.1:2379"),
+            Some(b"127.0.0.1:2379".to_vec())
+        );
+        assert_eq!(fixed("https://h1:2379/"), Some(b"h1:2379".to_vec()));
+        assert_eq!(fixed("unix+grpc://x/y/z"), Some(b"x".to_vec()));
+        assert_eq!(fixed("h1:2379/path"), Some(b"h1:2379".to_vec()));
+        assert_eq!(fixed("127.0.0.1:2379"), None);
+        assert_eq!(fixed("[::1]:2379"), None);
+        // Not a scheme: only the path goes.
+        assert_eq!(fixed("1http://h:1"), Some(b"1http:".to_vec()));
+    }
+
+    #[test]
+    fn literals_decode_as_written() {
+        let mut block = Vec::new();
+        put_literal(&mut block, b":authority", b"h:1");
+        put_literal(&mut block, b"x-long", &[b'v'; 300]);
+        put_integer(&mut block, 0x20, 5, 0);
+        put_literal(&mut block, b"a", b"");
+        // A size update after the first field is not ours to keep, but the
+        // decoder accepts the block.
+        let mut decoder = loona_hpack::Decoder::new();
+        let decoded = decoder.decode(&block).expect("decodes");
+        assert_eq!(decoded.len(), 3);
+        assert_eq!(decoded[1].1.len(), 300);
+        assert_eq!(size_updates_len(&block), 0);
+        let mut updates = Vec::new();
+        put_integer(&mut updates, 0x20, 5, 4096);
+        put_integer(&mut updates, 0x20, 5, 7);
+        let n = updates.len();
+        updates.push(0x82);
+        assert_eq!(size_updates_len(&updates), n);
+    }
+}

@@ -40,6 +40,7 @@ use tower::ServiceExt;
 
 use crate::cluster::ETCD_VERSION;
 use crate::grpc_metrics::{CountedRoutes, GrpcMetrics};
+use crate::require_leader::RequireLeaderLayer;
 use crate::tls::TlsConnectInfo;
 
 /// How often the gRPC health status follows the member's leader.
@@ -59,9 +60,12 @@ pub struct ClientPort {
 impl ClientPort {
     /// `grpc`: the gRPC services (etcd's and Ferrite's); the gateway calls
     /// them in-process.
-    pub fn new(ctx: Context, routes: Routes) -> ClientPort {
+    /// `require_leader`: etcd's `hasleader` metadata, honoured on every
+    /// gRPC call (and on the gateway's, which go through the same routes).
+    pub fn new(ctx: Context, routes: Routes, require_leader: RequireLeaderLayer) -> ClientPort {
         let grpc = CountedRoutes {
             routes,
+            require_leader,
             metrics: Arc::new(GrpcMetrics::new(&[
                 ferrite_proto::FILE_DESCRIPTOR_SET,
                 tonic_health::pb::FILE_DESCRIPTOR_SET,
@@ -146,6 +150,8 @@ pub async fn serve_connection<I>(
 {
     let builder = port.builder.clone();
     let service = ConnService { port, tls };
+    // etcdctl 3.4 may send a URL as the HTTP/2 :authority; etcd accepts it.
+    let io = crate::authority::AuthorityFix::new(io);
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
     if let Err(e) = graceful.watch(conn).await {
         tracing::debug!("client connection: {e}");

@@ -17,7 +17,23 @@ use crate::auth::{principal, TOKEN_METADATA};
 use crate::errors::{node_status, service_status, state_status};
 use crate::header::Header;
 
-/// The etcd version we speak; clients check it for feature support.
+/// The etcd server version we claim (`Status.version`, `etcdctl endpoint
+/// status`, the gateway's `/version`). Clients gate features on it, so it
+/// names the oldest etcd whose API we serve whole:
+/// - etcd 3.5's API is the target, and with issue 15 it is served: what
+///   3.4 added (learners and `MemberPromote`, watch progress requests,
+///   `Status.raft_applied_index`/`is_learner`/`db_size_in_use`/`errors`,
+///   `hasleader` handling) and what 3.5 added (`MemberList{linearizable}`,
+///   `Auth.AuthStatus`), with the Maintenance surface (snapshot, defrag,
+///   hash/hashkv, alarms and the quota) and `MemberUpdate`. The one 3.5
+///   call left out is `Maintenance.Downgrade` (Unimplemented): it changes
+///   an etcd cluster's storage version, which has no meaning here, and no
+///   client gates anything on it.
+/// - Patch level 0: clients also gate on etcd bug fixes by patch number
+///   (kube-apiserver turns on consistent reads from its watch cache only
+///   for etcd >= 3.5.13, after a fix to progress notifications). We do not
+///   claim a patch level we have not checked against those clients, so they
+///   take their conservative path.
 pub const ETCD_VERSION: &str = "3.5.0";
 
 pub struct ClusterService(pub Context);
@@ -29,10 +45,19 @@ pub fn parse_url(url: &str) -> Result<PeerAddr, Status> {
 }
 
 /// Every member of the configuration, named and addressed from the member
-/// table.
+/// table as this member has applied it.
 pub async fn members(ctx: &Context) -> Result<Vec<pb::Member>, Status> {
+    members_read(ctx, false).await
+}
+
+/// Every member; `linearizable`: the table read after a ReadIndex round
+/// (etcd's `MemberList{linearizable: true}`).
+async fn members_read(ctx: &Context, linearizable: bool) -> Result<Vec<pb::Member>, Status> {
+    let table = ctx
+        .member_table_read(linearizable)
+        .await
+        .map_err(service_status)?;
     let status = ctx.node.status().await.map_err(node_status)?;
-    let table = ctx.member_table().await.map_err(service_status)?;
     let m = &status.membership;
     let ids = m
         .voters
@@ -105,6 +130,34 @@ fn forwarded<T>(req: Request<T>) -> Request<T> {
     fwd
 }
 
+/// The addresses of `urls`, all of them valid, at least one.
+fn peer_addrs(urls: &[String]) -> Result<Vec<PeerAddr>, Status> {
+    if urls.is_empty() {
+        return Err(Status::invalid_argument(
+            "etcdserver: a member needs at least one peer URL",
+        ));
+    }
+    urls.iter().map(|u| parse_url(u)).collect()
+}
+
+/// etcd's `ErrPeerURLexists`: no two members share a peer URL (compared
+/// by address, so `http://h:p` and `h:p` are the same).
+fn check_peer_urls_free(table: &[MemberInfo], id: u64, addrs: &[PeerAddr]) -> Result<(), Status> {
+    let taken = table
+        .iter()
+        .filter(|m| m.id != id)
+        .flat_map(|m| m.peer_urls.iter())
+        .filter_map(|u| parse_url(u).ok())
+        .any(|a| addrs.contains(&a));
+    match taken {
+        true => Err(Status::new(
+            Code::FailedPrecondition,
+            "etcdserver: Peer URLs already exists",
+        )),
+        false => Ok(()),
+    }
+}
+
 fn is_leader(ctx: &Context) -> bool {
     ferrite_node::Metrics::get(&ctx.metrics().is_leader) == 1
 }
@@ -144,12 +197,17 @@ impl Cluster for ClusterService {
                 .await;
         }
         let req = req.into_inner();
-        let url = req
-            .peer_ur_ls
-            .first()
-            .ok_or_else(|| Status::invalid_argument("etcdserver: member add needs a peer URL"))?;
-        let addr = parse_url(url)?;
+        let addrs = peer_addrs(&req.peer_ur_ls)?;
+        let addr = addrs[0].clone();
         let id = node_id(&addr);
+        let table = self
+            .0
+            .member_table_read(true)
+            .await
+            .map_err(service_status)?;
+        check_peer_urls_free(&table, id.0, &addrs)?;
+        // Every peer URL, and no name nor client URL until the member
+        // starts and publishes them (etcdctl shows it "unstarted").
         let info = MemberInfo {
             id: id.0,
             name: String::new(),
@@ -169,7 +227,7 @@ impl Cluster for ClusterService {
         let members = members(&self.0).await?;
         let member = members.iter().find(|m| m.id == id.0).cloned();
         Ok(Response::new(pb::MemberAddResponse {
-            header: self.0.header(0),
+            header: self.0.header_now(),
             member,
             members,
         }))
@@ -207,27 +265,69 @@ impl Cluster for ClusterService {
             return Err(membership_status(e));
         }
         Ok(Response::new(pb::MemberRemoveResponse {
-            header: self.0.header(0),
+            header: self.0.header_now(),
             members: members(&self.0).await?,
         }))
     }
 
+    /// etcd's MemberUpdate: new peer URLs for a member (its name and
+    /// client URLs stay). Every member's transport dials the first one
+    /// from then on (the leader's at once, the others' once they apply the
+    /// table, `server::learn_addresses`).
     async fn member_update(
         &self,
-        _req: Request<pb::MemberUpdateRequest>,
+        req: Request<pb::MemberUpdateRequest>,
     ) -> Result<Response<pb::MemberUpdateResponse>, Status> {
-        Err(Status::unimplemented(
-            "etcdserver: changing a member's peer URLs is not supported; remove and add it instead",
-        ))
+        let who = admin(&self.0, &req)?;
+        if !is_leader(&self.0) {
+            return leader_cluster_client(&self.0)
+                .await?
+                .member_update(forwarded(req))
+                .await;
+        }
+        let req = req.into_inner();
+        let addrs = peer_addrs(&req.peer_ur_ls)?;
+        let id = NodeId(req.id);
+        let status = self.0.node.status().await.map_err(node_status)?;
+        let m = &status.membership;
+        if !m.voters.contains(&id) && !m.learners.contains(&id) {
+            return Err(Status::new(Code::NotFound, "etcdserver: member not found"));
+        }
+        let table = self
+            .0
+            .member_table_read(true)
+            .await
+            .map_err(service_status)?;
+        check_peer_urls_free(&table, id.0, &addrs)?;
+        let mut info = table
+            .into_iter()
+            .find(|i| i.id == id.0)
+            .unwrap_or_else(|| MemberInfo {
+                id: id.0,
+                ..MemberInfo::default()
+            });
+        info.peer_urls = req.peer_ur_ls;
+        self.0
+            .write(Op::MemberPublish(info), None, &who)
+            .await
+            .map_err(service_status)?;
+        if id != self.0.node.id() {
+            self.0.node.set_peer_address(id, addrs[0].clone());
+        }
+        Ok(Response::new(pb::MemberUpdateResponse {
+            header: self.0.header_now(),
+            members: members(&self.0).await?,
+        }))
     }
 
     async fn member_list(
         &self,
-        _req: Request<pb::MemberListRequest>,
+        req: Request<pb::MemberListRequest>,
     ) -> Result<Response<pb::MemberListResponse>, Status> {
+        let linearizable = req.into_inner().linearizable;
         Ok(Response::new(pb::MemberListResponse {
-            header: self.0.header(0),
-            members: members(&self.0).await?,
+            header: self.0.header_now(),
+            members: members_read(&self.0, linearizable).await?,
         }))
     }
 
@@ -249,7 +349,7 @@ impl Cluster for ClusterService {
             .await
             .map_err(membership_status)?;
         Ok(Response::new(pb::MemberPromoteResponse {
-            header: self.0.header(0),
+            header: self.0.header_now(),
             members: members(&self.0).await?,
         }))
     }

@@ -168,6 +168,7 @@ impl GrpcMetrics {
 #[derive(Clone)]
 pub struct CountedRoutes {
     pub routes: Routes,
+    pub require_leader: crate::require_leader::RequireLeaderLayer,
     pub metrics: Arc<GrpcMetrics>,
 }
 
@@ -179,8 +180,9 @@ impl CountedRoutes {
     {
         let path = request.uri().path().to_string();
         self.metrics.started(&path);
-        let response = match self.routes.clone().oneshot(request).await {
-            Ok(response) => response,
+        let routes = tower::Layer::layer(&self.require_leader, self.routes.clone());
+        let response = match routes.oneshot(request).await {
+            Ok(response) => response.map(tonic::body::Body::new),
             Err(never) => match never {},
         };
         if let Some(status) = tonic::Status::from_header_map(response.headers()) {

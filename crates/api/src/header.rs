@@ -6,6 +6,11 @@ use ferrite_service::Context;
 
 pub trait Header {
     fn header(&self, revision: i64) -> Option<ResponseHeader>;
+
+    /// At this member's current revision (its last applied change), as
+    /// etcd fills the header of replies that are not about one revision
+    /// (Cluster, Maintenance, Auth, Lease).
+    fn header_now(&self) -> Option<ResponseHeader>;
 }
 
 impl Header for Context {
@@ -16,5 +21,9 @@ impl Header for Context {
             revision,
             raft_term: self.term(),
         })
+    }
+
+    fn header_now(&self) -> Option<ResponseHeader> {
+        self.header(self.events.revision())
     }
 }

@@ -16,10 +16,15 @@
 //!   health and reflection); `gateway.rs`: etcd's JSON gateway on it.
 //! - `http.rs`: JSON API, `/healthz`, `/metrics`; `dashboard/`: the web
 //!   page and its live stream.
+//! - `authority.rs`: HTTP/2 `:authority` written as a URL (etcdctl 3.4),
+//!   made acceptable to the HTTP/2 server.
+//! - `require_leader.rs`: etcd's `hasleader` metadata (fail fast, end
+//!   streams, when this member has no leader).
 //! - `server.rs`: one server with all of them on a node, and the NBD server
 //!   (`ferrite-nbd`).
 
 pub mod auth;
+pub mod authority;
 pub mod client_port;
 mod cluster;
 mod concurrency;
@@ -36,6 +41,7 @@ mod kv;
 mod lease;
 mod maintenance;
 mod registers;
+pub mod require_leader;
 pub mod server;
 mod snapshot_stream;
 mod status;

@@ -65,11 +65,13 @@ impl Maintenance for MaintenanceService {
         let is_learner = s.membership.learners.contains(&s.id);
         let errors = status_errors(&self.0, s.leader.is_none()).await;
         Ok(Response::new(pb::StatusResponse {
-            header: self.0.header(0),
+            header: self.0.header_now(),
             version: ETCD_VERSION.to_string(),
             db_size: self.0.maintenance.db_size() as i64,
             leader: s.leader.map_or(0, |l| l.0),
-            raft_index: s.last_index.0,
+            // etcd's raft_index is the commit index: an isolated old leader
+            // appends to its log but commits nothing.
+            raft_index: s.commit.0,
             raft_term: s.term.0,
             raft_applied_index: s.applied.0,
             errors,
@@ -87,7 +89,7 @@ impl Maintenance for MaintenanceService {
         let ask = alarm_request(req.get_ref())?;
         let alarms = self.0.alarm(ask, &who).await.map_err(service_status)?;
         Ok(Response::new(pb::AlarmResponse {
-            header: self.0.header(0),
+            header: self.0.header_now(),
             alarms: alarms
                 .into_iter()
                 .map(|a| pb::AlarmMember {
@@ -105,7 +107,7 @@ impl Maintenance for MaintenanceService {
         let who = principal(&self.0, &req)?;
         self.0.defragment(&who).await.map_err(service_status)?;
         Ok(Response::new(pb::DefragmentResponse {
-            header: self.0.header(0),
+            header: self.0.header_now(),
         }))
     }
 
@@ -174,7 +176,7 @@ impl Maintenance for MaintenanceService {
             let s = self.0.node.status().await.map_err(node_status)?;
             if s.leader == Some(target) {
                 return Ok(Response::new(pb::MoveLeaderResponse {
-                    header: self.0.header(0),
+                    header: self.0.header_now(),
                 }));
             }
             tokio::time::sleep(Duration::from_millis(30)).await;

@@ -39,7 +39,7 @@ impl Registers for RegistersService {
             .map_err(service_status)?
         {
             Reply::Value(value) => Ok(Response::new(fv::GetResponse {
-                header: self.0.header(0),
+                header: self.0.header_now(),
                 value,
                 exists: value != 0,
             })),
@@ -61,7 +61,7 @@ impl Registers for RegistersService {
             .map_err(service_status)?
         {
             Reply::Set { previous } => Ok(Response::new(fv::SetResponse {
-                header: self.0.header(0),
+                header: self.0.header_now(),
                 value: req.value,
                 previous,
             })),
@@ -83,7 +83,7 @@ impl Registers for RegistersService {
             .map_err(service_status)?
         {
             Reply::Value(value) => Ok(Response::new(fv::AddResponse {
-                header: self.0.header(0),
+                header: self.0.header_now(),
                 value,
             })),
             other => Err(unexpected(other)),
@@ -108,7 +108,7 @@ impl Registers for RegistersService {
             .map_err(service_status)?
         {
             Reply::Cas { swapped, current } => Ok(Response::new(fv::CompareAndSetResponse {
-                header: self.0.header(0),
+                header: self.0.header_now(),
                 succeeded: swapped,
                 current,
             })),

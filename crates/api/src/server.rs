@@ -50,6 +50,7 @@ use crate::kv::KvService;
 use crate::lease::{LeaseIds, LeaseService};
 use crate::maintenance::{MaintenanceService, PeerMaintenanceService};
 use crate::registers::RegistersService;
+use crate::require_leader::RequireLeaderLayer;
 use crate::status::StatusService;
 use crate::volumes::VolumesService;
 use crate::watch::{WatchServer, WatchService};
@@ -288,7 +289,15 @@ impl Server {
         )
         .add_service(health_service);
         crate::client_port::add_reflection(&mut grpc);
-        let port = crate::client_port::ClientPort::new(context.clone(), grpc.routes().prepare());
+        let require_leader = RequireLeaderLayer::new(
+            context.node.clone(),
+            Duration::from_millis(election_ms.max(1) as u64),
+        );
+        let port = crate::client_port::ClientPort::new(
+            context.clone(),
+            grpc.routes().prepare(),
+            require_leader,
+        );
         let mut front_ends = Vec::new();
         front_ends.push(tokio::spawn(crate::client_port::serve(
             client,
@@ -453,12 +462,23 @@ fn advertised_client(
 }
 
 /// Makes this member's entry in the member table current, retrying until a
-/// leader takes it.
-async fn publish(ctx: Context, me: MemberInfo) {
+/// leader takes it. Peer URLs set by `member add` or `member update` stay
+/// (as in etcd, a member publishes its name and client URLs; its peer URLs
+/// are the cluster's to change).
+async fn publish(ctx: Context, mut me: MemberInfo) {
     loop {
-        match ctx.member_table().await {
-            Ok(table) if table.contains(&me) => return,
-            _ => {}
+        // Linearizable: a member restarted behind the log must not publish
+        // peer URLs that a `member update` replaced while it was down.
+        if let Ok(table) = ctx.member_table_read(true).await {
+            let set = table
+                .iter()
+                .find(|m| m.id == me.id && !m.peer_urls.is_empty());
+            if let Some(entry) = set {
+                me.peer_urls = entry.peer_urls.clone();
+            }
+            if table.contains(&me) {
+                return;
+            }
         }
         if ctx
             .write(Op::MemberPublish(me.clone()), None, &Principal::System)

@@ -91,7 +91,7 @@ impl fv::status_server::Status for StatusService {
     ) -> Result<Response<fv::NodeStatusResponse>, Status> {
         let s = self.0.node.status().await.map_err(node_status)?;
         Ok(Response::new(fv::NodeStatusResponse {
-            header: self.0.header(0),
+            header: self.0.header_now(),
             node: Some(node_status_message(
                 &s,
                 &self.0.name,
@@ -106,7 +106,7 @@ impl fv::status_server::Status for StatusService {
     ) -> Result<Response<fv::ClusterStatusResponse>, Status> {
         let out = cluster_statuses(&self.0, Duration::from_secs(2)).await?;
         Ok(Response::new(fv::ClusterStatusResponse {
-            header: self.0.header(0),
+            header: self.0.header_now(),
             members: out,
         }))
     }

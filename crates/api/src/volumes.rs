@@ -56,7 +56,7 @@ pub struct VolumesService {
 impl VolumesService {
     fn answer(&self, v: VolumeInfo) -> Response<fv::VolumeResponse> {
         Response::new(fv::VolumeResponse {
-            header: self.ctx.header(0),
+            header: self.ctx.header_now(),
             volume: Some(to_proto(v)),
         })
     }
@@ -89,7 +89,7 @@ impl fv::volumes_server::Volumes for VolumesService {
         let who = principal(&self.ctx, &req)?;
         let volumes = self.ctx.volume_list(&who).await.map_err(volume_status)?;
         Ok(Response::new(fv::VolumeListResponse {
-            header: self.ctx.header(0),
+            header: self.ctx.header_now(),
             volumes: volumes.into_iter().map(to_proto).collect(),
         }))
     }
@@ -138,7 +138,7 @@ impl fv::volumes_server::Volumes for VolumesService {
             .await
             .map_err(volume_status)?;
         Ok(Response::new(fv::VolumeWriteResponse {
-            header: self.ctx.header(0),
+            header: self.ctx.header_now(),
         }))
     }
 
@@ -159,7 +159,7 @@ impl fv::volumes_server::Volumes for VolumesService {
             .await
             .map_err(volume_status)?;
         Ok(Response::new(fv::VolumeReadResponse {
-            header: self.ctx.header(0),
+            header: self.ctx.header_now(),
             data: data.to_vec(),
         }))
     }

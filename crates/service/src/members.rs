@@ -7,9 +7,23 @@ use crate::context::Context;
 use crate::error::ServiceError;
 
 impl Context {
-    /// The member table, linearizably (anyone may read it, as in etcd).
+    /// The member table as this member has applied it (anyone may read it,
+    /// as in etcd).
     pub async fn member_table(&self) -> Result<Vec<MemberInfo>, ServiceError> {
-        match self.read(Op::MemberList, &Principal::System, true).await? {
+        self.member_table_read(false).await
+    }
+
+    /// The member table; `linearizable`: after a ReadIndex round with the
+    /// leader (etcd's `MemberList{linearizable: true}`), so that it includes
+    /// every change committed before the call.
+    pub async fn member_table_read(
+        &self,
+        linearizable: bool,
+    ) -> Result<Vec<MemberInfo>, ServiceError> {
+        match self
+            .read(Op::MemberList, &Principal::System, !linearizable)
+            .await?
+        {
             Reply::Members(m) => Ok(m),
             other => Err(ServiceError::unexpected(other)),
         }

@@ -45,7 +45,7 @@ use ferrite_state::kv::{
     CompactRequest, Compare, CompareResult, CompareTarget, DeleteRangeRequest, PutRequest,
     RequestOp, TxnRequest,
 };
-use ferrite_state::{Command, Event, LeaseEvent, Op, Reply};
+use ferrite_state::{Command, Event, LeaseEvent, Op, Reply, StateError};
 
 use crate::node::{open_reply, Asker};
 use crate::options::Micros;
@@ -88,6 +88,8 @@ enum What {
     Attach(i64),
     Revoke(i64),
     Write,
+    /// ACTIVATE (true) or DEACTIVATE NOSPACE (`alarm.rs`).
+    Alarm(bool),
 }
 
 struct KvPending {
@@ -208,6 +210,10 @@ impl World {
         let now = self.now;
         if let Some(op) = self.next_auth_op(c) {
             self.kv_begin(c, What::Write, op);
+            return;
+        }
+        if let Some(op) = self.next_alarm_op(c) {
+            self.kv_begin(c, What::Alarm(self.alarm_raised), op);
             return;
         }
         // A lease to grant?
@@ -438,7 +444,20 @@ impl World {
             }
         };
         self.kv_clients[c].pending = None;
+        if let Some(Reply::Error(StateError::NoSpace)) = reply {
+            // Refused while NOSPACE was raised: definitely not applied.
+            self.stats.puts_refused_nospace += 1;
+        }
         match (what, reply) {
+            (What::Alarm(true), Some(Reply::Alarms(_))) => self.stats.alarms_raised += 1,
+            (What::Alarm(false), Some(Reply::Alarms(_))) => {}
+            (What::Alarm(_), Some(other)) => {
+                self.fail(crate::check::Violation::new(
+                    "reply",
+                    format!("alarm request answered {other:?}"),
+                ));
+                return;
+            }
             (What::Grant(id), Some(Reply::LeaseGranted { ttl, .. })) => {
                 // The grant's own acknowledgement covers from its send.
                 self.leases.acked(id, 0, ttl);

@@ -13,6 +13,7 @@
 //! watch checker (every watcher's stream is the applied history, filtered)
 //! judge them. A failing seed replays exactly.
 
+pub mod alarm;
 pub mod auth;
 pub mod bench;
 pub mod check;

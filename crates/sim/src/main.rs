@@ -14,6 +14,7 @@ use ferrite_raft::Canary;
 use ferrite_sim::runner::replay_trace;
 use ferrite_sim::{run_seeds, Options};
 use ferrite_state::watch::WatchCanary;
+use ferrite_state::AlarmCanary;
 
 const USAGE: &str =
     "usage: ferrite-sim [--seeds A..B | --seed S] [--steps N] [--voters 3|5] [--threads T] \
@@ -27,6 +28,7 @@ struct Args {
     threads: usize,
     canary: Canary,
     watch_canary: WatchCanary,
+    alarm_canary: AlarmCanary,
     trace: bool,
     storm: bool,
 }
@@ -40,6 +42,7 @@ fn parse(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
         threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
         canary: Canary::None,
         watch_canary: WatchCanary::None,
+        alarm_canary: AlarmCanary::None,
         trace: false,
         storm: false,
     };
@@ -79,6 +82,10 @@ fn parse(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
                     a.watch_canary = *c;
                     continue;
                 }
+                if let Some(c) = AlarmCanary::all().iter().find(|c| c.name() == v) {
+                    a.alarm_canary = *c;
+                    continue;
+                }
                 a.canary = *Canary::all()
                     .iter()
                     .find(|c| c.name() == v)
@@ -97,10 +104,12 @@ fn parse(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
 
 fn names() -> Vec<&'static str> {
     let watch = WatchCanary::all().iter().skip(1).map(|c| c.name());
+    let alarm = AlarmCanary::all().iter().skip(1).map(|c| c.name());
     Canary::all()
         .iter()
         .map(|c| c.name())
         .chain(watch)
+        .chain(alarm)
         .collect()
 }
 
@@ -124,6 +133,7 @@ fn main() -> ExitCode {
         };
         o.canary = a.canary;
         o.watch_canary = a.watch_canary;
+        o.alarm_canary = a.alarm_canary;
         o
     };
     if a.single {
@@ -157,10 +167,12 @@ fn main() -> ExitCode {
                 a.voters.to_string()
             },
             a.threads,
-            if a.watch_canary == WatchCanary::None {
-                a.canary.name()
-            } else {
+            if a.alarm_canary != AlarmCanary::None {
+                a.alarm_canary.name()
+            } else if a.watch_canary != WatchCanary::None {
                 a.watch_canary.name()
+            } else {
+                a.canary.name()
             }
         );
         std::panic::set_hook(Box::new(|_| {}));
@@ -180,6 +192,9 @@ fn main() -> ExitCode {
             }
             if a.watch_canary != WatchCanary::None {
                 flags.push_str(&format!(" --canary {}", a.watch_canary.name()));
+            }
+            if a.alarm_canary != AlarmCanary::None {
+                flags.push_str(&format!(" --canary {}", a.alarm_canary.name()));
             }
             println!(
                 "  replay: ferrite-sim --seed {} --steps {}{flags}",

@@ -14,9 +14,10 @@ use ferrite_node::{
     ReplicaConfig, ReplicaOutput, RequestId, Requester, StorageTask,
 };
 use ferrite_raft::{Config, Index, NodeId, Raft};
-use ferrite_state::{ApplyError, Command, Op, Published, Reply, StateMachine};
+use ferrite_state::{AlarmCanary, ApplyError, Command, Op, Published, Reply, StateMachine};
 use ferrite_wal::{Recovered, WalOptions};
 
+use crate::alarm::AlarmCheck;
 use crate::check::Violation;
 use crate::disk::Disk;
 use crate::lease::{lease_changes, lease_reset};
@@ -36,20 +37,31 @@ pub struct SimMachine {
     /// last took them.
     pub published: Vec<Published>,
     lease_changes: Vec<LeaseChange>,
+    /// This member's record of NOSPACE, in its apply order (`alarm.rs`).
+    pub alarms: AlarmCheck,
+    /// Test-only breakage of the machine, kept across restores.
+    canary: AlarmCanary,
 }
 
 impl SimMachine {
-    pub fn new(sm: StateMachine) -> SimMachine {
+    pub fn new(mut sm: StateMachine, canary: AlarmCanary) -> SimMachine {
+        sm.set_alarm_canary(canary);
+        let mut alarms = AlarmCheck::default();
+        alarms.reset(sm.applied_index(), sm.alarms());
         SimMachine {
             sm,
             published: Vec::new(),
             lease_changes: Vec::new(),
+            alarms,
+            canary,
         }
     }
 
     /// The state was replaced by a snapshot: the lessor gets the whole
     /// table, readers are told to catch up from history.
     fn restored(&mut self) {
+        self.sm.set_alarm_canary(self.canary);
+        self.alarms.reset(self.sm.applied_index(), self.sm.alarms());
         self.lease_changes = vec![lease_reset(&self.sm)];
         self.published.push(Published {
             index: self.sm.applied_index(),
@@ -73,6 +85,12 @@ impl ferrite_node::StateMachine for SimMachine {
     fn apply(&mut self, index: Index, command: &[u8]) -> Result<Bytes, MachineError> {
         let mut b = BytesMut::new();
         let applied = self.sm.apply(index.0, command);
+        self.alarms.applied(
+            index.0,
+            command,
+            applied.reply.as_ref().ok(),
+            &applied.events,
+        );
         if !applied.events.is_empty() {
             self.lease_changes.extend(lease_changes(&applied.events));
             self.published.push(Published {
@@ -188,6 +206,8 @@ pub struct SimNode {
     pub paused_until: Micros,
     /// This node's tick interval (clock skew).
     pub tick: Micros,
+    /// Test-only breakage of its state machine (`Options::alarm_canary`).
+    pub alarm_canary: AlarmCanary,
 }
 
 impl SimNode {
@@ -204,6 +224,7 @@ impl SimNode {
             promoted: false,
             paused_until: 0,
             tick: 0,
+            alarm_canary: AlarmCanary::None,
         }
     }
 
@@ -251,6 +272,7 @@ impl SimNode {
             ));
         }
         let canary = cfg.canary;
+        let alarm_canary = self.alarm_canary;
         let raft =
             Raft::new(cfg, durable, seed).map_err(|e| Violation::new("recovery", e.to_string()))?;
         // A new life: a new event stream, nobody subscribed yet.
@@ -258,7 +280,7 @@ impl SimNode {
         self.promoted = false;
         let reset = lease_reset(&sm);
         let applier = Applier::new(
-            SimMachine::new(sm),
+            SimMachine::new(sm, alarm_canary),
             snapshot_entries,
             (index, data.len()),
             canary,
@@ -407,6 +429,11 @@ impl World {
             return;
         }
         let published = std::mem::take(&mut running.applier.machine_mut().published);
+        let alarms = std::mem::take(&mut running.applier.machine_mut().alarms.violations);
+        if let Some(v) = alarms.into_iter().next() {
+            self.fail(Violation::new(v.kind, format!("{id}: {}", v.detail)));
+            return;
+        }
         self.on_published(id, published);
         let Some(running) = self.nodes.get_mut(&id).and_then(|n| n.running.as_mut()) else {
             return;

@@ -4,6 +4,7 @@
 
 use ferrite_raft::{Canary, Prng};
 use ferrite_state::watch::WatchCanary;
+use ferrite_state::AlarmCanary;
 
 /// Virtual time, in microseconds.
 pub type Micros = u64;
@@ -87,6 +88,12 @@ pub struct Options {
     /// KV clients revoke and grant back the watchers' read permissions,
     /// and most watchers watch as a limited user.
     pub auth: bool,
+    /// etcd's alarms in the mix (`alarm.rs`): the first KV client raises
+    /// NOSPACE now and then and clears it later, while the others write.
+    pub alarms: bool,
+    /// Test-only: a state machine that applies KV puts under NOSPACE. The
+    /// alarm checker must catch it.
+    pub alarm_canary: AlarmCanary,
 }
 
 impl Options {
@@ -138,6 +145,8 @@ impl Options {
             watch_canary: WatchCanary::None,
             lease_revokes_off: false,
             auth: p.below(2) == 0,
+            alarms: p.below(3) == 0,
+            alarm_canary: AlarmCanary::None,
         }
     }
 
@@ -169,7 +178,7 @@ impl Options {
         format!(
             "seed={} voters={} clients={} keys={} steps={} latency={}..{}us drop={}ppm dup={}ppm disk<={}us \
              nemesis={}us skew={}permille weights(crash={} pause={} partition={} transfer={} membership={}) compact={} chunk={} segment={} append={}x{} \
-             sessionless={}permille apply<={}us/{}B request={}ticks kv_clients={} watchers={} ring={} auth={} canary={}{}{}",
+             sessionless={}permille apply<={}us/{}B request={}ticks kv_clients={} watchers={} ring={} auth={} alarms={} canary={}{}{}{}",
             self.seed,
             self.voters,
             self.clients,
@@ -200,6 +209,7 @@ impl Options {
             self.watchers,
             self.watch_ring_entries,
             self.auth,
+            self.alarms,
             self.canary.name(),
             match (self.stale_reads, self.skip_sync) {
                 (true, true) => " stale-reads skip-sync",
@@ -211,6 +221,11 @@ impl Options {
                 String::new()
             } else {
                 format!(" watch-canary={}", self.watch_canary.name())
+            },
+            if self.alarm_canary == AlarmCanary::None {
+                String::new()
+            } else {
+                format!(" alarm-canary={}", self.alarm_canary.name())
             },
         )
     }

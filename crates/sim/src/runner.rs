@@ -31,7 +31,7 @@ impl Summary {
         format!(
             "seeds={} steps={} elections={} commits={} operations={} crashes={} partitions={} transfers={} \
              membership_changes={} snapshots_taken={} snapshots_installed={} torn_tails={} pauses={} forwarded={} unknown={} superseded={} \
-             leases_granted={} keepalives={} revokes={} watch_events={} watch_catch_ups={} watch_lags={} watcher_resumes={} watch_compacted={} auth_changes={} watch_auth_cancels={} \
+             leases_granted={} keepalives={} revokes={} watch_events={} watch_catch_ups={} watch_lags={} watcher_resumes={} watch_compacted={} auth_changes={} watch_auth_cancels={} alarms_raised={} puts_refused_nospace={} \
              virtual_s={} violations={}",
             self.seeds,
             s.steps,
@@ -59,6 +59,8 @@ impl Summary {
             s.watch_compacted,
             s.auth_changes,
             s.watch_auth_cancels,
+            s.alarms_raised,
+            s.puts_refused_nospace,
             s.virtual_ms / 1000,
             self.failures.len()
         )

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 
 use ferrite_node::NodeError;
 use ferrite_raft::NodeId;
-use ferrite_state::{Command, Reply};
+use ferrite_state::{Command, Reply, StateError};
 
 use crate::check::linearizable::{Key, Op, Operation, Outcome};
 use crate::check::Violation;
@@ -284,6 +284,16 @@ impl World {
             return;
         }
         match resp.result {
+            Ok(Reply::Error(StateError::NoSpace)) if p.op != Op::Get => {
+                // Refused while NOSPACE was raised (the register did not
+                // exist yet): definitely not applied, so not in the history
+                // the checker judges. The client moves on.
+                self.stats.puts_refused_nospace += 1;
+                self.refused.insert(p.history);
+                self.clients[c].current = None;
+                let think = self.prng.below(20_000);
+                self.schedule(think, Event::ClientNext { client: c });
+            }
             Ok(reply) => {
                 let outcome = match (p.op, reply) {
                     (Op::Get, Reply::Value(v)) | (Op::Add(_), Reply::Value(v)) => Outcome::Value(v),

@@ -140,6 +140,10 @@ pub struct Stats {
     pub auth_changes: u64,
     /// Watches canceled because their user lost read permission.
     pub watch_auth_cancels: u64,
+    /// NOSPACE alarms raised (ACTIVATE acknowledged, `alarm.rs`).
+    pub alarms_raised: u64,
+    /// Writes refused because NOSPACE was raised.
+    pub puts_refused_nospace: u64,
 }
 
 impl Stats {
@@ -170,6 +174,8 @@ impl Stats {
         self.watch_compacted += o.watch_compacted;
         self.auth_changes += o.auth_changes;
         self.watch_auth_cancels += o.watch_auth_cancels;
+        self.alarms_raised += o.alarms_raised;
+        self.puts_refused_nospace += o.puts_refused_nospace;
     }
 
     /// Adds what one replica counted (at a crash, and at the end).
@@ -209,6 +215,11 @@ pub struct World {
     pub(crate) auth_setup: std::collections::VecDeque<ferrite_state::Op>,
     /// Whether each of `auth::PREFIXES` was last granted (else revoked).
     pub(crate) auth_granted: [bool; 2],
+    /// Whether the first KV client last asked to raise NOSPACE (`alarm.rs`).
+    pub(crate) alarm_raised: bool,
+    /// History entries of register writes refused for NOSPACE: definitely
+    /// not applied, so left out of the linearizability check.
+    pub(crate) refused: BTreeSet<usize>,
     pub(crate) watchers: Vec<Watcher>,
     /// Renewals asked for and revokes applied, for the lease checker.
     pub(crate) leases: LeaseHistory,
@@ -251,6 +262,8 @@ impl World {
                 Default::default()
             },
             auth_granted: [true; 2],
+            alarm_raised: false,
+            refused: BTreeSet::new(),
             watchers: Vec::new(),
             leases: LeaseHistory::default(),
             kv_history: KvHistory::default(),
@@ -323,6 +336,7 @@ impl World {
             segment_bytes_max: self.opts.segment_bytes_max,
         };
         let mut node = SimNode::new(options);
+        node.alarm_canary = self.opts.alarm_canary;
         let skew = self.opts.clock_skew_per_mille;
         let per_mille = 1000 + self.prng.range(0, 2 * skew) - skew;
         node.tick = self.opts.tick * per_mille / 1000;
@@ -423,7 +437,22 @@ impl World {
             return Err(v);
         }
         self.check_acknowledged_writes()?;
-        crate::check::linearizable::check(&self.history)
+        let applied_or_unknown: Vec<Operation> = if self.refused.is_empty() {
+            Vec::new()
+        } else {
+            self.history
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| !self.refused.contains(i))
+                .map(|(_, op)| op.clone())
+                .collect()
+        };
+        let history = if self.refused.is_empty() {
+            &self.history
+        } else {
+            &applied_or_unknown
+        };
+        crate::check::linearizable::check(history)
             .map_err(|v| Violation::new("linearizability", v.to_string()))?;
         self.check_leases()?;
         self.check_watchers()?;

@@ -6,6 +6,7 @@ use ferrite_raft::Canary;
 use ferrite_sim::runner::replay_trace;
 use ferrite_sim::{run_seed, run_seeds, Options};
 use ferrite_state::watch::WatchCanary;
+use ferrite_state::AlarmCanary;
 
 const STEPS: u64 = 5000;
 
@@ -313,4 +314,43 @@ fn catches_leases_that_never_expire() {
         "lease-revokes-off caught at seed {}: {}",
         f.options.seed, f.violation
     );
+}
+
+#[test]
+fn catches_puts_applied_under_nospace() {
+    // The machine applies KV puts while NOSPACE is raised: the alarm
+    // checker must see a member apply one between the alarm's ACTIVATE
+    // and DEACTIVATE.
+    let summary = run_seeds(0..100, threads(), true, &|seed| {
+        let mut o = Options::swarm(seed, STEPS, 0);
+        o.alarms = true;
+        o.kv_clients = o.kv_clients.max(2);
+        o.alarm_canary = AlarmCanary::IgnoreNoSpace;
+        o
+    });
+    let f = summary
+        .failures
+        .first()
+        .expect("a machine that applies puts under NOSPACE must be caught");
+    assert_eq!(f.violation.kind, "alarm", "{}", f.violation);
+    println!(
+        "alarm-ignore-nospace caught at seed {}: {}",
+        f.options.seed, f.violation
+    );
+}
+
+#[test]
+fn alarms_in_the_mix_refuse_puts_and_stay_linearizable() {
+    // NOSPACE raised and cleared through the log under faults, with the
+    // real machine: puts are refused while it is raised, no member applies
+    // one, and every other checker stays quiet.
+    let summary = run_seeds(0..150, threads(), false, &|seed| {
+        let mut o = Options::swarm(seed, STEPS, 0);
+        o.alarms = true;
+        o.kv_clients = o.kv_clients.max(2);
+        o
+    });
+    assert_clean(&summary);
+    assert!(summary.stats.alarms_raised > 0, "{}", summary.line());
+    assert!(summary.stats.puts_refused_nospace > 0, "{}", summary.line());
 }

@@ -77,6 +77,53 @@ pub struct AlarmMember {
     pub alarm: AlarmType,
 }
 
+/// A deliberately broken state machine, for the simulator's canaries
+/// (only with the `canary` feature; otherwise just `None`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum AlarmCanary {
+    #[default]
+    None,
+    /// KV puts (and transactions with puts) are applied while NOSPACE is
+    /// raised. The simulator's alarm checker must catch it.
+    #[cfg(feature = "canary")]
+    IgnoreNoSpace,
+}
+
+impl AlarmCanary {
+    pub fn all() -> &'static [AlarmCanary] {
+        #[cfg(feature = "canary")]
+        {
+            &[AlarmCanary::None, AlarmCanary::IgnoreNoSpace]
+        }
+        #[cfg(not(feature = "canary"))]
+        {
+            &[AlarmCanary::None]
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            AlarmCanary::None => "none",
+            #[cfg(feature = "canary")]
+            AlarmCanary::IgnoreNoSpace => "alarm-ignore-nospace",
+        }
+    }
+
+    /// Whether `op` goes through although NOSPACE refuses it.
+    pub(crate) fn lets_through(self, op: &crate::Op) -> bool {
+        #[cfg(feature = "canary")]
+        {
+            self == AlarmCanary::IgnoreNoSpace
+                && matches!(op, crate::Op::Put(_) | crate::Op::Txn(_))
+        }
+        #[cfg(not(feature = "canary"))]
+        {
+            let _ = op;
+            false
+        }
+    }
+}
+
 /// The raised alarms, ordered by member then type.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Alarms {

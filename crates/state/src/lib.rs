@@ -35,7 +35,7 @@ pub mod space;
 pub mod volumes;
 pub mod watch;
 
-pub use crate::alarms::{AlarmAction, AlarmMember, AlarmRequest, AlarmType, Alarms};
+pub use crate::alarms::{AlarmAction, AlarmCanary, AlarmMember, AlarmRequest, AlarmType, Alarms};
 pub use crate::auth::{AuthReply, AuthRequest, AuthStore, Principal};
 pub use crate::block_store::{BlockStore, StoreError};
 pub use crate::command::{Command, Op};

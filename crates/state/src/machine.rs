@@ -29,6 +29,9 @@ pub struct StateMachine {
     pub(crate) auth: Arc<AuthStore>,
     /// The raised alarms (`alarms.rs`): they change what applies.
     pub(crate) alarms: crate::alarms::Alarms,
+    /// Test-only breakage (`AlarmCanary::None` in production); not part
+    /// of snapshots.
+    pub(crate) alarm_canary: crate::alarms::AlarmCanary,
     /// The index of the last entry applied (0: none).
     /// Invariant: every session's `last_used <= applied_index`.
     pub(crate) applied_index: u64,
@@ -197,6 +200,12 @@ impl StateMachine {
     /// The raised alarms.
     pub fn alarms(&self) -> &crate::alarms::Alarms {
         &self.alarms
+    }
+
+    /// Breaks the machine's alarm refusals on purpose (the simulator's
+    /// canary); `AlarmCanary::None` restores the real behaviour.
+    pub fn set_alarm_canary(&mut self, canary: crate::alarms::AlarmCanary) {
+        self.alarm_canary = canary;
     }
 
     /// etcd's `Hash`: a CRC-32 of the whole state as a snapshot encodes it
@@ -470,7 +479,7 @@ impl StateMachine {
                 }
                 op => crate::space::cost(op) > 0,
             };
-            if grows {
+            if grows && !self.alarm_canary.lets_through(op) {
                 return Err(StateError::NoSpace);
             }
         }

@@ -281,5 +281,6 @@ fn decode_body(body: &[u8], version: u8) -> Result<StateMachine, DecodeError> {
         volumes: Volumes::from_list(volumes),
         auth: std::sync::Arc::new(auth),
         applied_index,
+        alarm_canary: Default::default(),
     })
 }

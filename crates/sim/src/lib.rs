@@ -11,7 +11,10 @@
 //! each member's event stream; at the end the lease checker (no revoke
 //! under an acknowledged keepalive, bounded lifetime after healing) and the
 //! watch checker (every watcher's stream is the applied history, filtered)
-//! judge them. A failing seed replays exactly.
+//! judge them. In some seeds a KV client raises and clears etcd's NOSPACE
+//! alarm through the log, and the alarm checker requires that no member
+//! applies a put between the two (`alarm.rs`). A failing seed replays
+//! exactly.
 
 pub mod alarm;
 pub mod auth;

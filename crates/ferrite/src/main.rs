@@ -14,6 +14,7 @@ mod snapshot;
 mod status;
 mod up;
 mod volume;
+mod volume_backup;
 
 use std::process::ExitCode;
 

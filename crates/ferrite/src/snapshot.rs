@@ -15,7 +15,11 @@
 //! revision, leases (their TTLs start again when the new cluster elects a
 //! leader), users, roles and auth on or off, registers, the volume table,
 //! and the member table rewritten for the new members. Volume contents are
-//! not in the file: restored volumes read as zeros.
+//! not in the file: `save --with-volumes` writes them beside it, in
+//! `FILE.volumes/`, and `restore` fills the volumes from there when it
+//! finds it (see `volume_backup.rs`, also for the point in time the images
+//! hold); without it (or with `--skip-volumes`) restored volumes read as
+//! zeros.
 //!
 //! Disaster recovery when a majority is lost for good is not a restore:
 //! restart one survivor with `ferrite server --force-new-cluster` (same
@@ -43,7 +47,14 @@ use crate::client_args::Endpoints;
 pub enum SnapshotOp {
     /// Stream a backup of the cluster's state into FILE (as `etcdctl
     /// snapshot save`).
-    Save { file: PathBuf },
+    Save {
+        file: PathBuf,
+        /// Also read every volume's bytes into FILE.volumes/ (raw images and
+        /// a manifest with their SHA-256), after the state is captured: stop
+        /// writers first for images that match the state.
+        #[arg(long)]
+        with_volumes: bool,
+    },
     /// Check FILE's SHA-256 and print its hash, revision, keys and size.
     Status {
         file: PathBuf,
@@ -67,12 +78,15 @@ pub enum SnapshotOp {
         /// `ferrite-data/NAME`, as `ferrite server`'s).
         #[arg(long)]
         data_dir: Option<PathBuf>,
+        /// Restore the volumes as zeros even if FILE.volumes/ is there.
+        #[arg(long)]
+        skip_volumes: bool,
     },
 }
 
 pub async fn run(op: SnapshotOp, endpoints: Endpoints) -> anyhow::Result<()> {
     match op {
-        SnapshotOp::Save { file } => save(&file, endpoints).await,
+        SnapshotOp::Save { file, with_volumes } => save(&file, with_volumes, endpoints).await,
         SnapshotOp::Status { file, write_out } => status(&file, &write_out),
         SnapshotOp::Restore {
             file,
@@ -80,6 +94,7 @@ pub async fn run(op: SnapshotOp, endpoints: Endpoints) -> anyhow::Result<()> {
             initial_cluster,
             initial_advertise_peer_urls,
             data_dir,
+            skip_volumes,
         } => {
             let data_dir =
                 data_dir.unwrap_or_else(|| PathBuf::from(format!("ferrite-data/{name}")));
@@ -90,6 +105,7 @@ pub async fn run(op: SnapshotOp, endpoints: Endpoints) -> anyhow::Result<()> {
                 &cluster,
                 initial_advertise_peer_urls.as_deref(),
                 &data_dir,
+                skip_volumes,
             )?;
             println!("{summary}");
             Ok(())
@@ -97,17 +113,17 @@ pub async fn run(op: SnapshotOp, endpoints: Endpoints) -> anyhow::Result<()> {
     }
 }
 
-fn progress_bar(total: u64) -> ProgressBar {
+pub(crate) fn progress_bar(total: u64) -> ProgressBar {
     let bar = ProgressBar::new(total);
     if let Ok(style) = ProgressStyle::with_template(
-        "{spinner} {bytes}/{total_bytes} [{bar:30}] {bytes_per_sec}, {eta} left",
+        "{spinner} {msg} {bytes}/{total_bytes} [{bar:30}] {bytes_per_sec}, {eta} left",
     ) {
         bar.set_style(style.progress_chars("=> "));
     }
     bar
 }
 
-async fn save(file: &Path, endpoints: Endpoints) -> anyhow::Result<()> {
+async fn save(file: &Path, with_volumes: bool, endpoints: Endpoints) -> anyhow::Result<()> {
     let mut client = endpoints.client()?;
     let part = PathBuf::from(format!("{}.part", file.display()));
     let mut stream = client
@@ -137,13 +153,23 @@ async fn save(file: &Path, endpoints: Endpoints) -> anyhow::Result<()> {
     if let Some(bar) = &bar {
         bar.finish_and_clear();
     }
-    let verified = result.and_then(|()| verify(&part, false));
+    let verified = result.and_then(|()| verify(&part, with_volumes));
     let verified = match verified {
         Ok(v) => v,
         Err(e) => {
             let _ = std::fs::remove_file(&part);
             return Err(e);
         }
+    };
+    let volumes = match &verified.state {
+        Some(state) if with_volumes => match StateMachine::restore(state) {
+            Ok(sm) => Some(sm.volumes().list()),
+            Err(e) => {
+                let _ = std::fs::remove_file(&part);
+                bail!("the state in the snapshot does not decode: {e}");
+            }
+        },
+        _ => None,
     };
     std::fs::rename(&part, file)
         .with_context(|| format!("cannot rename {} to {}", part.display(), file.display()))?;
@@ -157,6 +183,15 @@ async fn save(file: &Path, endpoints: Endpoints) -> anyhow::Result<()> {
         m.raft_index,
         backup::hex(&verified.hash)
     );
+    if let Some(volumes) = volumes {
+        let dir = crate::volume_backup::companion(file);
+        let bytes = crate::volume_backup::save(&mut client, &volumes, &verified.hash, &dir).await?;
+        println!(
+            "Volumes saved in {}: {} volumes, {bytes} bytes (read after the state was captured)",
+            dir.display(),
+            volumes.len()
+        );
+    }
     Ok(())
 }
 
@@ -261,6 +296,7 @@ pub fn restore(
     cluster: &BTreeMap<String, PeerAddr>,
     advertise: Option<&str>,
     data_dir: &Path,
+    skip_volumes: bool,
 ) -> anyhow::Result<String> {
     let Some(peer) = cluster.get(name).cloned() else {
         bail!("{name} is not in --initial-cluster");
@@ -280,6 +316,15 @@ pub fn restore(
     }
     check_empty(data_dir)?;
     let verified = verify(file, true)?;
+    let companion = crate::volume_backup::companion(file);
+    let images = if skip_volumes || !companion.exists() {
+        None
+    } else {
+        Some(crate::volume_backup::read_manifest(
+            &companion,
+            &verified.hash,
+        )?)
+    };
     let state = verified.state.unwrap_or_default();
     let mut sm = StateMachine::restore(&state).with_context(|| {
         format!(
@@ -292,14 +337,19 @@ pub fn restore(
     rewrite_members(&mut sm, &members);
     let index = sm.applied_index();
     let existed = data_dir.exists();
-    if let Err(e) = write_data_dir(&sm, &members, index, data_dir) {
-        // Leave the directory as it was: absent, or empty.
-        let _ = std::fs::remove_dir_all(data_dir);
-        if existed {
-            let _ = std::fs::create_dir(data_dir);
+    let source = images.as_deref().map(|i| (companion.as_path(), i));
+    let written = write_data_dir(&sm, &members, index, data_dir, source);
+    let volume_bytes = match written {
+        Ok(n) => n,
+        Err(e) => {
+            // Leave the directory as it was: absent, or empty.
+            let _ = std::fs::remove_dir_all(data_dir);
+            if existed {
+                let _ = std::fs::create_dir(data_dir);
+            }
+            return Err(e);
         }
-        return Err(e);
-    }
+    };
     let volumes = sm.volumes().list().len();
     let mut summary = format!(
         "restored {} into {} for member {name} ({:x}) of a new cluster of {}: revision {}, {} keys, {} leases, raft index {}",
@@ -313,9 +363,25 @@ pub fn restore(
         index,
     );
     if volumes > 0 {
-        summary += &format!(
-            "; {volumes} volumes restored with zero contents (a snapshot holds the volume table, not volume data)"
-        );
+        match (&images, skip_volumes) {
+            (Some(_), _) => {
+                summary += &format!(
+                    "; {volumes} volumes restored from {} ({volume_bytes} bytes, hashes verified)",
+                    companion.display()
+                )
+            }
+            (None, true) => {
+                summary += &format!(
+                    "; {volumes} volumes restored with zero contents (--skip-volumes)"
+                )
+            }
+            (None, false) => {
+                summary += &format!(
+                    "; {volumes} volumes restored with zero contents ({} not found: a snapshot holds the volume table, not volume data; save with --with-volumes for that)",
+                    companion.display()
+                )
+            }
+        }
     }
     Ok(summary)
 }
@@ -368,17 +434,27 @@ fn rewrite_members(sm: &mut StateMachine, members: &[MemberInfo]) {
 }
 
 /// The WAL of a member that has the snapshot at `index` (term 1) with the
-/// new members as voters, and the volume files (zeros) valid from `index`.
+/// new members as voters, and the volume files valid from `index`: zeros,
+/// or the images of `images` (companion directory, manifest). Marked valid
+/// from `index` (the block store's mark), so the member serves them from
+/// its start instead of copying them from a peer. Returns the volume bytes
+/// restored from images.
 fn write_data_dir(
     sm: &StateMachine,
     members: &[MemberInfo],
     index: u64,
     dir: &Path,
-) -> anyhow::Result<()> {
+    images: Option<(&Path, &[crate::volume_backup::Image])>,
+) -> anyhow::Result<u64> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let mut store = ferrite_state::BlockStore::open(&dir.join("volumes"))?;
-    for v in sm.volumes().list() {
+    let volumes = sm.volumes().list();
+    for v in &volumes {
         store.install_volume(v.id, v.size)?;
+    }
+    let mut bytes = 0;
+    if let Some((from, images)) = images {
+        bytes = crate::volume_backup::restore(from, images, &volumes, &mut store)?;
     }
     store.sync(index)?;
     let snapshot = Snapshot {
@@ -405,7 +481,7 @@ fn write_data_dir(
         entries: Vec::new(),
     })?;
     wal.sync()?;
-    Ok(())
+    Ok(bytes)
 }
 
 #[cfg(test)]

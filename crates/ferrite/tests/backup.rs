@@ -6,6 +6,9 @@
 //! truncated file is refused and creates nothing. A cluster that lost two
 //! of three members for good goes on from the survivor with
 //! `--force-new-cluster`, and a new member joins it and catches up.
+//! `ferrite snapshot save --with-volumes` keeps volume contents (written
+//! with `nbdcopy`) beside the file, and a restored 3-member cluster serves
+//! them on every member over NBD; a damaged image is refused.
 
 mod common;
 
@@ -425,4 +428,182 @@ async fn force_new_cluster_recovers_from_one_survivor() {
     ok(&c, &n4_ep, &["put", "two", "members"]);
     let list = ok(&c, &survivor, &["member", "list"]);
     assert_eq!(list.lines().count(), 2, "{list}");
+}
+
+/// Deterministic pseudo-random bytes.
+fn pattern(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+fn same_bytes(a: &[u8], b: &[u8], what: &str) {
+    assert_eq!(a.len(), b.len(), "{what}: lengths differ");
+    if let Some(i) = a.iter().zip(b).position(|(x, y)| x != y) {
+        panic!("{what}: first difference at byte {i}");
+    }
+}
+
+fn nbdcopy(from: &str, to: &str) {
+    let out = Command::new("nbdcopy")
+        .args([from, to])
+        .output()
+        .expect("nbdcopy (apt-get install libnbd-bin)");
+    assert!(
+        out.status.success(),
+        "nbdcopy {from} {to}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshot_with_volumes_restores_volume_contents_on_every_member() {
+    let old = Cluster::start(3);
+    let leader = old.leader(Duration::from_secs(20)).await;
+    let (made, out) = old.ferrite(&["volume", "create", "disk0", "--size", "8MiB"]);
+    assert!(made, "volume create: {out}");
+    let (made, out) = old.ferrite(&["volume", "create", "blank", "--size", "1MiB"]);
+    assert!(made, "volume create: {out}");
+    // Random bytes with a zero MiB in the middle (kept as a hole).
+    let mut data = pattern(8 << 20, 17);
+    data[3 << 20..4 << 20].fill(0);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let input = dir.path().join("in.img");
+    std::fs::write(&input, &data).expect("write input");
+    let follower = (leader + 1) % 3;
+    nbdcopy(&input.to_string_lossy(), &old.nbd_uri(follower, "disk0"));
+    ok(&old, &old.endpoints().join(","), &["put", "k", "v"]);
+
+    let file = dir.path().join("backup.db");
+    let file_s = file.to_string_lossy().to_string();
+    let (saved, out) = old.ferrite(&["snapshot", "save", &file_s, "--with-volumes"]);
+    assert!(saved, "save: {out}");
+    assert!(
+        out.contains("Volumes saved") && out.contains("2 volumes"),
+        "{out}"
+    );
+    let companion = dir.path().join("backup.db.volumes");
+    let manifest = std::fs::read_to_string(companion.join("manifest.json")).expect("manifest");
+    assert!(
+        manifest.contains("disk0") && manifest.contains("8388608"),
+        "{manifest}"
+    );
+    // FILE is the same kind of file etcdctl reads.
+    let size = std::fs::metadata(&file).expect("saved").len();
+    assert_eq!(size % 512, 32, "etcd's hashed snapshot size");
+    // A second save next to an existing companion is refused.
+    let again = dir.path().join("backup2.db");
+    std::fs::create_dir(dir.path().join("backup2.db.volumes")).expect("mkdir");
+    let (saved, out) = old.ferrite(&[
+        "snapshot",
+        "save",
+        &again.to_string_lossy(),
+        "--with-volumes",
+    ]);
+    assert!(!saved && out.contains("exists"), "{out}");
+    drop(old);
+
+    let mut new = unstarted(3);
+    let cluster = new
+        .members
+        .iter()
+        .map(|m| format!("{}=http://{}", m.name, m.peer))
+        .collect::<Vec<_>>()
+        .join(",");
+    let restore = |data: &Path, name: &str, extra: &[&str]| {
+        let mut args = vec![
+            "snapshot",
+            "restore",
+            &file_s,
+            "--name",
+            name,
+            "--initial-cluster",
+            &cluster,
+        ];
+        let data = data.to_string_lossy().to_string();
+        args.extend(["--data-dir", &data]);
+        args.extend(extra);
+        ferrite(&args)
+    };
+
+    // A damaged image is refused, and nothing is left behind.
+    let manifest_doc: serde_json::Value = serde_json::from_str(&manifest).expect("json");
+    let disk0 = manifest_doc["volumes"]
+        .as_array()
+        .expect("volumes")
+        .iter()
+        .find(|v| v["name"] == "disk0")
+        .expect("disk0 in the manifest");
+    let image = companion.join(disk0["file"].as_str().expect("file of disk0"));
+    let good = std::fs::read(&image).expect("image");
+    same_bytes(&good, &data, "the saved image");
+    let mut bad = good.clone();
+    bad[5 << 20] ^= 1;
+    std::fs::write(&image, &bad).expect("damage");
+    let scratch = dir.path().join("scratch");
+    let (restored, out) = restore(&scratch, "n1", &[]);
+    assert!(
+        !restored && out.contains("differs from the manifest"),
+        "{out}"
+    );
+    assert!(!scratch.exists(), "nothing left in {}", scratch.display());
+    // --skip-volumes ignores the images, and says so.
+    let (restored, out) = restore(&scratch, "n1", &["--skip-volumes"]);
+    assert!(
+        restored && out.contains("zero contents (--skip-volumes)"),
+        "{out}"
+    );
+    std::fs::remove_dir_all(&scratch).expect("clean");
+    std::fs::write(&image, &good).expect("repair");
+    drop(good);
+    drop(bad);
+
+    for i in 0..3 {
+        let name = new.members[i].name.clone();
+        let (restored, out) = restore(&new.data_dir(i), &name, &[]);
+        assert!(restored, "restore {name}: {out}");
+        assert!(
+            out.contains("2 volumes restored from") && out.contains("hashes verified"),
+            "{out}"
+        );
+    }
+    for i in 0..3 {
+        new.spawn(i);
+    }
+    new.leader(Duration::from_secs(30)).await;
+    let v = retry_ok(
+        &new,
+        &new.endpoints().join(","),
+        &["get", "k", "--print-value-only"],
+    )
+    .await;
+    assert_eq!(v.trim(), "v");
+    for i in 0..3 {
+        let out = dir.path().join(format!("out{i}.img"));
+        nbdcopy(&new.nbd_uri(i, "disk0"), &out.to_string_lossy());
+        let back = std::fs::read(&out).expect("read back");
+        same_bytes(&back, &data, &format!("disk0 on {}", new.members[i].name));
+        std::fs::remove_file(&out).expect("clean");
+        nbdcopy(&new.nbd_uri(i, "blank"), &out.to_string_lossy());
+        let back = std::fs::read(&out).expect("read back");
+        assert!(
+            back.len() == 1 << 20 && back.iter().all(|b| *b == 0),
+            "blank"
+        );
+        std::fs::remove_file(&out).expect("clean");
+        // Served from the restored files, not copied from a peer.
+        assert!(
+            !new.log(i).contains("copied volume files"),
+            "{} copied its volumes: {}",
+            new.members[i].name,
+            new.log(i)
+        );
+    }
 }

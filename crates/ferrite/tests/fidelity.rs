@@ -243,8 +243,10 @@ async fn require_leader_fails_fast_and_ends_watches() {
         .expect("connect");
     let started = Instant::now();
     let err = required.get("w", None).await.expect_err("no leader");
+    // Fast means "without waiting for a leader": the plain read below waits
+    // at least 2 s, so anything under that is the metadata's doing.
     assert!(
-        started.elapsed() < Duration::from_secs(1),
+        started.elapsed() < Duration::from_millis(1900),
         "{:?}",
         started.elapsed()
     );

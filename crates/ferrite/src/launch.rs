@@ -17,17 +17,14 @@ pub struct Addrs {
     pub nbd: SocketAddr,
 }
 
-/// `n` distinct free loopback addresses (all bound at once, so that none
-/// repeats; free again when this returns).
+/// `n` distinct free loopback addresses, below the ephemeral port range
+/// (see `ferrite_node::ports`).
 pub fn free_addrs(n: usize) -> anyhow::Result<Vec<SocketAddr>> {
-    let listeners: Vec<std::net::TcpListener> = (0..n)
-        .map(|_| std::net::TcpListener::bind("127.0.0.1:0"))
-        .collect::<Result<_, _>>()
-        .context("find free ports")?;
-    listeners
-        .iter()
-        .map(|l| l.local_addr().context("find free ports"))
-        .collect()
+    let ports = ferrite_node::ports::free_loopback_ports(n).context("find free ports")?;
+    Ok(ports
+        .into_iter()
+        .map(|p| SocketAddr::from(([127, 0, 0, 1], p)))
+        .collect())
 }
 
 /// Standard output and error appended to `path`.

@@ -169,10 +169,7 @@ impl Driver {
                 "{path} is missing: these tests need headless Chromium (apt-get install {package})"
             );
         }
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
+        let port = ferrite_node::ports::free_loopback_ports(1).expect("a free port")[0];
         let child = Command::new(CHROMEDRIVER)
             .arg(format!("--port={port}"))
             .stdin(Stdio::null())

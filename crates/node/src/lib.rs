@@ -29,6 +29,7 @@ mod metrics;
 mod node;
 mod peer_addr;
 pub mod peer_io;
+pub mod ports;
 pub mod replica;
 pub mod state_leases;
 mod storage;

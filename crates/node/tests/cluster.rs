@@ -94,8 +94,7 @@ impl Text {
 }
 
 fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
-    l.local_addr().expect("local addr").port()
+    ferrite_node::ports::free_loopback_ports(1).expect("a free loopback port")[0]
 }
 
 fn peers(n: u64) -> BTreeMap<NodeId, SocketAddr> {

@@ -10,18 +10,11 @@ use std::time::{Duration, Instant};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_ferrite");
 
-/// A port no other test of this process was given, free when asked.
+/// A port no other test of this process was given, free when asked, and
+/// below the ephemeral range, so that no outgoing connection takes it
+/// before the member binds it.
 pub fn free_port() -> u16 {
-    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
-    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
-    loop {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
-        let port = l.local_addr().expect("local address").port();
-        if !given.contains(&port) {
-            given.push(port);
-            return port;
-        }
-    }
+    ferrite_node::ports::free_loopback_ports(1).expect("a free loopback port")[0]
 }
 
 pub struct Member {

@@ -1,8 +1,13 @@
-//! The load generator: many concurrent clients over the etcd v3 API (one
-//! HTTP/2 connection per 32 clients, all to the leader, as etcd's own
-//! benchmark tool does), putting 256-byte values, reading linearizably, or
-//! both; latencies of every request, and the CPU the members used, read
-//! from /proc.
+//! The load generator: many concurrent clients over the etcd v3 API,
+//! putting 256-byte values, reading linearizably, or both; latencies of
+//! every request, and the CPU the members used, read from /proc.
+//!
+//! Clients are placed as etcd's own client places them: with several
+//! endpoints, each client sends its successive requests round-robin over
+//! all of them (clientv3's gRPC round-robin balancer), so that most
+//! requests reach followers and are forwarded; with one endpoint, all go
+//! there. Every member gets one HTTP/2 connection per 32 clients, as etcd's
+//! benchmark tool opens them.
 
 use std::time::{Duration, Instant};
 
@@ -94,32 +99,43 @@ async fn one(client: &mut KvClient<Channel>, put: bool, key: u64, value: &[u8]) 
 }
 
 pub async fn run(
-    endpoint: &str,
+    endpoints: &[String],
     pids: &[u32],
     mix: Mix,
     clients: usize,
     duration: Duration,
 ) -> anyhow::Result<Result> {
-    let connections = clients.div_ceil(CLIENTS_PER_CONNECTION);
-    let mut channels = Vec::new();
-    for _ in 0..connections {
-        channels.push(
-            channel(endpoint, Duration::from_secs(2))
-                .await
-                .ok_or_else(|| anyhow::anyhow!("cannot connect to {endpoint}"))?,
-        );
+    anyhow::ensure!(!endpoints.is_empty(), "no endpoint to load");
+    let per_member = clients.div_ceil(CLIENTS_PER_CONNECTION);
+    // channels[m][j]: connection j to member m.
+    let mut channels: Vec<Vec<Channel>> = Vec::new();
+    for endpoint in endpoints {
+        let mut to_member = Vec::new();
+        for _ in 0..per_member {
+            to_member.push(
+                channel(endpoint, Duration::from_secs(2))
+                    .await
+                    .ok_or_else(|| anyhow::anyhow!("cannot connect to {endpoint}"))?,
+            );
+        }
+        channels.push(to_member);
     }
     let cpu_before = cpu_seconds(pids);
     let started = Instant::now();
     let until = started + duration;
     let mut tasks = Vec::new();
     for i in 0..clients {
-        let mut client = KvClient::new(channels[i % connections].clone());
+        // This client's connection to each member, used in turn.
+        let mut members: Vec<KvClient<Channel>> = channels
+            .iter()
+            .map(|to_member| KvClient::new(to_member[i % per_member].clone()))
+            .collect();
         tasks.push(tokio::spawn(async move {
             let value = vec![b'v'; 256];
             let mut lat = Vec::new();
             let mut errors = 0u64;
             let mut n = i as u64;
+            let mut turn = i;
             while Instant::now() < until {
                 n = n
                     .wrapping_mul(6364136223846793005)
@@ -129,8 +145,11 @@ pub async fn run(
                     Mix::Get => false,
                     Mix::Half => n >> 63 == 1,
                 };
+                let at = turn % members.len();
+                let client = &mut members[at];
+                turn = turn.wrapping_add(1);
                 let t = Instant::now();
-                if one(&mut client, put, (n >> 20) % KEYS, &value).await {
+                if one(client, put, (n >> 20) % KEYS, &value).await {
                     lat.push(t.elapsed().as_micros() as u32);
                 } else {
                     errors += 1;

@@ -4,6 +4,7 @@
 
 mod cluster;
 mod failover;
+mod kv;
 mod lease;
 mod load;
 mod report;
@@ -20,7 +21,9 @@ use cluster::{Cluster, System};
 #[derive(clap::Subcommand, Debug, Clone)]
 pub enum BenchOp {
     /// Throughput, latency, CPU and memory of a 3-member Ferrite and a
-    /// 3-member etcd cluster under the same etcd v3 load, side by side.
+    /// 3-member etcd cluster under the same etcd v3 load, side by side:
+    /// clients spread over all members (the default table), all on the
+    /// leader, and what forwarding from a follower costs.
     Etcd {
         /// Seconds per workload.
         #[arg(long, default_value_t = 10)]
@@ -31,6 +34,9 @@ pub enum BenchOp {
         /// Only the rows with this many clients (e.g. 256 while profiling).
         #[arg(long)]
         clients: Option<usize>,
+        /// Also write a small HTML report with charts here.
+        #[arg(long)]
+        report: Option<PathBuf>,
     },
     /// etcd's Watch and Lease services on a 3-member Ferrite and a
     /// 3-member etcd under the same load, side by side: events per second
@@ -76,76 +82,6 @@ pub enum BenchOp {
     },
 }
 
-/// The workloads of `ferrite bench etcd`, in order.
-const WORKLOADS: [(&str, load::Mix, usize); 7] = [
-    ("put", load::Mix::Put, 1),
-    ("put", load::Mix::Put, 64),
-    ("put", load::Mix::Put, 256),
-    ("put", load::Mix::Put, 1024),
-    ("get (linearizable)", load::Mix::Get, 1),
-    ("get (linearizable)", load::Mix::Get, 256),
-    ("50/50 put/get", load::Mix::Half, 256),
-];
-
-struct Row {
-    ops_per_s: f64,
-    p50_us: u64,
-    p99_us: u64,
-    cpu_us_per_op: f64,
-    errors: u64,
-}
-
-/// The workloads to run: all, or those with `clients` clients.
-fn workloads(clients: Option<usize>) -> Vec<(&'static str, load::Mix, usize)> {
-    WORKLOADS
-        .into_iter()
-        .filter(|w| clients.is_none_or(|c| c == w.2))
-        .collect()
-}
-
-async fn throughput(
-    system: System,
-    seconds: u64,
-    only: Option<usize>,
-    dir: &std::path::Path,
-) -> anyhow::Result<(Vec<Row>, (f64, f64))> {
-    let mut c = Cluster::start(system, 3, dir).await?;
-    let result = async {
-        let (leader, _) = c
-            .leader(std::time::Duration::from_secs(30))
-            .await
-            .ok_or_else(|| anyhow::anyhow!("{}: no leader", system.name()))?;
-        let pids: Vec<u32> = (0..3).filter_map(|i| c.pid(i)).collect();
-        let endpoint = c.endpoint(leader);
-        let mut rows = Vec::new();
-        let mut rss = (0.0f64, 0.0f64);
-        for (_, mix, clients) in workloads(only) {
-            let r = load::run(
-                &endpoint,
-                &pids,
-                mix,
-                clients,
-                std::time::Duration::from_secs(seconds),
-            )
-            .await?;
-            if mix == load::Mix::Put && clients == 256 {
-                rss = (r.rss_mean_mb, r.rss_max_mb);
-            }
-            rows.push(Row {
-                ops_per_s: r.ops as f64 / r.seconds,
-                p50_us: r.p50_us,
-                p99_us: r.p99_us,
-                cpu_us_per_op: r.cpu_seconds * 1e6 / (r.ops.max(1) as f64),
-                errors: r.errors,
-            });
-        }
-        Ok::<_, anyhow::Error>((rows, rss))
-    }
-    .await;
-    c.stop().await;
-    result
-}
-
 /// Where the clusters keep data and logs: `given`, or a new temporary
 /// directory (removed by the caller when done).
 fn data_dir(given: Option<PathBuf>) -> anyhow::Result<PathBuf> {
@@ -162,85 +98,21 @@ pub async fn run(op: BenchOp) -> anyhow::Result<()> {
             seconds,
             ferrite_only,
             clients: only,
+            report,
         } => {
             let dir = data_dir(None)?;
-            let (f, f_rss) = throughput(System::Ferrite, seconds, only, &dir).await?;
-            let etcd = if ferrite_only {
-                None
-            } else {
-                Some(throughput(System::Etcd, seconds, only, &dir).await?)
-            };
+            let result = kv::run(
+                kv::Options {
+                    seconds,
+                    ferrite_only,
+                    clients: only,
+                    report,
+                },
+                &dir,
+            )
+            .await;
             let _ = std::fs::remove_dir_all(&dir);
-            println!();
-            println!("3 members each, durable writes, 256-byte values, all clients on the leader, {seconds} s per row");
-            println!(
-                "{:<20} {:>7} | {:>9} {:>7} {:>7} {:>7} | {:>9} {:>7} {:>7} {:>7} | {:>7} {:>7}",
-                "workload",
-                "clients",
-                "F ops/s",
-                "F p50",
-                "F p99",
-                "F cpu",
-                "E ops/s",
-                "E p50",
-                "E p99",
-                "E cpu",
-                "ops F/E",
-                "p99 F/E"
-            );
-            for (i, (name, _, clients)) in workloads(only).iter().enumerate() {
-                let fr = &f[i];
-                let (e_cols, ratio, p99_ratio) = match &etcd {
-                    Some((e, _)) => {
-                        let er = &e[i];
-                        (
-                            format!(
-                                "{:>9.0} {:>7.2} {:>7.2} {:>7.0}",
-                                er.ops_per_s,
-                                er.p50_us as f64 / 1000.0,
-                                er.p99_us as f64 / 1000.0,
-                                er.cpu_us_per_op
-                            ),
-                            format!("{:.2}", fr.ops_per_s / er.ops_per_s.max(1e-9)),
-                            format!("{:.2}", fr.p99_us as f64 / (er.p99_us.max(1) as f64)),
-                        )
-                    }
-                    None => (format!("{:>33}", "-"), "-".into(), "-".into()),
-                };
-                println!(
-                    "{:<20} {:>7} | {:>9.0} {:>7.2} {:>7.2} {:>7.0} | {} | {:>7} {:>7}",
-                    name,
-                    clients,
-                    fr.ops_per_s,
-                    fr.p50_us as f64 / 1000.0,
-                    fr.p99_us as f64 / 1000.0,
-                    fr.cpu_us_per_op,
-                    e_cols,
-                    ratio,
-                    p99_ratio
-                );
-            }
-            println!(
-                "(p50/p99 in ms; cpu = µs of CPU per operation, all three members, from /proc)"
-            );
-            let errors: u64 = f.iter().map(|r| r.errors).sum();
-            print!(
-                "largest member RSS during the 256-client puts, mean/peak of 1 s samples: ferrite {:.0}/{:.0} MB",
-                f_rss.0, f_rss.1
-            );
-            if let Some((e, e_rss)) = &etcd {
-                print!(
-                    ", etcd {:.0}/{:.0} MB (ratio of means {:.2})",
-                    e_rss.0,
-                    e_rss.1,
-                    f_rss.0 / e_rss.0.max(1e-9)
-                );
-                let e_errors: u64 = e.iter().map(|r| r.errors).sum();
-                println!("; failed requests: ferrite {errors}, etcd {e_errors}");
-            } else {
-                println!("; failed requests: ferrite {errors}");
-            }
-            Ok(())
+            result
         }
         BenchOp::Watch {
             seconds,

@@ -18,17 +18,17 @@ pub struct Soak {
 }
 
 pub async fn run(c: &Cluster, clients: usize, duration: Duration) -> anyhow::Result<Soak> {
-    let (leader, _) = c
-        .leader(Duration::from_secs(30))
+    c.leader(Duration::from_secs(30))
         .await
         .ok_or_else(|| anyhow::anyhow!("no leader"))?;
     let pids: Vec<u32> = (0..c.members.len()).filter_map(|i| c.pid(i)).collect();
-    let endpoint = c.endpoint(leader);
+    // Clients round-robin over every member, as real clients are.
+    let endpoints: Vec<String> = (0..c.members.len()).map(|i| c.endpoint(i)).collect();
     let load = {
         let pids = pids.clone();
-        tokio::spawn(
-            async move { load::run(&endpoint, &pids, load::Mix::Put, clients, duration).await },
-        )
+        tokio::spawn(async move {
+            load::run(&endpoints, &pids, load::Mix::Put, clients, duration).await
+        })
     };
     let started = tokio::time::Instant::now();
     let mut samples = Vec::new();

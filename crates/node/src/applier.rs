@@ -85,6 +85,8 @@ impl<M: StateMachine> Applier<M> {
         match task {
             ApplyTask::Restore(snapshot) => {
                 self.machine.install(&snapshot.data)?;
+                // Read once: its pages (a file's, when mapped) need not stay.
+                ferrite_wal::page_out(&snapshot.data);
                 // A snapshot whose state does not end where its metadata says
                 // would make the next entry's apply go out of order.
                 let (index, applied) = (snapshot.meta.index, self.machine.applied());

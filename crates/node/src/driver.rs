@@ -91,6 +91,8 @@ pub enum Ack {
         last: Option<(Index, Term)>,
         /// The fdatasync's duration; None if the batch needed none.
         sync: Option<Duration>,
+        /// The snapshot saved, mapped from its file (`Committed::snapshot`).
+        snapshot: Option<ferrite_raft::Snapshot>,
     },
     /// One apply hand-off is done; entries up to `upto` are applied, and
     /// made these changes to the lease table.
@@ -346,8 +348,16 @@ impl Driver {
 
     fn on_ack(&mut self, ack: Ack) {
         match ack {
-            Ack::Persisted { tasks, last, sync } => {
+            Ack::Persisted {
+                tasks,
+                last,
+                sync,
+                snapshot,
+            } => {
                 self.storage_outstanding = self.storage_outstanding.saturating_sub(tasks);
+                if let Some(snapshot) = snapshot {
+                    self.replica.on_snapshot_saved(snapshot);
+                }
                 if let Some(sync) = sync {
                     self.last_sync = sync;
                 }

@@ -86,6 +86,9 @@ impl Node {
             machine
                 .recover(&s.data)
                 .map_err(|e| StartError::Snapshot(e.to_string()))?;
+            // The core keeps the snapshot (a map of its file) to send to
+            // followers; the pages read for the state need not stay.
+            ferrite_wal::page_out(&s.data);
             // Empty data is the empty state of a founding member.
             if !s.data.is_empty() && machine.applied() != s.meta.index {
                 return Err(StartError::Snapshot(format!(

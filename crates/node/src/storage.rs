@@ -17,7 +17,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ferrite_raft::{Index, Message, Term};
+use ferrite_raft::{Index, Message, Snapshot, Term};
 use ferrite_wal::{Disk, Wal, WalError};
 use tokio::sync::mpsc;
 
@@ -39,6 +39,10 @@ pub struct Committed {
     pub after: Vec<Message>,
     /// Whether an fdatasync ran.
     pub synced: bool,
+    /// The snapshot this batch saved, read back from its file: for
+    /// `Replica::on_snapshot_saved`, so that the core holds the file's
+    /// memory map instead of the heap copy it was given.
+    pub snapshot: Option<Snapshot>,
 }
 
 /// Writes `batch` to the WAL in order and syncs once if any task must be
@@ -52,6 +56,7 @@ pub fn write_batch<D: Disk>(
 ) -> Result<Committed, WalError> {
     let mut done = Committed::default();
     let mut must_sync = false;
+    let mut saved_snapshot = false;
     for task in batch {
         match task {
             StorageTask::Persist {
@@ -62,10 +67,12 @@ pub fn write_batch<D: Disk>(
                 done.last = persist.last().or(done.last);
                 done.after.extend(after);
                 must_sync |= sync;
+                saved_snapshot |= persist.snapshot.is_some();
                 wal.write(&persist)?;
             }
             StorageTask::Snapshot(s) => {
                 must_sync = true;
+                saved_snapshot = true;
                 wal.save_snapshot(&s)?;
             }
         }
@@ -74,6 +81,14 @@ pub fn write_batch<D: Disk>(
         before_sync();
         wal.sync()?;
         done.synced = true;
+    }
+    if saved_snapshot {
+        // Only memory is at stake: if the file cannot be mapped, the core
+        // keeps the copy it has.
+        match wal.map_snapshot() {
+            Ok(snapshot) => done.snapshot = snapshot,
+            Err(e) => tracing::warn!("saved snapshot not mapped, kept in memory: {e}"),
+        }
     }
     Ok(done)
 }
@@ -127,6 +142,7 @@ pub fn run<D: Disk>(
             tasks,
             last: done.last,
             sync,
+            snapshot: done.snapshot,
         };
         if acks.blocking_send(ack).is_err() {
             return;

@@ -51,6 +51,22 @@ impl Raft {
         Ok(meta)
     }
 
+    /// The same snapshot's bytes from elsewhere (the node's durable copy,
+    /// memory-mapped from its file), to hold instead of the copy handed to
+    /// `compact` or installed. Ignored unless the snapshot at `index` is
+    /// still the current one and `data` has its length: the bytes must be
+    /// the same, only where they live changes.
+    pub fn use_snapshot_data(&mut self, index: Index, data: Bytes) -> bool {
+        match &mut self.snapshot {
+            Some(s) if s.meta.index == index && s.data.len() == data.len() => {
+                debug_assert!(s.data == data, "snapshot {index}: other bytes offered");
+                s.data = data;
+                true
+            }
+            _ => false,
+        }
+    }
+
     pub(crate) fn start_snapshot_transfer(&mut self, to: NodeId) {
         let Some(index) = self.snapshot.as_ref().map(|s| s.meta.index) else {
             return;

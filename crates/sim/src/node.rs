@@ -526,6 +526,9 @@ impl World {
         let Some(running) = self.nodes.get_mut(&id).and_then(|n| n.running.as_mut()) else {
             return;
         };
+        if let Some(snapshot) = done.snapshot {
+            running.replica.on_snapshot_saved(snapshot);
+        }
         if let Some((index, term)) = done.last {
             running.replica.on_persisted(index, term);
         }

@@ -61,6 +61,51 @@ pub trait Disk {
         let _ = path;
         Ok(false)
     }
+
+    /// The whole file as `Bytes`, for files that never change once
+    /// written (snapshot files): on real files a read-only memory map, so
+    /// that holding a snapshot costs page cache the kernel may reclaim,
+    /// not heap. Other disks read it into memory.
+    fn map(&self, path: &str) -> io::Result<bytes::Bytes> {
+        let len = usize::try_from(self.len(path)?)
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "file too large to map"))?;
+        let mut buf = vec![0u8; len];
+        self.read_at(path, 0, &mut buf)?;
+        Ok(bytes::Bytes::from(buf))
+    }
+}
+
+/// Tells the kernel that `data`'s pages will not be needed soon: pages of a
+/// file mapping (see `Disk::map`) leave this process's resident set, to be
+/// read again from the page cache or the file when touched. Harmless on any
+/// other memory (anonymous pages are only swapped, if there is swap).
+pub fn page_out(data: &[u8]) {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: sysconf reads a constant.
+        let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096);
+        let start = data.as_ptr() as usize;
+        let first = start & !(page - 1);
+        let end = start + data.len();
+        // Whole pages inside `data` only, so that no neighbouring memory is
+        // advised.
+        let first_whole = if first == start { first } else { first + page };
+        let last_whole = end & !(page - 1);
+        if last_whole > first_whole {
+            // SAFETY: MADV_PAGEOUT is a hint that never changes the
+            // contents of memory: file pages are re-read, anonymous pages
+            // swapped back in. The range lies within `data`.
+            unsafe {
+                libc::madvise(
+                    first_whole as *mut libc::c_void,
+                    last_whole - first_whole,
+                    libc::MADV_PAGEOUT,
+                );
+            }
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = data;
 }
 
 /// Lets a caller keep ownership of its disk and lend it to a `Wal`: the
@@ -116,6 +161,9 @@ impl<D: Disk + ?Sized> Disk for &mut D {
     }
     fn preallocated(&mut self, path: &str) -> io::Result<bool> {
         (**self).preallocated(path)
+    }
+    fn map(&self, path: &str) -> io::Result<bytes::Bytes> {
+        (**self).map(path)
     }
 }
 

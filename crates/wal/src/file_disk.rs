@@ -94,6 +94,20 @@ impl Disk for FileDisk {
         }
     }
 
+    /// A read-only shared mapping. Snapshot files are written once under a
+    /// temporary name and renamed; they are never written or truncated
+    /// after, only removed, which leaves an existing mapping valid.
+    fn map(&self, path: &str) -> io::Result<bytes::Bytes> {
+        let file = File::open(path)?;
+        if file.metadata()?.len() == 0 {
+            return Ok(bytes::Bytes::new());
+        }
+        // SAFETY: the file is never modified in place once written (see
+        // above), so the mapped bytes cannot change under the `Bytes`.
+        let map = unsafe { memmap2::Mmap::map(&file)? };
+        Ok(bytes::Bytes::from_owner(map))
+    }
+
     fn len(&self, path: &str) -> io::Result<u64> {
         match self.files.get(path) {
             Some(file) => Ok(file.metadata()?.len()),

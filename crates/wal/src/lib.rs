@@ -36,7 +36,7 @@ mod wal;
 pub mod bench;
 
 pub use crate::codec::{CodecError, MarkKind, SnapshotMark};
-pub use crate::disk::{join, parent, Disk};
+pub use crate::disk::{join, page_out, parent, Disk};
 pub use crate::error::WalError;
 pub use crate::file_disk::FileDisk;
 pub use crate::lock::LOCK_FILE;

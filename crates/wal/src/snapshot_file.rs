@@ -8,7 +8,7 @@
 //! synced, and only then may the log record naming it become durable. A crash
 //! at any point leaves either no file under the final name or a complete one.
 
-use ferrite_raft::{Index, Snapshot, Term};
+use ferrite_raft::{Index, Snapshot, SnapshotMeta, Term};
 
 use crate::codec::{self, put_u32, put_u64, Reader};
 use crate::disk::{join, Disk};
@@ -57,6 +57,24 @@ pub fn encode(snapshot: &Snapshot) -> Vec<u8> {
 
 /// Decodes a whole snapshot file; `file` names it in errors.
 pub fn decode(buf: &[u8], file: &str) -> Result<Snapshot, WalError> {
+    let (meta, data) = parse(buf, file)?;
+    Ok(Snapshot {
+        meta,
+        data: bytes::Bytes::copy_from_slice(&buf[data]),
+    })
+}
+
+/// `decode` without a copy: the snapshot's data is a slice of `buf`.
+pub fn decode_bytes(buf: bytes::Bytes, file: &str) -> Result<Snapshot, WalError> {
+    let (meta, data) = parse(&buf, file)?;
+    Ok(Snapshot {
+        meta,
+        data: buf.slice(data),
+    })
+}
+
+/// Checks a whole snapshot file: its metadata and where its data lies.
+fn parse(buf: &[u8], file: &str) -> Result<(SnapshotMeta, std::ops::Range<usize>), WalError> {
     let Some(body_len) = buf.len().checked_sub(4) else {
         return Err(WalError::corrupt(
             file,
@@ -102,19 +120,18 @@ pub fn decode(buf: &[u8], file: &str) -> Result<Snapshot, WalError> {
             ),
         ));
     }
-    let data = bytes::Bytes::copy_from_slice(r.bytes(r.remaining()).map_err(bad)?);
-    Ok(Snapshot { meta, data })
+    let start = body_len - r.remaining();
+    Ok((meta, start..body_len))
 }
 
-/// Reads and checks the snapshot file at `path`.
+/// Reads and checks the snapshot file at `path`. On real files its data is
+/// a memory map of the file, not a copy on the heap (`Disk::map`); its
+/// pages are let go once checked, to be read again when used.
 pub fn read<D: Disk>(disk: &D, path: &str) -> Result<Snapshot, WalError> {
-    let len = disk.len(path).map_err(WalError::io(path, "stat"))?;
-    let len =
-        usize::try_from(len).map_err(|_| WalError::corrupt(path, 0, "snapshot file too large"))?;
-    let mut buf = vec![0u8; len];
-    disk.read_at(path, 0, &mut buf)
-        .map_err(WalError::io(path, "read"))?;
-    decode(&buf, path)
+    let buf = disk.map(path).map_err(WalError::io(path, "read"))?;
+    let snapshot = decode_bytes(buf, path)?;
+    crate::disk::page_out(&snapshot.data);
+    Ok(snapshot)
 }
 
 /// Writes the snapshot under its temporary name without syncing; returns

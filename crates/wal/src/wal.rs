@@ -365,6 +365,17 @@ impl<D: Disk> Wal<D> {
     }
 
     /// The latest snapshot's `(index, term)`, if any was ever written.
+    /// The current snapshot, read back from its file: on real files a
+    /// memory map (`Disk::map`), so that whoever holds it (the Raft core,
+    /// to send it to followers) holds page cache, not heap.
+    pub fn map_snapshot(&self) -> Result<Option<ferrite_raft::Snapshot>, WalError> {
+        let Some((index, term)) = self.snapshot else {
+            return Ok(None);
+        };
+        let path = crate::disk::join(&self.dir, &crate::snapshot_file::snapshot_name(index, term));
+        crate::snapshot_file::read(&self.disk, &path).map(Some)
+    }
+
     pub fn snapshot_id(&self) -> Option<(Index, Term)> {
         self.snapshot
     }

@@ -104,6 +104,8 @@ fn install_snapshot<H: Harness>(mut h: H) {
     })
     .unwrap();
     wal.sync().unwrap();
+    // Read back from its file (a memory map on real files): the same bytes.
+    assert_eq!(wal.map_snapshot().unwrap().as_ref(), Some(&snap));
     assert_eq!(
         (wal.first_index(), wal.last_index()),
         (Index(21), Index(22))

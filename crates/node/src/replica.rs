@@ -143,6 +143,10 @@ pub struct ReplicaCounters {
     pub lease_renewals: u64,
     /// Snapshots the core now holds as read back from their file.
     pub snapshots_mapped: u64,
+    /// Reads this member forwarded to the leader, and the `ReadIndex`
+    /// frames that carried them (several reads share one).
+    pub reads_forwarded: u64,
+    pub read_batches: u64,
 }
 
 /// Limits of the replica.
@@ -219,10 +223,20 @@ enum ReadState {
     Confirming {
         ctx: u64,
     },
-    /// Asked of the leader `to`.
+    /// Asked of the leader `to`, in the forwarded batch `batch`.
     Forwarded {
         to: NodeId,
+        batch: u64,
     },
+}
+
+/// Reads forwarded to the leader together: one `ReadIndex` frame, whose id
+/// is the batch's, asks for a read point for all of them. Every read of a
+/// batch arrived before its frame was sent, so the leader's answer, taken
+/// after the frame arrives, is a valid read point for each; the leader
+/// confirms one context instead of one per read.
+struct ReadBatch {
+    reads: Vec<RequestId>,
 }
 
 /// Who asked for a read index given to the core.
@@ -285,6 +299,11 @@ pub struct Replica {
     /// Membership changes waiting for their entry.
     changes: BTreeMap<RequestId, u64>,
     read_ctx: BTreeMap<u64, ReadOrigin>,
+    /// Forwarded read batches waiting for their reply, by frame id.
+    read_batches: BTreeMap<u64, ReadBatch>,
+    /// The batch that reads forwarded in this step join: its frame is in
+    /// `out` and leaves with it, so `take_output` closes it.
+    read_batch_open: Option<(NodeId, u64)>,
     /// Replies to forwarded writes the leader applied at the key's index,
     /// held until this member has applied that far.
     applied_replies: BTreeMap<Index, Vec<(RequestId, Bytes)>>,
@@ -312,6 +331,8 @@ impl Replica {
             proposed: BTreeMap::new(),
             changes: BTreeMap::new(),
             read_ctx: BTreeMap::new(),
+            read_batches: BTreeMap::new(),
+            read_batch_open: None,
             applied_replies: BTreeMap::new(),
             lease_asks: BTreeMap::new(),
             lessor: Lessor::new(
@@ -477,6 +498,30 @@ impl Replica {
         }
     }
 
+    /// The open batch of reads forwarded to `leader` in this step, or a new
+    /// one whose frame is queued now.
+    fn read_batch_for(&mut self, leader: NodeId) -> u64 {
+        if let Some((to, batch)) = self.read_batch_open {
+            if to == leader {
+                return batch;
+            }
+        }
+        let batch = self.next_request().0;
+        let me = self.id();
+        self.out.send.push((
+            leader,
+            Frame::ReadIndex {
+                id: batch,
+                from: me,
+            },
+        ));
+        self.read_batches
+            .insert(batch, ReadBatch { reads: Vec::new() });
+        self.read_batch_open = Some((leader, batch));
+        self.counters.read_batches += 1;
+        batch
+    }
+
     fn try_read(&mut self, id: RequestId) {
         let ctx = id.0;
         let state = match self.raft.read_index(ctx) {
@@ -485,10 +530,12 @@ impl Replica {
                 ReadState::Confirming { ctx }
             }
             Err(ProposeError::NotLeader { leader }) => {
-                let me = self.id();
-                let frame = Frame::ReadIndex { id: ctx, from: me };
-                self.out.send.push((leader, frame));
-                ReadState::Forwarded { to: leader }
+                let batch = self.read_batch_for(leader);
+                if let Some(b) = self.read_batches.get_mut(&batch) {
+                    b.reads.push(id);
+                }
+                self.counters.reads_forwarded += 1;
+                ReadState::Forwarded { to: leader, batch }
             }
             Err(e) if parks(&e) => ReadState::Parked(propose_error(e)),
             Err(e) => {
@@ -586,7 +633,7 @@ impl Replica {
             .iter()
             .filter(|(_, r)| {
                 now >= r.deadline
-                    || matches!(r.state, ReadState::Forwarded { to } if leader != Some(to))
+                    || matches!(r.state, ReadState::Forwarded { to, .. } if leader != Some(to))
             })
             .map(|(id, _)| *id)
             .collect();
@@ -612,6 +659,14 @@ impl Replica {
             };
             self.out.answers.push((id, Err(answer)));
         }
+        // A batch whose reads all moved on (answered, timed out, asked
+        // again) will never be needed: its late reply is ignored.
+        let reads = &self.reads;
+        self.read_batches.retain(|batch, b| {
+            b.reads.iter().any(|id| {
+                matches!(reads.get(id).map(|r| &r.state), Some(ReadState::Forwarded { batch: b, .. }) if b == batch)
+            })
+        });
         let expired: Vec<RequestId> = self
             .changes
             .iter()
@@ -815,30 +870,41 @@ impl Replica {
         }
     }
 
+    /// The leader's answer for a batch of forwarded reads (`id` is the
+    /// batch's): each read still waiting on it is served at that index, or
+    /// parked with the refusal.
     fn on_read_index_reply(&mut self, id: RequestId, result: Result<Index, Refusal>) {
-        let forwarded = self
-            .reads
-            .get(&id)
-            .is_some_and(|r| matches!(r.state, ReadState::Forwarded { .. }));
-        if !forwarded {
+        let batch = id.0;
+        let Some(b) = self.read_batches.remove(&batch) else {
             self.counters.ignored_frames += 1;
             return;
+        };
+        if self.read_batch_open.is_some_and(|(_, open)| open == batch) {
+            self.read_batch_open = None;
         }
-        match result {
-            Ok(index) => {
-                if let Some(read) = self.reads.remove(&id) {
-                    let requester = Requester::Local(id);
-                    let query = read.query;
-                    self.out.apply.push(ApplyTask::ReadAt {
-                        index,
-                        query,
-                        requester,
-                    });
-                }
+        for id in b.reads {
+            let waiting = self.reads.get(&id).is_some_and(
+                |r| matches!(r.state, ReadState::Forwarded { batch: b, .. } if b == batch),
+            );
+            if !waiting {
+                continue;
             }
-            Err(r) => {
-                if let Some(read) = self.reads.get_mut(&id) {
-                    read.state = ReadState::Parked(refusal_error(r));
+            match result {
+                Ok(index) => {
+                    if let Some(read) = self.reads.remove(&id) {
+                        let requester = Requester::Local(id);
+                        let query = read.query;
+                        self.out.apply.push(ApplyTask::ReadAt {
+                            index,
+                            query,
+                            requester,
+                        });
+                    }
+                }
+                Err(r) => {
+                    if let Some(read) = self.reads.get_mut(&id) {
+                        read.state = ReadState::Parked(refusal_error(r));
+                    }
                 }
             }
         }
@@ -943,6 +1009,9 @@ impl Replica {
             }
         }
         self.check_invariants();
+        // What was forwarded in this step leaves now: later reads need a
+        // frame of their own.
+        self.read_batch_open = None;
         std::mem::take(&mut self.out)
     }
 
@@ -1091,6 +1160,8 @@ impl Replica {
             }
         }
         self.read_ctx.clear();
+        self.read_batches.clear();
+        self.read_batch_open = None;
         std::mem::take(&mut self.out)
     }
 
@@ -1136,6 +1207,14 @@ impl Replica {
             }
         }
         for (id, read) in &self.reads {
+            if let ReadState::Forwarded { batch, .. } = read.state {
+                assert!(
+                    self.read_batches
+                        .get(&batch)
+                        .is_some_and(|b| b.reads.contains(id)),
+                    "read {id:?} forwarded in batch {batch}, which does not hold it"
+                );
+            }
             if let ReadState::Confirming { ctx } = read.state {
                 assert!(
                     matches!(self.read_ctx.get(&ctx), Some(ReadOrigin::Local(r)) if r == id),

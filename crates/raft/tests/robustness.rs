@@ -384,3 +384,28 @@ fn after_a_closed_leader_connection_the_up_to_date_follower_is_elected_soon() {
         );
     }
 }
+
+#[test]
+fn the_same_snapshot_bytes_may_replace_the_held_copy_and_are_then_sent() {
+    // Setup: node 3 needs the 64-byte snapshot at 6, which the leader holds.
+    let mut c = snapshot_needed(64);
+    let same = bytes::Bytes::from(vec![7u8; 64]);
+
+    // Step: the held copy is offered elsewhere: for another index, with
+    // another length, then the same bytes for the right index.
+    assert!(!c.raft_mut(1).use_snapshot_data(Index(5), same.clone()));
+    assert!(!c
+        .raft_mut(1)
+        .use_snapshot_data(Index(6), bytes::Bytes::from(vec![7u8; 63])));
+    assert!(c.raft_mut(1).use_snapshot_data(Index(6), same));
+
+    // Check: node 3 still gets the snapshot, whole.
+    for _ in 0..100 {
+        c.tick(1);
+        one_hop(&mut c);
+        if c.snapshot_index(3) == 6 {
+            break;
+        }
+    }
+    assert_eq!(c.snapshot_index(3), 6);
+}

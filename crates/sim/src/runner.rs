@@ -30,7 +30,7 @@ impl Summary {
         let s = &self.stats;
         format!(
             "seeds={} steps={} elections={} commits={} operations={} crashes={} partitions={} transfers={} \
-             membership_changes={} snapshots_taken={} snapshots_installed={} torn_tails={} pauses={} forwarded={} unknown={} superseded={} \
+             membership_changes={} snapshots_taken={} snapshots_installed={} torn_tails={} pauses={} forwarded={} reads_forwarded={} read_batches={} snapshots_mapped={} unknown={} superseded={} \
              leases_granted={} keepalives={} revokes={} watch_events={} watch_catch_ups={} watch_lags={} watcher_resumes={} watch_compacted={} auth_changes={} watch_auth_cancels={} alarms_raised={} puts_refused_nospace={} \
              virtual_s={} violations={}",
             self.seeds,
@@ -47,6 +47,9 @@ impl Summary {
             s.torn_tails,
             s.pauses,
             s.forwarded,
+            s.reads_forwarded,
+            s.read_batches,
+            s.snapshots_mapped,
             s.unknown,
             s.superseded,
             s.leases_granted,

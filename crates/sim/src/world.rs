@@ -116,6 +116,12 @@ pub struct Stats {
     pub virtual_ms: u64,
     /// Writes the replicas forwarded to a leader.
     pub forwarded: u64,
+    /// Reads the replicas forwarded to a leader, and the frames (batches)
+    /// that carried them.
+    pub reads_forwarded: u64,
+    pub read_batches: u64,
+    /// Snapshots a core swapped for the copy read back from the disk.
+    pub snapshots_mapped: u64,
     /// Writes answered "outcome unknown" by a replica.
     pub unknown: u64,
     /// Writes whose entry was superseded (answered so, or proposed again).
@@ -162,6 +168,9 @@ impl Stats {
         self.torn_tails += o.torn_tails;
         self.virtual_ms += o.virtual_ms;
         self.forwarded += o.forwarded;
+        self.reads_forwarded += o.reads_forwarded;
+        self.read_batches += o.read_batches;
+        self.snapshots_mapped += o.snapshots_mapped;
         self.unknown += o.unknown;
         self.superseded += o.superseded;
         self.leases_granted += o.leases_granted;
@@ -181,6 +190,9 @@ impl Stats {
     /// Adds what one replica counted (at a crash, and at the end).
     pub fn add_replica(&mut self, c: &ferrite_node::ReplicaCounters) {
         self.forwarded += c.forwarded;
+        self.reads_forwarded += c.reads_forwarded;
+        self.read_batches += c.read_batches;
+        self.snapshots_mapped += c.snapshots_mapped;
         self.unknown += c.unknown;
         self.superseded += c.superseded;
     }

@@ -20,6 +20,12 @@
 //! change: a "fuzzy" copy taken from a node that has applied at least `i`
 //! holds per byte a state at or after `i`, and the receiver replays the log
 //! from `i` on.
+//!
+//! Every byte written here was already written once, to the WAL: each
+//! member writes a volume's bytes twice. `docs/block-write-path.md` gives
+//! the design that writes large writes once (extent maps that reference the
+//! log's copy, segments kept while referenced, a cleaner) and why it stays
+//! correct.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{File, OpenOptions};

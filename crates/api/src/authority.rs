@@ -121,6 +121,8 @@ pub struct Rewriter {
     decoder: loona_hpack::Decoder<'static>,
     /// Header blocks rewritten so far (tests and logs).
     rewritten: u64,
+    /// Header blocks seen so far.
+    blocks: u64,
 }
 
 impl Default for Rewriter {
@@ -132,6 +134,7 @@ impl Default for Rewriter {
             block: None,
             decoder,
             rewritten: 0,
+            blocks: 0,
         }
     }
 }
@@ -279,8 +282,21 @@ impl Rewriter {
         let Some(block) = self.block.take() else {
             return;
         };
+        let first = self.blocks == 0;
+        self.blocks += 1;
         match self.rewrite(&block.fragment) {
-            Some(fragment) => {
+            Some((_, false)) if first => {
+                // The client's first request names this member as the
+                // server wants it, and a client does not change its
+                // `:authority` on a connection: nothing on it needs
+                // rewriting. The block goes as received, so that the
+                // server's HPACK table mirrors the client's from here on,
+                // and so does everything after it. Decoding and re-encoding
+                // every block cost a sixth of a member's CPU under load.
+                output.extend_from_slice(&block.raw);
+                self.mode = Mode::Passthrough;
+            }
+            Some((fragment, _)) => {
                 self.rewritten += 1;
                 put_header_frames(output, &block, &fragment);
             }
@@ -294,7 +310,8 @@ impl Rewriter {
     /// The block decoded with the client's table and encoded again with
     /// `:authority` fixed, as literals without indexing; None if it does
     /// not decode (or decodes too large).
-    fn rewrite(&mut self, fragment: &[u8]) -> Option<Vec<u8>> {
+    /// Also says whether `:authority` changed.
+    fn rewrite(&mut self, fragment: &[u8]) -> Option<(Vec<u8>, bool)> {
         let mut out = Vec::with_capacity(fragment.len() * 2);
         // Table size updates stay at the start of the block, as received:
         // the server's decoder may be waiting for one (RFC 7541 §4.2), and
@@ -302,6 +319,7 @@ impl Rewriter {
         out.extend_from_slice(&fragment[..size_updates_len(fragment)]);
         let mut list_bytes = 0usize;
         let mut too_large = false;
+        let mut changed = false;
         let decoded = self
             .decoder
             .decode_with_cb(fragment, |name: Cow<[u8]>, value: Cow<[u8]>| {
@@ -311,13 +329,19 @@ impl Rewriter {
                     return;
                 }
                 let value: &[u8] = match &name[..] {
-                    b":authority" => authority_fixed(&value).unwrap_or(&value),
+                    b":authority" => match authority_fixed(&value) {
+                        Some(fixed) => {
+                            changed = true;
+                            fixed
+                        }
+                        None => &value,
+                    },
                     _ => &value,
                 };
                 put_literal(&mut out, &name, value);
             });
         match decoded {
-            Ok(()) if !too_large => Some(out),
+            Ok(()) if !too_large => Some((out, changed)),
             Ok(()) => None,
             Err(e) => {
                 tracing::debug!("HTTP/2 header block does not decode: {e}");

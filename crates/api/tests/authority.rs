@@ -365,3 +365,45 @@ fn garbage_never_panics() {
         assert_eq!(out, bytes);
     }
 }
+
+/// A header block of literals without indexing.
+fn literal_block(fields: &[(&str, &str)]) -> Vec<u8> {
+    let mut block = Vec::new();
+    for (name, value) in fields {
+        block.push(0x00);
+        block.push(name.len() as u8);
+        block.extend_from_slice(name.as_bytes());
+        block.push(value.len() as u8);
+        block.extend_from_slice(value.as_bytes());
+    }
+    block
+}
+
+#[test]
+fn a_connection_whose_first_request_needs_no_fix_passes_untouched() {
+    let mut bytes = BytesMut::from(PREFACE);
+    let clean = literal_block(&[
+        (":method", "POST"),
+        (":authority", "127.0.0.1:2379"),
+        (":path", "/etcdserverpb.KV/Put"),
+    ]);
+    frame(&mut bytes, 0x1, 0x4, 1, &clean);
+    frame(&mut bytes, 0x0, 0x1, 1, b"body");
+    // A later block is not looked at any more, whatever it holds.
+    let url = literal_block(&[(":authority", "http://127.0.0.1:2379")]);
+    frame(&mut bytes, 0x1, 0x4, 3, &url);
+    for seed in 1..20 {
+        let (out, r) = feed(&bytes, &mut Prng(seed));
+        assert_eq!(out, bytes.to_vec(), "seed {seed}");
+        assert!(r.is_passthrough(), "seed {seed}");
+        assert_eq!(r.rewritten(), 0);
+    }
+    // A first request with a URL is rewritten, and so is the rest.
+    let mut bytes = BytesMut::from(PREFACE);
+    frame(&mut bytes, 0x1, 0x4, 1, &url);
+    frame(&mut bytes, 0x1, 0x4, 3, &clean);
+    let (out, r) = feed(&bytes, &mut Prng(3));
+    assert_ne!(out, bytes.to_vec());
+    assert!(!r.is_passthrough());
+    assert_eq!(r.rewritten(), 2);
+}

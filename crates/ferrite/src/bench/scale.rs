@@ -10,8 +10,8 @@
 //! more than etcd's).
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
@@ -19,7 +19,7 @@ use ferrite_proto::etcdserverpb as pb;
 use ferrite_proto::etcdserverpb::kv_client::KvClient;
 use tonic::transport::Channel;
 
-use super::cluster::{Cluster, System, channel};
+use super::cluster::{channel, Cluster, System};
 use super::load::rss_mb;
 use super::report::{self, Report};
 use super::volumes::print_table;
@@ -49,7 +49,12 @@ fn key(i: u64) -> Vec<u8> {
 /// Key `i`'s value: its number, repeated to `len` bytes (so that a read
 /// can be checked).
 fn value(i: u64, len: usize) -> Vec<u8> {
-    format!("{i:08}").into_bytes().into_iter().cycle().take(len).collect()
+    format!("{i:08}")
+        .into_bytes()
+        .into_iter()
+        .cycle()
+        .take(len)
+        .collect()
 }
 
 /// The members in the order the table shows them: the leader, the
@@ -233,7 +238,10 @@ async fn measure_on(c: &mut Cluster, o: &Options) -> anyhow::Result<Measured> {
         .map(|i| disk_bytes(&c.data_dir(*i)) as f64 / 1e6)
         .collect();
     let last = o.keys.saturating_sub(1);
-    eprintln!("  {name}: kill -9 of follower {}, restart", c.members[follower].name);
+    eprintln!(
+        "  {name}: kill -9 of follower {}, restart",
+        c.members[follower].name
+    );
     c.kill(follower).await;
     let started = Instant::now();
     c.spawn(follower)?;
@@ -285,10 +293,7 @@ fn table(f: &Measured, e: Option<&Measured>, logical_mb: f64) -> (Vec<String>, V
                 r.push(format!("{ev:.digits$}"));
                 r.push(format!("{ratio:.2}"));
                 r.push(if target {
-                    format!(
-                        "{} (<= 1.0x)",
-                        if ratio <= 1.0 { "met" } else { "MISSED" }
-                    )
+                    format!("{} (<= 1.0x)", if ratio <= 1.0 { "met" } else { "MISSED" })
                 } else {
                     "-".into()
                 });
@@ -299,7 +304,12 @@ fn table(f: &Measured, e: Option<&Measured>, logical_mb: f64) -> (Vec<String>, V
     };
     row("load keys/s".into(), &|m| m.keys_per_s, 0, false);
     row("load MB/s (values)".into(), &|m| m.mb_per_s, 1, false);
-    row("failed put attempts (retried)".into(), &|m| m.errors as f64, 0, false);
+    row(
+        "failed put attempts (retried)".into(),
+        &|m| m.errors as f64,
+        0,
+        false,
+    );
     for (k, role) in ROLES.iter().enumerate() {
         row(
             format!("RSS MB after load, {role}"),
@@ -330,14 +340,24 @@ fn table(f: &Measured, e: Option<&Measured>, logical_mb: f64) -> (Vec<String>, V
             false,
         );
     }
-    row("logical data MB (keys x value)".into(), &|_| logical_mb, 0, false);
+    row(
+        "logical data MB (keys x value)".into(),
+        &|_| logical_mb,
+        0,
+        false,
+    );
     row(
         "restart after kill -9 until serving, s".into(),
         &|m| m.restart_s,
         2,
         false,
     );
-    row("RSS MB of the restarted follower then".into(), &|m| m.rss_restarted_mb, 0, false);
+    row(
+        "RSS MB of the restarted follower then".into(),
+        &|m| m.rss_restarted_mb,
+        0,
+        false,
+    );
     (header, rows)
 }
 

@@ -98,9 +98,8 @@ struct Tools {
 }
 
 fn which(program: &str) -> bool {
-    std::env::var_os("PATH").is_some_and(|paths| {
-        std::env::split_paths(&paths).any(|p| p.join(program).is_file())
-    })
+    std::env::var_os("PATH")
+        .is_some_and(|paths| std::env::split_paths(&paths).any(|p| p.join(program).is_file()))
 }
 
 async fn tools() -> anyhow::Result<Tools> {
@@ -432,9 +431,7 @@ fn latency_table(m: &Measured) -> (Vec<String>, Vec<Vec<String>>) {
                 _ => "-".into(),
             };
             let target = match (*key, f, q) {
-                ("flush", Some(f), Some(q)) => {
-                    mark(f.0 as f64 <= 2.0 * q.0 as f64, "p50 F/Q <= 2")
-                }
+                ("flush", Some(f), Some(q)) => mark(f.0 as f64 <= 2.0 * q.0 as f64, "p50 F/Q <= 2"),
                 _ => "-".into(),
             };
             vec![

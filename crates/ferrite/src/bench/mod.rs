@@ -150,7 +150,6 @@ fn disk_dir() -> anyhow::Result<PathBuf> {
 
 fn is_tmpfs(path: &std::path::Path) -> bool {
     use std::os::unix::ffi::OsStrExt as _;
-    const TMPFS_MAGIC: i64 = 0x0102_1994;
     let Ok(c) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
         return false;
     };
@@ -158,7 +157,7 @@ fn is_tmpfs(path: &std::path::Path) -> bool {
     // NUL-terminated path.
     let mut s: libc::statfs = unsafe { std::mem::zeroed() };
     let rc = unsafe { libc::statfs(c.as_ptr(), &mut s) };
-    rc == 0 && i64::from(s.f_type) == TMPFS_MAGIC
+    rc == 0 && s.f_type == libc::TMPFS_MAGIC
 }
 
 pub async fn run(op: BenchOp) -> anyhow::Result<()> {

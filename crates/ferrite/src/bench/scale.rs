@@ -22,7 +22,7 @@ use tonic::transport::Channel;
 use super::cluster::{channel, Cluster, System};
 use super::load::rss_mb;
 use super::report::{self, Report};
-use super::volumes::print_table;
+use super::volumes::{print_table, Table};
 
 pub struct Options {
     pub keys: u64,
@@ -277,7 +277,7 @@ fn largest(v: &[f64]) -> f64 {
 }
 
 /// The side-by-side table: (metric, Ferrite, etcd, F/E, target).
-fn table(f: &Measured, e: Option<&Measured>, logical_mb: f64) -> (Vec<String>, Vec<Vec<String>>) {
+fn table(f: &Measured, e: Option<&Measured>, logical_mb: f64) -> Table {
     let header = ["metric", "ferrite", "etcd", "F/E", "target"]
         .into_iter()
         .map(String::from)

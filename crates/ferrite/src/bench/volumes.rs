@@ -88,6 +88,9 @@ pub struct Fio {
     pub p99_us: f64,
 }
 
+/// A printed table: its header and its rows.
+pub type Table = (Vec<String>, Vec<Vec<String>>);
+
 /// p50 and p99 in µs of one kind of request; None if not supported.
 type Latency = Option<(u64, u64)>;
 
@@ -378,7 +381,7 @@ fn fio_targets(label: &str, r: &[Fio; 3]) -> String {
     t.join(", ")
 }
 
-fn fio_table(m: &Measured) -> (Vec<String>, Vec<Vec<String>>) {
+fn fio_table(m: &Measured) -> Table {
     let header = [
         "workload", "L iops", "L MB/s", "L p50", "L p99", "F iops", "F MB/s", "F p50", "F p99",
         "Q iops", "Q MB/s", "Q p50", "Q p99", "L/Q", "F/L", "targets",
@@ -408,7 +411,7 @@ fn fio_table(m: &Measured) -> (Vec<String>, Vec<Vec<String>>) {
     (header, rows)
 }
 
-fn latency_table(m: &Measured) -> (Vec<String>, Vec<Vec<String>>) {
+fn latency_table(m: &Measured) -> Table {
     let header = [
         "request", "F p50", "F p99", "Q p50", "Q p99", "p50 F/Q", "p99 F/Q", "target",
     ]
@@ -481,7 +484,7 @@ pub fn print_table(header: &[String], rows: &[Vec<String>]) {
 
 /// Tables one after the other in one HTML table, each introduced by a
 /// row naming it.
-pub fn stacked(tables: &[(&str, &(Vec<String>, Vec<Vec<String>>))]) -> Vec<Vec<String>> {
+pub fn stacked(tables: &[(&str, &Table)]) -> Vec<Vec<String>> {
     let width = tables.iter().map(|(_, t)| t.0.len()).max().unwrap_or(0);
     let mut rows = Vec::new();
     for (title, (header, body)) in tables {

@@ -41,10 +41,23 @@ pub struct Cluster {
     pub system: System,
     dir: PathBuf,
     pub members: Vec<Member>,
+    /// Flags added to every member's command line (e.g. a quota).
+    extra_args: Vec<String>,
 }
 
 impl Cluster {
     pub async fn start(system: System, n: usize, dir: &Path) -> anyhow::Result<Cluster> {
+        Cluster::start_with(system, n, dir, &[]).await
+    }
+
+    /// As `start`, with `extra_args` added to every member's command line
+    /// (also when a member is restarted).
+    pub async fn start_with(
+        system: System,
+        n: usize,
+        dir: &Path,
+        extra_args: &[String],
+    ) -> anyhow::Result<Cluster> {
         if system == System::Etcd && which("etcd").is_none() {
             anyhow::bail!("etcd is not installed (apt-get install etcd-server)");
         }
@@ -62,6 +75,7 @@ impl Cluster {
             system,
             dir: dir.join(system.name()),
             members,
+            extra_args: extra_args.to_vec(),
         };
         std::fs::create_dir_all(&c.dir).with_context(|| format!("create {}", c.dir.display()))?;
         for i in 0..n {
@@ -127,6 +141,7 @@ impl Cluster {
                 c
             }
         };
+        cmd.args(&self.extra_args);
         let child = cmd.spawn().with_context(|| format!("start {}", m.name))?;
         self.members[i].child = Some(child);
         Ok(())
@@ -137,6 +152,11 @@ impl Cluster {
             let _ = child.start_kill();
             let _ = child.wait().await;
         }
+    }
+
+    /// Member `i`'s data directory.
+    pub fn data_dir(&self, i: usize) -> PathBuf {
+        self.dir.join(&self.members[i].name)
     }
 
     pub fn pid(&self, i: usize) -> Option<u32> {

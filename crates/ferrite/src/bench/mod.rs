@@ -8,7 +8,9 @@ mod kv;
 mod lease;
 mod load;
 mod report;
+mod scale;
 mod soak;
+mod volumes;
 mod watch;
 mod watch_lease;
 
@@ -80,6 +82,43 @@ pub enum BenchOp {
         #[arg(long)]
         data_dir: Option<PathBuf>,
     },
+    /// Block volumes over NBD: fio against a 3-member Ferrite, attached to
+    /// the leader and to a follower, and against unreplicated `qemu-nbd
+    /// --cache=none` on a local file, in the same run; then the QD1
+    /// latency of a write, a write with FUA and a write followed by a
+    /// flush. Needs fio, qemu-utils, libnbd-bin and python3-libnbd.
+    Volumes {
+        /// Seconds per fio workload.
+        #[arg(long, default_value_t = 10)]
+        runtime: u64,
+        /// The size of each export (e.g. 1GiB, 256MiB).
+        #[arg(long, value_parser = crate::volume::parse_size, default_value = "1GiB")]
+        size: u64,
+        /// Also write a small HTML report with charts here.
+        #[arg(long)]
+        report: Option<PathBuf>,
+    },
+    /// Loads N keys of V bytes into a 3-member Ferrite and a 3-member etcd
+    /// (8 GiB quota each); reports the load rate, every member's memory
+    /// and disk use, and how long a follower killed with -9 takes to serve
+    /// again.
+    Scale {
+        /// Distinct keys to load.
+        #[arg(long, default_value_t = 1_000_000)]
+        keys: u64,
+        /// Bytes per value.
+        #[arg(long, default_value_t = 1024)]
+        value_bytes: usize,
+        /// Concurrent clients, each round-robin over all members.
+        #[arg(long, default_value_t = 256)]
+        clients: usize,
+        /// Only Ferrite (no etcd needed).
+        #[arg(long)]
+        ferrite_only: bool,
+        /// Also write a small HTML report with charts here.
+        #[arg(long)]
+        report: Option<PathBuf>,
+    },
 }
 
 /// Where the clusters keep data and logs: `given`, or a new temporary
@@ -92,8 +131,77 @@ fn data_dir(given: Option<PathBuf>) -> anyhow::Result<PathBuf> {
     Ok(dir)
 }
 
+/// A new directory for data that must be on a real disk (fsync and
+/// O_DIRECT costs are measured): under the temporary directory unless that
+/// is a tmpfs, else under `./target`.
+fn disk_dir() -> anyhow::Result<PathBuf> {
+    let tmp = std::env::temp_dir();
+    let base = if is_tmpfs(&tmp) {
+        std::env::current_dir()
+            .context("find the current directory")?
+            .join("target")
+    } else {
+        tmp
+    };
+    data_dir(Some(
+        base.join(format!("ferrite-bench-{}", std::process::id())),
+    ))
+}
+
+fn is_tmpfs(path: &std::path::Path) -> bool {
+    use std::os::unix::ffi::OsStrExt as _;
+    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
+        return false;
+    };
+    // SAFETY: statfs writes into the zeroed struct we pass; `c` is a valid
+    // NUL-terminated path.
+    let mut s: libc::statfs = unsafe { std::mem::zeroed() };
+    let rc = unsafe { libc::statfs(c.as_ptr(), &mut s) };
+    rc == 0 && s.f_type == libc::TMPFS_MAGIC
+}
+
 pub async fn run(op: BenchOp) -> anyhow::Result<()> {
     match op {
+        BenchOp::Volumes {
+            runtime,
+            size,
+            report,
+        } => {
+            let dir = disk_dir()?;
+            let result = volumes::run(
+                volumes::Options {
+                    runtime,
+                    size,
+                    report,
+                },
+                &dir,
+            )
+            .await;
+            let _ = std::fs::remove_dir_all(&dir);
+            result
+        }
+        BenchOp::Scale {
+            keys,
+            value_bytes,
+            clients,
+            ferrite_only,
+            report,
+        } => {
+            let dir = disk_dir()?;
+            let result = scale::run(
+                scale::Options {
+                    keys,
+                    value_bytes,
+                    clients,
+                    ferrite_only,
+                    report,
+                },
+                &dir,
+            )
+            .await;
+            let _ = std::fs::remove_dir_all(&dir);
+            result
+        }
         BenchOp::Etcd {
             seconds,
             ferrite_only,

@@ -60,11 +60,22 @@ pub fn cpu_seconds(pids: &[u32]) -> f64 {
 
 /// Resident memory of a process in MB.
 pub fn rss_mb(pid: u32) -> f64 {
+    status_mb(pid, "VmRSS:")
+}
+
+/// The part of a process's resident memory that is pages of mapped files
+/// (the kernel may drop them at will; a snapshot map is counted here).
+pub fn rss_file_mb(pid: u32) -> f64 {
+    status_mb(pid, "RssFile:")
+}
+
+/// A `/proc/PID/status` figure given in kB, in MB (0 if unreadable).
+fn status_mb(pid: u32, field: &str) -> f64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {
             s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
+                .find(|l| l.starts_with(field))
                 .and_then(|l| l.split_whitespace().nth(1))
                 .and_then(|kb| kb.parse::<f64>().ok())
         })

@@ -20,7 +20,7 @@ use ferrite_proto::etcdserverpb::kv_client::KvClient;
 use tonic::transport::Channel;
 
 use super::cluster::{channel, Cluster, System};
-use super::load::rss_mb;
+use super::load::{rss_file_mb, rss_mb};
 use super::report::{self, Report};
 use super::volumes::{print_table, Table};
 
@@ -70,6 +70,8 @@ struct Measured {
     /// Per member, in `ROLES` order.
     rss_loaded_mb: Vec<f64>,
     rss_settled_mb: Vec<f64>,
+    /// Of `rss_settled_mb`, pages of mapped files.
+    rss_file_settled_mb: Vec<f64>,
     disk_mb: Vec<f64>,
     restart_s: f64,
     rss_restarted_mb: f64,
@@ -233,6 +235,10 @@ async fn measure_on(c: &mut Cluster, o: &Options) -> anyhow::Result<Measured> {
     let rss_loaded_mb = rss(&*c);
     tokio::time::sleep(SETTLE).await;
     let rss_settled_mb = rss(&*c);
+    let rss_file_settled_mb = order
+        .iter()
+        .map(|i| c.pid(*i).map_or(0.0, rss_file_mb))
+        .collect();
     let disk_mb = order
         .iter()
         .map(|i| disk_bytes(&c.data_dir(*i)) as f64 / 1e6)
@@ -266,6 +272,7 @@ async fn measure_on(c: &mut Cluster, o: &Options) -> anyhow::Result<Measured> {
         errors,
         rss_loaded_mb,
         rss_settled_mb,
+        rss_file_settled_mb,
         disk_mb,
         restart_s,
         rss_restarted_mb,
@@ -322,6 +329,14 @@ fn table(f: &Measured, e: Option<&Measured>, logical_mb: f64) -> Table {
         row(
             format!("RSS MB after {} s rest, {role}", SETTLE.as_secs()),
             &|m| m.rss_settled_mb.get(k).copied().unwrap_or(0.0),
+            0,
+            false,
+        );
+    }
+    for (k, role) in ROLES.iter().enumerate() {
+        row(
+            format!("  of which mapped files, {role}"),
+            &|m| m.rss_file_settled_mb.get(k).copied().unwrap_or(0.0),
             0,
             false,
         );

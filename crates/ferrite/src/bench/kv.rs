@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use super::cluster::{Cluster, System};
 use super::load::{self, Mix};
-use super::report::{self, Report};
+use super::report::{self, print_table, ratio, stacked, Report, Table};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Placement {
@@ -181,10 +181,6 @@ fn ms(us: u64) -> String {
     format!("{:.2}", us as f64 / 1000.0)
 }
 
-fn ratio(a: f64, b: f64) -> String {
-    format!("{:.2}", a / b.max(1e-9))
-}
-
 /// One table of (workload, clients) rows: Ferrite's columns, etcd's,
 /// their ratios, and a target column when `targets`.
 fn table(
@@ -192,7 +188,7 @@ fn table(
     f: &[Row],
     e: Option<&[Row]>,
     targets: bool,
-) -> (Vec<String>, Vec<Vec<String>>) {
+) -> Table {
     let mut header: Vec<String> = [
         "workload", "clients", "F ops/s", "F p50", "F p99", "F cpu", "E ops/s", "E p50", "E p99",
         "E cpu", "ops F/E", "p99 F/E", "cpu F/E",
@@ -245,39 +241,12 @@ fn table(
     (header, rows)
 }
 
-fn print_table(header: &[String], rows: &[Vec<String>]) {
-    let widths: Vec<usize> = (0..header.len())
-        .map(|c| {
-            rows.iter()
-                .map(|r| r[c].len())
-                .chain([header[c].len()])
-                .max()
-                .unwrap_or(0)
-        })
-        .collect();
-    let line = |cells: &[String]| {
-        let mut s = String::new();
-        for (c, cell) in cells.iter().enumerate() {
-            if c == 0 {
-                s.push_str(&format!("{cell:<w$}", w = widths[c]));
-            } else {
-                s.push_str(&format!("  {cell:>w$}", w = widths[c]));
-            }
-        }
-        println!("{}", s.trim_end());
-    };
-    line(header);
-    for r in rows {
-        line(r);
-    }
-}
-
 /// The forwarding table: per workload and system, leader vs follower.
 fn forwarding_table(
     workloads: &[(&'static str, Mix, usize)],
     f: &Measured,
     e: Option<&Measured>,
-) -> (Vec<String>, Vec<Vec<String>>) {
+) -> Table {
     let header: Vec<String> = [
         "workload",
         "clients",
@@ -414,31 +383,16 @@ pub async fn run(o: Options, dir: &Path) -> anyhow::Result<()> {
                 higher_is_better: false,
             });
         }
-        // One HTML table: the three tables one after the other, each
-        // introduced by a row naming it.
-        let mut rows = Vec::new();
-        let width = spread.0.len();
-        for (title, (header, body)) in [
+        let rows = stacked(&[
             (Placement::Spread.describe(), &spread),
             (Placement::Leader.describe(), &leader),
             ("what forwarding costs (leader, then follower)", &fwd),
-        ] {
-            let mut t = vec![format!("— {title} —")];
-            t.resize(width.max(header.len()), String::new());
-            rows.push(t);
-            let mut h = header.clone();
-            h.resize(width.max(header.len()), String::new());
-            rows.push(h);
-            for r in body {
-                let mut r = r.clone();
-                r.resize(width.max(header.len()), String::new());
-                rows.push(r);
-            }
-        }
+        ]);
+        let width = rows.first().map_or(0, Vec::len);
         Report {
             title: "Ferrite vs etcd: KV".into(),
             notes,
-            header: vec![String::new(); width.max(fwd.0.len())],
+            header: vec![String::new(); width],
             rows,
             charts,
         }

@@ -39,7 +39,8 @@ pub struct Result {
 }
 
 const KEYS: u64 = 1000;
-const CLIENTS_PER_CONNECTION: usize = 32;
+/// Clients sharing one HTTP/2 connection, as etcd's benchmark tool does.
+pub const CLIENTS_PER_CONNECTION: usize = 32;
 
 /// CPU seconds used so far by these processes.
 pub fn cpu_seconds(pids: &[u32]) -> f64 {
@@ -109,17 +110,13 @@ async fn one(client: &mut KvClient<Channel>, put: bool, key: u64, value: &[u8]) 
     }
 }
 
-pub async fn run(
+/// `per_member` connections to each endpoint: `[m][j]` is connection `j`
+/// to member `m`.
+pub async fn connections(
     endpoints: &[String],
-    pids: &[u32],
-    mix: Mix,
-    clients: usize,
-    duration: Duration,
-) -> anyhow::Result<Result> {
-    anyhow::ensure!(!endpoints.is_empty(), "no endpoint to load");
-    let per_member = clients.div_ceil(CLIENTS_PER_CONNECTION);
-    // channels[m][j]: connection j to member m.
-    let mut channels: Vec<Vec<Channel>> = Vec::new();
+    per_member: usize,
+) -> anyhow::Result<Vec<Vec<Channel>>> {
+    let mut channels = Vec::new();
     for endpoint in endpoints {
         let mut to_member = Vec::new();
         for _ in 0..per_member {
@@ -131,6 +128,19 @@ pub async fn run(
         }
         channels.push(to_member);
     }
+    Ok(channels)
+}
+
+pub async fn run(
+    endpoints: &[String],
+    pids: &[u32],
+    mix: Mix,
+    clients: usize,
+    duration: Duration,
+) -> anyhow::Result<Result> {
+    anyhow::ensure!(!endpoints.is_empty(), "no endpoint to load");
+    let per_member = clients.div_ceil(CLIENTS_PER_CONNECTION).max(1);
+    let channels = connections(endpoints, per_member).await?;
     let cpu_before = cpu_seconds(pids);
     let started = Instant::now();
     let until = started + duration;

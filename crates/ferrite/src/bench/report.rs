@@ -26,6 +26,62 @@ pub struct Report {
     pub charts: Vec<Chart>,
 }
 
+/// A table: its header and its rows, each a cell per column.
+pub type Table = (Vec<String>, Vec<Vec<String>>);
+
+/// `a / b` with two decimals (a zero `b` counts as tiny, not as an error).
+pub fn ratio(a: f64, b: f64) -> String {
+    format!("{:.2}", a / b.max(1e-9))
+}
+
+/// Prints a table with its columns aligned, the first to the left.
+pub fn print_table(header: &[String], rows: &[Vec<String>]) {
+    let widths: Vec<usize> = (0..header.len())
+        .map(|c| {
+            rows.iter()
+                .filter_map(|r| r.get(c))
+                .map(|cell| cell.chars().count())
+                .chain([header[c].chars().count()])
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let line = |cells: &[String]| {
+        let mut s = String::new();
+        for (c, cell) in cells.iter().enumerate() {
+            let w = widths.get(c).copied().unwrap_or(0);
+            if c == 0 {
+                s.push_str(&format!("{cell:<w$}"));
+            } else {
+                s.push_str(&format!("  {cell:>w$}"));
+            }
+        }
+        println!("{}", s.trim_end());
+    };
+    line(header);
+    for r in rows {
+        line(r);
+    }
+}
+
+/// Tables one after the other in one HTML table, each introduced by a
+/// row naming it.
+pub fn stacked(tables: &[(&str, &Table)]) -> Vec<Vec<String>> {
+    let width = tables.iter().map(|(_, t)| t.0.len()).max().unwrap_or(0);
+    let mut rows = Vec::new();
+    for (title, (header, body)) in tables {
+        let mut t = vec![format!("— {title} —")];
+        t.resize(width, String::new());
+        rows.push(t);
+        for r in std::iter::once(header).chain(body) {
+            let mut r = r.clone();
+            r.resize(width, String::new());
+            rows.push(r);
+        }
+    }
+    rows
+}
+
 const COLORS: [&str; 2] = ["#c0392b", "#2c6fbb"];
 const WIDTH: f64 = 280.0;
 const BAR_HEIGHT: f64 = 22.0;

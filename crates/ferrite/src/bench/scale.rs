@@ -20,9 +20,10 @@ use ferrite_proto::etcdserverpb::kv_client::KvClient;
 use tonic::transport::Channel;
 
 use super::cluster::{channel, Cluster, System};
+use super::load::{connections, CLIENTS_PER_CONNECTION};
 use super::load::{rss_file_mb, rss_mb};
 use super::report::{self, Report};
-use super::volumes::{print_table, Table};
+use super::report::{print_table, Table};
 
 pub struct Options {
     pub keys: u64,
@@ -35,7 +36,6 @@ pub struct Options {
 /// Both systems' space quota: 8 GiB, so that 1 GiB of values and their
 /// history fit.
 const QUOTA_BYTES: u64 = 8 << 30;
-const CLIENTS_PER_CONNECTION: usize = 32;
 /// Attempts at one put before the load gives up.
 const PUT_ATTEMPTS_MAX: u32 = 50;
 const PROGRESS_EVERY: Duration = Duration::from_secs(5);
@@ -99,18 +99,7 @@ fn disk_bytes(dir: &Path) -> u64 {
 /// few seconds. Returns (seconds, failed attempts).
 async fn load(endpoints: &[String], o: &Options, system: &str) -> anyhow::Result<(f64, u64)> {
     let per_member = o.clients.div_ceil(CLIENTS_PER_CONNECTION).max(1);
-    let mut channels: Vec<Vec<Channel>> = Vec::new();
-    for endpoint in endpoints {
-        let mut to_member = Vec::new();
-        for _ in 0..per_member {
-            to_member.push(
-                channel(endpoint, Duration::from_secs(2))
-                    .await
-                    .ok_or_else(|| anyhow::anyhow!("cannot connect to {endpoint}"))?,
-            );
-        }
-        channels.push(to_member);
-    }
+    let channels = connections(endpoints, per_member).await?;
     let next = Arc::new(AtomicU64::new(0));
     let done = Arc::new(AtomicU64::new(0));
     let started = Instant::now();

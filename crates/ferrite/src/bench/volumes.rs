@@ -21,7 +21,7 @@ use tokio::process::{Child, Command};
 
 use super::cluster::{Cluster, System};
 use super::load::percentile;
-use super::report::{self, Report};
+use super::report::{self, print_table, ratio, stacked, Report, Table};
 
 pub struct Options {
     pub runtime: u64,
@@ -87,9 +87,6 @@ pub struct Fio {
     pub p50_us: f64,
     pub p99_us: f64,
 }
-
-/// A printed table: its header and its rows.
-pub type Table = (Vec<String>, Vec<Vec<String>>);
 
 /// p50 and p99 in µs of one kind of request; None if not supported.
 type Latency = Option<(u64, u64)>;
@@ -357,10 +354,6 @@ async fn measure(
     })
 }
 
-fn ratio(a: f64, b: f64) -> String {
-    format!("{:.2}", a / b.max(1e-9))
-}
-
 fn mark(met: bool, what: &str) -> String {
     format!("{} ({what})", if met { "met" } else { "MISSED" })
 }
@@ -450,54 +443,6 @@ fn latency_table(m: &Measured) -> Table {
         })
         .collect();
     (header, rows)
-}
-
-/// Prints a table with its columns aligned, the first to the left.
-pub fn print_table(header: &[String], rows: &[Vec<String>]) {
-    let widths: Vec<usize> = (0..header.len())
-        .map(|c| {
-            rows.iter()
-                .filter_map(|r| r.get(c))
-                .map(|cell| cell.chars().count())
-                .chain([header[c].chars().count()])
-                .max()
-                .unwrap_or(0)
-        })
-        .collect();
-    let line = |cells: &[String]| {
-        let mut s = String::new();
-        for (c, cell) in cells.iter().enumerate() {
-            let w = widths.get(c).copied().unwrap_or(0);
-            if c == 0 {
-                s.push_str(&format!("{cell:<w$}"));
-            } else {
-                s.push_str(&format!("  {cell:>w$}"));
-            }
-        }
-        println!("{}", s.trim_end());
-    };
-    line(header);
-    for r in rows {
-        line(r);
-    }
-}
-
-/// Tables one after the other in one HTML table, each introduced by a
-/// row naming it.
-pub fn stacked(tables: &[(&str, &Table)]) -> Vec<Vec<String>> {
-    let width = tables.iter().map(|(_, t)| t.0.len()).max().unwrap_or(0);
-    let mut rows = Vec::new();
-    for (title, (header, body)) in tables {
-        let mut t = vec![format!("— {title} —")];
-        t.resize(width, String::new());
-        rows.push(t);
-        for r in std::iter::once(header).chain(body) {
-            let mut r = r.clone();
-            r.resize(width, String::new());
-            rows.push(r);
-        }
-    }
-    rows
 }
 
 pub async fn run(o: Options, dir: &Path) -> anyhow::Result<()> {
